@@ -1,0 +1,48 @@
+# melanoma_lab — every target that needs the environment creates it first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 5000
+DATA ?= $(or $(MELANOMA_LAB_DATA),data/isic9)
+TRAINER ?= default
+DEMO_ARGS := dataset=synthetic trainer.epochs=8 imbalance.extra_per_class=60 tracking.experiment_name=demo
+MLFLOW_STORE := sqlite:///$(abspath mlruns)/mlflow.db
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: help install demo test test-fast reproduce ui data clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install melanoma_lab with its dependencies
+
+demo: install ## M1 -> M2 -> M3 on the built-in synthetic lesions (a few minutes), tracked in MLflow
+	$(PY) -m melanoma_lab --multirun experiment=m1,m2,m3 $(DEMO_ARGS)
+	@echo; echo "Open the MLflow UI: make ui  ->  http://127.0.0.1:$(PORT)/#/experiments  (experiment 'demo', Runs tab)"
+
+test: install ## run the test suite
+	$(PY) -m pytest -q
+
+test-fast: install ## the test suite without slow tests
+	$(PY) -m pytest -q -m "not slow"
+
+reproduce: install ## replay the M1 -> M2 -> M3 study (DATA=path|synthetic, TRAINER=default|smoke)
+	$(PY) -m melanoma_lab --multirun experiment=m1,m2,m3 trainer=$(TRAINER) \
+	  $(if $(filter synthetic,$(DATA)),dataset=synthetic,dataset.root=$(abspath $(DATA)))
+
+ui: install ## open the local MLflow store at http://127.0.0.1:$(PORT)
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_STORE) --host 127.0.0.1 --port $(PORT)
+
+data: install ## download and extract the ISIC 9-class data into data/isic9 (needs internet)
+	$(PY) -m melanoma_lab.data.download --dest data/isic9
+
+clean: ## remove run folders and caches (keeps mlruns/ and data/isic9)
+	rm -rf experiments/runs experiments/multiruns data/cache .pytest_cache

@@ -1,0 +1,247 @@
+"""Structured configs: the schema every YAML file in ``conf/`` is merged into.
+
+Each config group file starts with ``defaults: [_schema, _self_]``, so Hydra rejects an unknown key
+or a wrongly typed value before anything runs. Value ranges that types cannot express are checked
+by :func:`validate`, also before any data is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+ISIC_CLASSES = [
+    "actinic keratosis",
+    "basal cell carcinoma",
+    "dermatofibroma",
+    "melanoma",
+    "nevus",
+    "pigmented benign keratosis",
+    "seborrheic keratosis",
+    "squamous cell carcinoma",
+    "vascular lesion",
+]
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    data_dir: str = "${paths.root_dir}/data"
+    cache_dir: str = "${paths.data_dir}/cache"
+    experiments_dir: str = "${paths.root_dir}/experiments"
+    mlruns_dir: str = "${paths.root_dir}/mlruns"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: Optional[str] = None
+    image_size: int = 180
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    melanoma_class: str = "melanoma"
+    extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png"])
+    on_unreadable: str = "skip"  # skip | fail
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    name: str = "synthetic"
+    train_images: int = 720
+    test_images: int = 180
+    generated_size: int = 96
+    generator_seed: int = 0
+    class_names: list[str] = field(default_factory=lambda: list(ISIC_CLASSES))
+
+
+@dataclass
+class AugmentationConfig:
+    name: str = MISSING
+    flip: str = "none"  # none | horizontal | vertical | horizontal_and_vertical
+    rotation: float = 0.0  # fraction of a full turn, as keras.layers.RandomRotation
+    zoom: float = 0.0  # fraction, as keras.layers.RandomZoom
+
+
+@dataclass
+class AugmentorOperation:
+    name: str = MISSING  # a Pipeline method of the Augmentor library, e.g. rotate, flip_left_right
+    probability: float = 0.5
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ImbalanceConfig:
+    name: str = MISSING
+    strategy: str = "none"  # none | augmentor | class_weight
+    extra_per_class: int = 0
+    target_per_class: Optional[int] = None
+    workers: int = 2
+    operations: list[AugmentorOperation] = field(default_factory=list)
+
+
+@dataclass
+class ModelConfig:
+    _target_: str = MISSING
+    name: str = MISSING
+    dropout: float = 0.0
+
+
+@dataclass
+class CNNConfig(ModelConfig):
+    _target_: str = "melanoma_lab.models.build_cnn"
+    name: str = "cnn"
+    filters: list[int] = field(default_factory=lambda: [16, 32, 64])
+    kernel_size: int = 3
+    pooling: str = "max"  # max | avg
+    batch_norm: bool = False
+    head: str = "flatten"  # flatten | global_avg
+    dense_units: list[int] = field(default_factory=lambda: [128])
+
+
+@dataclass
+class TransferConfig(ModelConfig):
+    _target_: str = "melanoma_lab.models.build_transfer"
+    name: str = "transfer"
+    backbone: str = "MobileNetV2"
+    weights: Optional[str] = None  # imagenet needs internet the first time
+    trainable_backbone: bool = False
+    dense_units: list[int] = field(default_factory=list)
+
+
+@dataclass
+class OptimizerConfig:
+    _target_: str = MISSING
+    learning_rate: float = 1e-3
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    _target_: str = "keras.optimizers.SGD"
+    learning_rate: float = 1e-2
+    momentum: float = 0.9
+    nesterov: bool = True
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = False
+    monitor: str = "val_loss"
+    patience: int = 5
+    restore_best_weights: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    seed: int = 42
+    deterministic: bool = False
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    checkpoint: bool = True
+    verbose: int = 2
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    tracking_uri: Optional[str] = None  # None: sqlite store under paths.mlruns_dir; MLFLOW_TRACKING_URI wins
+    experiment_name: str = "melanoma-study"
+    log_model: bool = True
+
+
+@dataclass
+class EvaluationConfig:
+    fixed_specificity: float = 0.8
+    fixed_sensitivity: float = 0.9
+    calibration_bins: int = 10
+    tta: bool = False
+
+
+@dataclass
+class AuditConfig:
+    conflict_policy: str = "warn"  # warn | drop | fail
+    near_duplicate_distance: int = 4  # max Hamming distance between perceptual hashes
+    out: Optional[str] = None  # where audit.json goes; None: the run's output folder
+
+
+@dataclass
+class Config:
+    name: str = "baseline"
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    dataset: Any = MISSING
+    augmentation: Any = MISSING
+    imbalance: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+
+
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "dataset": {"_schema": DatasetConfig, "_synthetic_schema": SyntheticDatasetConfig},
+    "augmentation": {"_schema": AugmentationConfig},
+    "imbalance": {"_schema": ImbalanceConfig},
+    "model": {"_cnn_schema": CNNConfig, "_transfer_schema": TransferConfig},
+    "optimizer": {"_schema": OptimizerConfig, "_sgd_schema": SGDConfig},
+    "trainer": {"_schema": TrainerConfig},
+    "tracking": {"_schema": TrackingConfig},
+    "evaluation": {"_schema": EvaluationConfig},
+    "audit": {"_schema": AuditConfig},
+    "paths": {"_schema": PathsConfig},
+}
+
+
+def register_configs() -> None:
+    """Register the root schema and one schema per config group with Hydra's ConfigStore."""
+    store = ConfigStore.instance()
+    store.store(name="_schema", node=Config)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for name, node in schemas.items():
+            store.store(group=group, name=name, node=node)
+
+
+class ConfigError(ValueError):
+    """A config value is out of its allowed range; the message names the key."""
+
+
+Check = tuple[str, Callable[[Any], bool], str]
+
+CHECKS: list[Check] = [
+    ("dataset.image_size", lambda v: v >= 8, "must be at least 8 pixels"),
+    ("dataset.batch_size", lambda v: v >= 1, "must be at least 1"),
+    ("dataset.val_fraction", lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (exclusive)"),
+    ("dataset.on_unreadable", lambda v: v in ("skip", "fail"), "must be 'skip' or 'fail'"),
+    ("augmentation.flip", lambda v: v in ("none", "horizontal", "vertical", "horizontal_and_vertical"),
+     "must be none, horizontal, vertical or horizontal_and_vertical"),
+    ("augmentation.rotation", lambda v: 0.0 <= v <= 1.0, "must be a fraction of a turn in [0, 1]"),
+    ("augmentation.zoom", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+    ("imbalance.strategy", lambda v: v in ("none", "augmentor", "class_weight"),
+     "must be none, augmentor or class_weight"),
+    ("imbalance.extra_per_class", lambda v: v >= 0, "must not be negative"),
+    ("imbalance.target_per_class", lambda v: v >= 1, "must be null or at least 1"),
+    ("imbalance.workers", lambda v: v >= 1, "must be at least 1"),
+    ("model.dropout", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+    ("optimizer.learning_rate", lambda v: v > 0, "must be positive"),
+    ("trainer.epochs", lambda v: v >= 1, "must be at least 1"),
+    ("trainer.early_stopping.patience", lambda v: v >= 0, "must not be negative"),
+    ("evaluation.fixed_specificity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
+    ("evaluation.fixed_sensitivity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
+    ("evaluation.calibration_bins", lambda v: v >= 2, "must be at least 2"),
+    ("audit.conflict_policy", lambda v: v in ("warn", "drop", "fail"), "must be warn, drop or fail"),
+    ("audit.near_duplicate_distance", lambda v: v >= 0, "must not be negative"),
+]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming every key whose value is out of range."""
+    problems = []
+    for key, is_valid, requirement in CHECKS:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if value is not None and not is_valid(value):
+            problems.append(f"{key}={value!r} {requirement}")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))

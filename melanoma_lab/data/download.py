@@ -1,0 +1,119 @@
+"""``make data``: download the ISIC 9-class archive, verify it, and extract it atomically.
+
+    python -m melanoma_lab.data.download [--dest data/isic9] [--archive FILE] [--url URL]
+
+``--archive`` skips the download (a zip you fetched yourself, e.g. from Kaggle
+``nodoubttome/skin-cancer9-classesisic``). The extracted folder is the one holding ``Train/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+GOOGLE_DRIVE_ID = "1xLfSQUGDl8ezNNbUkpuHOYvSpTyxVhCs"
+DEFAULT_URL = f"https://drive.usercontent.google.com/download?id={GOOGLE_DRIVE_ID}&export=download&confirm=t"
+MIN_CLASSES = 2
+
+
+class ArchiveError(RuntimeError):
+    """The archive is corrupt or does not hold the expected Train/<class>/ layout."""
+
+
+def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
+    """Stream ``url`` to ``dest`` (via a temporary file, renamed when complete)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_suffix(dest.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, partial.open("wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc="downloading ISIC archive") as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        partial.unlink(missing_ok=True)
+        raise ConnectionError(
+            f"could not download {url}: {error}\nNo internet here? Fetch the archive elsewhere and run "
+            "`python -m melanoma_lab.data.download --archive FILE.zip`, or point dataset.root at an extracted "
+            "copy, or use dataset=synthetic.") from error
+    os.replace(partial, dest)
+    return dest
+
+
+def verify_archive(archive: Path) -> str:
+    """Check the zip's integrity and layout; return the member prefix of the folder that holds ``Train/``."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            broken = zf.testzip()
+            if broken is not None:
+                raise ArchiveError(f"{archive}: member {broken} is corrupt (CRC mismatch); download it again")
+            names = zf.namelist()
+    except zipfile.BadZipFile as error:
+        raise ArchiveError(f"{archive} is not a zip archive: {error}") from error
+    train_dirs = sorted({name[: name.index("Train/")] for name in names
+                         if name.startswith("Train/") or "/Train/" in name})
+    if train_dirs:
+        prefix = train_dirs[0]  # "" or "<folder>/"
+        inside = [name[len(prefix) + len("Train/"):] for name in names if name.startswith(prefix + "Train/")]
+        classes = {rest.split("/")[0] for rest in inside if "/" in rest.strip("/")}
+        if len(classes) < MIN_CLASSES:
+            raise ArchiveError(f"{archive}: Train/ holds fewer than {MIN_CLASSES} class folders with images")
+        return prefix.rstrip("/")
+    raise ArchiveError(f"{archive} has no Train/ folder: expected <folder>/Train/<class>/*.jpg")
+
+
+def extract(archive: Path, dest: Path) -> Path:
+    """Extract the dataset folder of ``archive`` to ``dest`` atomically (never a half-extracted ``dest``)."""
+    prefix = verify_archive(archive)
+    if dest.exists():
+        raise FileExistsError(f"{dest} already exists; remove it first to extract again")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.infolist():
+                target = (staging / member.filename).resolve()
+                if not target.is_relative_to(staging.resolve()):
+                    raise ArchiveError(f"{archive}: member {member.filename} escapes the extraction folder")
+                zf.extract(member, staging)
+        source = staging / prefix if prefix else staging
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        (source / "SOURCE.json").write_text(json.dumps({"archive": archive.name, "sha256": digest}, indent=2))
+        os.replace(source, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dest", type=Path, default=Path("data/isic9"))
+    parser.add_argument("--archive", type=Path, help="use this zip instead of downloading")
+    parser.add_argument("--url", default=DEFAULT_URL)
+    args = parser.parse_args(argv)
+    if (args.dest / "Train").is_dir():
+        print(f"{args.dest} already has Train/: nothing to do")
+        return 0
+    try:
+        archive = args.archive or download(args.url, args.dest.parent / "isic9.zip")
+        print(f"extracted to {extract(archive, args.dest)}")
+    except (ConnectionError, ArchiveError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

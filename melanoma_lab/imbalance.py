@@ -1,0 +1,127 @@
+"""Class rebalancing of the TRAINING split: Augmentor-generated images or loss class weights.
+
+Generated images derive only from the training rows passed in (the split happens before), and each
+generated row records its ``parent``, so tests can prove that nothing reaches training from validation.
+Generation is cached by content: the same training files, operations, counts and seed reuse one folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from importlib.metadata import version
+from pathlib import Path
+
+import Augmentor
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from sklearn.utils.class_weight import compute_class_weight
+from tqdm import tqdm
+
+from melanoma_lab.config import ConfigError
+from melanoma_lab.data.catalog import COLUMNS, file_sha256
+
+MANIFEST = "manifest.csv"
+
+
+def extra_counts(counts: dict[str, int], extra_per_class: int, target_per_class: int | None) -> dict[str, int]:
+    """Images to generate per class: ``extra_per_class`` each, or enough to reach ``target_per_class``."""
+    if target_per_class is None:
+        return {name: extra_per_class if n > 0 else 0 for name, n in counts.items()}
+    too_big = {name: n for name, n in counts.items() if n > target_per_class}
+    if too_big:
+        raise ConfigError(f"imbalance.target_per_class={target_per_class} is below existing training class "
+                          f"sizes {too_big}: raise it, or use imbalance.extra_per_class instead")
+    return {name: target_per_class - n if n > 0 else 0 for name, n in counts.items()}
+
+
+def build_pipeline(operations: list[dict]) -> Augmentor.Pipeline:
+    """An Augmentor pipeline from ``[{name, probability, params}]``; unknown operations are a ConfigError."""
+    pipeline = Augmentor.Pipeline()
+    for operation in operations:
+        method = getattr(Augmentor.Pipeline, operation["name"], None)
+        if method is None or operation["name"].startswith("_") or operation["name"] in ("sample", "process"):
+            raise ConfigError(f"imbalance.operations: {operation['name']!r} is not an Augmentor Pipeline "
+                              "operation (e.g. rotate, flip_left_right, zoom_random, random_distortion)")
+        try:
+            method(pipeline, probability=operation["probability"], **operation.get("params", {}))
+        except TypeError as error:
+            raise ConfigError(f"imbalance.operations.{operation['name']}: {error}") from error
+    return pipeline
+
+
+def _generate_chunk(operations: list[dict], jobs: list[tuple[str, str, str]]) -> list[str]:
+    """Worker: write one augmented image per job (parent path, output path, seed text)."""
+    # Pipeline.torch_transform() is Augmentor's public "PIL image in, PIL image out" call (torch not needed)
+    transform = build_pipeline(operations).torch_transform()
+    for parent, output, seed_text in jobs:
+        random.seed(seed_text)
+        np.random.seed(int(hashlib.sha256(seed_text.encode()).hexdigest()[:8], 16))
+        with Image.open(parent) as image:
+            transform(image.convert("RGB")).convert("RGB").save(output, quality=95)
+    return [output for _, output, _ in jobs]
+
+
+def cache_key(train: pd.DataFrame, operations: list[dict], counts: dict[str, int], seed: int) -> str:
+    content = {"files": sorted(zip(train["label"], train["sha256"])), "operations": operations,
+               "counts": counts, "seed": seed, "augmentor": version("Augmentor")}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def generate_augmentor_images(train: pd.DataFrame, cfg: DictConfig, cache_dir: str | Path,
+                              seed: int) -> pd.DataFrame:
+    """Rows of generated training images (``source=augmentor``), created once per content key."""
+    operations = OmegaConf.to_container(cfg.operations, resolve=True)
+    build_pipeline(operations)  # fail on a bad operation before any work
+    counts = extra_counts(train["label"].value_counts().to_dict(), cfg.extra_per_class, cfg.target_per_class)
+    target = Path(cache_dir).resolve() / "augmentor" / cache_key(train, operations, counts, seed)
+    if (target / MANIFEST).is_file():
+        return pd.read_csv(target / MANIFEST, keep_default_na=False)[COLUMNS]
+
+    rng = np.random.default_rng(seed)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".augmentor-", dir=target.parent))
+    try:
+        jobs, rows = [], []
+        for label, count in sorted(counts.items()):
+            parents = sorted(train.loc[train["label"] == label, "path"])
+            (staging / label).mkdir()
+            for i, parent in enumerate(rng.choice(parents, size=count, replace=True) if count else []):
+                name = f"{Path(parent).stem}_aug{i:05d}.jpg"
+                jobs.append((parent, str(staging / label / name), f"{seed}|{label}|{i}"))
+                rows.append({"path": str(target / label / name), "label": label, "split": "train",
+                             "source": "augmentor", "parent": parent})
+        chunks = [jobs[i::cfg.workers] for i in range(cfg.workers) if jobs[i::cfg.workers]]
+        context = multiprocessing.get_context("spawn")  # never fork a process that runs TensorFlow
+        with ProcessPoolExecutor(max_workers=len(chunks) or 1, mp_context=context) as pool:
+            futures = [pool.submit(_generate_chunk, operations, chunk) for chunk in chunks]
+            for future in tqdm(futures, desc=f"Augmentor: {len(jobs)} images, {len(chunks)} workers"):
+                future.result()
+        generated = pd.DataFrame(rows)
+        generated["sha256"] = [file_sha256(staging / Path(p).relative_to(target)) for p in generated["path"]]
+        generated = generated.reindex(columns=COLUMNS)
+        generated.to_csv(staging / MANIFEST, index=False)
+        try:
+            os.replace(staging, target)
+        except OSError:  # a concurrent run finished the same cache first
+            if not (target / MANIFEST).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return pd.read_csv(target / MANIFEST, keep_default_na=False)[COLUMNS]
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights (scikit-learn's "balanced") for the classes present in ``labels``."""
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    return {int(c): float(w) for c, w in zip(present, weights)} | {
+        c: 1.0 for c in range(num_classes) if c not in set(present.tolist())}

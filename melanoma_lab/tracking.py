@@ -1,0 +1,212 @@
+"""The only module that talks to MLflow: store location, run lifecycle, params, tags, metrics, artifacts.
+
+A run that raises is marked FAILED, one interrupted by Ctrl-C or SIGTERM is marked KILLED: a run is
+never left RUNNING by an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import keras
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+TRACKED_PACKAGES = ["melanoma-lab", "tensorflow-cpu", "tensorflow", "keras", "keras-tuner", "mlflow",
+                    "hydra-core", "Augmentor", "numpy", "pandas", "scikit-learn", "pillow"]
+MAX_PARAM_LENGTH = 6000
+PARAMS_PER_BATCH = 100
+
+
+def tracking_uri(configured: str | None, mlruns_dir: str | Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the configured URI, else a SQLite store in ``mlruns_dir``."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if configured:
+        return configured
+    store = Path(mlruns_dir).expanduser().resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def _retry(action, attempts: int = 8):
+    """Run ``action``, retrying while SQLite reports a lock (concurrent writers)."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except MlflowException as error:
+            if "locked" not in str(error).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(0.25 * 2**attempt)
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
+    """The id of experiment ``name``, created (race-safely) with artifacts under ``artifact_root``."""
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    try:
+        location = (artifact_root / name).as_uri() if artifact_root else None
+        return _retry(lambda: client.create_experiment(name, artifact_location=location))
+    except MlflowException:
+        existing = client.get_experiment_by_name(name)  # another process created it first
+        if existing is None:
+            raise
+        return existing.experiment_id
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dict to ``{"a.b.c": "value"}`` strings within MLflow's param length limit."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, name + ".")
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+            flat[name] = flat[name][:MAX_PARAM_LENGTH]
+    return flat
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in TRACKED_PACKAGES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_state(cwd: Path) -> dict[str, str]:
+    """Commit and dirty flag of the repository at ``cwd`` ("unknown" outside a git checkout)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+class RunTracker:
+    """One MLflow run as a context manager (also the fluent API's active run, which the model flavours
+    need); every ``log_*`` is a no-op when tracking is disabled."""
+
+    def __init__(self, enabled: bool, uri: str, experiment: str, run_name: str, artifact_root: Path | None,
+                 tags: dict[str, str] | None = None, parent_run_id: str | None = None):
+        self.enabled = enabled
+        self.run_id: str | None = None
+        if not enabled:
+            return
+        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = uri
+        self.experiment_id = experiment_id(self.client, experiment, artifact_root)
+        self._run_name, self._tags, self._parent = run_name, dict(tags or {}), parent_run_id
+
+    def __enter__(self) -> "RunTracker":
+        if self.enabled:
+            tags = self._tags | ({"mlflow.parentRunId": self._parent} if self._parent else {})
+            mlflow.set_tracking_uri(self.uri)
+            run = _retry(lambda: mlflow.start_run(experiment_id=self.experiment_id, run_name=self._run_name,
+                                                  tags=tags))
+            self.run_id = run.info.run_id
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.enabled and self.run_id:
+            if exc_type is None:
+                status = "FINISHED"
+            elif issubclass(exc_type, KeyboardInterrupt):
+                status = "KILLED"
+            else:
+                status = "FAILED"
+                self.set_tags({"error": f"{exc_type.__name__}: {exc}"[:5000]})
+            _retry(lambda: mlflow.end_run(status=status))
+        return False
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.enabled:
+            for key, value in tags.items():
+                _retry(lambda: self.client.set_tag(self.run_id, key, str(value)[:MAX_PARAM_LENGTH]))
+
+    def log_params(self, params: dict[str, str]) -> None:
+        if not self.enabled:
+            return
+        items = [mlflow.entities.Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            batch = items[start:start + PARAMS_PER_BATCH]
+            _retry(lambda: self.client.log_batch(self.run_id, params=batch))
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self.enabled:
+            return
+        now = int(time.time() * 1000)
+        items = [mlflow.entities.Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+                 if v is not None and np.isfinite(v)]
+        for start in range(0, len(items), 1000):
+            batch = items[start:start + 1000]
+            _retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
+
+    def log_dict(self, data: dict, artifact_file: str) -> None:
+        if self.enabled:
+            self.client.log_dict(self.run_id, data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.enabled:
+            self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_figure(self, figure: Figure, artifact_file: str) -> None:
+        """Log and close ``figure`` (closed also when tracking is off, so figures never pile up)."""
+        if self.enabled:
+            self.client.log_figure(self.run_id, figure, artifact_file)
+        plt.close(figure)
+
+    def log_table(self, table: pd.DataFrame, artifact_file: str) -> None:
+        if self.enabled:
+            self.log_text(table.to_csv(index=False), artifact_file)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.enabled and Path(path).exists():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_keras_model(self, model: keras.Model, example: np.ndarray) -> None:
+        """Log with MLflow's Keras flavour, so ``mlflow.pyfunc.load_model`` can predict."""
+        if not self.enabled:
+            return
+        signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
+        requirements = [f"{name}=={v}" for name, v in package_versions().items()
+                        if name in ("tensorflow-cpu", "tensorflow", "keras", "mlflow")]
+        mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=requirements)
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Log Keras' epoch logs (loss, accuracy, val_*, learning rate) to the run, one batch per epoch."""
+
+    def __init__(self, tracker: RunTracker):
+        super().__init__()
+        self.tracker = tracker
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        metrics = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+        self.tracker.log_metrics(metrics, step=epoch)
+
+
+def runs_table(uri: str, experiment: str) -> pd.DataFrame:
+    """All runs of ``experiment`` as a DataFrame (for reports and tests)."""
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment])
+

@@ -1,0 +1,64 @@
+"""Shared fixtures: real configs composed from conf/, pointed at a temporary project folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from melanoma_lab.config import register_configs
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic-9class-180px"
+
+# A tiny synthetic set (9 classes, 32 px) and a tiny run (one epoch, small model).
+TINY_DATA = ["dataset=synthetic", "dataset.train_images=120", "dataset.test_images=45",
+             "dataset.generated_size=32", "dataset.image_size=32", "dataset.batch_size=16"]
+TINY_RUN = ["trainer=smoke", "imbalance.extra_per_class=6", "imbalance.workers=1", "model.filters=[8,16]",
+            "model.dense_units=[16]"]
+TINY = TINY_DATA + TINY_RUN
+
+register_configs()
+
+
+def compose_config(overrides: list[str], root: Path | None = None) -> DictConfig:
+    """Compose conf/config.yaml with ``overrides`` (as the CLI would), rooted at ``root``."""
+    rooted = overrides + ([f"paths.root_dir={root}"] if root is not None else [])
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=rooted)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MELANOMA_LAB_DATA", raising=False)
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One data cache for the session, so the tiny synthetic set is generated once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path, shared_cache):
+    """A factory: the tiny synthetic config plus extra overrides, rooted in ``tmp_path``."""
+
+    def make(*extra: str) -> DictConfig:
+        return compose_config(TINY + [f"paths.cache_dir={shared_cache}", *extra], root=tmp_path)
+
+    return make
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not (REAL_DATA / "Train").is_dir():
+        pytest.skip("real ISIC data not present at ../shared/data/isic-9class-180px")
+    return REAL_DATA
+
+
+def pytest_configure(config):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

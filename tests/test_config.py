@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from melanoma_lab.config import ConfigError, validate
+from tests.conftest import CONF_DIR, compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def test_seed_study_experiments_exist():
+    assert {"m1", "m2", "m3"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(name):
+    cfg = compose_config([f"experiment={name}"])
+    validate(cfg)
+    assert cfg.name == name
+
+
+def test_experiments_differ_as_in_the_seeds():
+    m1, m2, m3 = (compose_config([f"experiment={n}"]) for n in ("m1", "m2", "m3"))
+    assert m1.augmentation.flip == "none" and m1.model.dropout == 0
+    assert m2.augmentation.flip != "none" and m2.model.dropout > 0 and m2.imbalance.strategy == "none"
+    assert m3.imbalance.strategy == "augmentor" and m3.imbalance.extra_per_class == 500
+    assert m3.trainer.epochs == 30 and m1.trainer.epochs == 20
+
+
+def test_defaults_match_the_study():
+    cfg = compose_config([])
+    assert (cfg.dataset.name, cfg.dataset.image_size, cfg.dataset.batch_size) == ("isic9", 180, 32)
+    assert cfg.dataset.val_fraction == 0.2
+    assert cfg.dataset.root.endswith("data/isic9")
+
+
+def test_dataset_root_comes_from_environment(monkeypatch):
+    monkeypatch.setenv("MELANOMA_LAB_DATA", "/somewhere/isic")
+    assert compose_config([]).dataset.root == "/somewhere/isic"
+
+
+def test_command_line_overrides_any_value():
+    cfg = compose_config(["experiment=m2", "model.dropout=0.3", "trainer.epochs=5", "optimizer=sgd"])
+    assert (cfg.model.dropout, cfg.trainer.epochs, cfg.optimizer.momentum) == (0.3, 5, 0.9)
+
+
+@pytest.mark.parametrize("override", ["model.dropoutt=0.3", "trainer.epochz=2", "dataset.colour=red"])
+def test_unknown_key_is_rejected(override):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)) as error:
+        compose_config([override])
+    assert override.split("=")[0].split(".")[-1] in str(error.value) + str(error.value.__cause__)
+
+
+@pytest.mark.parametrize("override", ["trainer.epochs=abc", "dataset.image_size=big", "model.batch_norm=maybe"])
+def test_wrong_type_is_rejected(override):
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_config([override])
+
+
+@pytest.mark.parametrize("override,key", [("trainer.epochs=-1", "trainer.epochs"),
+                                          ("dataset.val_fraction=1.5", "dataset.val_fraction"),
+                                          ("dataset.image_size=0", "dataset.image_size"),
+                                          ("augmentation.flip=diagonal", "augmentation.flip")])
+def test_impossible_value_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(compose_config([override]))
+
+
+def test_missing_experiment_file_is_rejected():
+    with pytest.raises(ConfigCompositionException, match="m99"):
+        compose_config(["experiment=m99"])
+
+
+def test_config_groups_mirror_modules():
+    package = Path(__file__).resolve().parents[1] / "melanoma_lab"
+    for group in ("augmentation", "imbalance", "evaluation", "audit", "tracking"):
+        assert (CONF_DIR / group).is_dir() and (package / f"{group}.py").is_file()

@@ -1,0 +1,115 @@
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from melanoma_lab.data import synthetic
+from melanoma_lab.data.catalog import DatasetNotFoundError, fingerprint, scan
+from melanoma_lab.data.pipeline import decode, make_dataset
+from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.data.split import train_val_split
+
+
+def _digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.jpg")):
+        digest.update(path.relative_to(folder).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_synthetic_is_deterministic_and_in_isic_layout(tmp_path):
+    classes = ["melanoma", "nevus", "vascular lesion"]
+    a = synthetic.generate(tmp_path / "a", classes, 30, 9, 32, seed=3)
+    b = synthetic.generate(tmp_path / "b", classes, 30, 9, 32, seed=3)
+    c = synthetic.generate(tmp_path / "c", classes, 30, 9, 32, seed=4)
+    assert _digest(a) == _digest(b) != _digest(c)
+    assert sorted(p.name for p in (a / "Train").iterdir()) == classes
+    assert (a / "Test" / "melanoma").is_dir()
+    assert not list(tmp_path.glob(".synthetic-*")), "staging folder left behind"
+
+
+def test_synthetic_counts_follow_isic_imbalance():
+    counts = synthetic.class_counts(list(synthetic.ISIC_TRAIN_COUNTS), 900)
+    assert counts["pigmented benign keratosis"] > 4 * counts["seborrheic keratosis"]
+    assert abs(sum(counts.values()) - 900) <= 9
+
+
+def test_synthetic_is_cached_by_settings(tiny_cfg):
+    cfg = tiny_cfg()
+    first = load_catalog(cfg.dataset, cfg.paths)
+    again = load_catalog(cfg.dataset, cfg.paths)
+    assert first.root == again.root and fingerprint(first.files) == fingerprint(again.files)
+    assert set(first.files["split"]) == {"train", "test"}
+    assert len(first.classes) == 9
+
+
+def test_missing_dataset_names_layout_and_ways_out(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as error:
+        scan(tmp_path / "nowhere", [".jpg"])
+    message = str(error.value)
+    assert "Train/<class name>/*.jpg" in message and "make data" in message and "dataset=synthetic" in message
+
+
+def test_scan_reports_unexpected_and_empty_folders(tmp_path):
+    root = synthetic.generate(tmp_path / "d", ["melanoma", "nevus"], 8, 0, 16, seed=0)
+    (root / "Train" / "notes.txt").write_text("x")
+    (root / "Train" / "melanoma" / "readme.md").write_text("x")
+    for image in (root / "Test" / "melanoma").iterdir():
+        image.unlink()
+    catalog = scan(root, [".jpg"])
+    assert any(p.endswith("notes.txt") for p in catalog.unexpected)
+    assert any(p.endswith("readme.md") for p in catalog.unexpected)
+    assert str(root / "Test" / "melanoma") in catalog.empty_class_folders
+
+
+def test_unreadable_files_are_reported_by_name(tmp_path):
+    root = synthetic.generate(tmp_path / "d", ["melanoma", "nevus"], 8, 0, 16, seed=0)
+    bad = root / "Train" / "nevus" / "broken.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    catalog = scan(root, [".jpg"])
+    decoded = decode(catalog.files, catalog.classes, 16)
+    assert list(decoded.failures) == [str(bad)]
+    assert len(decoded.labels) == len(catalog.files) - 1
+    assert decoded.images.shape[1:] == (16, 16, 3) and decoded.images.dtype == np.uint8
+
+
+def test_any_image_mode_decodes_as_rgb(tmp_path):
+    from PIL import Image
+
+    for mode, name in (("L", "grey.png"), ("RGBA", "alpha.png"), ("RGB", "big.jpg")):
+        Image.new(mode, (50, 70)).save(tmp_path / name)
+    files = pd.DataFrame({"path": [str(p) for p in sorted(tmp_path.iterdir())], "label": ["a"] * 3})
+    decoded = decode(files, ["a"], 24)
+    assert decoded.images.shape == (3, 24, 24, 3) and not decoded.failures
+
+
+def test_split_is_stratified_seeded_and_keeps_copies_together():
+    labels = ["a"] * 50 + ["b"] * 30 + ["c"] * 20
+    sha = [f"h{i}" for i in range(100)]
+    sha[1] = sha[0] = "twin"  # a byte-identical pair
+    files = pd.DataFrame({"path": [f"p{i}" for i in range(100)], "label": labels, "sha256": sha})
+    train, val = train_val_split(files, 0.2, seed=7)
+    train2, val2 = train_val_split(files, 0.2, seed=7)
+    assert list(val["path"]) == list(val2["path"])
+    assert set(train["path"]).isdisjoint(val["path"]) and len(train) + len(val) == 100
+    assert 15 <= len(val) <= 25
+    assert val["label"].value_counts().to_dict() == pytest.approx({"a": 10, "b": 6, "c": 4}, abs=2)
+    assert ("p0" in set(val["path"])) == ("p1" in set(val["path"]))
+
+
+def test_pipeline_shuffles_and_augments_only_training(tiny_cfg):
+    from melanoma_lab.augmentation import build_augmentation
+
+    cfg = tiny_cfg("augmentation=flip_rotate_zoom")
+    catalog = load_catalog(cfg.dataset, cfg.paths)
+    decoded = decode(catalog.split("train"), catalog.classes, 32)
+    augment = build_augmentation(cfg.augmentation, seed=1)
+    plain = next(iter(make_dataset(decoded, 200, training=False, seed=1, augment=augment)))
+    assert np.array_equal(plain[0].numpy(), decoded.images[: len(plain[0])].astype(np.float32))
+    shuffled = next(iter(make_dataset(decoded, 200, training=True, seed=1, augment=augment)))
+    assert not np.array_equal(shuffled[0].numpy(), plain[0].numpy())
+    assert sorted(shuffled[1].numpy().tolist()) == sorted(plain[1].numpy().tolist())
+    assert build_augmentation(tiny_cfg().augmentation, seed=1) is None

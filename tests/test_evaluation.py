@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from melanoma_lab.evaluation import (
+    evaluate,
+    expected_calibration_error,
+    reliability_table,
+    sensitivity_at_specificity,
+    specificity_at_sensitivity,
+)
+
+CLASSES = ["melanoma", "nevus", "other"]
+
+
+def _probs(predicted: list[int], confidence: float = 0.8) -> np.ndarray:
+    p = np.full((len(predicted), 3), (1 - confidence) / 2)
+    p[np.arange(len(predicted)), predicted] = confidence
+    return p
+
+
+def test_metrics_match_hand_computed_values():
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    predicted = [0, 0, 0, 1, 1, 0, 2, 1]
+    result = evaluate(labels, _probs(predicted), CLASSES, "melanoma", 0.8, 0.9, 10)
+    m = result.metrics
+    assert m["accuracy"] == pytest.approx(5 / 8)
+    # recalls: melanoma 3/4, nevus 1/2, other 1/2
+    assert m["balanced_accuracy"] == pytest.approx((0.75 + 0.5 + 0.5) / 3)
+    assert m["melanoma_sensitivity"] == pytest.approx(0.75)
+    # non-melanoma images: 4, one predicted melanoma
+    assert m["melanoma_specificity"] == pytest.approx(3 / 4)
+    # precisions: melanoma 3/4, nevus 1/3, other 1/1 -> f1s
+    f1 = [2 * 0.75 * 0.75 / 1.5, 2 * (1 / 3) * 0.5 / (1 / 3 + 0.5), 2 * 1 * 0.5 / 1.5]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+    assert result.per_class["support"].tolist() == [4, 2, 2]
+    assert result.confusion.tolist() == [[3, 1, 0], [1, 1, 0], [0, 1, 1]]
+    # every prediction has confidence 0.8: accuracy 5/8 -> ECE |0.625 - 0.8|
+    assert m["ece"] == pytest.approx(0.175)
+
+
+def test_melanoma_auc_and_operating_points():
+    is_mel = np.array([1, 1, 1, 0, 0, 0, 0])
+    score = np.array([0.9, 0.8, 0.3, 0.7, 0.2, 0.1, 0.05])
+    # ranking: 0.9 M, 0.8 M, 0.7 N, 0.3 M, ...: AUC = (4 + 4 + 3) / 12
+    labels = np.where(is_mel == 1, 0, 1)
+    probs = np.stack([score, 1 - score, np.zeros_like(score)], axis=1)
+    m = evaluate(labels, probs, CLASSES, "melanoma", 0.8, 0.9, 5).metrics
+    assert m["melanoma_roc_auc"] == pytest.approx(11 / 12)
+    # specificity >= 0.8 allows no false positive of 4: threshold 0.8 finds 2 of 3 melanomas
+    assert sensitivity_at_specificity(is_mel, score, 0.8) == pytest.approx(2 / 3)
+    # specificity >= 0.75 allows one: threshold 0.3 finds all 3
+    assert sensitivity_at_specificity(is_mel, score, 0.75) == pytest.approx(1.0)
+    # sensitivity >= 0.9 needs all 3 (threshold 0.3): one negative above -> specificity 3/4
+    assert specificity_at_sensitivity(is_mel, score, 0.9) == pytest.approx(3 / 4)
+    assert m["melanoma_sensitivity_at_spec_0.8"] == pytest.approx(2 / 3)
+    assert m["melanoma_specificity_at_sens_0.9"] == pytest.approx(3 / 4)
+
+
+def test_per_class_auc_is_nan_for_absent_class_and_macro_ignores_it():
+    labels = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1, 0], [0.6, 0.4, 0], [0.2, 0.8, 0], [0.3, 0.7, 0]])
+    result = evaluate(labels, probs, CLASSES, "melanoma", 0.8, 0.9, 10)
+    assert np.isnan(result.per_class["roc_auc"][2])
+    assert result.metrics["macro_roc_auc"] == pytest.approx(1.0)
+    assert result.metrics["balanced_accuracy"] == pytest.approx(1.0)
+
+
+def test_calibration_table_and_error():
+    labels = np.array([0, 0, 1, 1])
+    probs = np.array([[0.95, 0.05, 0], [0.95, 0.05, 0], [0.55, 0.45, 0], [0.45, 0.55, 0]])
+    table = reliability_table(labels, probs, bins=2)
+    assert table["count"].tolist() == [0, 4]
+    # bin (0.5, 1]: confidence mean 0.75, accuracy 3/4 -> ECE 0
+    assert expected_calibration_error(labels, probs, 2) == pytest.approx(0.0)
+    # 10 bins: {0.95, 0.95} both right (|1 - 0.95|), {0.55, 0.55} one right (|0.5 - 0.55|), each half the data
+    assert expected_calibration_error(labels, probs, 10) == pytest.approx(0.05)

@@ -1,0 +1,104 @@
+"""End to end: one experiment trains, evaluates and leaves a complete MLflow run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from melanoma_lab.experiment import run_experiment
+from melanoma_lab.tracking import tracking_uri
+from tests.conftest import TINY
+
+EXPECTED_ARTIFACTS = {
+    "config/config.yaml", "config/overrides.txt", "data_audit.json", "data_audit.txt", "learning_curves.png",
+    "history.json", "data/class_distribution.png", "data/samples_per_class.png",
+    "evaluation/val_confusion_matrix.png", "evaluation/test_confusion_matrix.png",
+    "evaluation/val_per_class.csv", "evaluation/test_per_class.csv", "evaluation/val_roc_curves.png",
+    "evaluation/val_reliability.png",
+}
+
+
+def _artifacts(client, run_id, path=None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("experiment=m3", "trainer.epochs=2")
+    results = run_experiment(cfg, tmp_path / "out", ["experiment=m3"])
+    uri = tracking_uri(None, tmp_path / "mlruns")
+    client = mlflow.tracking.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("melanoma-study")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.info.run_name == "m3"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
+    for key in ("loss", "accuracy", "val_accuracy", "learning_rate"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 2
+    for key in ("val_balanced_accuracy", "val_melanoma_sensitivity", "test_balanced_accuracy",
+                "test_melanoma_roc_auc", "val_macro_f1", "val_ece"):
+        assert key in run.data.metrics
+    assert run.data.params["imbalance.strategy"] == "augmentor" and run.data.params["model.dropout"] == "0.2"
+    tags = run.data.tags
+    assert len(tags["data_fingerprint"]) == 16 and tags["seed"] == "42" and tags["version.tensorflow-cpu"]
+    assert {"git_commit", "git_dirty", "version.mlflow", "version.keras"} <= set(tags)
+    assert EXPECTED_ARTIFACTS <= _artifacts(client, run.info.run_id)
+    assert results["final_val_accuracy"] == pytest.approx(run.data.metrics["final_val_accuracy"])
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["val_balanced_accuracy"] == results["val_balanced_accuracy"]
+    assert (tmp_path / "out" / "audit.json").is_file()
+
+    models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+    assert [m.source_run_id for m in models] == [run.info.run_id]
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"models:/{models[0].model_id}")
+    probabilities = np.asarray(model.predict(np.zeros((3, 32, 32, 3), np.float32)))
+    assert probabilities.shape == (3, 9) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+
+
+def test_a_crash_marks_the_run_failed(tiny_cfg, tmp_path, monkeypatch):
+    import melanoma_lab.experiment as experiment
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(experiment, "fit", explode)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run_experiment(tiny_cfg("tracking.log_model=false"), tmp_path / "out")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    run = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])[0]
+    assert run.info.status == "FAILED" and "disk on fire" in run.data.tags["error"]
+
+
+def test_cli_rejects_a_wrong_key_before_any_training(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "melanoma_lab", "experiment=m2", "model.dropoutt=0.3",
+                             f"paths.root_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "dropoutt" in result.stderr
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_cli_without_data_explains_the_two_ways_out(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "melanoma_lab", f"paths.root_dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "make data" in result.stderr and "dataset=synthetic" in result.stderr
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_cli_trains_one_experiment(tmp_path, shared_cache):
+    result = subprocess.run([sys.executable, "-m", "melanoma_lab", "experiment=m1", *TINY,
+                             f"paths.cache_dir={shared_cache}", f"paths.root_dir={tmp_path}",
+                             "tracking.log_model=false"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[m1] final_val_accuracy=" in result.stdout
+    run_dirs = list((tmp_path / "experiments" / "runs" / "m1").iterdir())
+    assert len(run_dirs) == 1 and (run_dirs[0] / ".hydra" / "config.yaml").is_file()
+    assert (run_dirs[0] / "checkpoints" / "best.keras").is_file()

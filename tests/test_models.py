@@ -1,0 +1,44 @@
+import keras
+import numpy as np
+import pytest
+from hydra.utils import instantiate
+
+from melanoma_lab.models import build_cnn, build_transfer
+from tests.conftest import compose_config
+
+
+def _conv_widths(model: keras.Model) -> list[int]:
+    return [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def test_cnn_is_built_from_config_values():
+    cfg = compose_config(["experiment=m2", "model.filters=[4,8,12]", "model.dense_units=[10]",
+                          "model.batch_norm=true"])
+    model = instantiate(cfg.model, input_shape=(32, 32, 3), num_classes=9, _convert_="all")
+    assert _conv_widths(model) == [4, 8, 12]
+    assert any(isinstance(l, keras.layers.BatchNormalization) for l in model.layers)
+    assert [l.rate for l in model.layers if isinstance(l, keras.layers.Dropout)] == [0.2, 0.2]
+    assert isinstance(model.layers[1], keras.layers.Rescaling)
+    probabilities = model.predict(np.full((2, 32, 32, 3), 255.0, np.float32), verbose=0)
+    assert probabilities.shape == (2, 9) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_global_average_head_has_far_fewer_parameters():
+    flat = build_cnn((64, 64, 3), 9, filters=[8, 16], head="flatten")
+    pooled = build_cnn((64, 64, 3), 9, filters=[8, 16], head="global_avg")
+    assert pooled.count_params() * 10 < flat.count_params()
+
+
+def test_bad_architecture_values_are_named():
+    with pytest.raises(ValueError, match="model.pooling"):
+        build_cnn((32, 32, 3), 9, pooling="median")
+    with pytest.raises(ValueError, match="model.backbone"):
+        build_transfer((32, 32, 3), 9, backbone="NoSuchNet")
+
+
+def test_transfer_model_without_pretrained_weights():
+    cfg = compose_config(["model=transfer", "model.weights=null"])
+    model = instantiate(cfg.model, input_shape=(64, 64, 3), num_classes=9, _convert_="all")
+    backbone = [l for l in model.layers if isinstance(l, keras.Model)][0]
+    assert backbone.trainable is False
+    assert model.predict(np.zeros((1, 64, 64, 3), np.float32), verbose=0).shape == (1, 9)

@@ -1,0 +1,42 @@
+from contextlib import nullcontext
+
+import mlflow
+import pytest
+
+from melanoma_lab.tracking import RunTracker, flatten, tracking_uri
+
+
+def test_flatten_nested_config_for_params():
+    flat = flatten({"model": {"filters": [16, 32], "head": "flatten"}, "name": "m1", "x": {"y": {"z": None}}})
+    assert flat == {"model.filters": "[16, 32]", "model.head": "flatten", "name": "m1", "x.y.z": "None"}
+    assert len(flatten({"long": "a" * 9000})["long"]) == 6000
+
+
+def test_store_defaults_to_absolute_sqlite_in_mlruns(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri(None, "mlruns") == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking_uri(None, "mlruns") == "http://127.0.0.1:5999"
+
+
+@pytest.mark.parametrize("error,status", [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED"),
+                                          (None, "FINISHED")])
+def test_run_ends_with_a_truthful_status(tmp_path, error, status):
+    uri = tracking_uri(None, tmp_path / "mlruns")
+    tracker = RunTracker(True, uri, "exp", "run", tmp_path / "mlruns")
+    with pytest.raises(type(error)) if error else nullcontext():
+        with tracker:
+            tracker.log_metrics({"loss": 1.0}, step=0)
+            if error:
+                raise error
+    run = mlflow.tracking.MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == status
+    assert run.data.metrics["loss"] == 1.0
+    assert mlflow.active_run() is None
+
+
+def test_disabled_tracking_writes_nothing(tmp_path):
+    with RunTracker(False, "unused", "exp", "run", None) as tracker:
+        tracker.log_metrics({"loss": 1.0})
+    assert tracker.run_id is None and not (tmp_path / "mlruns").exists()
+
