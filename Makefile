@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 5000
 DATA ?= $(or $(MELANOMA_LAB_DATA),data/isic9)
-TRAINER ?= default
-DEMO_ARGS := dataset=synthetic trainer.epochs=8 imbalance.extra_per_class=60 tracking.experiment_name=demo
+TRAINER ?=
+STUDY ?= $(if $(filter synthetic,$(DATA)),synthetic,isic)-study$(if $(TRAINER),-$(TRAINER))
+DEMO_ARGS := dataset=synthetic trainer.epochs=8 imbalance.extra_per_class=60 study.name=demo
 MLFLOW_STORE := sqlite:///$(abspath mlruns)/mlflow.db
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
@@ -34,8 +35,8 @@ test: install ## run the test suite
 test-fast: install ## the test suite without slow tests
 	$(PY) -m pytest -q -m "not slow"
 
-reproduce: install ## replay the M1 -> M2 -> M3 study (DATA=path|synthetic, TRAINER=default|smoke)
-	$(PY) -m melanoma_lab --multirun experiment=m1,m2,m3 trainer=$(TRAINER) \
+reproduce: install ## replay the study: audit, M1/M2/M3 x seeds, report (DATA=path|synthetic, TRAINER=smoke for a quick pass)
+	$(PY) -m melanoma_lab.study study.name=$(STUDY) $(if $(TRAINER),trainer=$(TRAINER)) \
 	  $(if $(filter synthetic,$(DATA)),dataset=synthetic,dataset.root=$(abspath $(DATA)))
 
 ui: install ## open the local MLflow store at http://127.0.0.1:$(PORT)

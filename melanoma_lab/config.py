@@ -147,8 +147,9 @@ class TrainerConfig:
 class TrackingConfig:
     enabled: bool = True
     tracking_uri: Optional[str] = None  # None: sqlite store under paths.mlruns_dir; MLFLOW_TRACKING_URI wins
-    experiment_name: str = "melanoma-study"
+    experiment_name: str = "${study.name}"
     log_model: bool = True
+    skip_finished: bool = True  # a run whose config and data match a FINISHED run is not repeated
 
 
 @dataclass
@@ -167,6 +168,16 @@ class AuditConfig:
 
 
 @dataclass
+class StudyConfig:
+    name: str = "melanoma-study"  # also the MLflow experiment that holds the study's runs
+    experiments: list[str] = field(default_factory=lambda: ["m1", "m2", "m3"])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
+    reports_dir: str = "${paths.experiments_dir}/reports"
+
+
+@dataclass
 class Config:
     name: str = "baseline"
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -179,6 +190,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
@@ -192,6 +204,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "evaluation": {"_schema": EvaluationConfig},
     "audit": {"_schema": AuditConfig},
     "paths": {"_schema": PathsConfig},
+    "study": {"_schema": StudyConfig},
 }
 
 
@@ -231,6 +244,9 @@ CHECKS: list[Check] = [
     ("evaluation.fixed_specificity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("evaluation.fixed_sensitivity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("evaluation.calibration_bins", lambda v: v >= 2, "must be at least 2"),
+    ("study.seeds", lambda v: len(v) >= 1, "must list at least one seed"),
+    ("study.bootstrap_samples", lambda v: v >= 100, "must be at least 100"),
+    ("study.confidence", lambda v: 0.5 <= v < 1.0, "must be in [0.5, 1)"),
     ("audit.conflict_policy", lambda v: v in ("warn", "drop", "fail"), "must be warn, drop or fail"),
     ("audit.near_duplicate_distance", lambda v: v >= 0, "must not be negative"),
 ]

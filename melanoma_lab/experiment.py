@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -96,9 +97,18 @@ def evaluation_metrics(result: Evaluation, prefix: str, history: dict[str, list]
     return {(f"final_{k}" if k in history else k): v for k, v in named.items()}
 
 
+def predictions_table(result: Evaluation, paths: pd.Series, classes: list[str]) -> pd.DataFrame:
+    """One row per image: path, true label index, and the probability of each class."""
+    table = pd.DataFrame(result.probabilities, columns=[f"p_{c}" for c in classes])
+    table.insert(0, "label", result.labels)
+    table.insert(0, "path", paths.to_numpy())
+    return table
+
+
 def _log_evaluation(tracker: RunTracker, result: Evaluation, metrics: dict[str, float], prefix: str,
-                    classes: list[str], bins: int, step: int) -> None:
+                    paths: pd.Series, classes: list[str], bins: int, step: int) -> None:
     tracker.log_metrics(metrics, step=step)
+    tracker.log_table(predictions_table(result, paths, classes), f"evaluation/{prefix}_predictions.csv")
     tracker.log_table(result.per_class, f"evaluation/{prefix}_per_class.csv")
     tracker.log_figure(plots.confusion_matrices(result.confusion, classes, prefix),
                        f"evaluation/{prefix}_confusion_matrix.png")
@@ -108,6 +118,12 @@ def _log_evaluation(tracker: RunTracker, result: Evaluation, metrics: dict[str, 
                                                  prefix), f"evaluation/{prefix}_reliability.png")
     tracker.log_dict({"classes": classes, "confusion_matrix": result.confusion.tolist()},
                      f"evaluation/{prefix}_confusion_matrix.json")
+
+
+def config_hash(resolved: dict) -> str:
+    """Hash of everything that can change a result (all groups but where files go and how runs are tracked)."""
+    relevant = {k: v for k, v in resolved.items() if k not in ("paths", "tracking", "study")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None) -> dict[str, float]:
@@ -124,11 +140,18 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
     keras.backend.clear_session()  # a fresh graph per run, also for several runs in one process (sweeps)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    tags = {"experiment": cfg.name, "dataset": cfg.dataset.name, "seed": str(cfg.trainer.seed),
-            "data_fingerprint": fingerprint(files), "output_dir": str(output_dir.resolve()),
+    identity = {"config_hash": config_hash(resolved), "data_fingerprint": fingerprint(files)}
+    tags = {"experiment": cfg.name, "study": cfg.study.name, "dataset": cfg.dataset.name,
+            "seed": str(cfg.trainer.seed), "output_dir": str(output_dir.resolve()), **identity,
             **git_state(Path.cwd()), **{f"version.{k}": v for k, v in package_versions().items()}}
     tracker = RunTracker(cfg.tracking.enabled, tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir),
                          cfg.tracking.experiment_name, cfg.name, Path(cfg.paths.mlruns_dir).resolve(), tags)
+    if cfg.tracking.skip_finished:
+        previous = tracker.finished_run_with(identity)
+        if previous is not None:
+            log.info("skipping %s: run %s already FINISHED with the same config and data "
+                     "(tracking.skip_finished=false runs it again)", cfg.name, previous.info.run_id)
+            return dict(previous.data.metrics)
     with tracker:
         tracker.log_params(flatten(resolved))
         tracker.log_dict(resolved, "config/config.yaml")
@@ -172,8 +195,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
                               cfg.evaluation.fixed_specificity, cfg.evaluation.fixed_sensitivity,
                               cfg.evaluation.calibration_bins)
             metrics = evaluation_metrics(result, prefix, history)
-            _log_evaluation(tracker, result, metrics, prefix, data.classes, cfg.evaluation.calibration_bins,
-                            final_step)
+            _log_evaluation(tracker, result, metrics, prefix, part.files["path"], data.classes,
+                            cfg.evaluation.calibration_bins, final_step)
             results |= metrics
         best = int(np.argmin(history["val_loss"]))
         results["train_val_accuracy_gap"] = history["accuracy"][best] - history["val_accuracy"][best]

@@ -99,3 +99,51 @@ def reliability_diagram(table: pd.DataFrame, title: str = "") -> Figure:
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def overlaid_learning_curves(histories: dict[str, dict[str, np.ndarray]]) -> Figure:
+    """Validation (solid) and training (dashed) accuracy and loss of several experiments on shared axes."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for index, (name, history) in enumerate(histories.items()):
+        colour = f"C{index}"
+        for ax, metric in zip(axes, ("accuracy", "loss")):
+            ax.plot(np.arange(1, len(history[f"val_{metric}"]) + 1), history[f"val_{metric}"], color=colour,
+                    label=f"{name} validation")
+            ax.plot(np.arange(1, len(history[metric]) + 1), history[metric], color=colour, ls="--",
+                    label=f"{name} train")
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.set(xlabel="epoch", ylabel=metric, title=metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrices_side_by_side(matrices: dict[str, np.ndarray], classes: list[str]) -> Figure:
+    """Row-normalised confusion matrices of several experiments."""
+    fig, axes = plt.subplots(1, len(matrices), figsize=(6.2 * len(matrices), 6), squeeze=False)
+    for ax, (name, cm) in zip(axes[0], matrices.items()):
+        normalised = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set(xlabel="predicted", ylabel="true", title=name)
+        for (i, j), value in np.ndenumerate(normalised):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if value > 0.5 else "black")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_recall(recalls: dict[str, list[float]], classes: list[str]) -> Figure:
+    """Grouped bars: recall of every class, one bar per experiment."""
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    width = 0.8 / max(len(recalls), 1)
+    x = np.arange(len(classes))
+    for index, (name, values) in enumerate(recalls.items()):
+        ax.bar(x + (index - (len(recalls) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(x, classes, rotation=30, ha="right")
+    ax.set(ylabel="recall", ylim=(0, 1), title="Per-class recall")
+    ax.legend()
+    fig.tight_layout()
+    return fig

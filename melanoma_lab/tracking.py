@@ -117,6 +117,14 @@ class RunTracker:
         self.experiment_id = experiment_id(self.client, experiment, artifact_root)
         self._run_name, self._tags, self._parent = run_name, dict(tags or {}), parent_run_id
 
+    def finished_run_with(self, tags: dict[str, str]) -> mlflow.entities.Run | None:
+        """The newest FINISHED run of this experiment carrying all ``tags``, if any."""
+        if not self.enabled:
+            return None
+        query = " and ".join([f"tags.{k} = '{v}'" for k, v in tags.items()] + ["attributes.status = 'FINISHED'"])
+        runs = self.client.search_runs([self.experiment_id], query, max_results=1, order_by=["start_time DESC"])
+        return runs[0] if runs else None
+
     def __enter__(self) -> "RunTracker":
         if self.enabled:
             tags = self._tags | ({"mlflow.parentRunId": self._parent} if self._parent else {})

@@ -77,3 +77,8 @@ def test_config_groups_mirror_modules():
     package = Path(__file__).resolve().parents[1] / "melanoma_lab"
     for group in ("augmentation", "imbalance", "evaluation", "audit", "tracking"):
         assert (CONF_DIR / group).is_dir() and (package / f"{group}.py").is_file()
+
+
+def test_smoke_trainer_wins_over_the_experiments_trainer():
+    assert compose_config(["experiment=m3", "trainer=smoke"]).trainer.epochs == 1
+    assert compose_config(["experiment=m3", "trainer.epochs=3"]).trainer.epochs == 3

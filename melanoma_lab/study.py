@@ -1,0 +1,63 @@
+"""Run a whole study — every experiment for every seed — then write its report.
+
+    python -m melanoma_lab.study [dataset.root=PATH | dataset=synthetic] [trainer=smoke] [study.seeds=[1,2,3]]
+
+Runs already FINISHED with the same config and data are skipped (``tracking.skip_finished``), so an
+interrupted study resumes where it stopped. The report is built from MLflow alone
+(``python -m melanoma_lab.report --study NAME`` rebuilds it without retraining).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import hydra
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from melanoma_lab.config import register_configs, validate
+
+log = logging.getLogger(__name__)
+PER_RUN_KEYS = re.compile(r"^(experiment|trainer\.seed)=")
+
+
+def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> Path:
+    """Train every (experiment, seed) of ``cfg.study`` in this process, then write the report."""
+    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.report import load_study, write_report
+    from melanoma_lab.tracking import tracking_uri
+
+    from melanoma_lab.audit import audit_catalog, summary
+    from melanoma_lab.audit import write_report as write_audit
+    from melanoma_lab.data.sources import load_catalog
+
+    validate(cfg)
+    reports = Path(cfg.study.reports_dir) / cfg.study.name
+    audit = audit_catalog(load_catalog(cfg.dataset, cfg.paths), cfg.audit.near_duplicate_distance)
+    log.info("audit written to %s\n%s", write_audit(audit, reports), summary(audit))
+    shared = [o for o in base_overrides if not PER_RUN_KEYS.match(o)]
+    for experiment in cfg.study.experiments:
+        for seed in cfg.study.seeds:
+            overrides = [*shared, f"experiment={experiment}", f"trainer.seed={seed}"]
+            log.info("study %s: %s seed %s", cfg.study.name, experiment, seed)
+            run_cfg = compose(config_name="config", overrides=overrides)
+            run_experiment(run_cfg, output_dir / experiment / f"seed_{seed}", overrides)
+    client = MlflowClient(tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir))
+    study = load_study(client, cfg.study.name)
+    return write_report(study, reports, cfg.study.bootstrap_samples, cfg.study.confidence)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    runtime = HydraConfig.get()
+    report = run_study(cfg, list(runtime.overrides.task), Path(runtime.runtime.output_dir))
+    print(f"study report: {report} and {report.with_suffix('.html')}")
+
+
+if __name__ == "__main__":
+    register_configs()
+    main()

@@ -1,0 +1,81 @@
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from melanoma_lab import report
+from melanoma_lab.report import bootstrap_interval, paired_difference
+from melanoma_lab.study import run_study
+from melanoma_lab.tracking import tracking_uri
+from tests.conftest import CONF_DIR, TINY
+
+
+def _table(labels, predicted, paths=None) -> pd.DataFrame:
+    probs = np.eye(3)[predicted]
+    table = pd.DataFrame(probs, columns=["p_a", "p_b", "p_c"])
+    table.insert(0, "label", labels)
+    table.insert(0, "path", paths or [f"img{i}" for i in range(len(labels))])
+    return table
+
+
+def test_bootstrap_interval_brackets_the_observed_score_and_narrows_with_data():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    predicted = np.where(rng.random(300) < 0.7, labels, (labels + 1) % 3)
+    observed = report.balanced_accuracy_of(_table(labels, predicted))
+    low, high = bootstrap_interval([_table(labels, predicted)], 300, 0.95)
+    assert low < observed < high and high - low < 0.2
+    small_low, small_high = bootstrap_interval([_table(labels[:30], predicted[:30])], 300, 0.95)
+    assert small_high - small_low > high - low
+    perfect = bootstrap_interval([_table(labels, labels)], 100, 0.95)
+    assert perfect == (1.0, 1.0)
+
+
+def test_paired_difference_detects_a_real_improvement_and_needs_same_images():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 400)
+    worse = np.where(rng.random(400) < 0.5, labels, (labels + 1) % 3)
+    better = np.where(rng.random(400) < 0.9, labels, (labels + 1) % 3)
+    diff = paired_difference([_table(labels, worse)], [_table(labels, better)], 300, 0.95)
+    assert diff["delta"] > 0.3 and diff["low"] > 0 and diff["p_not_better"] == 0.0
+    same = paired_difference([_table(labels, worse)], [_table(labels, worse)], 100, 0.95)
+    assert same["delta"] == 0 and same["low"] == same["high"] == 0
+    with pytest.raises(ValueError, match="same held-out images"):
+        paired_difference([_table(labels, worse)], [_table(labels, better, [f"x{i}" for i in range(400)])], 10, 0.9)
+
+
+def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path, shared_cache):
+    overrides = TINY + [f"paths.cache_dir={shared_cache}", f"paths.root_dir={tmp_path}", "study.name=tiny-study",
+                        "study.experiments=[m1,m3]", "study.seeds=[1,2]", "study.bootstrap_samples=100",
+                        "tracking.log_model=false"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        from hydra import compose
+
+        cfg = compose(config_name="config", overrides=overrides)
+        path = run_study(cfg, overrides, tmp_path / "study")
+        client = MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+        experiment = client.get_experiment_by_name("tiny-study")
+        runs = client.search_runs([experiment.experiment_id])
+        assert sorted((r.data.tags["experiment"], r.data.tags["seed"]) for r in runs) == [
+            ("m1", "1"), ("m1", "2"), ("m3", "1"), ("m3", "2")]
+        run_study(cfg, overrides, tmp_path / "study")  # resumes: everything FINISHED is skipped
+        assert len(client.search_runs([experiment.experiment_id])) == 4
+
+    text = path.read_text()
+    assert path == tmp_path / "experiments" / "reports" / "tiny-study" / "report.md"
+    for needle in ("| m1 ", "| m3 ", "val balanced acc", "melanomas found", "m3 vs m1", "imbalance.strategy",
+                   "train-validation gap", "Data audit", "learning_curves.png"):
+        assert needle in text, needle
+    page = (path.parent / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "<table" in page
+
+    (path.parent / "report.md").unlink()
+    assert report.main(["--study", "tiny-study", "--tracking-uri", tracking_uri(None, tmp_path / "mlruns"),
+                        "--out", str(path.parent), "--bootstrap-samples", "100"]) == 0
+    assert "| m3 " in path.read_text()
+
+
+def test_report_of_unknown_study_says_what_to_do(tmp_path, capsys):
+    assert report.main(["--study", "nope", "--tracking-uri", tracking_uri(None, tmp_path / "mlruns")]) == 1
+    assert "make reproduce" in capsys.readouterr().err
