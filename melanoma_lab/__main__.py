@@ -20,14 +20,17 @@ def _interrupt_on_sigterm(signum, frame) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def app(cfg: DictConfig) -> float | None:
+    from melanoma_lab.crossval import run_cross_validation
     from melanoma_lab.experiment import run_experiment
 
     runtime = HydraConfig.get()
-    results = run_experiment(cfg, runtime.runtime.output_dir, list(runtime.overrides.task))
-    print(f"[{cfg.name}] " + "  ".join(f"{k}={results[k]:.4f}" for k in
-                                      ("final_val_accuracy", "val_balanced_accuracy", "val_melanoma_sensitivity",
-                                       "test_balanced_accuracy") if k in results))
-    return results.get("val_balanced_accuracy")
+    run = run_cross_validation if cfg.study.cv_folds > 1 else run_experiment
+    results = run(cfg, runtime.runtime.output_dir, list(runtime.overrides.task))
+    prefix = "cv_mean_" if cfg.study.cv_folds > 1 else ""
+    keys = [prefix + k for k in ("final_val_accuracy", "val_balanced_accuracy", "val_melanoma_sensitivity",
+                                 "val_melanoma_roc_auc")] + ["test_balanced_accuracy"]
+    print(f"[{cfg.name}] " + "  ".join(f"{k}={results[k]:.4f}" for k in keys if k in results))
+    return results.get(prefix + "val_balanced_accuracy")
 
 
 def main() -> None:

@@ -61,8 +61,11 @@ class SyntheticDatasetConfig(DatasetConfig):
 class AugmentationConfig:
     name: str = MISSING
     flip: str = "none"  # none | horizontal | vertical | horizontal_and_vertical
-    rotation: float = 0.0  # fraction of a full turn, as keras.layers.RandomRotation
+    rotation: float = 0.0  # fraction of a full turn, as keras.layers.RandomRotation (0.5: any angle)
     zoom: float = 0.0  # fraction, as keras.layers.RandomZoom
+    translation: float = 0.0  # fraction of the image size, as keras.layers.RandomTranslation
+    contrast: float = 0.0  # as keras.layers.RandomContrast
+    brightness: float = 0.0  # fraction of the value range, as keras.layers.RandomBrightness
 
 
 @dataclass
@@ -97,6 +100,8 @@ class CNNConfig(ModelConfig):
     kernel_size: int = 3
     pooling: str = "max"  # max | avg
     batch_norm: bool = False
+    convs_per_block: int = 1
+    residual: bool = False  # add a 1x1-projected shortcut around each block's convolutions
     head: str = "flatten"  # flatten | global_avg
     dense_units: list[int] = field(default_factory=lambda: [128])
 
@@ -128,7 +133,6 @@ class SGDConfig(OptimizerConfig):
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = False
-    monitor: str = "val_loss"
     patience: int = 5
     restore_best_weights: bool = True
 
@@ -138,8 +142,14 @@ class TrainerConfig:
     epochs: int = 20
     seed: int = 42
     deterministic: bool = False
+    monitor: str = "val_loss"  # picks the best epoch (early stopping, checkpoint); val_bacc: balanced accuracy
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: bool = True
+    loss: str = "crossentropy"  # crossentropy | focal
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    lr_schedule: str = "constant"  # constant | cosine (decays to 0 over all epochs)
+    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16 | auto (mixed_float16 on a GPU)
     verbose: int = 2
 
 
@@ -172,6 +182,7 @@ class StudyConfig:
     name: str = "melanoma-study"  # also the MLflow experiment that holds the study's runs
     experiments: list[str] = field(default_factory=lambda: ["m1", "m2", "m3"])
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    cv_folds: int = 1  # K > 1: every experiment runs as K stratified, content-grouped folds
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     reports_dir: str = "${paths.experiments_dir}/reports"
@@ -240,11 +251,22 @@ CHECKS: list[Check] = [
     ("model.dropout", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     ("optimizer.learning_rate", lambda v: v > 0, "must be positive"),
     ("trainer.epochs", lambda v: v >= 1, "must be at least 1"),
+    ("trainer.monitor", lambda v: v in ("val_loss", "val_accuracy", "val_bacc"),
+     "must be val_loss, val_accuracy or val_bacc"),
+    ("trainer.loss", lambda v: v in ("crossentropy", "focal"), "must be crossentropy or focal"),
+    ("trainer.label_smoothing", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+    ("trainer.lr_schedule", lambda v: v in ("constant", "cosine"), "must be constant or cosine"),
+    ("trainer.precision", lambda v: v in ("float32", "mixed_bfloat16", "mixed_float16", "auto"),
+     "must be float32, mixed_bfloat16, mixed_float16 or auto"),
+    ("augmentation.translation", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+    ("augmentation.contrast", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+    ("augmentation.brightness", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     ("trainer.early_stopping.patience", lambda v: v >= 0, "must not be negative"),
     ("evaluation.fixed_specificity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("evaluation.fixed_sensitivity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("evaluation.calibration_bins", lambda v: v >= 2, "must be at least 2"),
     ("study.seeds", lambda v: len(v) >= 1, "must list at least one seed"),
+    ("study.cv_folds", lambda v: v >= 1, "must be at least 1 (1: one train/validation split)"),
     ("study.bootstrap_samples", lambda v: v >= 100, "must be at least 100"),
     ("study.confidence", lambda v: 0.5 <= v < 1.0, "must be in [0.5, 1)"),
     ("audit.conflict_policy", lambda v: v in ("warn", "drop", "fail"), "must be warn, drop or fail"),

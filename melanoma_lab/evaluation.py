@@ -57,6 +57,13 @@ def reliability_table(labels: np.ndarray, probabilities: np.ndarray, bins: int) 
     return pd.DataFrame(rows)
 
 
+def threshold_for_sensitivity(y_true: np.ndarray, score: np.ndarray, sensitivity: float) -> float:
+    """The highest score threshold whose alerts (score >= threshold) reach ``sensitivity``."""
+    _, tpr, thresholds = roc_curve(y_true, score)
+    reached = np.flatnonzero(tpr >= sensitivity - 1e-12)
+    return float(min(thresholds[reached[0]], 1.0))
+
+
 def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int) -> float:
     """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
     table = reliability_table(labels, probabilities, bins).dropna()
@@ -73,8 +80,13 @@ def _binary_auc(y_true: np.ndarray, score: np.ndarray) -> float:
 
 
 def evaluate(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], melanoma_class: str,
-             fixed_specificity: float, fixed_sensitivity: float, calibration_bins: int) -> Evaluation:
-    """Every metric of one evaluation (validation or test)."""
+             fixed_specificity: float, fixed_sensitivity: float, calibration_bins: int,
+             alert_threshold: float | None = None) -> Evaluation:
+    """Every metric of one evaluation (validation or test).
+
+    The melanoma alert fires when p(melanoma) >= a threshold: ``alert_threshold`` if given (chosen on
+    validation data), else the threshold that reaches ``fixed_sensitivity`` on these labels
+    (``melanoma_alert_threshold``)."""
     labels = np.asarray(labels)
     predicted = probabilities.argmax(axis=1)
     all_classes = np.arange(len(classes))
@@ -106,6 +118,12 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], 
                 is_mel, probabilities[:, mel], fixed_specificity)
             metrics[f"melanoma_specificity_at_sens_{fixed_sensitivity:g}"] = specificity_at_sensitivity(
                 is_mel, probabilities[:, mel], fixed_sensitivity)
+            chosen = threshold_for_sensitivity(is_mel, probabilities[:, mel], fixed_sensitivity)
+            threshold = chosen if alert_threshold is None else alert_threshold
+            alerts = probabilities[:, mel] >= threshold
+            metrics |= {"melanoma_alert_threshold": threshold,
+                        "melanoma_alert_sensitivity": float(alerts[is_mel].mean()),
+                        "melanoma_alert_specificity": float((~alerts[~is_mel]).mean())}
     for name, class_recall, class_f1 in zip(classes, recall, f1):
         metrics[f"recall_{metric_key(name)}"] = float(class_recall)
         metrics[f"f1_{metric_key(name)}"] = float(class_f1)

@@ -19,24 +19,40 @@ def _classifier_head(x, dense_units: list[int], dropout: float, num_classes: int
     return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
 
 
+def _conv(x, width: int, kernel_size: int, batch_norm: bool, name: str, activate: bool = True):
+    x = keras.layers.Conv2D(width, kernel_size, padding="same", use_bias=not batch_norm,
+                            activation=None if batch_norm or not activate else "relu", name=name)(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        if activate:
+            x = keras.layers.Activation("relu")(x)
+    return x
+
+
 def build_cnn(input_shape: tuple[int, int, int], num_classes: int, name: str = "cnn",
               filters: list[int] = (16, 32, 64), kernel_size: int = 3, pooling: str = "max",
-              batch_norm: bool = False, head: str = "flatten", dense_units: list[int] = (128,),
-              dropout: float = 0.0) -> keras.Model:
-    """The seeds' CNN family: rescale to [0, 1], one conv(+BN)+pool block per entry of ``filters``,
-    then flatten (or global average pooling), dropout, dense layers and a softmax."""
+              batch_norm: bool = False, convs_per_block: int = 1, residual: bool = False,
+              head: str = "flatten", dense_units: list[int] = (128,), dropout: float = 0.0) -> keras.Model:
+    """The seeds' CNN family: rescale to [0, 1]; per entry of ``filters`` a block of ``convs_per_block``
+    conv(+BN) layers (with a projected shortcut if ``residual``) and a pooling layer; then flatten (or
+    global average pooling), dropout, dense layers and a softmax."""
     if pooling not in POOLING:
         raise ValueError(f"model.pooling={pooling!r} must be one of {sorted(POOLING)}")
     if head not in ("flatten", "global_avg"):
         raise ValueError(f"model.head={head!r} must be 'flatten' or 'global_avg'")
+    if convs_per_block < 1:
+        raise ValueError(f"model.convs_per_block={convs_per_block} must be at least 1")
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Rescaling(1.0 / 255)(inputs)
     for block, width in enumerate(filters):
-        x = keras.layers.Conv2D(width, kernel_size, padding="same", use_bias=not batch_norm,
-                                activation=None if batch_norm else "relu", name=f"conv{block}")(x)
-        if batch_norm:
-            x = keras.layers.BatchNormalization()(x)
-            x = keras.layers.Activation("relu")(x)
+        shortcut = x
+        for layer in range(convs_per_block):
+            last = layer == convs_per_block - 1
+            suffix = "" if convs_per_block == 1 else f"_{layer}"
+            x = _conv(x, width, kernel_size, batch_norm, f"conv{block}{suffix}", activate=not (residual and last))
+        if residual:
+            shortcut = _conv(shortcut, width, 1, batch_norm, f"shortcut{block}", activate=False)
+            x = keras.layers.Activation("relu")(keras.layers.Add()([x, shortcut]))
         x = POOLING[pooling]()(x)
     x = keras.layers.Flatten()(x) if head == "flatten" else keras.layers.GlobalAveragePooling2D()(x)
     if dropout > 0:

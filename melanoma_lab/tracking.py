@@ -110,12 +110,13 @@ class RunTracker:
                  tags: dict[str, str] | None = None, parent_run_id: str | None = None):
         self.enabled = enabled
         self.run_id: str | None = None
+        self.run_name = run_name
         if not enabled:
             return
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         self.experiment_id = experiment_id(self.client, experiment, artifact_root)
-        self._run_name, self._tags, self._parent = run_name, dict(tags or {}), parent_run_id
+        self._tags, self._parent = dict(tags or {}), parent_run_id
 
     def finished_run_with(self, tags: dict[str, str]) -> mlflow.entities.Run | None:
         """The newest FINISHED run of this experiment carrying all ``tags``, if any."""
@@ -129,8 +130,8 @@ class RunTracker:
         if self.enabled:
             tags = self._tags | ({"mlflow.parentRunId": self._parent} if self._parent else {})
             mlflow.set_tracking_uri(self.uri)
-            run = _retry(lambda: mlflow.start_run(experiment_id=self.experiment_id, run_name=self._run_name,
-                                                  tags=tags))
+            run = _retry(lambda: mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name,
+                                                  tags=tags, nested=self._parent is not None))
             self.run_id = run.info.run_id
         return self
 
@@ -211,10 +212,4 @@ class EpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
         self.tracker.log_metrics(metrics, step=epoch)
-
-
-def runs_table(uri: str, experiment: str) -> pd.DataFrame:
-    """All runs of ``experiment`` as a DataFrame (for reports and tests)."""
-    mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs(experiment_names=[experiment])
 

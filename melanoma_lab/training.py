@@ -1,4 +1,4 @@
-"""Fit a compiled Keras model: seeding, callbacks (tracking, early stopping, checkpoints) and history."""
+"""Fit a compiled Keras model: seeding, precision, loss, learning-rate schedule, callbacks and history."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
+from sklearn.metrics import balanced_accuracy_score
 
 from melanoma_lab.tracking import EpochLogger, RunTracker
+
+MAXIMISED = ("val_accuracy", "val_bacc")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -17,6 +20,55 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+
+
+def set_precision(precision: str) -> str:
+    """Set Keras' global dtype policy; ``auto`` is mixed_float16 on a GPU and float32 otherwise."""
+    policy = precision
+    if precision == "auto":
+        policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def build_loss(trainer: DictConfig) -> keras.losses.Loss:
+    """Categorical cross-entropy or focal loss on one-hot labels, with optional label smoothing."""
+    if trainer.loss == "focal":
+        return keras.losses.CategoricalFocalCrossentropy(gamma=trainer.focal_gamma,
+                                                         label_smoothing=trainer.label_smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=trainer.label_smoothing)
+
+
+def learning_rate(base: float, trainer: DictConfig, steps_per_epoch: int):
+    """The optimizer's learning rate: constant, or cosine decay to zero over the whole run."""
+    if trainer.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(base, decay_steps=max(1, trainer.epochs * steps_per_epoch))
+    return base
+
+
+def best_epoch(history: dict[str, list[float]], monitor: str) -> int:
+    """Index of the best epoch by ``monitor`` (highest for accuracies, lowest for losses)."""
+    values = np.asarray(history[monitor])
+    return int(np.argmax(values) if monitor in MAXIMISED else np.argmin(values))
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """One prediction pass over the validation images per epoch, adding ``val_loss``, ``val_accuracy`` and
+    ``val_bacc`` (balanced accuracy, mean per-class recall) to the epoch's logs for the callbacks after it."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, loss: keras.losses.Loss,
+                 batch_size: int):
+        super().__init__()
+        self.images, self.labels, self.batch_size, self.loss = images, labels, batch_size, loss
+        self.one_hot = np.eye(num_classes, dtype=np.float32)[labels]
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        probabilities = self.model.predict(self.images, batch_size=self.batch_size, verbose=0)
+        predicted = probabilities.argmax(axis=1)
+        if logs is not None:
+            logs["val_loss"] = float(self.loss(self.one_hot, probabilities))
+            logs["val_accuracy"] = float((predicted == self.labels).mean())
+            logs["val_bacc"] = float(balanced_accuracy_score(self.labels, predicted))
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -27,24 +79,27 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-def build_callbacks(trainer: DictConfig, output_dir: Path, tracker: RunTracker) -> list[keras.callbacks.Callback]:
-    callbacks: list[keras.callbacks.Callback] = [LearningRateLogger(), EpochLogger(tracker)]
+def build_callbacks(trainer: DictConfig, output_dir: Path, tracker: RunTracker,
+                    validation: ValidationMetrics) -> list[keras.callbacks.Callback]:
+    """Validation metrics first (the others read them), then logging, early stopping and checkpoints."""
+    mode = "max" if trainer.monitor in MAXIMISED else "min"
+    callbacks: list[keras.callbacks.Callback] = [validation, LearningRateLogger(), EpochLogger(tracker)]
     if trainer.early_stopping.enabled:
         stop = trainer.early_stopping
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=stop.monitor, patience=stop.patience,
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=trainer.monitor, mode=mode, patience=stop.patience,
                                                        restore_best_weights=stop.restore_best_weights))
     if trainer.checkpoint:
         (output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         callbacks.append(keras.callbacks.ModelCheckpoint(output_dir / "checkpoints" / "best.keras",
-                                                         monitor="val_loss", save_best_only=True))
+                                                         monitor=trainer.monitor, mode=mode, save_best_only=True))
     return callbacks
 
 
-def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset, trainer: DictConfig,
+def fit(model: keras.Model, train: tf.data.Dataset, trainer: DictConfig,
         callbacks: list[keras.callbacks.Callback], class_weight: dict[int, float] | None = None) -> dict[str, list]:
-    """Train for ``trainer.epochs``; returns Keras' history (per-epoch lists)."""
-    history = model.fit(train, validation_data=validation, epochs=trainer.epochs, callbacks=callbacks,
-                        class_weight=class_weight, verbose=trainer.verbose)
+    """Train for ``trainer.epochs`` (validation runs in the callbacks); returns Keras' per-epoch history."""
+    history = model.fit(train, epochs=trainer.epochs, callbacks=callbacks, class_weight=class_weight,
+                        verbose=trainer.verbose)
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
 

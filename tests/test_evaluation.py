@@ -74,3 +74,18 @@ def test_calibration_table_and_error():
     assert expected_calibration_error(labels, probs, 2) == pytest.approx(0.0)
     # 10 bins: {0.95, 0.95} both right (|1 - 0.95|), {0.55, 0.55} one right (|0.5 - 0.55|), each half the data
     assert expected_calibration_error(labels, probs, 10) == pytest.approx(0.05)
+
+
+def test_alert_threshold_is_chosen_for_sensitivity_and_reused():
+    is_mel = np.array([1, 1, 1, 0, 0, 0, 0])
+    score = np.array([0.9, 0.8, 0.3, 0.7, 0.2, 0.1, 0.05])
+    labels = np.where(is_mel == 1, 0, 1)
+    probs = np.stack([score, 1 - score, np.zeros_like(score)], axis=1)
+    chosen = evaluate(labels, probs, CLASSES, "melanoma", 0.8, 0.9, 5).metrics
+    # all 3 melanomas need threshold 0.3, which also alerts on the 0.7 nevus
+    assert chosen["melanoma_alert_threshold"] == pytest.approx(0.3)
+    assert (chosen["melanoma_alert_sensitivity"], chosen["melanoma_alert_specificity"]) == (1.0, 0.75)
+    reused = evaluate(labels, probs, CLASSES, "melanoma", 0.8, 0.9, 5, alert_threshold=0.75).metrics
+    assert reused["melanoma_alert_threshold"] == 0.75
+    assert reused["melanoma_alert_sensitivity"] == pytest.approx(2 / 3)
+    assert reused["melanoma_alert_specificity"] == pytest.approx(1.0)

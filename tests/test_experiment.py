@@ -102,3 +102,16 @@ def test_cli_trains_one_experiment(tmp_path, shared_cache):
     run_dirs = list((tmp_path / "experiments" / "runs" / "m1").iterdir())
     assert len(run_dirs) == 1 and (run_dirs[0] / ".hydra" / "config.yaml").is_file()
     assert (run_dirs[0] / "checkpoints" / "best.keras").is_file()
+
+
+def test_recipe_options_train_end_to_end(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("experiment=m4", "trainer.epochs=2", "dataset.image_size=32", "model.filters=[8,16]",
+                   "tracking.log_model=false", "trainer.loss=focal", "trainer.lr_schedule=cosine",
+                   "trainer.monitor=val_bacc", "trainer.label_smoothing=0.1", "trainer.precision=mixed_bfloat16")
+    results = run_experiment(cfg, tmp_path / "out")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    run = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])[0]
+    assert len(client.get_metric_history(run.info.run_id, "val_bacc")) == 2
+    rates = [m.value for m in client.get_metric_history(run.info.run_id, "learning_rate")]
+    assert rates[1] < rates[0] < cfg.optimizer.learning_rate  # cosine decay
+    assert 0 <= results["val_balanced_accuracy"] <= 1

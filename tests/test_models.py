@@ -42,3 +42,12 @@ def test_transfer_model_without_pretrained_weights():
     backbone = [l for l in model.layers if isinstance(l, keras.Model)][0]
     assert backbone.trainable is False
     assert model.predict(np.zeros((1, 64, 64, 3), np.float32), verbose=0).shape == (1, 9)
+
+
+def test_residual_blocks_add_a_projected_shortcut_per_block():
+    model = build_cnn((32, 32, 3), 9, filters=[8, 16], batch_norm=True, convs_per_block=2, residual=True,
+                      head="global_avg", dense_units=[])
+    assert sum(isinstance(l, keras.layers.Add) for l in model.layers) == 2
+    assert _conv_widths(model) == [8, 8, 8, 16, 16, 16]
+    with pytest.raises(ValueError, match="convs_per_block"):
+        build_cnn((32, 32, 3), 9, convs_per_block=0)

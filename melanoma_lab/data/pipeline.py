@@ -51,13 +51,13 @@ def decode(files: pd.DataFrame, classes: list[str], size: int) -> DecodedImages:
     return DecodedImages(images=images, labels=labels, files=kept, failures=failures)
 
 
-def make_dataset(data: DecodedImages, batch_size: int, training: bool, seed: int,
+def make_dataset(data: DecodedImages, num_classes: int, batch_size: int, training: bool, seed: int,
                  augment: keras.layers.Layer | None = None) -> tf.data.Dataset:
-    """Batches of (float32 image in [0, 255], label); shuffled and augmented only when ``training``."""
+    """Batches of (float32 image in [0, 255], one-hot label); shuffled and augmented only when ``training``."""
     dataset = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
     if training:
         dataset = dataset.shuffle(len(data.labels), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
+    dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)))
     if training and augment is not None:
         dataset = dataset.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,57 @@
+"""K-fold cross-validation of one experiment: a parent MLflow run with one child run per fold.
+
+Folds are stratified by class and grouped by content (byte-identical and near-identical images share a
+fold); each fold's Augmentor images derive from that fold's training part only. The parent run gets the
+mean and standard deviation over folds of every validation metric (``cv_mean_<metric>``,
+``cv_sd_<metric>``) and a ``cv_folds.csv`` table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from melanoma_lab.data.catalog import fingerprint
+from melanoma_lab.experiment import config_hash, finished_twin, load_audited_data, make_tracker, run_experiment
+from melanoma_lab.tracking import flatten
+
+
+def summarise_folds(fold_metrics: list[dict[str, float]]) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Per-fold table and ``cv_mean_`` / ``cv_sd_`` of every metric that all folds have."""
+    table = pd.DataFrame(fold_metrics)
+    table.insert(0, "fold", range(1, len(table) + 1))
+    common = [c for c in table.columns if c != "fold" and table[c].notna().all()]
+    summary = {f"cv_mean_{c}": float(table[c].mean()) for c in common}
+    summary |= {f"cv_sd_{c}": float(table[c].std(ddof=1)) if len(table) > 1 else 0.0 for c in common}
+    return table, summary
+
+
+def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None) -> dict[str, float]:
+    """Run ``study.cv_folds`` folds of ``cfg``; returns the cross-validation summary metrics."""
+    output_dir = Path(output_dir)
+    audited = load_audited_data(cfg, output_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    folds = cfg.study.cv_folds
+    identity = {"config_hash": config_hash(resolved), "data_fingerprint": fingerprint(audited.files),
+                "cv_folds": str(folds)}
+    parent = make_tracker(cfg, f"{cfg.name}-cv{folds}", {"experiment": cfg.name, **identity})
+    previous = finished_twin(cfg, parent, identity)
+    if previous is not None:
+        return previous
+    with parent:
+        parent.log_params(flatten(resolved))
+        parent.log_dict(resolved, "config/config.yaml")
+        parent.log_text("\n".join(overrides or []), "config/overrides.txt")
+        parent.log_dict(audited.report, "data_audit.json")
+        fold_metrics = [
+            {k: v for k, v in run_experiment(cfg, output_dir / f"fold_{fold + 1}", overrides, fold=fold,
+                                              parent_run_id=parent.run_id, audited=audited).items()
+             if k.startswith(("val_", "final_val_", "train_val_"))}
+            for fold in range(folds)]
+        table, summary = summarise_folds(fold_metrics)
+        parent.log_metrics(summary)
+        parent.log_table(table, "cv_folds.csv")
+        (output_dir / "cv_folds.csv").write_text(table.to_csv(index=False))
+    return summary

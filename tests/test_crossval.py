@@ -1,0 +1,52 @@
+import mlflow
+import pandas as pd
+import pytest
+
+from melanoma_lab.crossval import run_cross_validation, summarise_folds
+from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.data.split import content_groups, fold_split
+from melanoma_lab.tracking import tracking_uri
+
+
+def test_summary_is_mean_and_sd_over_folds():
+    table, summary = summarise_folds([{"val_a": 0.5, "val_b": 1.0}, {"val_a": 0.7, "val_b": float("nan")}])
+    assert list(table["fold"]) == [1, 2]
+    assert summary["cv_mean_val_a"] == pytest.approx(0.6) and summary["cv_sd_val_a"] == pytest.approx(0.1414, abs=1e-4)
+    assert "cv_mean_val_b" not in summary
+
+
+def test_near_duplicates_share_a_fold_with_their_copies():
+    files = pd.DataFrame({"path": [f"p{i}" for i in range(40)], "label": ["a", "b"] * 20,
+                          "sha256": [f"s{i}" for i in range(40)]})
+    files.loc[1, "sha256"] = "s0"  # byte-identical pair p0/p1
+    near = [[{"path": "p1"}, {"path": "p7"}], [{"path": "p20"}, {"path": "p30"}]]
+    files["group"] = content_groups(files, near)
+    assert files["group"][0] == files["group"][1] == files["group"][7]
+    assert files["group"][20] == files["group"][30] != files["group"][0]
+    for fold in range(4):
+        train, val = fold_split(files, 4, fold, seed=3)
+        for group in ({"p0", "p1", "p7"}, {"p20", "p30"}):
+            assert group <= set(train["path"]) or group <= set(val["path"])
+        assert set(train["path"]).isdisjoint(val["path"])
+
+
+def test_cross_validation_logs_a_parent_with_one_child_per_fold(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("experiment=m3", "study.cv_folds=3", "tracking.log_model=false", "imbalance.extra_per_class=3")
+    summary = run_cross_validation(cfg, tmp_path / "cv")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    runs = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and sorted(r.data.tags["fold"] for r in children) == ["1/3", "2/3", "3/3"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    child_bacc = [r.data.metrics["val_balanced_accuracy"] for r in children]
+    assert parents[0].data.metrics["cv_mean_val_balanced_accuracy"] == pytest.approx(sum(child_bacc) / 3)
+    assert summary["cv_mean_val_balanced_accuracy"] == pytest.approx(sum(child_bacc) / 3)
+    assert "cv_sd_val_melanoma_sensitivity" in parents[0].data.metrics
+    # every image is validated exactly once across the folds
+    validated = []
+    for r in children:
+        local = client.download_artifacts(r.info.run_id, "evaluation/val_predictions.csv")
+        validated += list(pd.read_csv(local)["path"])
+    train_images = load_catalog(cfg.dataset, cfg.paths).split("train")
+    assert len(validated) == len(set(validated)) and set(validated) == set(train_images["path"])

@@ -1,0 +1,44 @@
+import keras
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from melanoma_lab.training import ValidationMetrics, best_epoch, build_loss, learning_rate, set_precision
+from tests.conftest import compose_config
+
+
+def test_validation_metrics_include_balanced_accuracy():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(loss="categorical_crossentropy")
+    images = np.random.default_rng(0).normal(size=(12, 2)).astype(np.float32)
+    labels = np.array([0] * 8 + [1] * 2 + [2] * 2)
+    callback = ValidationMetrics(images, labels, 3, keras.losses.CategoricalCrossentropy(), 4)
+    callback.set_model(model)
+    logs: dict = {}
+    callback.on_epoch_end(0, logs)
+    predicted = model.predict(images, verbose=0).argmax(axis=1)
+    recalls = [np.mean(predicted[labels == c] == c) for c in range(3)]
+    assert logs["val_bacc"] == pytest.approx(np.mean(recalls))
+    assert logs["val_accuracy"] == pytest.approx(np.mean(predicted == labels))
+    assert logs["val_loss"] > 0
+
+
+def test_best_epoch_follows_the_monitor_direction():
+    history = {"val_loss": [1.0, 0.5, 0.7], "val_bacc": [0.2, 0.3, 0.6]}
+    assert best_epoch(history, "val_loss") == 1 and best_epoch(history, "val_bacc") == 2
+
+
+def test_loss_schedule_and_precision_come_from_config():
+    trainer = compose_config(["trainer.loss=focal", "trainer.label_smoothing=0.1", "trainer.lr_schedule=cosine",
+                              "trainer.epochs=4"]).trainer
+    loss = build_loss(trainer)
+    assert isinstance(loss, keras.losses.CategoricalFocalCrossentropy) and loss.label_smoothing == 0.1
+    schedule = learning_rate(0.01, trainer, steps_per_epoch=10)
+    assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(40)) == pytest.approx(0.0, abs=1e-7)
+    assert learning_rate(0.01, OmegaConf.create({"lr_schedule": "constant"}), 10) == 0.01
+    try:
+        assert set_precision("mixed_bfloat16") == "mixed_bfloat16"
+        assert keras.mixed_precision.global_policy().compute_dtype == "bfloat16"
+        assert set_precision("auto") in ("float32", "mixed_float16")
+    finally:
+        set_precision("float32")
