@@ -53,6 +53,7 @@ class Study:
     classes: list[str]
     audit: dict | None
     held_out: str  # "test" when the dataset has a Test split, else "val"
+    cross_validation: pd.DataFrame  # one row per cross-validation parent run (cv_mean_/cv_sd_ metrics)
 
     @property
     def experiments(self) -> list[str]:
@@ -71,8 +72,15 @@ def load_study(client: MlflowClient, name: str) -> Study:
     found = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'",
                                order_by=["start_time ASC"], max_results=5000)
     runs, classes, audit = [], [], None
+    cv_rows = []
     for run in found:
         run_id = run.info.run_id
+        if "cv_folds" in run.data.tags:
+            cv_rows.append({"experiment": run.data.tags.get("experiment"), "folds": int(run.data.tags["cv_folds"]),
+                            "seed": run.data.tags.get("seed"), **run.data.metrics})
+            continue
+        if "fold" in run.data.tags:
+            continue  # a fold of a cross-validation: summarised by its parent
         artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
         predictions = {}
         for split in ("val", "test"):
@@ -92,7 +100,7 @@ def load_study(client: MlflowClient, name: str) -> Study:
     if not runs:
         raise LookupError(f"experiment {name!r} has no FINISHED runs with predictions")
     held_out = "test" if all("test" in r.predictions for r in runs) else "val"
-    return Study(name, runs, classes, audit, held_out)
+    return Study(name, runs, classes, audit, held_out, pd.DataFrame(cv_rows))
 
 
 def _probabilities(table: pd.DataFrame) -> np.ndarray:
@@ -182,6 +190,23 @@ def _melanomas_found(table: pd.DataFrame, melanoma: int) -> str:
     is_melanoma = table["label"].to_numpy() == melanoma
     flagged = _probabilities(table).argmax(axis=1) == melanoma
     return f"{int((is_melanoma & flagged).sum())}/{int(is_melanoma.sum())}"
+
+
+CV_COLUMNS = {"val balanced acc": "val_balanced_accuracy", "val accuracy": "final_val_accuracy",
+              "melanoma sensitivity": "val_melanoma_sensitivity", "melanoma ROC-AUC": "val_melanoma_roc_auc",
+              "melanoma spec @ sens 0.9": "val_melanoma_specificity_at_sens_0.9", "macro F1": "val_macro_f1"}
+
+
+def cross_validation_table(study: Study) -> pd.DataFrame:
+    """Cross-validation parents: mean ± sd over folds of the validation metrics."""
+    rows = []
+    for row in study.cross_validation.to_dict("records"):
+        out = {"experiment": row["experiment"], "folds": row["folds"], "seed": row["seed"]}
+        for label, key in CV_COLUMNS.items():
+            mean, sd = row.get(f"cv_mean_{key}"), row.get(f"cv_sd_{key}")
+            out[label] = "n/a" if mean is None or pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
+        rows.append(out)
+    return pd.DataFrame(rows)
 
 
 def changed_params(a: StudyRun, b: StudyRun) -> list[str]:
@@ -298,11 +323,14 @@ def write_report(study: Study, out_dir: Path, samples: int = 1000, confidence: f
         plt.close(figure)
         _atomic_write(out_dir / name, images[name])
     audit_text = audit_summary(study.audit) if study.audit else "no audit logged"
+    cv_table = cross_validation_table(study)
+    cv_section = ["## Cross-validation (mean ± sd over folds)", "", cv_table.to_markdown(index=False), ""] \
+        if len(cv_table) else []
     held = "Test split" if study.held_out == "test" else "own validation split (no Test split in this dataset)"
     md = [f"# Study report: {study.name}", "",
           f"{len(study.runs)} finished runs; experiments {', '.join(study.experiments)}; held-out data: {held}.",
           "Values are mean ± sd over seeds; the CI is a bootstrap over held-out images of the seed-mean.", "",
-          "## Results", "", table.to_markdown(index=False), "", "## Conclusions", "",
+          "## Results", "", table.to_markdown(index=False), "", *cv_section, "## Conclusions", "",
           *[f"- {line}" for line in lines], "", "## Learning curves (mean over seeds)", "",
           "![learning curves](learning_curves.png)", "", "## Confusion matrices (summed over seeds)", "",
           "![confusion matrices](confusion_matrices.png)", "", "## Per-class recall", "",
@@ -313,6 +341,7 @@ def write_report(study: Study, out_dir: Path, samples: int = 1000, confidence: f
     body = [f"<h1>Study report: {html.escape(study.name)}</h1>",
             f"<p>{len(study.runs)} finished runs; held-out data: {html.escape(held)}. Mean ± sd over seeds; "
             "bootstrap CI over held-out images.</p>", "<h2>Results</h2>", table.to_html(index=False, border=0),
+            *([f"<h2>Cross-validation</h2>{cv_table.to_html(index=False, border=0)}"] if len(cv_table) else []),
             "<h2>Conclusions</h2><ul>", *[f"<li>{_md_bold(html.escape(line))}</li>" for line in lines], "</ul>"]
     for title, name in (("Learning curves", "learning_curves.png"), ("Confusion matrices", "confusion_matrices.png"),
                         ("Per-class recall", "per_class_recall.png")):

@@ -115,3 +115,15 @@ def test_recipe_options_train_end_to_end(tiny_cfg, tmp_path):
     rates = [m.value for m in client.get_metric_history(run.info.run_id, "learning_rate")]
     assert rates[1] < rates[0] < cfg.optimizer.learning_rate  # cosine decay
     assert 0 <= results["val_balanced_accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_synthetic_data_is_learnable_but_not_trivial(tmp_path, shared_cache):
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["experiment=m1", "dataset=synthetic", "trainer.epochs=8", "tracking.enabled=false",
+                          f"paths.cache_dir={shared_cache}"], root=tmp_path)
+    results = run_experiment(cfg, tmp_path / "out")
+    chance = 1 / 9
+    assert 2 * chance < results["val_balanced_accuracy"] < 0.95
+    assert 2 * chance < results["test_balanced_accuracy"] < 0.95

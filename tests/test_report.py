@@ -79,3 +79,13 @@ def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path
 def test_report_of_unknown_study_says_what_to_do(tmp_path, capsys):
     assert report.main(["--study", "nope", "--tracking-uri", tracking_uri(None, tmp_path / "mlruns")]) == 1
     assert "make reproduce" in capsys.readouterr().err
+
+
+def test_cross_validation_parents_are_tabulated_beside_single_runs():
+    study = report.Study("s", [], ["melanoma"], None, "val", pd.DataFrame([
+        {"experiment": "m4", "folds": 5, "seed": "1", "cv_mean_val_balanced_accuracy": 0.61,
+         "cv_sd_val_balanced_accuracy": 0.03, "cv_mean_val_melanoma_roc_auc": 0.9,
+         "cv_sd_val_melanoma_roc_auc": 0.01}]))
+    table = report.cross_validation_table(study)
+    assert table.loc[0, "val balanced acc"] == "0.610 ± 0.030"
+    assert table.loc[0, "melanoma ROC-AUC"] == "0.900 ± 0.010" and table.loc[0, "macro F1"] == "n/a"
