@@ -14,7 +14,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab.data.catalog import fingerprint
-from melanoma_lab.experiment import config_hash, finished_twin, load_audited_data, make_tracker, run_experiment
+from melanoma_lab.experiment import config_hash, finished_twin, make_tracker, run_experiment
+from melanoma_lab.preparation import load_audited_data
 from melanoma_lab.tracking import flatten
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from sklearn.metrics import balanced_accuracy_score
 
+from melanoma_lab.augmentation import build_augmentation
+from melanoma_lab.data.pipeline import make_dataset
+from melanoma_lab.imbalance import balanced_class_weights
+from melanoma_lab.preparation import PreparedData
 from melanoma_lab.tracking import EpochLogger, RunTracker
 
 MAXIMISED = ("val_accuracy", "val_bacc")
@@ -93,6 +99,27 @@ def build_callbacks(trainer: DictConfig, output_dir: Path, tracker: RunTracker,
         callbacks.append(keras.callbacks.ModelCheckpoint(output_dir / "checkpoints" / "best.keras",
                                                          monitor=trainer.monitor, mode=mode, save_best_only=True))
     return callbacks
+
+
+def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker,
+                output_dir: Path) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Build the configured model and optimizer and fit it on the prepared training split."""
+    seed, batch, size = cfg.trainer.seed, cfg.dataset.batch_size, cfg.dataset.image_size
+    num_classes = len(data.classes)
+    set_precision(cfg.trainer.precision)
+    train_ds = make_dataset(data.train, num_classes, batch, True, seed, build_augmentation(cfg.augmentation, seed))
+    model = instantiate(cfg.model, input_shape=(size, size, 3), num_classes=num_classes, _convert_="all")
+    loss = build_loss(cfg.trainer)
+    rate = learning_rate(cfg.optimizer.learning_rate, cfg.trainer, math.ceil(len(data.train.labels) / batch))
+    optimizer = instantiate(cfg.optimizer, _partial_=True)(learning_rate=rate)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    class_weight = (balanced_class_weights(data.train.labels, num_classes)
+                    if cfg.imbalance.strategy == "class_weight" else None)
+    validation = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, num_classes,
+                                   loss, batch)
+    history = fit(model, train_ds, cfg.trainer, build_callbacks(cfg.trainer, output_dir, tracker, validation),
+                  class_weight)
+    return model, history
 
 
 def fit(model: keras.Model, train: tf.data.Dataset, trainer: DictConfig,

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -69,7 +68,7 @@ def test_a_crash_marks_the_run_failed(tiny_cfg, tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(experiment, "fit", explode)
+    monkeypatch.setattr(experiment, "train_model", explode)
     with pytest.raises(RuntimeError, match="disk on fire"):
         run_experiment(tiny_cfg("tracking.log_model=false"), tmp_path / "out")
     client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))

@@ -6,7 +6,7 @@ import pytest
 
 from melanoma_lab.config import ConfigError
 from melanoma_lab.data.sources import load_catalog
-from melanoma_lab.experiment import DataLeakError, check_no_leak, prepare_data
+from melanoma_lab.preparation import DataLeakError, check_no_leak, prepare_data
 from melanoma_lab.imbalance import balanced_class_weights, build_pipeline, extra_counts, generate_augmentor_images
 
 

@@ -1,0 +1,109 @@
+"""Data preparation for one run: audit and policy, split (or fold), rebalance the training part, decode.
+
+Rebalancing happens after the split, on training rows only, and :func:`check_no_leak` refuses any
+validation image (or anything generated from one) in training.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from melanoma_lab.audit import apply_policy, audit_catalog, summary, write_report
+from melanoma_lab.data.catalog import Catalog
+from melanoma_lab.data.pipeline import DecodedImages, decode
+from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.data.split import content_groups, fold_split, train_val_split
+from melanoma_lab.imbalance import generate_augmentor_images
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AuditedData:
+    """What every run (or fold) of one config shares: the catalog, its audit and the files to use."""
+
+    catalog: Catalog
+    report: dict
+    files: pd.DataFrame  # after audit.conflict_policy, with a ``group`` column (copies share one)
+
+
+def load_audited_data(cfg: DictConfig, output_dir: Path) -> AuditedData:
+    """Scan and audit the dataset, write ``audit.json``, apply the conflict policy and group copies."""
+    catalog = load_catalog(cfg.dataset, cfg.paths)
+    report = audit_catalog(catalog, cfg.audit.near_duplicate_distance)
+    write_report(report, cfg.audit.out or output_dir)
+    log.info("\n%s", summary(report))
+    files = apply_policy(catalog.files, report, cfg.audit.conflict_policy)
+    files = files.assign(group=content_groups(files, report["near_duplicate_groups"]))
+    return AuditedData(catalog, report, files)
+
+
+class DataLeakError(RuntimeError):
+    """Something from the validation split (or derived from it) reached training."""
+
+
+class UnreadableImagesError(RuntimeError):
+    """Image files failed to decode and ``dataset.on_unreadable=fail``."""
+
+
+@dataclass
+class PreparedData:
+    classes: list[str]
+    train: DecodedImages
+    validation: DecodedImages
+    test: DecodedImages | None
+    counts_before: dict[str, int]
+    counts_after: dict[str, int]
+    skipped: dict[str, str]
+
+
+def check_no_leak(train: pd.DataFrame, validation: pd.DataFrame) -> None:
+    """Raise :class:`DataLeakError` unless training is disjoint from validation (files, bytes, parents)."""
+    originals = train[train["source"] == "original"]
+    shared_paths = set(train["path"]) & set(validation["path"])
+    shared_bytes = set(originals["sha256"]) & set(validation["sha256"])
+    foreign_parents = set(train.loc[train["source"] != "original", "parent"]) - set(originals["path"])
+    if shared_paths or shared_bytes or foreign_parents:
+        raise DataLeakError(f"validation leaks into training: {len(shared_paths)} shared files, "
+                            f"{len(shared_bytes)} shared contents, {len(foreign_parents)} generated images "
+                            "derived from non-training images")
+
+
+def _decode(files: pd.DataFrame, classes: list[str], size: int, on_unreadable: str) -> DecodedImages:
+    decoded = decode(files, classes, size)
+    if decoded.failures and on_unreadable == "fail":
+        listing = "\n".join(f"  {path}: {reason}" for path, reason in decoded.failures.items())
+        raise UnreadableImagesError(f"{len(decoded.failures)} files are not readable images:\n{listing}\n"
+                                    "Remove them, or set dataset.on_unreadable=skip")
+    for path, reason in decoded.failures.items():
+        log.warning("skipping unreadable image %s (%s)", path, reason)
+    return decoded
+
+
+def prepare_data(cfg: DictConfig, catalog: Catalog, files: pd.DataFrame, fold: int | None = None) -> PreparedData:
+    """Split (train/validation, or cross-validation ``fold`` of ``study.cv_folds``), rebalance the training
+    split only, and decode everything once."""
+    seed = cfg.trainer.seed
+    labelled = files[files["split"] == "train"].reset_index(drop=True)
+    if fold is None:
+        train, validation = train_val_split(labelled, cfg.dataset.val_fraction, seed)
+    else:
+        train, validation = fold_split(labelled, cfg.study.cv_folds, fold, seed)
+    counts_before = {c: int((train["label"] == c).sum()) for c in catalog.classes}
+    if cfg.imbalance.strategy == "augmentor":
+        generated = generate_augmentor_images(train, cfg.imbalance, cfg.paths.cache_dir, seed)
+        train = pd.concat([train, generated], ignore_index=True)
+    check_no_leak(train, validation)
+    size, policy = cfg.dataset.image_size, cfg.dataset.on_unreadable
+    test_files = files[files["split"] == "test"]
+    decoded = [_decode(part, catalog.classes, size, policy) for part in (train, validation, test_files)]
+    skipped = {path: reason for part in decoded for path, reason in part.failures.items()}
+    return PreparedData(
+        classes=catalog.classes, train=decoded[0], validation=decoded[1],
+        test=decoded[2] if len(decoded[2].labels) else None, counts_before=counts_before,
+        counts_after={c: int((decoded[0].files["label"] == c).sum()) for c in catalog.classes}, skipped=skipped)
