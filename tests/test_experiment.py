@@ -126,3 +126,20 @@ def test_synthetic_data_is_learnable_but_not_trivial(tmp_path, shared_cache):
     chance = 1 / 9
     assert 2 * chance < results["val_balanced_accuracy"] < 0.95
     assert 2 * chance < results["test_balanced_accuracy"] < 0.95
+
+
+def test_same_seed_gives_same_split_and_near_identical_metrics(tiny_cfg, tmp_path):
+    from melanoma_lab.preparation import load_audited_data, prepare_data
+
+    def split_and_metrics(seed: int, name: str) -> tuple[list[str], dict]:
+        cfg = tiny_cfg("experiment=m2", f"trainer.seed={seed}", "tracking.enabled=false", "trainer.epochs=2")
+        audited = load_audited_data(cfg, tmp_path / name)
+        paths = list(prepare_data(cfg, audited.catalog, audited.files).validation.files["path"])
+        return paths, run_experiment(cfg, tmp_path / name, audited=audited)
+
+    paths_a, metrics_a = split_and_metrics(7, "a")
+    paths_b, metrics_b = split_and_metrics(7, "b")
+    paths_c, _ = split_and_metrics(8, "c")
+    assert paths_a == paths_b != paths_c
+    for key in ("val_balanced_accuracy", "final_val_accuracy", "test_accuracy"):
+        assert metrics_a[key] == pytest.approx(metrics_b[key], abs=0.03), key

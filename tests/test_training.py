@@ -42,3 +42,14 @@ def test_loss_schedule_and_precision_come_from_config():
         assert set_precision("auto") in ("float32", "mixed_float16")
     finally:
         set_precision("float32")
+
+
+def test_tta_averages_the_image_and_its_flips():
+    from melanoma_lab.training import predict_probabilities
+
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    images = np.random.default_rng(0).uniform(0, 255, (5, 4, 4, 3)).astype(np.float32)
+    views = [images, images[:, :, ::-1], images[:, ::-1]]
+    expected = np.mean([model.predict(v, verbose=0) for v in views], axis=0)
+    assert np.allclose(predict_probabilities(model, images, 2, tta=True), expected, atol=1e-6)
+    assert np.allclose(predict_probabilities(model, images, 2, tta=False), model.predict(images, verbose=0))
