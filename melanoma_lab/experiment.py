@@ -69,7 +69,10 @@ def make_tracker(cfg: DictConfig, run_name: str, tags: dict[str, str], parent_ru
 
 
 def finished_twin(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str]) -> dict[str, float] | None:
-    """Metrics of a FINISHED run with the same identity, when ``tracking.skip_finished`` allows reuse."""
+    """Metrics of a FINISHED run with the same identity, when ``tracking.skip_finished`` allows reuse
+    (first marking FAILED any run of that identity left RUNNING by a killed process)."""
+    for run_id in tracker.fail_stale_runs(identity):
+        log.warning("run %s was left RUNNING by a process that no longer exists: marked FAILED", run_id)
     previous = tracker.finished_run_with(identity) if cfg.tracking.skip_finished else None
     if previous is None:
         return None

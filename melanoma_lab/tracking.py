@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import subprocess
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import keras
 import matplotlib.pyplot as plt
@@ -30,6 +32,14 @@ MAX_PARAM_LENGTH = 6000
 PARAMS_PER_BATCH = 100
 
 
+class TrackingUnavailableError(RuntimeError):
+    """The tracking store cannot record a run; nothing is trained until it can."""
+
+
+WAYS_OUT = ("start the tracking server, unset MLFLOW_TRACKING_URI to use the local store under mlruns/, "
+            "or run with tracking.enabled=false")
+
+
 def tracking_uri(configured: str | None, mlruns_dir: str | Path) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the configured URI, else a SQLite store in ``mlruns_dir``."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
@@ -37,8 +47,37 @@ def tracking_uri(configured: str | None, mlruns_dir: str | Path) -> str:
     if configured:
         return configured
     store = Path(mlruns_dir).expanduser().resolve()
-    store.mkdir(parents=True, exist_ok=True)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TrackingUnavailableError(f"cannot create the MLflow store folder {store}: {error}; make it "
+                                       "writable or set paths.mlruns_dir") from error
+    if not os.access(store, os.W_OK):
+        raise TrackingUnavailableError(f"the MLflow store folder {store} is not writable; fix its permissions "
+                                       "or set paths.mlruns_dir to a writable folder")
     return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (instead of MLflow's minutes of retries) when an HTTP tracking server does not answer."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        raise TrackingUnavailableError(f"cannot reach the tracking server {uri}: {error}; {WAYS_OUT}") from error
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _retry(action, attempts: int = 8):
@@ -113,10 +152,30 @@ class RunTracker:
         self.run_name = run_name
         if not enabled:
             return
+        check_reachable(uri)
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
-        self.experiment_id = experiment_id(self.client, experiment, artifact_root)
+        try:
+            self.experiment_id = experiment_id(self.client, experiment, artifact_root)
+        except MlflowException as error:
+            raise TrackingUnavailableError(f"the tracking store {uri} cannot record runs: {error}") from error
         self._tags, self._parent = dict(tags or {}), parent_run_id
+        self._tags |= {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+    def fail_stale_runs(self, tags: dict[str, str]) -> list[str]:
+        """Mark FAILED the RUNNING runs with ``tags`` whose process (on this host) no longer exists, e.g.
+        after SIGKILL; returns their ids."""
+        if not self.enabled:
+            return []
+        query = " and ".join([f"tags.{k} = '{v}'" for k, v in tags.items()] + ["attributes.status = 'RUNNING'"])
+        stale = [run for run in self.client.search_runs([self.experiment_id], query)
+                 if run.data.tags.get("host") == socket.gethostname()
+                 and not process_alive(int(run.data.tags.get("pid", "0") or 0))]
+        for run in stale:
+            self.client.set_tag(run.info.run_id, "error", f"stale: process {run.data.tags.get('pid')} ended "
+                                                          "without closing the run (killed?)")
+            self.client.set_terminated(run.info.run_id, status="FAILED")
+        return [run.info.run_id for run in stale]
 
     def finished_run_with(self, tags: dict[str, str]) -> mlflow.entities.Run | None:
         """The newest FINISHED run of this experiment carrying all ``tags``, if any."""
