@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,6 +19,7 @@ def _interrupt_on_sigterm(signum, frame) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def app(cfg: DictConfig) -> float | None:
+    """Train one experiment (or cross-validate it); the return value is the objective for sweepers."""
     from melanoma_lab.crossval import run_cross_validation
     from melanoma_lab.experiment import run_experiment
 
@@ -34,8 +34,8 @@ def app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
-    sys.exit(app())
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # SIGTERM ends the run as KILLED, like Ctrl-C
+    app()
 
 
 if __name__ == "__main__":
