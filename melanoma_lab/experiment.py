@@ -142,6 +142,10 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         results["train_val_accuracy_gap"] = history["accuracy"][best] - history["val_accuracy"][best]
         tracker.log_metrics({"train_val_accuracy_gap": results["train_val_accuracy_gap"]}, step=final_step)
         if cfg.tracking.log_model:
-            tracker.log_keras_model(model, data.validation.images[:2].astype(np.float32))
+            metadata = {"classes": data.classes, "image_size": cfg.dataset.image_size,
+                        "melanoma_class": cfg.dataset.melanoma_class,
+                        "melanoma_alert_threshold": results.get("val_melanoma_alert_threshold"),
+                        "alert_target_sensitivity": cfg.evaluation.fixed_sensitivity}
+            tracker.log_keras_model(model, data.validation.images[:2].astype(np.float32), metadata)
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     return results

@@ -251,14 +251,16 @@ class RunTracker:
         if self.enabled and Path(path).exists():
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def log_keras_model(self, model: keras.Model, example: np.ndarray) -> None:
-        """Log with MLflow's Keras flavour, so ``mlflow.pyfunc.load_model`` can predict."""
+    def log_keras_model(self, model: keras.Model, example: np.ndarray, metadata: dict[str, Any]) -> None:
+        """Log with MLflow's Keras flavour, so ``mlflow.pyfunc.load_model`` can predict; ``metadata`` (class
+        names, input size, alert threshold) travels with the model."""
         if not self.enabled:
             return
         signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
         requirements = [f"{name}=={v}" for name, v in package_versions().items()
                         if name in ("tensorflow-cpu", "tensorflow", "keras", "mlflow")]
-        mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=requirements)
+        mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=requirements,
+                               metadata=metadata)
 
 
 class EpochLogger(keras.callbacks.Callback):

@@ -58,6 +58,9 @@ def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
     assert [m.source_run_id for m in models] == [run.info.run_id]
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(f"models:/{models[0].model_id}")
+    assert model.metadata.metadata["classes"][3] == "melanoma" and model.metadata.metadata["image_size"] == 32
+    assert model.metadata.metadata["melanoma_alert_threshold"] == pytest.approx(
+        run.data.metrics["val_melanoma_alert_threshold"])
     probabilities = np.asarray(model.predict(np.zeros((3, 32, 32, 3), np.float32)))
     assert probabilities.shape == (3, 9) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
 
