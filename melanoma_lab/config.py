@@ -180,7 +180,7 @@ class AuditConfig:
 @dataclass
 class StudyConfig:
     name: str = "melanoma-study"  # also the MLflow experiment that holds the study's runs
-    experiments: list[str] = field(default_factory=lambda: ["m1", "m2", "m3"])
+    experiments: list[str] = field(default_factory=lambda: ["m1", "m2", "m3", "m4"])
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     cv_folds: int = 1  # K > 1: every experiment runs as K stratified, content-grouped folds
     bootstrap_samples: int = 1000

@@ -129,15 +129,21 @@ def bootstrap_interval(tables: list[pd.DataFrame], samples: int, confidence: flo
 
 def paired_difference(a: list[pd.DataFrame], b: list[pd.DataFrame], samples: int, confidence: float,
                       seed: int = 0) -> dict[str, float]:
-    """Balanced accuracy of B minus A on the same images (paired by seed), with a bootstrap CI and the
-    share of resamples in which B is not better (a one-sided bootstrap p-value)."""
+    """Balanced accuracy of B minus A on the held-out images both were evaluated on (paired by seed), with
+    a bootstrap CI and the share of resamples in which B is not better (a one-sided bootstrap p-value).
+
+    Runs with the same seed and data share their held-out images; when the splits differ (e.g. one run
+    dropped label conflicts) only the images held out from both are compared (``images`` says how many)."""
     rng = np.random.default_rng(seed)
     pairs = []
     for table_a, table_b in zip(a, b):
-        if list(table_a["path"]) != list(table_b["path"]):
-            raise ValueError("paired comparison needs the same held-out images (same seeds and data)")
-        pairs.append((table_a["label"].to_numpy(), _probabilities(table_a).argmax(axis=1),
-                      _probabilities(table_b).argmax(axis=1)))
+        common = table_a.merge(table_b, on=["path", "label"], suffixes=("_a", "_b"))
+        if common.empty:
+            raise ValueError("paired comparison needs held-out images that both runs were evaluated on")
+        columns_a = [c for c in common.columns if c.startswith("p_") and c.endswith("_a")]
+        columns_b = [c for c in common.columns if c.startswith("p_") and c.endswith("_b")]
+        pairs.append((common["label"].to_numpy(), common[columns_a].to_numpy().argmax(axis=1),
+                      common[columns_b].to_numpy().argmax(axis=1)))
     observed = np.mean([balanced_accuracy_score(y, pb) - balanced_accuracy_score(y, pa) for y, pa, pb in pairs])
     deltas = []
     for _ in range(samples):
@@ -148,7 +154,8 @@ def paired_difference(a: list[pd.DataFrame], b: list[pd.DataFrame], samples: int
         deltas.append(np.mean(per_seed))
     alpha = (1 - confidence) / 2
     return {"delta": float(observed), "low": float(np.quantile(deltas, alpha)),
-            "high": float(np.quantile(deltas, 1 - alpha)), "p_not_better": float(np.mean(np.array(deltas) <= 0))}
+            "high": float(np.quantile(deltas, 1 - alpha)), "p_not_better": float(np.mean(np.array(deltas) <= 0)),
+            "images": int(sum(len(y) for y, _, _ in pairs))}
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -262,7 +269,8 @@ def conclusions(study: Study, compared: list[dict]) -> list[str]:
         better = "better than" if c["low"] > 0 else ("worse than" if c["high"] < 0 else "not distinguishable from")
         lines.append(
             f"**{c['to']} vs {c['from']}** ({'; '.join(c['changes']) or 'same config'}): {study.held_out} balanced "
-            f"accuracy {c['delta']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] — {c['to']} is {better} {c['from']}"
+            f"accuracy {c['delta']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] on {c['images']} paired images — "
+            f"{c['to']} is {better} {c['from']}"
             f" (bootstrap p(not better) = {c['p_not_better']:.3f}); train-validation gap {c['gap_from']:.3f} → "
             f"{c['gap_to']:.3f} ({'reduced' if c['gap_to'] < c['gap_from'] else 'not reduced'}); recall of the "
             f"rarest classes ({rare}) {c['rare_recall_from']:.3f} → {c['rare_recall_to']:.3f} "

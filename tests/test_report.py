@@ -41,7 +41,10 @@ def test_paired_difference_detects_a_real_improvement_and_needs_same_images():
     assert diff["delta"] > 0.3 and diff["low"] > 0 and diff["p_not_better"] == 0.0
     same = paired_difference([_table(labels, worse)], [_table(labels, worse)], 100, 0.95)
     assert same["delta"] == 0 and same["low"] == same["high"] == 0
-    with pytest.raises(ValueError, match="same held-out images"):
+    assert diff["images"] == 400
+    shifted = _table(labels[100:], better[100:], [f"img{i}" for i in range(100, 400)])
+    assert paired_difference([_table(labels, worse)], [shifted], 50, 0.9)["images"] == 300
+    with pytest.raises(ValueError, match="both runs were evaluated on"):
         paired_difference([_table(labels, worse)], [_table(labels, better, [f"x{i}" for i in range(400)])], 10, 0.9)
 
 
