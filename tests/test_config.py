@@ -82,3 +82,8 @@ def test_config_groups_mirror_modules():
 def test_smoke_trainer_wins_over_the_experiments_trainer():
     assert compose_config(["experiment=m3", "trainer=smoke"]).trainer.epochs == 1
     assert compose_config(["experiment=m3", "trainer.epochs=3"]).trainer.epochs == 3
+
+
+def test_experiment_files_leave_the_trainer_to_the_trainer_group():
+    for name in EXPERIMENTS:
+        assert compose_config([f"experiment={name}", "trainer=smoke"]).trainer.epochs == 1, name
