@@ -28,11 +28,24 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether this (Linux) CPU has native bfloat16 instructions (AVX-512 BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def set_precision(precision: str) -> str:
-    """Set Keras' global dtype policy; ``auto`` is mixed_float16 on a GPU and float32 otherwise."""
+    """Set Keras' global dtype policy. ``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with
+    native bfloat16, float32 otherwise."""
     policy = precision
     if precision == "auto":
-        policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+        if tf.config.list_physical_devices("GPU"):
+            policy = "mixed_float16"
+        else:
+            policy = "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
     keras.mixed_precision.set_global_policy(policy)
     return policy
 
