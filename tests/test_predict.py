@@ -1,0 +1,72 @@
+import csv
+import json
+
+import mlflow
+import pytest
+from PIL import Image
+
+from melanoma_lab import predict
+from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.experiment import run_experiment
+from melanoma_lab.tracking import tracking_uri
+
+
+@pytest.fixture
+def trained_model(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("experiment=m2", "trainer.epochs=2")
+    run_experiment(cfg, tmp_path / "run")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    run = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])[0]
+    mlflow.set_tracking_uri(tracking_uri(None, tmp_path / "mlruns"))
+    return f"runs:/{run.info.run_id}/model", run, load_catalog(cfg.dataset, cfg.paths)
+
+
+def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model, tmp_path, capsys):
+    uri, run, catalog = trained_model
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in catalog.split("test")["path"][:4]:
+        Image.open(path).save(folder / (path.split("/")[-1].replace(".jpg", ".png")))
+    Image.new("RGBA", (300, 200), (120, 60, 50, 255)).save(folder / "alpha.png")
+    Image.new("L", (50, 80), 90).save(folder / "grey.jpg")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    assert predict.main([str(folder), "--model", uri, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("error:") == 1 and "broken.jpg" in captured.err
+    for name in [p.name for p in folder.iterdir() if p.name != "broken.jpg"]:
+        assert f"{name}: " in captured.out
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == 6 and set(rows[0]) >= {"path", "top_class", "melanoma_probability", "alert", "melanoma"}
+    threshold = run.data.metrics["val_melanoma_alert_threshold"]
+    for row in rows:
+        assert (row["alert"] == "True") == (float(row["melanoma_probability"]) >= threshold)
+    assert len(list(out.glob("*_gradcam.png"))) == 6
+    alerts = sum(row["alert"] == "True" for row in rows)
+    assert captured.out.count("MELANOMA ALERT") == alerts
+
+
+def test_predict_json_output(trained_model, tmp_path, capsys):
+    uri, _, catalog = trained_model
+    image = catalog.split("test")["path"][0]
+    assert predict.main([image, "--model", uri, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    (only,) = payload["predictions"]
+    assert only["path"] == image and abs(sum(only["probabilities"].values()) - 1) < 1e-4
+    assert only["top_class"] == max(only["probabilities"], key=only["probabilities"].get)
+
+
+def test_grad_cam_is_a_normalised_map_of_the_image_size(trained_model):
+    uri, _, catalog = trained_model
+    loaded = predict.load_model(uri)
+    from melanoma_lab.data.pipeline import load_image
+
+    image = load_image(catalog.split("test")["path"][0], loaded.image_size)
+    heatmap = predict.grad_cam(loaded.model, image, 3)
+    assert heatmap.shape == image.shape[:2] and 0 <= heatmap.min() and heatmap.max() <= 1
+
+
+def test_unknown_model_is_one_clear_error(tmp_path, capsys):
+    mlflow.set_tracking_uri(tracking_uri(None, tmp_path / "mlruns"))
+    assert predict.main([str(tmp_path), "--model", "runs:/0123456789abcdef/model"]) == 2
+    assert "cannot load model" in capsys.readouterr().err
