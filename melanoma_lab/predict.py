@@ -1,9 +1,10 @@
 """Predict lesion classes for images, with a melanoma alert and optional Grad-CAM overlays.
 
-    python -m melanoma_lab.predict IMAGE_OR_FOLDER... --model MODEL_URI [--json] [--out DIR]
+    python -m melanoma_lab.predict IMAGE_OR_FOLDER... [--model MODEL_URI] [--json] [--out DIR]
 
-``MODEL_URI`` is any MLflow model URI of a model logged by melanoma_lab (``runs:/<run_id>/model``,
-``models:/<model_id>``, ``models:/<name>@<alias>``). Class names, input size and the melanoma alert
+``MODEL_URI`` is any MLflow model URI of a model logged by melanoma_lab (default: the registered
+champion ``models:/melanoma-classifier@champion``, see ``python -m melanoma_lab.promote``; or
+``runs:/<run_id>/model``, ``models:/<model_id>``). Class names, input size and the melanoma alert
 threshold (chosen on validation data) come from the model's metadata. Each image is read like training
 data (any size or mode); a file that cannot be read gets a one-line error and the others are still
 predicted. ``--out`` writes ``predictions.csv`` and one Grad-CAM overlay PNG per image.
@@ -25,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from melanoma_lab.data.pipeline import load_image
+from melanoma_lab.tracking import tracking_uri
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -128,10 +130,13 @@ def describe(prediction: Prediction, threshold: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files or folders")
-    parser.add_argument("--model", required=True, help="MLflow model URI, e.g. runs:/<run_id>/model")
+    parser.add_argument("--model", default="models:/melanoma-classifier@champion",
+                        help="MLflow model URI (default: the champion; or runs:/<run_id>/model)")
+    parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or ./mlruns")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--out", type=Path, help="folder for predictions.csv and Grad-CAM overlays")
     args = parser.parse_args(argv)
+    mlflow.set_tracking_uri(tracking_uri(args.tracking_uri, "mlruns"))
     try:
         loaded = load_model(args.model)
     except Exception as error:  # noqa: BLE001 - any load failure is one clear message

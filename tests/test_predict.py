@@ -18,11 +18,11 @@ def trained_model(tiny_cfg, tmp_path):
     client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
     run = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])[0]
     mlflow.set_tracking_uri(tracking_uri(None, tmp_path / "mlruns"))
-    return f"runs:/{run.info.run_id}/model", run, load_catalog(cfg.dataset, cfg.paths)
+    return f"runs:/{run.info.run_id}/model", run, load_catalog(cfg.dataset, cfg.paths), tmp_path / "mlruns"
 
 
 def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model, tmp_path, capsys):
-    uri, run, catalog = trained_model
+    uri, run, catalog, store = trained_model
     folder = tmp_path / "images"
     folder.mkdir()
     for path in catalog.split("test")["path"][:4]:
@@ -31,7 +31,7 @@ def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model
     Image.new("L", (50, 80), 90).save(folder / "grey.jpg")
     (folder / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    assert predict.main([str(folder), "--model", uri, "--out", str(out)]) == 0
+    assert predict.main([str(folder), "--model", uri, "--out", str(out), "--tracking-uri", tracking_uri(None, store)]) == 0
     captured = capsys.readouterr()
     assert captured.err.count("error:") == 1 and "broken.jpg" in captured.err
     for name in [p.name for p in folder.iterdir() if p.name != "broken.jpg"]:
@@ -47,9 +47,9 @@ def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model
 
 
 def test_predict_json_output(trained_model, tmp_path, capsys):
-    uri, _, catalog = trained_model
+    uri, _, catalog, store = trained_model
     image = catalog.split("test")["path"][0]
-    assert predict.main([image, "--model", uri, "--json"]) == 0
+    assert predict.main([image, "--model", uri, "--json", "--tracking-uri", tracking_uri(None, store)]) == 0
     payload = json.loads(capsys.readouterr().out)
     (only,) = payload["predictions"]
     assert only["path"] == image and abs(sum(only["probabilities"].values()) - 1) < 1e-4
@@ -57,7 +57,7 @@ def test_predict_json_output(trained_model, tmp_path, capsys):
 
 
 def test_grad_cam_is_a_normalised_map_of_the_image_size(trained_model):
-    uri, _, catalog = trained_model
+    uri, _, catalog, store = trained_model
     loaded = predict.load_model(uri)
     from melanoma_lab.data.pipeline import load_image
 
@@ -67,6 +67,23 @@ def test_grad_cam_is_a_normalised_map_of_the_image_size(trained_model):
 
 
 def test_unknown_model_is_one_clear_error(tmp_path, capsys):
-    mlflow.set_tracking_uri(tracking_uri(None, tmp_path / "mlruns"))
-    assert predict.main([str(tmp_path), "--model", "runs:/0123456789abcdef/model"]) == 2
+    assert predict.main([str(tmp_path), "--model", "runs:/0123456789abcdef/model",
+                         "--tracking-uri", tracking_uri(None, tmp_path / "mlruns")]) == 2
     assert "cannot load model" in capsys.readouterr().err
+
+
+def test_promote_registers_the_champion_with_its_validation_threshold(trained_model, capsys):
+    from melanoma_lab import promote
+
+    uri, run, catalog, store = trained_model
+    assert promote.main(["--study", "melanoma-study", "--tracking-uri", tracking_uri(None, store)]) == 0
+    assert "version 1 (alias @champion)" in capsys.readouterr().out
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, store))
+    version = client.get_model_version_by_alias("melanoma-classifier", "champion")
+    assert version.tags["source_run"] == run.info.run_id and version.tags["threshold_chosen_on"] == "validation"
+    assert float(version.tags["melanoma_alert_threshold"]) == pytest.approx(
+        run.data.metrics["val_melanoma_alert_threshold"])
+    image = catalog.split("test")["path"][0]
+    assert predict.main([image, "--json", "--tracking-uri", tracking_uri(None, store)]) == 0  # default: champion
+    assert json.loads(capsys.readouterr().out)["predictions"][0]["path"] == image
+    assert promote.main(["--study", "nope", "--tracking-uri", tracking_uri(None, store)]) == 1

@@ -1,0 +1,79 @@
+"""Register a trained model as the champion melanoma classifier in the MLflow Model Registry.
+
+    python -m melanoma_lab.promote --run RUN_ID
+    python -m melanoma_lab.promote --study NAME [--metric val_balanced_accuracy]
+
+The model version gets the alias ``champion`` and tags with its class names, input size and the melanoma
+alert threshold that was chosen on VALIDATION data (with the validation sensitivity and specificity at it).
+Nothing is retrained; ``python -m melanoma_lab.predict IMAGES`` then uses the champion by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from melanoma_lab.tracking import tracking_uri
+
+REGISTERED_NAME = "melanoma-classifier"
+ALIAS = "champion"
+
+
+def best_run(client: MlflowClient, study: str, metric: str) -> str:
+    """The FINISHED run of ``study`` with the highest ``metric`` that has a logged model."""
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        raise LookupError(f"no MLflow experiment named {study!r}")
+    runs = client.search_runs([experiment.experiment_id], f"attributes.status = 'FINISHED' and metrics.{metric} > -1",
+                              order_by=[f"metrics.{metric} DESC"])
+    for run in runs:
+        if mlflow.search_logged_models(experiment_ids=[experiment.experiment_id],
+                                       filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list"):
+            return run.info.run_id
+    raise LookupError(f"no FINISHED run of {study!r} has both {metric} and a logged model")
+
+
+def promote(client: MlflowClient, run_id: str) -> str:
+    """Register the run's model, point the champion alias at it, tag it; returns the version."""
+    run = client.get_run(run_id)
+    info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
+    version = mlflow.register_model(f"runs:/{run_id}/model", REGISTERED_NAME).version
+    metrics, metadata = run.data.metrics, info.metadata or {}
+    tags = {"classes": ",".join(metadata.get("classes", [])), "image_size": metadata.get("image_size"),
+            "melanoma_alert_threshold": metadata.get("melanoma_alert_threshold"),
+            "threshold_chosen_on": "validation",
+            "val_melanoma_alert_sensitivity": metrics.get("val_melanoma_alert_sensitivity"),
+            "val_melanoma_alert_specificity": metrics.get("val_melanoma_alert_specificity"),
+            "val_balanced_accuracy": metrics.get("val_balanced_accuracy"), "source_run": run_id}
+    for key, value in tags.items():
+        client.set_model_version_tag(REGISTERED_NAME, version, key, str(value))
+    client.set_registered_model_alias(REGISTERED_NAME, ALIAS, version)
+    return version
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="MLflow run id whose model to promote")
+    source.add_argument("--study", help="promote the best run of this study (MLflow experiment)")
+    parser.add_argument("--metric", default="val_balanced_accuracy", help="what 'best' means with --study")
+    parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or ./mlruns")
+    args = parser.parse_args(argv)
+    uri = tracking_uri(args.tracking_uri, "mlruns")
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    try:
+        run_id = args.run or best_run(client, args.study, args.metric)
+        version = promote(client, run_id)
+    except (LookupError, mlflow.exceptions.MlflowException) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"registered run {run_id} as {REGISTERED_NAME} version {version} (alias @{ALIAS})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
