@@ -39,7 +39,7 @@ def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.run_name == "m3"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
-    for key in ("loss", "accuracy", "val_accuracy", "learning_rate"):
+    for key in ("loss", "accuracy", "val_accuracy", "learning_rate", "val_bacc", "epoch_seconds"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 2
     for key in ("val_balanced_accuracy", "val_melanoma_sensitivity", "test_balanced_accuracy",
                 "test_melanoma_roc_auc", "val_macro_f1", "val_ece"):
