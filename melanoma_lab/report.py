@@ -91,7 +91,7 @@ def load_study(client: MlflowClient, name: str) -> Study:
             continue
         classes = [c[2:] for c in predictions["val"].columns if c.startswith("p_")]
         history = {key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-                   for key in ("loss", "accuracy", "val_loss", "val_accuracy")}
+                   for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")}
         if audit is None:
             audit = json.loads(Path(client.download_artifacts(run_id, "data_audit.json")).read_text())
         runs.append(StudyRun(run_id, run.data.tags.get("experiment", run.info.run_name),
@@ -158,6 +158,11 @@ def paired_difference(a: list[pd.DataFrame], b: list[pd.DataFrame], samples: int
             "images": int(sum(len(y) for y, _, _ in pairs))}
 
 
+def _median_epoch_seconds(runs: list[StudyRun]) -> str:
+    seconds = [t for r in runs for t in r.history.get("epoch_seconds", [])]
+    return f"{np.median(seconds):.1f}" if seconds else "n/a"
+
+
 def _mean_sd(values: list[float]) -> str:
     values = [v for v in values if v is not None and np.isfinite(v)]
     if not values:
@@ -172,7 +177,8 @@ def results_table(study: Study, samples: int, confidence: float) -> pd.DataFrame
         row = {"experiment": name, "seeds": len(runs),
                "val accuracy": _mean_sd([r.metrics.get("final_val_accuracy") for r in runs]),
                "val balanced acc": _mean_sd([r.metrics.get("val_balanced_accuracy") for r in runs]),
-               "train-val gap": _mean_sd([r.metrics.get("train_val_accuracy_gap") for r in runs])}
+               "train-val gap": _mean_sd([r.metrics.get("train_val_accuracy_gap") for r in runs]),
+               "s/epoch (median)": _median_epoch_seconds(runs)}
         if study.held_out == "test":
             for metric in HEADLINE:
                 row[f"test {metric.replace('_', ' ')}"] = _mean_sd([r.metrics.get(f"test_{metric}") for r in runs])

@@ -67,7 +67,7 @@ def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path
 
     text = path.read_text()
     assert path == tmp_path / "experiments" / "reports" / "tiny-study" / "report.md"
-    for needle in ("| m1 ", "| m3 ", "val balanced acc", "melanomas found", "m3 vs m1", "imbalance.strategy",
+    for needle in ("| m1 ", "| m3 ", "val balanced acc", "s/epoch (median)", "melanomas found", "m3 vs m1", "imbalance.strategy",
                    "train-validation gap", "Data audit", "learning_curves.png"):
         assert needle in text, needle
     page = (path.parent / "report.html").read_text()
