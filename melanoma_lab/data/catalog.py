@@ -54,6 +54,14 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def scan(root: str | Path, extensions: list[str]) -> Catalog:
     """Scan ``root``; raise :class:`DatasetNotFoundError` with the way out if it is not a dataset."""
     root = Path(root).expanduser().resolve()
@@ -80,8 +88,11 @@ def scan(root: str | Path, extensions: list[str]) -> Catalog:
                 continue
             images = 0
             for path in sorted(entry.iterdir()):
+                if not _utf8(path.name):
+                    unexpected.append(f"{ascii(str(path))} (file name is not UTF-8: rename it)")
+                    continue
                 if not path.is_file() or path.suffix.lower() not in allowed:
-                    unexpected.append(str(path))
+                    unexpected.append(str(path))  # also symlink loops and broken links
                     continue
                 rows.append({"path": str(path), "label": entry.name, "split": split,
                              "sha256": file_sha256(path), "source": "original", "parent": ""})
