@@ -145,6 +145,7 @@ class TrainerConfig:
     monitor: str = "val_loss"  # picks the best epoch (early stopping, checkpoint); val_bacc: balanced accuracy
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: bool = True
+    resume: bool = False  # continue an interrupted (KILLED/FAILED) run of the same config from its last epoch
     loss: str = "crossentropy"  # crossentropy | focal
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0

@@ -104,6 +104,11 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
     previous = finished_twin(cfg, tracker, identity)
     if previous is not None:
         return previous
+    backup_dir = Path(cfg.paths.cache_dir).resolve() / "resume" / hashlib.sha256(
+        json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    resumed = tracker.resume_unfinished(identity) if cfg.trainer.resume else None
+    if resumed:
+        log.info("resuming run %s from its last epoch (backup %s)", resumed, backup_dir)
     with tracker:
         tracker.log_params(flatten(resolved))
         tracker.log_dict(resolved, "config/config.yaml")
@@ -122,7 +127,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         tracker.log_figure(plots.sample_grid(data.train.images, data.train.labels, data.classes),
                            "data/samples_per_class.png")
 
-        model, history = train_model(cfg, data, tracker, output_dir)
+        model, history = train_model(cfg, data, tracker, output_dir, backup_dir)
         tracker.log_figure(plots.learning_curves(history, cfg.name), "learning_curves.png")
         tracker.log_dict(history, "history.json")
 

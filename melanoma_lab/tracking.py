@@ -150,6 +150,7 @@ class RunTracker:
         self.enabled = enabled
         self.run_id: str | None = None
         self.run_name = run_name
+        self._resume: str | None = None
         if not enabled:
             return
         check_reachable(uri)
@@ -185,13 +186,37 @@ class RunTracker:
         runs = self.client.search_runs([self.experiment_id], query, max_results=1, order_by=["start_time DESC"])
         return runs[0] if runs else None
 
+    def resume_unfinished(self, tags: dict[str, str]) -> str | None:
+        """Continue (instead of starting) the newest KILLED or FAILED run carrying ``tags``, if any."""
+        if not self.enabled:
+            return None
+        query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+        runs = [run for run in self.client.search_runs([self.experiment_id], query, order_by=["start_time DESC"])
+                if run.info.status in ("KILLED", "FAILED")]
+        self._resume = runs[0].info.run_id if runs else None
+        return self._resume
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self.enabled and self._resume)
+
+    def epoch_history(self, keys: list[str]) -> dict[str, list[float]]:
+        """Per-epoch values of ``keys`` logged to this run so far, in epoch order."""
+        return {key: [m.value for m in sorted(self.client.get_metric_history(self.run_id, key), key=lambda m: m.step)]
+                for key in keys}
+
     def __enter__(self) -> "RunTracker":
         if self.enabled:
             tags = self._tags | ({"mlflow.parentRunId": self._parent} if self._parent else {})
             mlflow.set_tracking_uri(self.uri)
-            run = _retry(lambda: mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name,
-                                                  tags=tags, nested=self._parent is not None))
-            self.run_id = run.info.run_id
+            if self.resumed:
+                run = _retry(lambda: mlflow.start_run(run_id=self._resume, nested=self._parent is not None))
+                self.run_id = run.info.run_id
+                self.set_tags(tags | {"resumed": "true"})
+            else:
+                run = _retry(lambda: mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name,
+                                                      tags=tags, nested=self._parent is not None))
+                self.run_id = run.info.run_id
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:

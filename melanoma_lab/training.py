@@ -98,11 +98,14 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-def build_callbacks(trainer: DictConfig, output_dir: Path, tracker: RunTracker,
-                    validation: ValidationMetrics) -> list[keras.callbacks.Callback]:
-    """Validation metrics first (the others read them), then logging, early stopping and checkpoints."""
+def build_callbacks(trainer: DictConfig, output_dir: Path, tracker: RunTracker, validation: ValidationMetrics,
+                    backup_dir: Path) -> list[keras.callbacks.Callback]:
+    """Validation metrics first (the others read them), then logging, early stopping and checkpoints;
+    with ``trainer.resume`` an epoch-level backup in ``backup_dir`` that a rerun continues from."""
     mode = "max" if trainer.monitor in MAXIMISED else "min"
     callbacks: list[keras.callbacks.Callback] = [validation, LearningRateLogger(), EpochLogger(tracker)]
+    if trainer.resume:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True))
     if trainer.early_stopping.enabled:
         stop = trainer.early_stopping
         callbacks.append(keras.callbacks.EarlyStopping(monitor=trainer.monitor, mode=mode, patience=stop.patience,
@@ -114,8 +117,8 @@ def build_callbacks(trainer: DictConfig, output_dir: Path, tracker: RunTracker,
     return callbacks
 
 
-def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker,
-                output_dir: Path) -> tuple[keras.Model, dict[str, list[float]]]:
+def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output_dir: Path,
+                backup_dir: Path) -> tuple[keras.Model, dict[str, list[float]]]:
     """Build the configured model and optimizer and fit it on the prepared training split."""
     seed, batch, size = cfg.trainer.seed, cfg.dataset.batch_size, cfg.dataset.image_size
     num_classes = len(data.classes)
@@ -130,8 +133,10 @@ def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker,
                     if cfg.imbalance.strategy == "class_weight" else None)
     validation = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, num_classes,
                                    loss, batch)
-    history = fit(model, train_ds, cfg.trainer, build_callbacks(cfg.trainer, output_dir, tracker, validation),
-                  class_weight)
+    callbacks = build_callbacks(cfg.trainer, output_dir, tracker, validation, backup_dir)
+    history = fit(model, train_ds, cfg.trainer, callbacks, class_weight)
+    if tracker.resumed:  # fit() only returns the epochs of this invocation; the run has them all
+        history = tracker.epoch_history(list(history))
     return model, history
 
 

@@ -146,3 +146,35 @@ def test_same_seed_gives_same_split_and_near_identical_metrics(tiny_cfg, tmp_pat
     assert paths_a == paths_b != paths_c
     for key in ("val_balanced_accuracy", "final_val_accuracy", "test_accuracy"):
         assert metrics_a[key] == pytest.approx(metrics_b[key], abs=0.03), key
+
+
+def test_interrupted_run_is_killed_then_resumed_to_the_full_epoch_count(tiny_cfg, tmp_path, monkeypatch):
+    import keras
+
+    import melanoma_lab.training as training
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    original = training.build_callbacks
+    monkeypatch.setattr(training, "build_callbacks", lambda *a, **k: original(*a, **k) + [CtrlC()])
+    cfg = tiny_cfg("experiment=m1", "trainer.epochs=4", "trainer.resume=true", "tracking.log_model=false")
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, tmp_path / "first")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    experiment_id = client.get_experiment_by_name("melanoma-study").experiment_id
+    (killed,) = client.search_runs([experiment_id])
+    assert killed.info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(killed.info.run_id, "val_loss")] == [0, 1]
+
+    monkeypatch.setattr(training, "build_callbacks", original)
+    run_experiment(cfg, tmp_path / "second")
+    (run,) = client.search_runs([experiment_id])
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1, 2, 3]
+    assert run.data.tags["resumed"] == "true"
+    with open(client.download_artifacts(run.info.run_id, "history.json")) as handle:
+        history = json.load(handle)
+    assert len(history["loss"]) == 4
