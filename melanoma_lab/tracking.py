@@ -6,6 +6,7 @@ never left RUNNING by an exception.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -14,7 +15,8 @@ import subprocess
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 from urllib.parse import urlparse
 
 import keras
@@ -68,6 +70,21 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         socket.create_connection((parsed.hostname, port), timeout=timeout).close()
     except OSError as error:
         raise TrackingUnavailableError(f"cannot reach the tracking server {uri}: {error}; {WAYS_OUT}") from error
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive inter-process lock beside a local SQLite store (a no-op for other stores)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri[len("sqlite:///"):]).with_suffix(".lock")
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def process_alive(pid: int) -> bool:
@@ -154,10 +171,11 @@ class RunTracker:
         if not enabled:
             return
         check_reachable(uri)
-        self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         try:
-            self.experiment_id = experiment_id(self.client, experiment, artifact_root)
+            with store_lock(uri):  # opening a new SQLite store creates its tables: one process at a time
+                self.client = MlflowClient(tracking_uri=uri)
+                self.experiment_id = experiment_id(self.client, experiment, artifact_root)
         except MlflowException as error:
             raise TrackingUnavailableError(f"the tracking store {uri} cannot record runs: {error}") from error
         self._tags, self._parent = dict(tags or {}), parent_run_id
