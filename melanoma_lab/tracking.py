@@ -16,7 +16,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
 import keras
@@ -272,27 +272,33 @@ class RunTracker:
             batch = items[start:start + 1000]
             _retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
+    def _write(self, artifact_file: str, write: Callable[[], object]) -> None:
+        """One artifact write; a full or unwritable artifact store becomes a clear TrackingUnavailableError
+        (the run then ends FAILED with what it had logged)."""
+        if not self.enabled:
+            return
+        try:
+            write()
+        except OSError as error:
+            raise TrackingUnavailableError(
+                f"cannot write artifact {artifact_file} of run {self.run_id}: {error}; free disk space or point the "
+                "store elsewhere (paths.mlruns_dir or MLFLOW_TRACKING_URI)") from error
+
     def log_dict(self, data: dict, artifact_file: str) -> None:
-        if self.enabled:
-            self.client.log_dict(self.run_id, data, artifact_file)
+        self._write(artifact_file, lambda: self.client.log_dict(self.run_id, data, artifact_file))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        if self.enabled:
-            self.client.log_text(self.run_id, text, artifact_file)
+        self._write(artifact_file, lambda: self.client.log_text(self.run_id, text, artifact_file))
 
     def log_figure(self, figure: Figure, artifact_file: str) -> None:
         """Log and close ``figure`` (closed also when tracking is off, so figures never pile up)."""
-        if self.enabled:
-            self.client.log_figure(self.run_id, figure, artifact_file)
-        plt.close(figure)
+        try:
+            self._write(artifact_file, lambda: self.client.log_figure(self.run_id, figure, artifact_file))
+        finally:
+            plt.close(figure)
 
     def log_table(self, table: pd.DataFrame, artifact_file: str) -> None:
-        if self.enabled:
-            self.log_text(table.to_csv(index=False), artifact_file)
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        if self.enabled and Path(path).exists():
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.log_text(table.to_csv(index=False), artifact_file)
 
     def log_keras_model(self, model: keras.Model, example: np.ndarray, metadata: dict[str, Any]) -> None:
         """Log with MLflow's Keras flavour, so ``mlflow.pyfunc.load_model`` can predict; ``metadata`` (class
@@ -302,8 +308,8 @@ class RunTracker:
         signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
         requirements = [f"{name}=={v}" for name, v in package_versions().items()
                         if name in ("tensorflow-cpu", "tensorflow", "keras", "mlflow")]
-        mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=requirements,
-                               metadata=metadata)
+        self._write("model", lambda: mlflow.keras.log_model(model, name="model", signature=signature,
+                                                            pip_requirements=requirements, metadata=metadata))
 
 
 class EpochLogger(keras.callbacks.Callback):

@@ -63,3 +63,48 @@ def test_skip_policy_trains_on_the_good_files_and_fail_policy_stops_before_train
     assert np.isfinite(results["val_balanced_accuracy"]) and "test_balanced_accuracy" in results
     with pytest.raises(UnreadableImagesError, match="truncated.jpg"):
         run_experiment(compose_config(base + ["dataset.on_unreadable=fail"], root=tmp_path / "f"), tmp_path / "fail")
+
+
+def test_a_full_artifact_store_fails_the_run_clearly_and_keeps_what_was_logged(tiny_cfg, tmp_path, monkeypatch):
+    import errno
+
+    import mlflow
+
+    from melanoma_lab.tracking import TrackingUnavailableError, tracking_uri
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mlflow.tracking.MlflowClient, "log_figure", disk_full)
+    with pytest.raises(TrackingUnavailableError, match="No space left on device.*free disk space"):
+        run_experiment(tiny_cfg("tracking.log_model=false", "trainer.epochs=2"), tmp_path / "out")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    (run,) = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    assert run.info.status == "FAILED" and "No space left" in run.data.tags["error"]
+    assert run.data.params["trainer.epochs"] == "2"
+
+
+def test_sigterm_during_training_leaves_the_run_killed(tmp_path, shared_cache):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    from melanoma_lab.tracking import tracking_uri
+    from tests.conftest import TINY
+
+    job = subprocess.Popen([sys.executable, "-m", "melanoma_lab", *TINY, "trainer.epochs=200", "tracking.log_model=false",
+                            f"paths.cache_dir={shared_cache}", f"paths.root_dir={tmp_path}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("experiments/runs/*/*/checkpoints/best.keras")):
+        time.sleep(0.5)  # the best checkpoint appears after the first epoch
+    time.sleep(2)
+    job.send_signal(signal.SIGTERM)
+    job.wait(timeout=60)
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    (run,) = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    assert run.info.status == "KILLED"
+    assert 2 <= len(client.get_metric_history(run.info.run_id, "val_loss")) < 200
