@@ -59,3 +59,14 @@ def test_offline_download_fails_clearly(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
     assert main(["--url", "http://127.0.0.1:9/isic.zip", "--dest", str(tmp_path / "isic9")]) == 1
     assert "dataset=synthetic" in capsys.readouterr().err
+
+
+def test_archive_members_cannot_escape_the_extraction_folder(archive, tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(evil, "w") as zf:
+        for item in source.infolist():
+            zf.writestr(item, source.read(item))
+        zf.writestr("Skin cancer ISIC/../../escaped.txt", b"x")
+    with pytest.raises(ArchiveError, match="escapes"):
+        extract(evil, tmp_path / "data" / "isic9")
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "data" / "isic9").exists()
