@@ -81,6 +81,7 @@ class ImbalanceConfig:
     strategy: str = "none"  # none | augmentor | class_weight
     extra_per_class: int = 0
     target_per_class: Optional[int] = None
+    max_class_weight: Optional[float] = None  # class_weight strategy: cap on any class's loss weight
     workers: int = 2
     operations: list[AugmentorOperation] = field(default_factory=list)
 
@@ -249,6 +250,7 @@ CHECKS: list[Check] = [
     ("imbalance.extra_per_class", lambda v: v >= 0, "must not be negative"),
     ("imbalance.target_per_class", lambda v: v >= 1, "must be null or at least 1"),
     ("imbalance.workers", lambda v: v >= 1, "must be at least 1"),
+    ("imbalance.max_class_weight", lambda v: v >= 1.0, "must be null or at least 1"),
     ("model.dropout", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     ("optimizer.learning_rate", lambda v: v > 0, "must be positive"),
     ("trainer.epochs", lambda v: v >= 1, "must be at least 1"),

@@ -119,9 +119,16 @@ def generate_augmentor_images(train: pd.DataFrame, cfg: DictConfig, cache_dir: s
     return pd.read_csv(target / MANIFEST, keep_default_na=False)[COLUMNS]
 
 
-def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
-    """Inverse-frequency weights (scikit-learn's "balanced") for the classes present in ``labels``."""
+def balanced_class_weights(labels: np.ndarray, num_classes: int,
+                           max_weight: float | None = None) -> dict[int, float]:
+    """Inverse-frequency weights (scikit-learn's "balanced") for the classes present in ``labels``.
+
+    ``max_weight`` caps them: a class left with a handful of images (e.g. after dropping label conflicts)
+    would otherwise get a weight of ~100 and drag every prediction towards itself.
+    """
     present = np.unique(labels)
     weights = compute_class_weight("balanced", classes=present, y=labels)
+    if max_weight is not None:
+        weights = np.minimum(weights, max_weight)
     return {int(c): float(w) for c, w in zip(present, weights)} | {
         c: 1.0 for c in range(num_classes) if c not in set(present.tolist())}

@@ -129,7 +129,7 @@ def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output
     rate = learning_rate(cfg.optimizer.learning_rate, cfg.trainer, math.ceil(len(data.train.labels) / batch))
     optimizer = instantiate(cfg.optimizer, _partial_=True)(learning_rate=rate)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-    class_weight = (balanced_class_weights(data.train.labels, num_classes)
+    class_weight = (balanced_class_weights(data.train.labels, num_classes, cfg.imbalance.max_class_weight)
                     if cfg.imbalance.strategy == "class_weight" else None)
     validation = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, num_classes,
                                    loss, batch)

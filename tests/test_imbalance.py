@@ -71,3 +71,11 @@ def test_leak_guard_refuses_derived_validation_images():
 def test_balanced_class_weights_favour_rare_classes():
     weights = balanced_class_weights(np.array([0, 0, 0, 1]), num_classes=3)
     assert weights[1] == pytest.approx(3 * weights[0]) and weights[2] == 1.0
+
+
+def test_class_weights_are_capped_for_a_nearly_empty_class():
+    labels = np.array([0] * 98 + [1] * 2)
+    uncapped = balanced_class_weights(labels, num_classes=2)
+    capped = balanced_class_weights(labels, num_classes=2, max_weight=5.0)
+    assert uncapped[1] == pytest.approx(25.0)
+    assert capped[1] == 5.0 and capped[0] == pytest.approx(uncapped[0])
