@@ -12,7 +12,7 @@ MLFLOW_STORE := sqlite:///$(abspath mlruns)/mlflow.db
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help install demo test test-fast reproduce ui data clean
+.PHONY: help install demo test test-fast reproduce ui serve data clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ reproduce: install ## replay the study: audit, M1/M2/M3 x seeds, report (DATA=pa
 
 ui: install ## open the local MLflow store at http://127.0.0.1:$(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_STORE) --host 127.0.0.1 --port $(PORT)
+
+serve: install ## serve the champion model over REST on 127.0.0.1:5001 (promote one first; see README)
+	$(PY) -m melanoma_lab.serve
 
 data: install ## download and extract the ISIC 9-class data into data/isic9 (needs internet)
 	$(PY) -m melanoma_lab.data.download --dest data/isic9

@@ -191,6 +191,14 @@ class StudyConfig:
 
 
 @dataclass
+class ServingConfig:
+    model_uri: str = "models:/melanoma-classifier@champion"
+    host: str = "127.0.0.1"  # loopback only; 0.0.0.0 exposes the model to the network
+    port: int = 5001
+    workers: int = 1
+
+
+@dataclass
 class Config:
     name: str = "baseline"
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -204,6 +212,7 @@ class Config:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
@@ -218,6 +227,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "audit": {"_schema": AuditConfig},
     "paths": {"_schema": PathsConfig},
     "study": {"_schema": StudyConfig},
+    "serving": {"_schema": ServingConfig},
 }
 
 
@@ -261,6 +271,8 @@ CHECKS: list[Check] = [
     ("trainer.lr_schedule", lambda v: v in ("constant", "cosine"), "must be constant or cosine"),
     ("trainer.precision", lambda v: v in ("float32", "mixed_bfloat16", "mixed_float16", "auto"),
      "must be float32, mixed_bfloat16, mixed_float16 or auto"),
+    ("serving.port", lambda v: 1 <= v <= 65535, "must be a TCP port (1-65535)"),
+    ("serving.workers", lambda v: v >= 1, "must be at least 1"),
     ("augmentation.translation", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     ("augmentation.contrast", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     ("augmentation.brightness", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),

@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 
 import keras
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -151,6 +150,6 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
                         "melanoma_class": cfg.dataset.melanoma_class,
                         "melanoma_alert_threshold": results.get("val_melanoma_alert_threshold"),
                         "alert_target_sensitivity": cfg.evaluation.fixed_sensitivity}
-            tracker.log_keras_model(model, data.validation.images[:2].astype(np.float32), metadata)
+            tracker.log_classifier(model, data.validation.images[0], metadata)
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     return results

@@ -50,17 +50,16 @@ class LoadedModel:
 
 
 def load_model(uri: str) -> LoadedModel:
-    """Load a melanoma_lab model (Keras safe mode: no arbitrary code is unpickled)."""
+    """Load a melanoma_lab model (defined from code, Keras safe mode: nothing is unpickled)."""
     info = mlflow.models.get_model_info(uri)
     metadata = info.metadata or {}
     missing = {"classes", "image_size"} - set(metadata)
     if missing:
         raise ValueError(f"{uri} has no melanoma_lab metadata ({', '.join(sorted(missing))}): log it with "
                          "melanoma_lab (python -m melanoma_lab ...)")
-    model = mlflow.keras.load_model(uri)
-    threshold = metadata.get("melanoma_alert_threshold")
-    return LoadedModel(model, list(metadata["classes"]), int(metadata["image_size"]),
-                       metadata.get("melanoma_class", "melanoma"), 0.5 if threshold is None else float(threshold))
+    classifier = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    return LoadedModel(classifier.model, classifier.classes, classifier.image_size, classifier.melanoma_class,
+                       classifier.threshold)
 
 
 def expand(inputs: list[str]) -> list[Path]:

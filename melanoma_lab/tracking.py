@@ -28,6 +28,8 @@ from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from melanoma_lab import serving
+
 TRACKED_PACKAGES = ["melanoma-lab", "tensorflow-cpu", "tensorflow", "keras", "keras-tuner", "mlflow",
                     "hydra-core", "Augmentor", "numpy", "pandas", "scikit-learn", "pillow"]
 MAX_PARAM_LENGTH = 6000
@@ -300,16 +302,14 @@ class RunTracker:
     def log_table(self, table: pd.DataFrame, artifact_file: str) -> None:
         self.log_text(table.to_csv(index=False), artifact_file)
 
-    def log_keras_model(self, model: keras.Model, example: np.ndarray, metadata: dict[str, Any]) -> None:
-        """Log with MLflow's Keras flavour, so ``mlflow.pyfunc.load_model`` can predict; ``metadata`` (class
-        names, input size, alert threshold) travels with the model."""
+    def log_classifier(self, model: keras.Model, example_image: np.ndarray, metadata: dict[str, Any]) -> None:
+        """Log the servable model (raw images in, see :mod:`melanoma_lab.serving`); ``metadata`` (class names,
+        input size, alert threshold) travels with it."""
         if not self.enabled:
             return
-        signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
         requirements = [f"{name}=={v}" for name, v in package_versions().items()
-                        if name in ("tensorflow-cpu", "tensorflow", "keras", "mlflow")]
-        self._write("model", lambda: mlflow.keras.log_model(model, name="model", signature=signature,
-                                                            pip_requirements=requirements, metadata=metadata))
+                        if name in ("tensorflow-cpu", "tensorflow", "keras", "mlflow", "pillow", "pandas", "numpy")]
+        self._write("model", lambda: serving.log_classifier(model, example_image, metadata, requirements))
 
 
 class EpochLogger(keras.callbacks.Callback):

@@ -62,3 +62,20 @@ def real_data() -> Path:
 
 def pytest_configure(config):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture
+def trained_model(tiny_cfg, tmp_path):
+    """A tiny m2 model trained and logged into tmp_path/mlruns: (model URI, run, catalog, store folder)."""
+    import mlflow
+
+    from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.tracking import tracking_uri
+
+    cfg = tiny_cfg("experiment=m2", "trainer.epochs=2")
+    run_experiment(cfg, tmp_path / "run")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    run = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])[0]
+    mlflow.set_tracking_uri(tracking_uri(None, tmp_path / "mlruns"))
+    return f"runs:/{run.info.run_id}/model", run, load_catalog(cfg.dataset, cfg.paths), tmp_path / "mlruns"

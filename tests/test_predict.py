@@ -6,19 +6,7 @@ import pytest
 from PIL import Image
 
 from melanoma_lab import predict
-from melanoma_lab.data.sources import load_catalog
-from melanoma_lab.experiment import run_experiment
 from melanoma_lab.tracking import tracking_uri
-
-
-@pytest.fixture
-def trained_model(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("experiment=m2", "trainer.epochs=2")
-    run_experiment(cfg, tmp_path / "run")
-    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
-    run = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])[0]
-    mlflow.set_tracking_uri(tracking_uri(None, tmp_path / "mlruns"))
-    return f"runs:/{run.info.run_id}/model", run, load_catalog(cfg.dataset, cfg.paths), tmp_path / "mlruns"
 
 
 def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model, tmp_path, capsys):

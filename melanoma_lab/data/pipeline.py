@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -21,9 +22,9 @@ class DecodedImages:
     failures: dict[str, str]  # path -> reason, for files that did not decode
 
 
-def load_image(path: str, size: int) -> np.ndarray:
-    """Read any image file as RGB uint8 of shape (size, size, 3)."""
-    with Image.open(path) as image:
+def load_image(source: str | BinaryIO, size: int) -> np.ndarray:
+    """Read any image file (a path or an open binary file) as RGB uint8 of shape (size, size, 3)."""
+    with Image.open(source) as image:
         image = image.convert("RGB")
         if image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.BILINEAR)

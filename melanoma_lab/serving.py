@@ -1,0 +1,97 @@
+"""The served model: an MLflow pyfunc that takes raw images and returns class probabilities and the alert.
+
+Clients send each image as base64-encoded file bytes (JPEG, PNG, any size or mode) in an ``image`` column,
+e.g. ``POST /invocations {"dataframe_records": [{"image": "<base64>"}]}``; the model decodes and resizes it
+exactly like training data, so no client needs to know the input size. A row that is not a readable image
+gets an ``error`` and no probabilities; the other rows are still predicted. The Keras network inside is
+loaded with Keras safe mode: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from melanoma_lab.data.pipeline import load_image
+
+IMAGE_COLUMN = "image"
+KERAS_ARTIFACT = "keras_model"
+ENTRY_POINT = Path(__file__).with_name("served_model.py")
+
+
+def encode_image(path: str | Path) -> str:
+    """Base64 text of an image file, as the served model expects it."""
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def decode_image(value: str | bytes, size: int) -> np.ndarray:
+    """An RGB uint8 (size, size, 3) array from base64 text or raw file bytes."""
+    raw = value if isinstance(value, bytes) else base64.b64decode(value, validate=True)
+    return load_image(io.BytesIO(raw), size)
+
+
+class LesionClassifier(mlflow.pyfunc.PythonModel):
+    """Raw image in, nine class probabilities, top class, melanoma probability and alert out."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        config = context.model_config
+        self.classes: list[str] = list(config["classes"])
+        self.image_size = int(config["image_size"])
+        self.melanoma_class: str = config["melanoma_class"]
+        threshold = config.get("melanoma_alert_threshold")
+        self.threshold = 0.5 if threshold is None else float(threshold)
+        self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], safe_mode=True)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        if IMAGE_COLUMN not in model_input:
+            raise ValueError(f"input needs a column {IMAGE_COLUMN!r} of base64-encoded image files")
+        images, errors = [], []
+        for value in model_input[IMAGE_COLUMN]:
+            try:
+                images.append(decode_image(value, self.image_size))
+                errors.append("")
+            except (OSError, ValueError, binascii.Error, Image.DecompressionBombError) as error:
+                images.append(None)
+                errors.append(f"cannot read as an image ({type(error).__name__}: {error})")
+        readable = [i for i, image in enumerate(images) if image is not None]
+        probabilities = np.full((len(images), len(self.classes)), np.nan)
+        if readable:
+            batch = np.stack([images[i] for i in readable]).astype(np.float32)
+            probabilities[readable] = self.model.predict(batch, verbose=0)
+        table = pd.DataFrame(probabilities, columns=self.classes)
+        top = np.nan_to_num(probabilities, nan=-1.0).argmax(axis=1)
+        table["top_class"] = [self.classes[t] if not e else "" for t, e in zip(top, errors)]
+        melanoma = table[self.melanoma_class] if self.melanoma_class in table else pd.Series(0.0, index=table.index)
+        table["melanoma_probability"] = melanoma
+        table["melanoma_alert"] = melanoma.fillna(0.0) >= self.threshold
+        table["error"] = errors
+        return table
+
+
+def log_classifier(model: keras.Model, example_image: np.ndarray, config: dict[str, Any],
+                   requirements: list[str]) -> None:
+    """Log ``model`` as a :class:`LesionClassifier` named ``model`` in the active MLflow run.
+
+    The model is defined from code (``served_model.py`` plus this package), so loading it runs no pickle;
+    ``config`` (class names, input size, alert threshold) is both the pyfunc's model config and its metadata.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        keras_file = os.path.join(scratch, "classifier.keras")
+        model.save(keras_file)
+        buffer = io.BytesIO()
+        Image.fromarray(example_image).save(buffer, format="PNG")
+        example = pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(buffer.getvalue()).decode("ascii")]})
+        mlflow.pyfunc.log_model(name="model", python_model=str(ENTRY_POINT), artifacts={KERAS_ARTIFACT: keras_file},
+                                model_config=config, metadata=config, input_example=example,
+                                code_paths=[str(Path(__file__).parent)], pip_requirements=requirements)
