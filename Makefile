@@ -12,7 +12,7 @@ MLFLOW_STORE := sqlite:///$(abspath mlruns)/mlflow.db
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help install demo test test-fast reproduce ui serve data clean
+.PHONY: help install demo test test-fast reproduce bench ui serve data clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ test-fast: install ## the test suite without slow tests
 reproduce: install ## replay the study: audit, M1/M2/M3 x seeds, report (DATA=path|synthetic, TRAINER=smoke for a quick pass)
 	$(PY) -m melanoma_lab.study study.name=$(STUDY) $(if $(TRAINER),trainer=$(TRAINER)) \
 	  $(if $(filter synthetic,$(DATA)),dataset=synthetic,dataset.root=$(abspath $(DATA)))
+
+bench: install ## seed pipeline vs melanoma_lab (speed, memory, tracking overhead, Augmentor cache): bench/results.json
+	$(PY) -m melanoma_lab.bench --out bench/results.json
 
 ui: install ## open the local MLflow store at http://127.0.0.1:$(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_STORE) --host 127.0.0.1 --port $(PORT)

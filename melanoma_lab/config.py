@@ -151,7 +151,7 @@ class TrainerConfig:
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
     lr_schedule: str = "constant"  # constant | cosine (decays to 0 over all epochs)
-    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16 | auto (mixed_float16 on a GPU)
+    precision: str = "auto"  # float32 | mixed_bfloat16 | mixed_float16 | auto (mixed_float16 on a GPU)
     verbose: int = 2
 
 
@@ -185,6 +185,7 @@ class StudyConfig:
     experiments: list[str] = field(default_factory=lambda: ["m1", "m2", "m3", "m4"])
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     cv_folds: int = 1  # K > 1: every experiment runs as K stratified, content-grouped folds
+    cv_run_folds: Optional[list[int]] = None  # run only these folds (1-based), e.g. [1, 2] for quick ablations
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     reports_dir: str = "${paths.experiments_dir}/reports"

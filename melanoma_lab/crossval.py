@@ -13,16 +13,18 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from melanoma_lab.config import ConfigError
 from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.experiment import config_hash, finished_twin, make_tracker, run_experiment
 from melanoma_lab.preparation import load_audited_data
 from melanoma_lab.tracking import flatten
 
 
-def summarise_folds(fold_metrics: list[dict[str, float]]) -> tuple[pd.DataFrame, dict[str, float]]:
+def summarise_folds(fold_metrics: list[dict[str, float]],
+                    fold_numbers: list[int] | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
     """Per-fold table and ``cv_mean_`` / ``cv_sd_`` of every metric that all folds have."""
     table = pd.DataFrame(fold_metrics)
-    table.insert(0, "fold", range(1, len(table) + 1))
+    table.insert(0, "fold", fold_numbers or range(1, len(table) + 1))
     common = [c for c in table.columns if c != "fold" and table[c].notna().all()]
     summary = {f"cv_mean_{c}": float(table[c].mean()) for c in common}
     summary |= {f"cv_sd_{c}": float(table[c].std(ddof=1)) if len(table) > 1 else 0.0 for c in common}
@@ -32,12 +34,16 @@ def summarise_folds(fold_metrics: list[dict[str, float]]) -> tuple[pd.DataFrame,
 def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None) -> dict[str, float]:
     """Run ``study.cv_folds`` folds of ``cfg``; returns the cross-validation summary metrics."""
     output_dir = Path(output_dir)
+    folds = cfg.study.cv_folds
+    selected = list(cfg.study.cv_run_folds or range(1, folds + 1))
+    if not set(selected) <= set(range(1, folds + 1)):
+        raise ConfigError(f"study.cv_run_folds={selected} must list fold numbers from 1 to study.cv_folds={folds}")
     audited = load_audited_data(cfg, output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    folds = cfg.study.cv_folds
     identity = {"config_hash": config_hash(resolved), "data_fingerprint": fingerprint(audited.files),
                 "cv_folds": str(folds)}
-    parent = make_tracker(cfg, f"{cfg.name}-cv{folds}", {"experiment": cfg.name, **identity})
+    name = f"{cfg.name}-cv{folds}" + ("" if len(selected) == folds else "-folds" + "".join(map(str, selected)))
+    parent = make_tracker(cfg, name, {"experiment": cfg.name, **identity})
     previous = finished_twin(cfg, parent, identity)
     if previous is not None:
         return previous
@@ -50,8 +56,8 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
             {k: v for k, v in run_experiment(cfg, output_dir / f"fold_{fold + 1}", overrides, fold=fold,
                                               parent_run_id=parent.run_id, audited=audited).items()
              if k.startswith(("val_", "final_val_", "train_val_"))}
-            for fold in range(folds)]
-        table, summary = summarise_folds(fold_metrics)
+            for fold in (number - 1 for number in selected)]
+        table, summary = summarise_folds(fold_metrics, selected)
         parent.log_metrics(summary)
         parent.log_table(table, "cv_folds.csv")
         (output_dir / "cv_folds.csv").write_text(table.to_csv(index=False))

@@ -2,6 +2,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from melanoma_lab.config import ConfigError
 from melanoma_lab.crossval import run_cross_validation, summarise_folds
 from melanoma_lab.data.sources import load_catalog
 from melanoma_lab.data.split import content_groups, fold_split
@@ -50,3 +51,17 @@ def test_cross_validation_logs_a_parent_with_one_child_per_fold(tiny_cfg, tmp_pa
         validated += list(pd.read_csv(local)["path"])
     train_images = load_catalog(cfg.dataset, cfg.paths).split("train")
     assert len(validated) == len(set(validated)) and set(validated) == set(train_images["path"])
+
+
+def test_only_the_chosen_folds_run_and_a_bad_fold_number_is_refused_before_any_work(tiny_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="study.cv_run_folds"):
+        run_cross_validation(tiny_cfg("study.cv_folds=3", "study.cv_run_folds=[4]"), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    cfg = tiny_cfg("experiment=m1", "study.cv_folds=3", "study.cv_run_folds=[2]", "tracking.log_model=false")
+    run_cross_validation(cfg, tmp_path / "cv")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    runs = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.run_name == "m1-cv3-folds2"
+    assert [r.data.tags["fold"] for r in runs if r is not parent] == ["2/3"]
+    assert list(pd.read_csv(tmp_path / "cv" / "cv_folds.csv")["fold"]) == [2]

@@ -1,0 +1,265 @@
+"""Benchmark: the seeds' input pipeline vs melanoma_lab's, tracking overhead, Augmentor cache, scaling.
+
+    python -m melanoma_lab.bench [--data PATH] [--epochs 4] [--repeats 2] [--out bench/results.json]
+
+Same data (default: the real training copy when present, else synthetic 180 px images with ISIC-like class
+counts) and the same M1 model for every variant, each in its own process, interleaved over ``--repeats``:
+  seed        keras.utils.image_dataset_from_directory + cache + shuffle + prefetch, plain model.fit
+  lab         melanoma_lab's run (audit, decode once, tf.data from uint8, its trainer, MLflow tracking on)
+  untracked   the same run with tracking off (tracking overhead = lab / untracked wall time - 1)
+  float32     the lab run without mixed precision (what trainer.precision=auto buys on this machine)
+Then the Augmentor step of M3 cold and warm (cached) and a 1x/2x/4x scaling series of one training epoch.
+Prints a table and writes JSON; the last line is ``speedup_vs_seed=<lab/seed images/s> tracking_overhead=<f>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic-9class-180px"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+SIZE, BATCH, SEED = 180, 32, 123
+VARIANTS = ("seed", "lab", "untracked", "float32")
+
+
+def compose(overrides: list[str]):
+    """conf/config.yaml composed with ``overrides``, as the command line would."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from melanoma_lab.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def data_overrides(data: str | None, workdir: Path) -> list[str]:
+    """Hydra overrides selecting the benchmark data: a folder, or synthetic 180 px with ISIC-like counts."""
+    if data:
+        return [f"dataset.root={Path(data).resolve()}", f"paths.root_dir={workdir}"]
+    return ["dataset=synthetic", f"dataset.image_size={SIZE}", f"dataset.generated_size={SIZE}",
+            "dataset.train_images=2239", "dataset.test_images=90", f"paths.root_dir={workdir}"]
+
+
+class FitTimer:
+    """A Keras callback on every ``fit``: time to first batch, per-epoch training and validation seconds."""
+
+    def __init__(self, started: float) -> None:
+        import keras
+
+        timer = self
+
+        class _Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                timer.epoch_start = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                timer.last_batch, timer.batches = time.perf_counter(), batch + 1
+                if timer.first_batch_s is None:
+                    timer.first_batch_s = timer.last_batch - started
+
+            def on_epoch_end(self, epoch, logs=None):  # runs after the other callbacks (validation included)
+                timer.epochs.append({"train_s": timer.last_batch - timer.epoch_start,
+                                     "validation_s": time.perf_counter() - timer.last_batch,
+                                     "images": timer.batches * BATCH,
+                                     "val_accuracy": (logs or {}).get("val_accuracy")})
+
+        self.callback = _Callback()
+        self.first_batch_s: float | None = None
+        self.epochs: list[dict[str, Any]] = []
+        self.epoch_start = self.last_batch = started
+        self.batches = 0
+
+    def install(self) -> None:
+        """Append the timer to the callbacks of every ``keras.Model.fit`` in this process."""
+        import keras
+
+        original, callback = keras.Model.fit, self.callback
+
+        def fit(model, *args, callbacks=None, **kwargs):
+            return original(model, *args, callbacks=[*(callbacks or []), callback], **kwargs)
+
+        keras.Model.fit = fit
+
+    def summary(self, wall_s: float) -> dict[str, Any]:
+        later = self.epochs[1:] or self.epochs
+        return {"images_per_s": statistics.median(e["images"] / e["train_s"] for e in later),
+                "time_to_first_batch_s": self.first_batch_s, "wall_s": wall_s,
+                "validation_s": statistics.median(e["validation_s"] for e in later),
+                "final_val_accuracy": self.epochs[-1]["val_accuracy"], "epochs": self.epochs,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def train_seed_pipeline(cfg, root: Path, epochs: int) -> None:
+    """The seeds' notebook: image_dataset_from_directory + cache + shuffle + prefetch, plain fit."""
+    import keras
+    import tensorflow as tf
+    from hydra.utils import instantiate
+
+    common = dict(validation_split=cfg.dataset.val_fraction, seed=SEED, image_size=(SIZE, SIZE), batch_size=BATCH)
+    train = keras.utils.image_dataset_from_directory(root / "Train", subset="training", **common)
+    validation = keras.utils.image_dataset_from_directory(root / "Train", subset="validation", **common)
+    num_classes = len(train.class_names)
+    train = train.cache().shuffle(1000, seed=SEED).prefetch(tf.data.AUTOTUNE)
+    validation = validation.cache().prefetch(tf.data.AUTOTUNE)
+    model = instantiate(cfg.model, input_shape=(SIZE, SIZE, 3), num_classes=num_classes, _convert_="all")
+    model.compile(optimizer=keras.optimizers.Adam(cfg.optimizer.learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    model.fit(train, validation_data=validation, epochs=epochs, verbose=0)
+
+
+def run_variant(variant: str, data: str | None, epochs: int, workdir: Path) -> dict[str, Any]:
+    """One timed training of ``variant`` in this process."""
+    started = time.perf_counter()
+    timer = FitTimer(started)
+    timer.install()
+    overrides = ["experiment=m1", f"trainer.epochs={epochs}", "trainer.verbose=0", "study.name=bench",
+                 "tracking.skip_finished=false", f"tracking.enabled={variant != 'untracked'}"]
+    overrides += ["trainer.precision=float32"] if variant == "float32" else []
+    cfg = compose(overrides + data_overrides(data, workdir))
+    if variant == "seed":
+        from melanoma_lab.data.sources import load_catalog
+
+        train_seed_pipeline(cfg, Path(load_catalog(cfg.dataset, cfg.paths).root), epochs)
+    else:
+        from melanoma_lab.experiment import run_experiment
+
+        run_experiment(cfg, workdir / "runs" / f"{variant}-{os.getpid()}")
+    return timer.summary(time.perf_counter() - started)
+
+
+def time_augmentor(data: str | None, workdir: Path) -> dict[str, float]:
+    """M3's Augmentor step (500 extra images per class) on a fresh cache, then again from the cache."""
+    from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.data.split import train_val_split
+    from melanoma_lab.imbalance import generate_augmentor_images
+
+    cfg = compose(["experiment=m3"] + data_overrides(data, workdir))
+    catalog = load_catalog(cfg.dataset, cfg.paths)
+    files = catalog.files[catalog.files["split"] == "train"].reset_index(drop=True)
+    train, _ = train_val_split(files, cfg.dataset.val_fraction, SEED)
+    cache = Path(tempfile.mkdtemp(dir=workdir, prefix="augmentor-cache-"))
+    timings = {}
+    for state in ("cold", "warm"):
+        begin = time.perf_counter()
+        generated = generate_augmentor_images(train, cfg.imbalance, cache, SEED)
+        timings[f"augmentor_{state}_s"] = time.perf_counter() - begin
+    timings["augmentor_images"] = len(generated)
+    timings["augmentor_workers"] = cfg.imbalance.workers
+    return timings
+
+
+def time_scaling(data: str | None, workdir: Path, factors: tuple[int, ...] = (1, 2, 4)) -> list[dict[str, float]]:
+    """Seconds of one M1 training epoch (melanoma_lab pipeline) on the training images repeated 1x, 2x, 4x."""
+    import keras
+    import numpy as np
+    from hydra.utils import instantiate
+
+    from melanoma_lab.data.pipeline import DecodedImages, decode, make_dataset
+    from melanoma_lab.data.sources import load_catalog
+
+    cfg = compose(["experiment=m1"] + data_overrides(data, workdir))
+    catalog = load_catalog(cfg.dataset, cfg.paths)
+    base = decode(catalog.files[catalog.files["split"] == "train"], catalog.classes, SIZE)
+    series = []
+    for factor in factors:
+        data_x = DecodedImages(np.concatenate([base.images] * factor), np.concatenate([base.labels] * factor),
+                               base.files, {})
+        model = instantiate(cfg.model, input_shape=(SIZE, SIZE, 3), num_classes=len(catalog.classes),
+                            _convert_="all")
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        dataset = make_dataset(data_x, len(catalog.classes), BATCH, True, SEED)
+        model.fit(dataset.take(2), verbose=0)  # build and warm up the graph
+        begin = time.perf_counter()
+        model.fit(dataset, verbose=0)
+        seconds = time.perf_counter() - begin
+        series.append({"factor": factor, "images": len(data_x.labels), "epoch_s": seconds,
+                       "seconds_per_1000_images": 1000 * seconds / len(data_x.labels)})
+        keras.backend.clear_session()
+    return series
+
+
+def _child(args: argparse.Namespace) -> None:
+    result = run_variant(args.variant, args.data, args.epochs, args.workdir)
+    Path(args.result).write_text(json.dumps(result))
+
+
+def run_benchmark(data: str | None, epochs: int, repeats: int, out: Path) -> dict[str, Any]:
+    """Every variant in its own process, interleaved; then the Augmentor and scaling timings."""
+    workdir = Path(tempfile.mkdtemp(prefix="melanoma-bench-"))
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    # a throw-away first run generates synthetic data and warms the file cache for everyone
+    for repeat in range(repeats + 1):
+        for variant in VARIANTS if repeat else ("untracked",):
+            result_file = workdir / f"{variant}-{repeat}.json"
+            command = [sys.executable, "-m", "melanoma_lab.bench", "--variant", variant, "--epochs", str(epochs),
+                       "--workdir", str(workdir), "--result", str(result_file)] + (["--data", data] if data else [])
+            subprocess.run(command, check=True, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"})
+            if repeat:
+                runs[variant].append(json.loads(result_file.read_text()))
+                print(f"  {variant:<10} repeat {repeat}: {runs[variant][-1]['images_per_s']:.0f} images/s", flush=True)
+    summary = {v: _median_of(runs[v]) for v in VARIANTS}
+    results = {"data": data or "synthetic", "epochs": epochs, "repeats": repeats, "variants": summary, "runs": runs,
+               "speedup_vs_seed": summary["lab"]["images_per_s"] / summary["seed"]["images_per_s"],
+               "tracking_overhead": summary["lab"]["wall_s"] / summary["untracked"]["wall_s"] - 1,
+               **time_augmentor(data, workdir), "scaling": time_scaling(data, workdir)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.tmp")
+    staging.write_text(json.dumps(results, indent=2))
+    os.replace(staging, out)
+    return results
+
+
+def _median_of(runs: list[dict[str, Any]]) -> dict[str, float]:
+    keys = ("images_per_s", "time_to_first_batch_s", "validation_s", "wall_s", "peak_rss_mb", "final_val_accuracy")
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
+
+
+def format_table(results: dict[str, Any]) -> str:
+    rows = [f"{'variant':<10} {'images/s':>9} {'first batch s':>14} {'val s/epoch':>12} {'wall s':>8} "
+            f"{'peak RSS MB':>12} {'val acc':>8}"]
+    for name, v in results["variants"].items():
+        rows.append(f"{name:<10} {v['images_per_s']:>9.0f} {v['time_to_first_batch_s']:>14.1f} "
+                    f"{v['validation_s']:>12.2f} {v['wall_s']:>8.1f} {v['peak_rss_mb']:>12.0f} "
+                    f"{v['final_val_accuracy']:>8.3f}")
+    rows.append(f"augmentor ({results['augmentor_images']} images, {results['augmentor_workers']} workers): "
+                f"cold {results['augmentor_cold_s']:.1f} s, warm {results['augmentor_warm_s']:.3f} s")
+    rows.append("scaling: " + ", ".join(f"{s['factor']}x {s['images']} images {s['epoch_s']:.1f} s "
+                                        f"({s['seconds_per_1000_images']:.2f} s/1000)" for s in results["scaling"]))
+    rows.append(f"speedup_vs_seed={results['speedup_vs_seed']:.2f} "
+                f"tracking_overhead={results['tracking_overhead']:.3f}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(REAL_DATA) if REAL_DATA.is_dir() else None,
+                        help="a Train/<class>/ folder tree (default: the real copy if present, else synthetic)")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per training (the first is not timed)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions of every variant")
+    parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.epochs < 2 or args.repeats < 1:
+        parser.error("--epochs must be at least 2 (the first epoch is not timed) and --repeats at least 1")
+    if args.variant:
+        _child(args)
+        return 0
+    print(format_table(run_benchmark(args.data, args.epochs, args.repeats, args.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
