@@ -55,3 +55,24 @@ def test_tta_averages_the_image_and_its_flips():
     expected = np.mean([model.predict(v, verbose=0) for v in views], axis=0)
     assert np.allclose(predict_probabilities(model, images, 2, tta=True), expected, atol=1e-6)
     assert np.allclose(predict_probabilities(model, images, 2, tta=False), model.predict(images, verbose=0))
+
+
+def test_mirrored_strategy_trains_on_cpu(tiny_cfg, tmp_path):
+    import tensorflow as tf
+
+    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.training import compile_model
+
+    cfg = tiny_cfg("trainer.strategy=mirrored", "tracking.enabled=false")
+    model, _ = compile_model(cfg, 9, steps=2)
+    assert isinstance(model.distribute_strategy, tf.distribute.MirroredStrategy)
+    assert 0.0 <= run_experiment(cfg, tmp_path / "run")["val_balanced_accuracy"] <= 1.0
+
+
+def test_multi_worker_strategy_needs_tf_config(tiny_cfg, monkeypatch):
+    from melanoma_lab.config import ConfigError
+    from melanoma_lab.training import compile_model
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="trainer.strategy=multi_worker needs TF_CONFIG"):
+        compile_model(tiny_cfg("trainer.strategy=multi_worker"), 9, steps=2)
