@@ -12,7 +12,10 @@ MLFLOW_STORE := sqlite:///$(abspath mlruns)/mlflow.db
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help install demo test test-fast reproduce ui data clean
+TUNE_ARGS ?= experiment=m2 tuner=random tuner.max_trials=6 dataset=synthetic trainer=smoke study.name=demo
+WORKERS ?= 2
+
+.PHONY: help install demo test test-fast reproduce tune-distributed ui data clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +41,9 @@ test-fast: install ## the test suite without slow tests
 reproduce: install ## replay the study: audit, M1/M2/M3 x seeds, report (DATA=path|synthetic, TRAINER=smoke for a quick pass)
 	$(PY) -m melanoma_lab.study study.name=$(STUDY) $(if $(TRAINER),trainer=$(TRAINER)) \
 	  $(if $(filter synthetic,$(DATA)),dataset=synthetic,dataset.root=$(abspath $(DATA)))
+
+tune-distributed: install ## KerasTuner chief + $(WORKERS) workers on 127.0.0.1 (TUNE_ARGS="experiment=m2 tuner=random ...")
+	$(PY) -m melanoma_lab.tune_local_cluster --workers $(WORKERS) $(TUNE_ARGS)
 
 ui: install ## open the local MLflow store at http://127.0.0.1:$(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_STORE) --host 127.0.0.1 --port $(PORT)

@@ -94,3 +94,20 @@ def test_hyperband_logs_continued_trials_at_their_true_epochs(tmp_path):
     for trial in continued:
         first, last = int(trial.data.params["tuner/initial_epoch"]), int(trial.data.params["tuner/epochs"])
         assert [m.step for m in client.get_metric_history(trial.info.run_id, "val_bacc")] == list(range(first, last))
+
+
+@pytest.mark.slow
+def test_distributed_search_with_a_chief_and_two_workers_on_loopback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "melanoma_lab.tune_local_cluster", "--workers", "2",
+                             "--timeout", "300", "experiment=m2", "tuner=random", "tuner.max_trials=3", *TINY,
+                             "tracking.log_model=false", SPACE, f"paths.root_dir={tmp_path}",
+                             f"tuner.export_dir={tmp_path}/conf"], capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, experiment_id = _store(tmp_path)
+    [search] = client.search_runs([experiment_id], "tags.kind = 'tuner_search'")
+    trials = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{search.info.run_id}' "
+                                                 "and tags.kind = 'tuner_trial'")
+    assert sorted(r.data.tags["trial_id"] for r in trials) == ["0", "1", "2"]
+    assert all(r.info.status == "FINISHED" for r in trials)
+    assert search.data.tags["pid"] not in {r.data.tags["pid"] for r in trials}  # the workers ran the trials
+    assert (tmp_path / "conf" / "experiment" / "tuned" / "m2_random.yaml").is_file()
