@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -20,6 +21,7 @@ from melanoma_lab.imbalance import balanced_class_weights
 from melanoma_lab.preparation import PreparedData
 from melanoma_lab.tracking import EpochLogger, RunTracker
 
+log = logging.getLogger(__name__)
 MAXIMISED = ("val_accuracy", "val_bacc")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -129,6 +131,8 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
         if not os.environ.get("TF_CONFIG"):
             raise ConfigError("trainer.strategy=multi_worker needs TF_CONFIG (cluster and task of this worker) in "
                               "the environment of every worker; on one machine use trainer.strategy=mirrored")
+        log.warning("Keras %s cannot fit() under MultiWorkerMirroredStrategy yet (PerReplica error, "
+                    "keras-team/keras#20585); the strategy is built, training is expected to fail", keras.__version__)
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 

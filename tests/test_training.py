@@ -1,3 +1,5 @@
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -76,3 +78,30 @@ def test_multi_worker_strategy_needs_tf_config(tiny_cfg, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ConfigError, match="trainer.strategy=multi_worker needs TF_CONFIG"):
         compile_model(tiny_cfg("trainer.strategy=multi_worker"), 9, steps=2)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="Keras 3 cannot fit under MultiWorkerMirroredStrategy (PerReplica error, "
+                                       "keras-team/keras#20585); passes once upstream fixes it")
+def test_multi_worker_strategy_trains_with_two_local_workers(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import TINY
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    workers = [subprocess.Popen([sys.executable, "-m", "melanoma_lab", "experiment=m1", *TINY, "tracking.enabled=false",
+                                 "trainer.strategy=multi_worker", f"paths.root_dir={tmp_path}",
+                                 f"hydra.run.dir={tmp_path}/worker{index}"],
+                                env=os.environ | {"TF_CONFIG": json.dumps({"cluster": cluster,
+                                                                           "task": {"type": "worker", "index": index}})},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for index in range(2)]
+    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:]
