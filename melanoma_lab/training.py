@@ -23,7 +23,6 @@ from melanoma_lab.tracking import EpochLogger, RunTracker
 
 log = logging.getLogger(__name__)
 MAXIMISED = ("val_accuracy", "val_bacc")
-STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
