@@ -27,12 +27,11 @@ def app(cfg: DictConfig) -> float | None:
     from melanoma_lab.tuning import run_search
 
     runtime = HydraConfig.get()
-    overrides = list(runtime.overrides.task)
     if cfg.tuner is not None:
-        results = run_search(cfg, runtime.runtime.output_dir, overrides)
+        run = run_search
     else:
         run = run_cross_validation if cfg.study.cv_folds > 1 else run_experiment
-        results = run(cfg, runtime.runtime.output_dir, overrides, parent_run_id=parent_run_id())
+    results = run(cfg, runtime.runtime.output_dir, list(runtime.overrides.task), parent_run_id=parent_run_id())
     prefix = "cv_mean_" if cfg.study.cv_folds > 1 else ""
     keys = [k if k.startswith("test_") else prefix + k for k in KEY_METRICS]
     print(f"[{cfg.name}] " + "  ".join(f"{k}={results[k]:.4f}" for k in keys if k in results))

@@ -44,6 +44,7 @@ TUNABLE = ("model", "optimizer", "trainer", "augmentation")
 FIXED = ("trainer.epochs", "trainer.seed", "trainer.strategy", "trainer.resume")
 SEARCH_RUN_FILE = "mlflow_search_run"
 WORKER_WAIT_SECONDS = 300
+ABSENT = object()
 
 
 def role() -> str:
@@ -59,7 +60,7 @@ def check_search_space(cfg: DictConfig, overrides: list[str]) -> None:
     set_on_command_line = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     for index, entry in enumerate(cfg.tuner.search_space):
         where = f"tuner.search_space[{index}] (key {entry.key})"
-        if OmegaConf.select(cfg, entry.key, default=None) is None:
+        if OmegaConf.select(cfg, entry.key, default=ABSENT) is ABSENT:
             problems.append(f"{where}: {entry.key} is not a config key or group; e.g. model.dropout or optimizer")
         elif not entry.key.startswith(TUNABLE) or entry.key in FIXED:
             problems.append(f"{where}: data and training budget are fixed for a whole search; tune keys under "
@@ -217,9 +218,10 @@ def trials_table(tuner: keras_tuner.Tuner) -> pd.DataFrame:
                          for t in trials])
 
 
-def run_search(cfg: DictConfig, output_dir: str | Path, overrides: list[str]) -> dict[str, float]:
-    """Search ``cfg.tuner.search_space``; returns the evaluated metrics of the retrained best values (a worker
-    of a distributed search returns {})."""
+def run_search(cfg: DictConfig, output_dir: str | Path, overrides: list[str],
+               parent_run_id: str | None = None) -> dict[str, float]:
+    """Search ``cfg.tuner.search_space`` (the search run under ``parent_run_id``, e.g. a sweep's, if given);
+    returns the evaluated metrics of the retrained best values (a worker of a distributed search returns {})."""
     validate(cfg)
     check_search_space(cfg, overrides)
     output_dir, directory = Path(output_dir), Path(cfg.tuner.directory).resolve()
@@ -248,7 +250,7 @@ def run_search(cfg: DictConfig, output_dir: str | Path, overrides: list[str]) ->
         tuner.trial_tracker = trial_tracker
         tuner.search(**fit_kwargs)
         return {}
-    search = make_tracker(cfg, f"{name}-search", {"experiment": cfg.name, **identity}, None)
+    search = make_tracker(cfg, f"{name}-search", {"experiment": cfg.name, **identity}, parent_run_id)
     if cfg.tuner.resume:
         search.resume_unfinished(identity, statuses=("RUNNING", "KILLED", "FAILED", "FINISHED"))
     with search:
