@@ -9,6 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from melanoma_lab.config import register_configs
+from melanoma_lab.sweep import parent_run_id
 
 register_configs()
 
@@ -19,16 +20,20 @@ def _interrupt_on_sigterm(signum, frame) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def app(cfg: DictConfig) -> float | None:
-    """Train one experiment (or cross-validate it); the return value is the objective for sweepers."""
+    """Train one experiment (cross-validate it, or search its hyperparameters with ``tuner=...``); the return
+    value is the objective for sweepers."""
     from melanoma_lab.crossval import run_cross_validation
-    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.experiment import KEY_METRICS, run_experiment
+    from melanoma_lab.tuning import run_search
 
     runtime = HydraConfig.get()
-    run = run_cross_validation if cfg.study.cv_folds > 1 else run_experiment
-    results = run(cfg, runtime.runtime.output_dir, list(runtime.overrides.task))
+    if cfg.tuner is not None:
+        run = run_search
+    else:
+        run = run_cross_validation if cfg.study.cv_folds > 1 else run_experiment
+    results = run(cfg, runtime.runtime.output_dir, list(runtime.overrides.task), parent_run_id=parent_run_id())
     prefix = "cv_mean_" if cfg.study.cv_folds > 1 else ""
-    keys = [prefix + k for k in ("final_val_accuracy", "val_balanced_accuracy", "val_melanoma_sensitivity",
-                                 "val_melanoma_roc_auc")] + ["test_balanced_accuracy"]
+    keys = [k if k.startswith("test_") else prefix + k for k in KEY_METRICS]
     print(f"[{cfg.name}] " + "  ".join(f"{k}={results[k]:.4f}" for k in keys if k in results))
     return results.get(prefix + "val_balanced_accuracy")
 

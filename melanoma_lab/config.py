@@ -152,6 +152,7 @@ class TrainerConfig:
     focal_gamma: float = 2.0
     lr_schedule: str = "constant"  # constant | cosine (decays to 0 over all epochs)
     precision: str = "auto"  # float32 | mixed_bfloat16 | mixed_float16 | auto (mixed_float16 on a GPU)
+    strategy: str = "default"  # default | mirrored (all local GPUs) | multi_worker (machines in TF_CONFIG)
     verbose: int = 2
 
 
@@ -200,6 +201,36 @@ class ServingConfig:
 
 
 @dataclass
+class SearchParameter:
+    """One dimension of a KerasTuner search: a config key (or config group) and the values it may take."""
+    key: str = MISSING  # e.g. model.dropout, optimizer.learning_rate, optimizer (a group: values adam, sgd)
+    type: str = "choice"  # choice | int | float
+    values: list[Any] = field(default_factory=list)  # choice: the candidates (lists allowed, e.g. [8, 16])
+    min: Optional[float] = None  # int | float: the range
+    max: Optional[float] = None
+    step: Optional[float] = None
+    sampling: str = "linear"  # linear | log
+
+
+@dataclass
+class TunerConfig:
+    name: str = MISSING  # hyperband | random | bayesian
+    objective: str = "val_bacc"  # val_bacc (validation balanced accuracy, maximised) | val_loss (minimised)
+    max_trials: int = 10  # random | bayesian: trials in all (hyperband: its brackets decide)
+    executions_per_trial: int = 1  # trainings per trial, objective averaged
+    max_epochs: int = MISSING  # epochs of a trial (hyperband: the most); conf: ${trainer.epochs}
+    factor: int = 3  # hyperband: reduction factor between brackets
+    hyperband_iterations: int = 1
+    patience: Optional[int] = None  # early stopping of a trial on the objective; null: train every epoch
+    seed: int = MISSING  # conf: ${trainer.seed}
+    resume: bool = False  # true: continue the search whose state is in directory (KerasTuner overwrite=False)
+    directory: str = MISSING  # KerasTuner's state (oracle, trials, checkpoints)
+    export_name: str = MISSING  # the tuned experiment: <export_dir>/experiment/tuned/<export_name>.yaml
+    export_dir: str = MISSING  # a Hydra config folder (conf/, or one added with hydra.searchpath=[file://DIR])
+    search_space: list[SearchParameter] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     name: str = "baseline"
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -214,6 +245,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    tuner: Any = None  # tuner=hyperband|random|bayesian: a KerasTuner search instead of one run
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
@@ -229,6 +261,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "paths": {"_schema": PathsConfig},
     "study": {"_schema": StudyConfig},
     "serving": {"_schema": ServingConfig},
+    "tuner": {"_schema": TunerConfig},
 }
 
 
@@ -274,6 +307,17 @@ CHECKS: list[Check] = [
      "must be float32, mixed_bfloat16, mixed_float16 or auto"),
     ("serving.port", lambda v: 1 <= v <= 65535, "must be a TCP port (1-65535)"),
     ("serving.workers", lambda v: v >= 1, "must be at least 1"),
+    ("trainer.strategy", lambda v: v in ("default", "mirrored", "multi_worker"),
+     "must be default, mirrored or multi_worker"),
+    ("tuner.name", lambda v: v in ("hyperband", "random", "bayesian"), "must be hyperband, random or bayesian"),
+    ("tuner.objective", lambda v: v in ("val_bacc", "val_loss"), "must be val_bacc or val_loss"),
+    ("tuner.max_trials", lambda v: v >= 1, "must be at least 1"),
+    ("tuner.executions_per_trial", lambda v: v >= 1, "must be at least 1"),
+    ("tuner.max_epochs", lambda v: v >= 1, "must be at least 1"),
+    ("tuner.factor", lambda v: v >= 2, "must be at least 2"),
+    ("tuner.hyperband_iterations", lambda v: v >= 1, "must be at least 1"),
+    ("tuner.patience", lambda v: v >= 0, "must be null or not negative"),
+    ("tuner.search_space", lambda v: len(v) >= 1, "must list at least one parameter (see conf/tuner/random.yaml)"),
     ("augmentation.translation", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     ("augmentation.contrast", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     ("augmentation.brightness", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),

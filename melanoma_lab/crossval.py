@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab.config import ConfigError
 from melanoma_lab.data.catalog import fingerprint
-from melanoma_lab.experiment import config_hash, finished_twin, make_tracker, run_experiment
+from melanoma_lab.experiment import config_hash, finished_twin, make_tracker, override_tags, run_experiment
 from melanoma_lab.preparation import load_audited_data
 from melanoma_lab.tracking import flatten
 
@@ -31,8 +31,10 @@ def summarise_folds(fold_metrics: list[dict[str, float]],
     return table, summary
 
 
-def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None) -> dict[str, float]:
-    """Run ``study.cv_folds`` folds of ``cfg``; returns the cross-validation summary metrics."""
+def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None,
+                         parent_run_id: str | None = None) -> dict[str, float]:
+    """Run ``study.cv_folds`` folds of ``cfg`` (under ``parent_run_id``, e.g. a sweep's, if given); returns the
+    cross-validation summary metrics."""
     output_dir = Path(output_dir)
     folds = cfg.study.cv_folds
     selected = list(cfg.study.cv_run_folds or range(1, folds + 1))
@@ -43,7 +45,7 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
     identity = {"config_hash": config_hash(resolved), "data_fingerprint": fingerprint(audited.files),
                 "cv_folds": str(folds)}
     name = f"{cfg.name}-cv{folds}" + ("" if len(selected) == folds else "-folds" + "".join(map(str, selected)))
-    parent = make_tracker(cfg, name, {"experiment": cfg.name, **identity})
+    parent = make_tracker(cfg, name, {"experiment": cfg.name, **identity, **override_tags(overrides)}, parent_run_id)
     previous = finished_twin(cfg, parent, identity)
     if previous is not None:
         return previous

@@ -21,6 +21,8 @@ from melanoma_lab.tracking import RunTracker, flatten, git_state, package_versio
 from melanoma_lab.training import best_epoch, predict_probabilities, seed_everything, train_model
 
 log = logging.getLogger(__name__)
+KEY_METRICS = ("final_val_accuracy", "val_balanced_accuracy", "val_melanoma_sensitivity", "val_melanoma_roc_auc",
+               "test_balanced_accuracy")
 
 
 def evaluation_metrics(result: Evaluation, prefix: str, history: dict[str, list]) -> dict[str, float]:
@@ -54,8 +56,14 @@ def _log_evaluation(tracker: RunTracker, result: Evaluation, metrics: dict[str, 
 
 def config_hash(resolved: dict) -> str:
     """Hash of everything that can change a result (all groups but where files go and how runs are tracked)."""
-    relevant = {k: v for k, v in resolved.items() if k not in ("paths", "tracking", "study")}
+    relevant = {k: v for k, v in resolved.items() if k not in ("paths", "tracking", "study", "tuner")}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def override_tags(overrides: list[str] | None) -> dict[str, str]:
+    """``overrides`` (all of them) plus ``override.<key>`` per override, so the UI can group runs by any of them."""
+    pairs = [o.lstrip("+~").split("=", 1) for o in overrides or [] if "=" in o]
+    return {"overrides": " ".join(overrides or []), **{f"override.{key}": value for key, value in pairs}}
 
 
 def make_tracker(cfg: DictConfig, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> RunTracker:
@@ -98,7 +106,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
     if fold is not None:
         identity["fold"] = f"{fold + 1}/{cfg.study.cv_folds}"
     tracker = make_tracker(cfg, cfg.name if fold is None else f"{cfg.name}-fold{fold + 1}",
-                           {"experiment": cfg.name, "output_dir": str(output_dir.resolve()), **identity},
+                           {"experiment": cfg.name, "output_dir": str(output_dir.resolve()), **identity,
+                            **override_tags(overrides)},
                            parent_run_id)
     previous = finished_twin(cfg, tracker, identity)
     if previous is not None:

@@ -206,13 +206,13 @@ class RunTracker:
         runs = self.client.search_runs([self.experiment_id], query, max_results=1, order_by=["start_time DESC"])
         return runs[0] if runs else None
 
-    def resume_unfinished(self, tags: dict[str, str]) -> str | None:
-        """Continue (instead of starting) the newest KILLED or FAILED run carrying ``tags``, if any."""
+    def resume_unfinished(self, tags: dict[str, str], statuses: tuple[str, ...] = ("KILLED", "FAILED")) -> str | None:
+        """Continue (instead of starting) the newest run carrying ``tags`` whose status is in ``statuses``."""
         if not self.enabled:
             return None
         query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
         runs = [run for run in self.client.search_runs([self.experiment_id], query, order_by=["start_time DESC"])
-                if run.info.status in ("KILLED", "FAILED")]
+                if run.info.status in statuses]
         self._resume = runs[0].info.run_id if runs else None
         return self._resume
 
@@ -224,6 +224,38 @@ class RunTracker:
         """Per-epoch values of ``keys`` logged to this run so far, in epoch order."""
         return {key: [m.value for m in sorted(self.client.get_metric_history(self.run_id, key), key=lambda m: m.step)]
                 for key in keys}
+
+    def open_detached(self) -> str | None:
+        """Start the run (or reopen the one found by :meth:`resume_unfinished`) without making it the active
+        run of this process: for a run that outlives one call, like a sweep's parent. :meth:`close` ends it."""
+        if not self.enabled:
+            return None
+        if self.resumed:
+            self.run_id = self._resume
+            _retry(lambda: self.client.update_run(self._resume, status="RUNNING"))
+            self.set_tags(self._tags | {"resumed": "true"})
+        else:
+            self.run_id = _retry(lambda: self.client.create_run(self.experiment_id, run_name=self.run_name,
+                                                                tags=self._tags)).info.run_id
+        return self.run_id
+
+    def attach(self, run_id: str | None) -> "RunTracker":
+        """Log to the existing run ``run_id`` (started by another call or process)."""
+        self.run_id = run_id
+        self.enabled = self.enabled and run_id is not None
+        return self
+
+    def close(self, status: str = "FINISHED") -> None:
+        """End a run started with :meth:`open_detached`."""
+        if self.enabled:
+            _retry(lambda: self.client.set_terminated(self.run_id, status=status))
+
+    def child_runs(self) -> list[mlflow.entities.Run]:
+        """The runs nested directly under this run, newest first."""
+        if not self.enabled:
+            return []
+        return self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.run_id}'",
+                                       order_by=["start_time DESC"])
 
     def __enter__(self) -> "RunTracker":
         if self.enabled:

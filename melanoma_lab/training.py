@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from pathlib import Path
 
 import keras
@@ -13,11 +15,13 @@ from omegaconf import DictConfig
 from sklearn.metrics import balanced_accuracy_score
 
 from melanoma_lab.augmentation import build_augmentation
+from melanoma_lab.config import ConfigError
 from melanoma_lab.data.pipeline import make_dataset
 from melanoma_lab.imbalance import balanced_class_weights
 from melanoma_lab.preparation import PreparedData
 from melanoma_lab.tracking import EpochLogger, RunTracker
 
+log = logging.getLogger(__name__)
 MAXIMISED = ("val_accuracy", "val_bacc")
 
 
@@ -117,22 +121,55 @@ def build_callbacks(trainer: DictConfig, output_dir: Path, tracker: RunTracker, 
     return callbacks
 
 
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy of ``trainer.strategy``: ``default`` (one device), ``mirrored`` (every
+    local GPU, or the CPU) or ``multi_worker`` (several machines described by ``TF_CONFIG``)."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ConfigError("trainer.strategy=multi_worker needs TF_CONFIG (cluster and task of this worker) in "
+                              "the environment of every worker; on one machine use trainer.strategy=mirrored")
+        log.warning("Keras %s cannot fit() under MultiWorkerMirroredStrategy yet (PerReplica error, "
+                    "keras-team/keras#20585); the strategy is built, training is expected to fail", keras.__version__)
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def steps_per_epoch(cfg: DictConfig, data: PreparedData) -> int:
+    return math.ceil(len(data.train.labels) / cfg.dataset.batch_size)
+
+
+def compile_model(cfg: DictConfig, num_classes: int, steps: int) -> tuple[keras.Model, keras.losses.Loss]:
+    """The configured model, compiled with its loss and optimizer under ``trainer.strategy``."""
+    size = cfg.dataset.image_size
+    set_precision(cfg.trainer.precision)
+    with distribution_strategy(cfg.trainer.strategy).scope():
+        model = instantiate(cfg.model, input_shape=(size, size, 3), num_classes=num_classes, _convert_="all")
+        loss = build_loss(cfg.trainer)
+        rate = learning_rate(cfg.optimizer.learning_rate, cfg.trainer, steps)
+        optimizer = instantiate(cfg.optimizer, _partial_=True)(learning_rate=rate)
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    return model, loss
+
+
+def training_inputs(cfg: DictConfig, data: PreparedData, loss: keras.losses.Loss
+                    ) -> tuple[tf.data.Dataset, ValidationMetrics, dict[int, float] | None]:
+    """The augmented training batches, the per-epoch validation callback and the class weights of ``cfg``."""
+    seed, batch, num_classes = cfg.trainer.seed, cfg.dataset.batch_size, len(data.classes)
+    train_ds = make_dataset(data.train, num_classes, batch, True, seed, build_augmentation(cfg.augmentation, seed))
+    validation = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, num_classes,
+                                   loss, batch)
+    class_weight = (balanced_class_weights(data.train.labels, num_classes, cfg.imbalance.max_class_weight)
+                    if cfg.imbalance.strategy == "class_weight" else None)
+    return train_ds, validation, class_weight
+
+
 def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output_dir: Path,
                 backup_dir: Path) -> tuple[keras.Model, dict[str, list[float]]]:
     """Build the configured model and optimizer and fit it on the prepared training split."""
-    seed, batch, size = cfg.trainer.seed, cfg.dataset.batch_size, cfg.dataset.image_size
-    num_classes = len(data.classes)
-    set_precision(cfg.trainer.precision)
-    train_ds = make_dataset(data.train, num_classes, batch, True, seed, build_augmentation(cfg.augmentation, seed))
-    model = instantiate(cfg.model, input_shape=(size, size, 3), num_classes=num_classes, _convert_="all")
-    loss = build_loss(cfg.trainer)
-    rate = learning_rate(cfg.optimizer.learning_rate, cfg.trainer, math.ceil(len(data.train.labels) / batch))
-    optimizer = instantiate(cfg.optimizer, _partial_=True)(learning_rate=rate)
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-    class_weight = (balanced_class_weights(data.train.labels, num_classes, cfg.imbalance.max_class_weight)
-                    if cfg.imbalance.strategy == "class_weight" else None)
-    validation = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, num_classes,
-                                   loss, batch)
+    model, loss = compile_model(cfg, len(data.classes), steps_per_epoch(cfg, data))
+    train_ds, validation, class_weight = training_inputs(cfg, data, loss)
     callbacks = build_callbacks(cfg.trainer, output_dir, tracker, validation, backup_dir)
     history = fit(model, train_ds, cfg.trainer, callbacks, class_weight)
     if tracker.resumed:  # fit() only returns the epochs of this invocation; the run has them all

@@ -41,6 +41,10 @@ def test_parallel_joblib_sweep_loses_nothing(tmp_path):
                              f"paths.root_dir={tmp_path}"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     client, runs = _runs(tmp_path)
+    [parent] = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    assert parent.info.status == "FINISHED" and parent.data.metrics == {"jobs": 4, "failed_jobs": 0}
+    runs = [r for r in runs if r is not parent]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in runs)
     assert sorted((r.data.tags["experiment"], r.data.tags["seed"]) for r in runs) == [
         ("m1", "1"), ("m1", "2"), ("m2", "1"), ("m2", "2")]
     for run in runs:

@@ -1,0 +1,105 @@
+"""Hydra sweeps in MLflow: one parent run per sweep (``--multirun``), every job a child run of it.
+
+The parent is started in ``on_multirun_start`` and its id written to ``<hydra.sweep.dir>/mlflow_parent_run``,
+where every job (in this process, a joblib worker or a cluster node sharing the folder) finds it. The same
+sweep run again (same overrides) reopens its parent, so jobs skipped as already FINISHED stay among its
+children. A failing job ends its child run FAILED and the sweep goes on; when the sweep ends, the parent
+gets ``sweep_summary.csv`` (the latest child of each job, key metrics) and the command exits with status 1
+naming the jobs that failed (Hydra turns a callback's exceptions into warnings, hence ``SystemExit``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+PARENT_FILE = "mlflow_parent_run"
+
+
+def parent_run_id() -> str | None:
+    """The sweep's parent run id inside a job of a ``--multirun`` sweep, else None."""
+    runtime = HydraConfig.get()
+    if runtime.mode != RunMode.MULTIRUN:
+        return None
+    path = Path(runtime.sweep.dir) / PARENT_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def sweep_identity(config: DictConfig) -> dict[str, str]:
+    """Tags that identify a sweep: a hash of its command-line overrides (the swept lists included)."""
+    overrides = sorted(OmegaConf.to_container(config.hydra.overrides.task))
+    return {"sweep_hash": hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:16]}
+
+
+def summary_table(children: list[Any], metrics: tuple[str, ...]) -> pd.DataFrame:
+    """One row per job (its newest child run, by ``overrides`` tag): run, status, overrides and ``metrics``."""
+    rows, seen = [], set()
+    for run in children:  # newest first
+        overrides = run.data.tags.get("overrides", run.info.run_id)
+        if overrides in seen:
+            continue
+        seen.add(overrides)
+        rows.append({"run_name": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status,
+                     "overrides": overrides, **{k: run.data.metrics.get(k) for k in metrics}})
+    return pd.DataFrame(rows, columns=["run_name", "run_id", "status", "overrides", *metrics])
+
+
+class MlflowSweepCallback(Callback):
+    """Parent/child MLflow runs for Hydra sweeps (configured in ``conf/hydra/default.yaml``)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from melanoma_lab.experiment import make_tracker
+
+        identity = sweep_identity(config)
+        parent = make_tracker(config, f"sweep-{Path(config.hydra.sweep.dir).name}",
+                              {"kind": "sweep", "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
+                               "overrides": " ".join(config.hydra.overrides.task), **identity})
+        parent.fail_stale_runs(identity)
+        parent.resume_unfinished(identity, statuses=("FINISHED", "FAILED", "KILLED"))
+        run_id = parent.open_detached()
+        if run_id is None:
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / PARENT_FILE).write_text(run_id)
+        log.info("sweep parent run %s (%s)", run_id, "reopened" if parent.resumed else "new")
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """A failed job is logged here and reported when the sweep ends, so the other jobs still run and the
+        parent is completed."""
+        if job_return.status != JobStatus.FAILED:
+            return
+        try:
+            job_return.return_value  # raises the job's exception
+        except Exception as error:  # noqa: BLE001 - any job error is reported when the sweep ends
+            log.error("sweep job %s failed: %s", config.hydra.job.num, error, exc_info=error)
+        job_return.status, job_return.return_value = JobStatus.COMPLETED, None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from melanoma_lab.experiment import KEY_METRICS, make_tracker
+
+        path = Path(config.hydra.sweep.dir) / PARENT_FILE
+        if not path.is_file():
+            return
+        parent = make_tracker(config, "sweep", {}).attach(path.read_text().strip())
+        table = summary_table(parent.child_runs(), KEY_METRICS)
+        failed = table[table["status"] != "FINISHED"]
+        parent.log_table(table, "sweep_summary.csv")
+        parent.log_metrics({"jobs": len(table), "failed_jobs": len(failed)})
+        (Path(config.hydra.sweep.dir) / "sweep_summary.csv").write_text(table.to_csv(index=False))
+        parent.close("FAILED" if len(failed) else "FINISHED")
+        if len(failed):
+            raise SystemExit(f"{len(failed)} of {len(table)} sweep jobs failed ("
+                                   + "; ".join(failed["overrides"]) + f"); their child runs of parent run "
+                                   f"{parent.run_id} carry the error, and a rerun of the same sweep redoes them")

@@ -1,0 +1,59 @@
+"""Hydra sweeps: one MLflow parent run per sweep, jobs as children, a failing job does not stop the others."""
+
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+
+from melanoma_lab.sweep import summary_table
+from melanoma_lab.tracking import tracking_uri
+from tests.conftest import TINY
+
+
+def _run(name, status, overrides, bacc, start):
+    return mlflow.entities.Run(
+        mlflow.entities.RunInfo(name, "0", "", status, start, None, "active", run_name=name),
+        mlflow.entities.RunData(metrics=[mlflow.entities.Metric("val_balanced_accuracy", bacc, 0, 0)],
+                                tags=[mlflow.entities.RunTag("overrides", overrides)]))
+
+
+def test_summary_keeps_the_newest_child_of_each_job():
+    children = [_run("b2", "FINISHED", "seed=2", 0.6, 3), _run("a2", "FINISHED", "seed=1", 0.5, 2),
+                _run("a1", "FAILED", "seed=1", 0.1, 1)]  # newest first, as child_runs() returns them
+    table = summary_table(children, ("val_balanced_accuracy", "test_balanced_accuracy"))
+    assert list(table["run_name"]) == ["b2", "a2"] and list(table["status"]) == ["FINISHED", "FINISHED"]
+    assert list(table["val_balanced_accuracy"]) == [0.6, 0.5] and table["test_balanced_accuracy"].isna().all()
+
+
+def _sweep(root, *swept):
+    return subprocess.run([sys.executable, "-m", "melanoma_lab", "--multirun", *swept, *TINY,
+                           "tracking.log_model=false", f"paths.root_dir={root}"],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_sweep_is_a_parent_run_whose_children_are_the_jobs(tmp_path):
+    result = _sweep(tmp_path, "experiment=m1", "model.pooling=max,bogus")
+    assert result.returncode != 0 and "1 of 2 sweep jobs failed (experiment=m1 model.pooling=bogus" in result.stderr
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    experiment_id = client.get_experiment_by_name("melanoma-study").experiment_id
+    [parent] = client.search_runs([experiment_id], "tags.kind = 'sweep'")
+    children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    statuses = {r.data.tags["override.model.pooling"]: r for r in children}
+    assert statuses["max"].info.status == "FINISHED" and "val_balanced_accuracy" in statuses["max"].data.metrics
+    assert statuses["bogus"].info.status == "FAILED" and "model.pooling='bogus'" in statuses["bogus"].data.tags["error"]
+    assert parent.info.status == "FAILED" and parent.data.metrics["failed_jobs"] == 1
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "sweep_summary.csv"))
+    assert sorted(table["status"]) == ["FAILED", "FINISHED"]
+    assert table["val_balanced_accuracy"].notna().sum() == 1
+
+    again = _sweep(tmp_path, "experiment=m1", "model.pooling=max,bogus")  # the same sweep: one parent, reopened
+    assert again.returncode != 0 and "skipping m1" in again.stdout + again.stderr
+    [reopened] = client.search_runs([experiment_id], "tags.kind = 'sweep'")
+    children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert reopened.info.run_id == parent.info.run_id and reopened.data.tags["resumed"] == "true"
+    assert sorted(r.info.status for r in children) == ["FAILED", "FAILED", "FINISHED"]  # FINISHED job skipped
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "sweep_summary.csv"))
+    assert len(table) == 2
