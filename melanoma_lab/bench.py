@@ -1,6 +1,6 @@
 """Benchmark: the seeds' input pipeline vs melanoma_lab's, tracking overhead, Augmentor cache, scaling.
 
-    python -m melanoma_lab.bench [--data PATH] [--epochs 4] [--repeats 2] [--out bench/results.json]
+    python -m melanoma_lab.bench [--data PATH] [--epochs 4] [--repeats 3] [--out bench/results.json]
 
 Same data (default: the real training copy when present, else synthetic 180 px images with ISIC-like class
 counts) and the same M1 model for every variant, each in its own process, interleaved over ``--repeats``:
@@ -167,8 +167,10 @@ def time_scaling(data: str | None, workdir: Path, factors: tuple[int, ...] = (1,
 
     from melanoma_lab.data.pipeline import DecodedImages, decode, make_dataset
     from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.training import set_precision
 
     cfg = compose(["experiment=m1"] + data_overrides(data, workdir))
+    set_precision(cfg.trainer.precision)
     catalog = load_catalog(cfg.dataset, cfg.paths)
     base = decode(catalog.files[catalog.files["split"] == "train"], catalog.classes, SIZE)
     series = []
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(REAL_DATA) if REAL_DATA.is_dir() else None,
                         help="a Train/<class>/ folder tree (default: the real copy if present, else synthetic)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per training (the first is not timed)")
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions of every variant")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of every variant")
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
