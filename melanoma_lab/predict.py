@@ -89,7 +89,7 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int) -> np.ndar
     conv = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][-1]
     probe = keras.Model(model.inputs, [conv.output, model.output])
     with tf.GradientTape() as tape:
-        features, probabilities = probe(image[None].astype(np.float32), training=False)
+        features, probabilities = probe([image[None].astype(np.float32)], training=False)
         score = probabilities[:, class_index]
     gradients = tape.gradient(score, features)
     weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2))
