@@ -1,0 +1,33 @@
+"""The benchmark's measuring parts (the benchmark itself is `make bench`, not a test)."""
+
+import time
+
+import keras
+import numpy as np
+
+from melanoma_lab import bench
+
+
+def test_fit_timer_times_every_fit_in_the_process(monkeypatch):
+    monkeypatch.setattr(keras.Model, "fit", keras.Model.fit)  # restored after the test
+    timer = bench.FitTimer(time.perf_counter())
+    timer.install()
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.random.default_rng(0).normal(size=(64, 4)), np.arange(64) % 2
+    model.fit(x, y, batch_size=bench.BATCH, epochs=3, validation_data=(x, y), verbose=0)
+    assert len(timer.epochs) == 3 and all(e["images"] == 64 for e in timer.epochs)
+    summary = timer.summary(wall_s=1.0)
+    assert summary["images_per_s"] > 0 and 0 < summary["time_to_first_batch_s"] < 60
+    assert summary["final_val_accuracy"] == timer.epochs[-1]["val_accuracy"] is not None
+    assert summary["peak_rss_mb"] > 50
+
+
+def test_table_ends_with_the_machine_readable_line():
+    variant = {"images_per_s": 700.0, "time_to_first_batch_s": 8.0, "validation_s": 0.5, "wall_s": 23.0,
+               "peak_rss_mb": 2500.0, "final_val_accuracy": 0.49}
+    results = {"variants": {"seed": variant, "lab": variant}, "augmentor_images": 4500, "augmentor_workers": 2,
+               "augmentor_cold_s": 4.6, "augmentor_warm_s": 0.006, "speedup_vs_seed": 1.75,
+               "tracking_overhead": 0.012,
+               "scaling": [{"factor": 1, "images": 10, "epoch_s": 1.0, "seconds_per_1000_images": 100.0}]}
+    assert bench.format_table(results).splitlines()[-1] == "speedup_vs_seed=1.75 tracking_overhead=0.012"
