@@ -45,6 +45,7 @@ class DatasetConfig:
     melanoma_class: str = "melanoma"
     extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png"])
     on_unreadable: str = "skip"  # skip | fail
+    ram_budget_mb: Optional[float] = None  # decoded training split larger than this: read from a disk cache
 
 
 @dataclass
@@ -284,6 +285,7 @@ CHECKS: list[Check] = [
     ("dataset.image_size", lambda v: v >= 8, "must be at least 8 pixels"),
     ("dataset.batch_size", lambda v: v >= 1, "must be at least 1"),
     ("dataset.val_fraction", lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (exclusive)"),
+    ("dataset.ram_budget_mb", lambda v: v > 0, "must be null (no limit) or a positive number of MB"),
     ("dataset.on_unreadable", lambda v: v in ("skip", "fail"), "must be 'skip' or 'fail'"),
     ("augmentation.flip", lambda v: v in ("none", "horizontal", "vertical", "horizontal_and_vertical"),
      "must be none, horizontal, vertical or horizontal_and_vertical"),

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from melanoma_lab.audit import apply_policy, audit_catalog, summary, write_report
 from melanoma_lab.data.catalog import Catalog
-from melanoma_lab.data.pipeline import DecodedImages, decode
+from melanoma_lab.data.pipeline import DecodedImages, decode, decode_to_disk
 from melanoma_lab.data.sources import load_catalog
 from melanoma_lab.data.split import content_groups, fold_split, train_val_split
 from melanoma_lab.imbalance import generate_augmentor_images
@@ -74,8 +74,9 @@ def check_no_leak(train: pd.DataFrame, validation: pd.DataFrame) -> None:
                             "derived from non-training images")
 
 
-def _decode(files: pd.DataFrame, classes: list[str], size: int, on_unreadable: str) -> DecodedImages:
-    decoded = decode(files, classes, size)
+def _decode(files: pd.DataFrame, classes: list[str], size: int, on_unreadable: str,
+            disk_cache: Path | None = None) -> DecodedImages:
+    decoded = decode(files, classes, size) if disk_cache is None else decode_to_disk(files, classes, size, disk_cache)
     if decoded.failures and on_unreadable == "fail":
         listing = "\n".join(f"  {path}: {reason}" for path, reason in decoded.failures.items())
         raise UnreadableImagesError(f"{len(decoded.failures)} files are not readable images:\n{listing}\n"
@@ -83,6 +84,17 @@ def _decode(files: pd.DataFrame, classes: list[str], size: int, on_unreadable: s
     for path, reason in decoded.failures.items():
         log.warning("skipping unreadable image %s (%s)", path, reason)
     return decoded
+
+
+def training_disk_cache(cfg: DictConfig, images: int) -> Path | None:
+    """Where the training split is decoded when it exceeds ``dataset.ram_budget_mb`` (None: it fits in RAM)."""
+    budget, size = cfg.dataset.ram_budget_mb, cfg.dataset.image_size
+    needed_mb = images * size * size * 3 / 2**20
+    if budget is None or needed_mb <= budget:
+        return None
+    log.info("training split needs %.0f MB decoded, over dataset.ram_budget_mb=%s: decoding to %s/decoded and "
+             "reading it batch by batch", needed_mb, budget, cfg.paths.cache_dir)
+    return Path(cfg.paths.cache_dir) / "decoded"
 
 
 def prepare_data(cfg: DictConfig, catalog: Catalog, files: pd.DataFrame, fold: int | None = None) -> PreparedData:
@@ -101,7 +113,9 @@ def prepare_data(cfg: DictConfig, catalog: Catalog, files: pd.DataFrame, fold: i
     check_no_leak(train, validation)
     size, policy = cfg.dataset.image_size, cfg.dataset.on_unreadable
     test_files = files[files["split"] == "test"]
-    decoded = [_decode(part, catalog.classes, size, policy) for part in (train, validation, test_files)]
+    disk_cache = training_disk_cache(cfg, len(train))
+    decoded = [_decode(part, catalog.classes, size, policy, disk_cache if part is train else None)
+               for part in (train, validation, test_files)]
     skipped = {path: reason for part in decoded for path, reason in part.failures.items()}
     return PreparedData(
         classes=catalog.classes, train=decoded[0], validation=decoded[1],

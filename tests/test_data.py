@@ -7,7 +7,7 @@ import pytest
 
 from melanoma_lab.data import synthetic
 from melanoma_lab.data.catalog import DatasetNotFoundError, fingerprint, scan
-from melanoma_lab.data.pipeline import decode, make_dataset
+from melanoma_lab.data.pipeline import decode, decode_to_disk, make_dataset
 from melanoma_lab.data.sources import load_catalog
 from melanoma_lab.data.split import train_val_split
 
@@ -113,3 +113,42 @@ def test_pipeline_shuffles_and_augments_only_training(tiny_cfg):
     assert not np.array_equal(shuffled[0].numpy(), plain[0].numpy())
     assert sorted(shuffled[1].numpy().argmax(axis=1)) == sorted(plain[1].numpy().argmax(axis=1))
     assert build_augmentation(tiny_cfg().augmentation, seed=1) is None
+
+
+def _batches(dataset) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in dataset])
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def test_a_split_decoded_to_disk_trains_like_one_in_ram_and_is_reused(tiny_cfg, tmp_path):
+    cfg = tiny_cfg()
+    catalog = load_catalog(cfg.dataset, cfg.paths)
+    files = catalog.split("train")[:70].copy()
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    files = pd.concat([files, pd.DataFrame([{**files.iloc[0].to_dict(), "path": str(tmp_path / "broken.jpg")}])])
+    in_ram = decode(files, catalog.classes, 32)
+    on_disk = decode_to_disk(files, catalog.classes, 32, tmp_path / "decoded")
+    assert isinstance(on_disk.images, np.memmap) and not isinstance(in_ram.images, np.memmap)
+    assert np.array_equal(on_disk.images, in_ram.images) and np.array_equal(on_disk.labels, in_ram.labels)
+    assert list(on_disk.failures) == [str(tmp_path / "broken.jpg")] and len(on_disk.files) == 70
+    for training in (False, True):
+        ram_x, ram_y = _batches(make_dataset(in_ram, 9, 16, training=training, seed=3))
+        disk_x, disk_y = _batches(make_dataset(on_disk, 9, 16, training=training, seed=3))
+        assert np.array_equal(ram_x, disk_x) and np.array_equal(ram_y, disk_y)  # same order for the same seed
+    (cache_file,) = (tmp_path / "decoded").glob("*/images.u8")
+    written = cache_file.stat().st_mtime_ns
+    again = decode_to_disk(files, catalog.classes, 32, tmp_path / "decoded")
+    assert cache_file.stat().st_mtime_ns == written and np.array_equal(again.images, in_ram.images)
+
+
+def test_a_training_split_over_the_ram_budget_is_read_from_the_disk_cache(tiny_cfg):
+    from melanoma_lab.preparation import load_audited_data, prepare_data
+
+    cfg = tiny_cfg("dataset.ram_budget_mb=0.1")  # the tiny training split needs ~0.28 MB decoded
+    audited = load_audited_data(cfg, Path(cfg.paths.root_dir) / "out")
+    data = prepare_data(cfg, audited.catalog, audited.files)
+    assert isinstance(data.train.images, np.memmap) and not isinstance(data.validation.images, np.memmap)
+    assert Path(data.train.images.filename).is_relative_to(Path(cfg.paths.cache_dir).resolve() / "decoded")
+    roomy = prepare_data(tiny_cfg("dataset.ram_budget_mb=100"), audited.catalog, audited.files)
+    assert not isinstance(roomy.train.images, np.memmap)
+    assert np.array_equal(roomy.train.images, data.train.images)

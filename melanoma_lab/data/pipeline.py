@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -38,27 +43,110 @@ def _try_load(path: str, size: int) -> np.ndarray | str:
         return f"{type(error).__name__}: {error}"
 
 
-def decode(files: pd.DataFrame, classes: list[str], size: int) -> DecodedImages:
-    """Decode every file in ``files``; files that fail are returned in ``failures``, not raised."""
+DECODE_CHUNK = 512  # files decoded per step: bounds the memory of decoding to disk
+
+
+def _decode_chunks(paths: list[str], size: int) -> Iterator[tuple[str, np.ndarray | str]]:
+    """(path, image or failure reason) in order, ``DECODE_CHUNK`` files at a time on every core."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = list(pool.map(lambda p: _try_load(p, size), files["path"]))
-    ok = np.array([not isinstance(r, str) for r in results], dtype=bool)
-    failures = {p: r for p, r in zip(files["path"], results) if isinstance(r, str)}
-    images = np.stack([r for r in results if not isinstance(r, str)]) if ok.any() else np.zeros(
-        (0, size, size, 3), np.uint8)
-    kept = files[ok].reset_index(drop=True)
+        for start in range(0, len(paths), DECODE_CHUNK):
+            chunk = paths[start:start + DECODE_CHUNK]
+            yield from zip(chunk, pool.map(lambda p: _try_load(p, size), chunk))
+
+
+def _decoded(files: pd.DataFrame, classes: list[str], images: np.ndarray, failures: dict[str, str]) -> DecodedImages:
+    kept = files[~files["path"].isin(list(failures))].reset_index(drop=True)
     index = {name: i for i, name in enumerate(classes)}
     labels = np.array([index[label] for label in kept["label"]], dtype=np.int32)
     return DecodedImages(images=images, labels=labels, files=kept, failures=failures)
 
 
+def decode(files: pd.DataFrame, classes: list[str], size: int) -> DecodedImages:
+    """Decode every file in ``files`` into RAM; files that fail are returned in ``failures``, not raised."""
+    results = list(_decode_chunks(list(files["path"]), size))
+    arrays = [r for _, r in results if not isinstance(r, str)]
+    images = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+    return _decoded(files, classes, images, {p: r for p, r in results if isinstance(r, str)})
+
+
+def _decode_key(paths: list[str], size: int) -> str:
+    """Content key of a decoded split: the files (path, size, modification time) and the image size."""
+    def stat(path: str) -> tuple[int, int]:
+        try:
+            info = os.stat(path)
+            return info.st_size, info.st_mtime_ns
+        except OSError:
+            return -1, -1
+    return hashlib.sha256(json.dumps([size, [(p, *stat(p)) for p in paths]]).encode()).hexdigest()[:16]
+
+
+def decode_to_disk(files: pd.DataFrame, classes: list[str], size: int, cache_dir: str | Path) -> DecodedImages:
+    """Like :func:`decode`, for splits larger than RAM: the images go to a uint8 file under ``cache_dir``
+    (content-addressed, reused by later runs, written atomically) and come back as a read-only memory map
+    that :func:`make_dataset` reads batch by batch."""
+    paths = list(files["path"])
+    target = Path(cache_dir).resolve() / _decode_key(paths, size)
+    if not (target / "decoded.json").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".decoding-", dir=target.parent))
+        try:
+            rows = np.memmap(staging / "images.u8", np.uint8, "w+", shape=(max(len(paths), 1), size, size, 3))
+            failures, count = {}, 0
+            for path, result in _decode_chunks(paths, size):
+                if isinstance(result, str):
+                    failures[path] = result
+                else:
+                    rows[count], count = result, count + 1
+            rows.flush()
+            del rows
+            (staging / "decoded.json").write_text(json.dumps({"count": count, "failures": failures}))
+            try:
+                os.replace(staging, target)
+            except OSError:  # a concurrent run finished the same cache first
+                if not (target / "decoded.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    meta = json.loads((target / "decoded.json").read_text())
+    images = (np.memmap(target / "images.u8", np.uint8, "r", shape=(meta["count"], size, size, 3))
+              if meta["count"] else np.zeros((0, size, size, 3), np.uint8))
+    return _decoded(files, classes, images, meta["failures"])
+
+
+def _row_reader(images: np.memmap) -> Callable[[np.ndarray], np.ndarray]:
+    """Read rows of a decoded-images file with ``pread``: only the batch in flight is in memory."""
+    shape, row_bytes = images.shape[1:], int(np.prod(images.shape[1:]))
+    handle = os.open(images.filename, os.O_RDONLY)
+
+    def read(indices: np.ndarray) -> np.ndarray:
+        batch = np.empty((len(indices), *shape), np.uint8)
+        for i, index in enumerate(indices):
+            batch[i] = np.frombuffer(os.pread(handle, row_bytes, int(index) * row_bytes), np.uint8).reshape(shape)
+        return batch
+    return read
+
+
 def make_dataset(data: DecodedImages, num_classes: int, batch_size: int, training: bool, seed: int,
                  augment: keras.layers.Layer | None = None) -> tf.data.Dataset:
-    """Batches of (float32 image in [0, 255], one-hot label); shuffled and augmented only when ``training``."""
-    dataset = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
-    if training:
-        dataset = dataset.shuffle(len(data.labels), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)))
+    """Batches of (float32 image in [0, 255], one-hot label); shuffled and augmented only when ``training``.
+
+    Images in RAM are sliced from memory; a memory-mapped file (:func:`decode_to_disk`) is read per batch.
+    """
+    if isinstance(data.images, np.memmap):
+        read, labels = _row_reader(data.images), tf.constant(data.labels)
+        size = data.images.shape[1:]
+        dataset = tf.data.Dataset.range(len(data.labels))
+        if training:
+            dataset = dataset.shuffle(len(data.labels), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size).map(
+            lambda i: (tf.ensure_shape(tf.numpy_function(read, [i], tf.uint8), [None, *size]), tf.gather(labels, i)),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
+        if training:
+            dataset = dataset.shuffle(len(data.labels), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size)
+    dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)))
     if training and augment is not None:
         dataset = dataset.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
