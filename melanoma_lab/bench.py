@@ -8,6 +8,7 @@ counts) and the same M1 model for every variant, each in its own process, interl
   lab         melanoma_lab's run (audit, decode once, tf.data from uint8, its trainer, MLflow tracking on)
   untracked   the same run with tracking off (tracking overhead = lab / untracked wall time - 1)
   float32     the lab run without mixed precision (what trainer.precision=auto buys on this machine)
+  disk        the lab run with dataset.ram_budget_mb=64: the training split is read from the disk cache
 Then the Augmentor step of M3 cold and warm (cached) and a 1x/2x/4x scaling series of one training epoch.
 Prints a table and writes JSON; the last line is ``speedup_vs_seed=<lab/seed images/s> tracking_overhead=<f>``.
 """
@@ -29,7 +30,8 @@ from typing import Any
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic-9class-180px"
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SIZE, BATCH, SEED = 180, 32, 123
-VARIANTS = ("seed", "lab", "untracked", "float32")
+VARIANTS = ("seed", "lab", "untracked", "float32", "disk")
+DISK_BUDGET_MB = 64  # the "disk" variant's dataset.ram_budget_mb: below the decoded training split
 
 
 def compose(overrides: list[str]):
@@ -125,7 +127,8 @@ def run_variant(variant: str, data: str | None, epochs: int, workdir: Path) -> d
     timer.install()
     overrides = ["experiment=m1", f"trainer.epochs={epochs}", "trainer.verbose=0", "study.name=bench",
                  "tracking.skip_finished=false", f"tracking.enabled={variant != 'untracked'}"]
-    overrides += ["trainer.precision=float32"] if variant == "float32" else []
+    overrides += {"float32": ["trainer.precision=float32"],
+                  "disk": [f"dataset.ram_budget_mb={DISK_BUDGET_MB}"]}.get(variant, [])
     cfg = compose(overrides + data_overrides(data, workdir))
     if variant == "seed":
         from melanoma_lab.data.sources import load_catalog
