@@ -10,8 +10,10 @@ import fcntl
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
+import threading
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -99,11 +101,31 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C / SIGTERM until a store write is done: an interrupt inside a SQLite transaction can leave the
+    store unable to mark the run KILLED. A signal that arrived meanwhile is raised again right after the write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {number: signal.signal(number, lambda signum, frame: held.append(signum))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if held:
+            signal.raise_signal(held[0])
+
+
 def _retry(action, attempts: int = 8):
-    """Run ``action``, retrying while SQLite reports a lock (concurrent writers)."""
+    """Run ``action`` (interrupts held), retrying while SQLite reports a lock (concurrent writers)."""
     for attempt in range(attempts):
         try:
-            return action()
+            with _interrupts_deferred():
+                return action()
         except MlflowException as error:
             if "locked" not in str(error).lower() or attempt == attempts - 1:
                 raise
@@ -312,7 +334,8 @@ class RunTracker:
         if not self.enabled:
             return
         try:
-            write()
+            with _interrupts_deferred():
+                write()
         except OSError as error:
             raise TrackingUnavailableError(
                 f"cannot write artifact {artifact_file} of run {self.run_id}: {error}; free disk space or point the "

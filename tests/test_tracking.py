@@ -73,3 +73,23 @@ def test_a_run_left_running_by_a_dead_process_is_marked_failed(tmp_path):
     assert tracker.fail_stale_runs({"config_hash": "abc"}) == [orphan.info.run_id]
     assert client.get_run(orphan.info.run_id).info.status == "FAILED"
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
+
+
+def test_an_interrupt_during_a_store_write_waits_for_the_write():
+    import os
+    import signal
+
+    from melanoma_lab import tracking
+
+    finished = []
+
+    def write_interrupted_halfway():
+        os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the "transaction"
+        finished.append(True)
+        return "written"
+
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            assert tracking._retry(write_interrupted_halfway) == "written"
+        finally:
+            assert finished == [True]  # the write completed before the interrupt was delivered
