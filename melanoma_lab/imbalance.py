@@ -10,10 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 import random
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
@@ -28,6 +25,7 @@ from tqdm import tqdm
 
 from melanoma_lab.config import ConfigError
 from melanoma_lab.data.catalog import COLUMNS, file_sha256
+from melanoma_lab.data.staging import staged_folder
 
 MANIFEST = "manifest.csv"
 
@@ -87,9 +85,7 @@ def generate_augmentor_images(train: pd.DataFrame, cfg: DictConfig, cache_dir: s
         return pd.read_csv(target / MANIFEST, keep_default_na=False)[COLUMNS]
 
     rng = np.random.default_rng(seed)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".augmentor-", dir=target.parent))
-    try:
+    with staged_folder(target, MANIFEST, "augmentor") as staging:
         jobs, rows = [], []
         for label, count in sorted(counts.items()):
             parents = sorted(train.loc[train["label"] == label, "path"])
@@ -109,13 +105,6 @@ def generate_augmentor_images(train: pd.DataFrame, cfg: DictConfig, cache_dir: s
         generated["sha256"] = [file_sha256(staging / Path(p).relative_to(target)) for p in generated["path"]]
         generated = generated.reindex(columns=COLUMNS)
         generated.to_csv(staging / MANIFEST, index=False)
-        try:
-            os.replace(staging, target)
-        except OSError:  # a concurrent run finished the same cache first
-            if not (target / MANIFEST).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return pd.read_csv(target / MANIFEST, keep_default_na=False)[COLUMNS]
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,8 @@ import pandas as pd
 import keras
 import tensorflow as tf
 from PIL import Image
+
+from melanoma_lab.data.staging import staged_folder
 
 
 @dataclass
@@ -87,9 +87,7 @@ def decode_to_disk(files: pd.DataFrame, classes: list[str], size: int, cache_dir
     paths = list(files["path"])
     target = Path(cache_dir).resolve() / _decode_key(paths, size)
     if not (target / "decoded.json").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".decoding-", dir=target.parent))
-        try:
+        with staged_folder(target, "decoded.json", "decoding") as staging:
             rows = np.memmap(staging / "images.u8", np.uint8, "w+", shape=(max(len(paths), 1), size, size, 3))
             failures, count = {}, 0
             for path, result in _decode_chunks(paths, size):
@@ -100,13 +98,6 @@ def decode_to_disk(files: pd.DataFrame, classes: list[str], size: int, cache_dir
             rows.flush()
             del rows
             (staging / "decoded.json").write_text(json.dumps({"count": count, "failures": failures}))
-            try:
-                os.replace(staging, target)
-            except OSError:  # a concurrent run finished the same cache first
-                if not (target / "decoded.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     meta = json.loads((target / "decoded.json").read_text())
     images = (np.memmap(target / "images.u8", np.uint8, "r", shape=(meta["count"], size, size, 3))
               if meta["count"] else np.zeros((0, size, size, 3), np.uint8))

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from tqdm import tqdm
+
+from melanoma_lab.data.staging import staged_folder
 
 # Images per class in the real ISIC 9-class Train folder, used as class proportions.
 ISIC_TRAIN_COUNTS = {
@@ -135,9 +134,7 @@ def generate(out_dir: Path, class_names: list[str], train_images: int, test_imag
     out_dir = Path(out_dir)
     if (out_dir / "Train").is_dir():
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir, "Train", "synthetic") as staging:
         jobs = []
         for split_index, (folder, total) in enumerate((("Train", train_images), ("Test", test_images))):
             for class_index, (name, count) in enumerate(class_counts(class_names, total).items()):
@@ -148,13 +145,6 @@ def generate(out_dir: Path, class_names: list[str], train_images: int, test_imag
             style = STYLES.get(name, LesionStyle(tuple(rng.integers(60, 200, 3)), 0.1, 0.2, "dots"))
             Image.fromarray(render_lesion(style, size, rng)).save(
                 staging / folder / name / f"SYN_{split_index}{class_index}{i:05d}.jpg", quality=92)
-        try:
-            os.replace(staging, out_dir)
-        except OSError:  # another process finished the same set first
-            if not (out_dir / "Train").is_dir():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 
 
