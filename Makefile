@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 TUNE_ARGS ?= experiment=m2 tuner=random tuner.max_trials=6 dataset=synthetic trainer=smoke study.name=demo
 WORKERS ?= 2
 
-.PHONY: help install demo test test-fast reproduce bench tune-distributed ui serve data clean
+.PHONY: help install demo test test-fast reproduce bench bench-study tune-distributed ui serve data clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ reproduce: install ## replay the study: audit, M1/M2/M3 x seeds, report (DATA=pa
 
 bench: install ## seed pipeline vs melanoma_lab (speed, memory, tracking overhead, Augmentor cache): bench/results.json
 	$(PY) -m melanoma_lab.bench --out bench/results.json
+
+bench-study: install ## the seeds' whole notebook procedure vs the M1+M2+M3 study, one seed (~20 min): bench/study.json
+	$(PY) -m melanoma_lab.bench_study --out bench/study.json
 
 tune-distributed: install ## KerasTuner chief + $(WORKERS) workers on 127.0.0.1 (TUNE_ARGS="experiment=m2 tuner=random ...")
 	$(PY) -m melanoma_lab.tune_local_cluster --workers $(WORKERS) $(TUNE_ARGS)

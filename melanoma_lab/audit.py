@@ -16,6 +16,7 @@ Run it alone with ``python -m melanoma_lab.audit dataset=isic9 dataset.root=PATH
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections import Counter
@@ -29,7 +30,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from PIL import Image
 
-from melanoma_lab.data.catalog import Catalog
+from melanoma_lab.data.catalog import Catalog, fingerprint
 
 
 class DataAuditError(RuntimeError):
@@ -76,8 +77,20 @@ def near_duplicate_groups(hashes: list[str], sha256: list[str], max_distance: in
     return _groups_of_pairs(pairs, len(hashes))
 
 
+_last_audit: dict[tuple[str, str, int], dict] = {}  # the latest audit of this process, by data and settings
+
+
 def audit_catalog(catalog: Catalog, near_duplicate_distance: int) -> dict:
-    """Every check of the module docstring, as a JSON-ready dict."""
+    """Every check of the module docstring, as a JSON-ready dict (computed once per process for the same
+    files, contents and labels: a study's runs share it)."""
+    key = (str(catalog.root), fingerprint(catalog.files), near_duplicate_distance)
+    if key not in _last_audit:
+        _last_audit.clear()
+        _last_audit[key] = _audit(catalog, near_duplicate_distance)
+    return copy.deepcopy(_last_audit[key])
+
+
+def _audit(catalog: Catalog, near_duplicate_distance: int) -> dict:
     files = catalog.files
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         inspected = list(pool.map(_inspect, files["path"]))

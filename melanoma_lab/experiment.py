@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import resource
+import time
 from pathlib import Path
 
 import keras
@@ -93,6 +95,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
                    audited: AuditedData | None = None) -> dict[str, float]:
     """Run the experiment described by ``cfg`` (on cross-validation ``fold`` if given); returns the
     final validation and test metrics."""
+    started = time.perf_counter()
     validate(cfg)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -160,5 +163,9 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
                         "melanoma_alert_threshold": results.get("val_melanoma_alert_threshold"),
                         "alert_target_sensitivity": cfg.evaluation.fixed_sensitivity}
             tracker.log_classifier(model, data.validation.images[0], metadata)
+        costs = {"run_seconds": time.perf_counter() - started, "tracking_seconds": tracker.seconds,
+                 "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        tracker.log_metrics(costs, step=final_step)
+        results |= costs
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     return results

@@ -163,11 +163,16 @@ def _median_epoch_seconds(runs: list[StudyRun]) -> str:
     return f"{np.median(seconds):.1f}" if seconds else "n/a"
 
 
-def _mean_sd(values: list[float]) -> str:
+def _mean_sd(values: list[float | None], form: str = ".3f") -> str:
     values = [v for v in values if v is not None and np.isfinite(v)]
     if not values:
         return "n/a"
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.3f}"
+    return f"{np.mean(values):{form}} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:{form}}"
+
+
+def _share(metrics: dict[str, float], part: str, whole: str) -> float | None:
+    """``metrics[part] / metrics[whole]`` (None when a run predates either metric)."""
+    return metrics[part] / metrics[whole] if part in metrics and metrics.get(whole) else None
 
 
 def results_table(study: Study, samples: int, confidence: float) -> pd.DataFrame:
@@ -178,7 +183,9 @@ def results_table(study: Study, samples: int, confidence: float) -> pd.DataFrame
                "val accuracy": _mean_sd([r.metrics.get("final_val_accuracy") for r in runs]),
                "val balanced acc": _mean_sd([r.metrics.get("val_balanced_accuracy") for r in runs]),
                "train-val gap": _mean_sd([r.metrics.get("train_val_accuracy_gap") for r in runs]),
-               "s/epoch (median)": _median_epoch_seconds(runs)}
+               "s/epoch (median)": _median_epoch_seconds(runs),
+               "run s": _mean_sd([r.metrics.get("run_seconds") for r in runs], ".0f"),
+               "tracking share": _mean_sd([_share(r.metrics, "tracking_seconds", "run_seconds") for r in runs])}
         if study.held_out == "test":
             for metric in HEADLINE:
                 row[f"test {metric.replace('_', ' ')}"] = _mean_sd([r.metrics.get(f"test_{metric}") for r in runs])

@@ -20,6 +20,8 @@ from typing import Any
 import keras
 import mlflow
 import numpy as np
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
 import pandas as pd
 from PIL import Image
 
@@ -79,6 +81,14 @@ class LesionClassifier(mlflow.pyfunc.PythonModel):
         return table
 
 
+def signature(classes: list[str]) -> ModelSignature:
+    """What :class:`LesionClassifier` takes and returns (given, so logging needs no extra prediction to infer it)."""
+    outputs = [ColSpec("double", name) for name in classes] + [
+        ColSpec("string", "top_class"), ColSpec("double", "melanoma_probability"),
+        ColSpec("boolean", "melanoma_alert"), ColSpec("string", "error")]
+    return ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN)]), outputs=Schema(outputs))
+
+
 def log_classifier(model: keras.Model, example_image: np.ndarray, config: dict[str, Any],
                    requirements: list[str]) -> None:
     """Log ``model`` as a :class:`LesionClassifier` named ``model`` in the active MLflow run.
@@ -94,4 +104,5 @@ def log_classifier(model: keras.Model, example_image: np.ndarray, config: dict[s
         example = pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(buffer.getvalue()).decode("ascii")]})
         mlflow.pyfunc.log_model(name="model", python_model=str(ENTRY_POINT), artifacts={KERAS_ARTIFACT: keras_file},
                                 model_config=config, metadata=config, input_example=example,
+                                signature=signature(list(config["classes"])),
                                 code_paths=[str(Path(__file__).parent)], pip_requirements=requirements)

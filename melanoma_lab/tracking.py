@@ -18,7 +18,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from functools import wraps
+from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlparse
 
 import keras
@@ -182,10 +183,35 @@ def git_state(cwd: Path) -> dict[str, str]:
         return {"git_commit": "unknown", "git_dirty": "unknown"}
 
 
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def _timed(method: Method) -> Method:
+    """Add the seconds spent in ``method`` to the tracker's ``seconds`` (nested timed calls count once)."""
+
+    @wraps(method)
+    def timed(self: "RunTracker", *args: Any, **kwargs: Any) -> Any:
+        if self._timing:
+            return method(self, *args, **kwargs)
+        self._timing, started = True, time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._timing = False
+            self.seconds += time.perf_counter() - started
+
+    return timed  # type: ignore[return-value]
+
+
 class RunTracker:
     """One MLflow run as a context manager (also the fluent API's active run, which the model flavours
-    need); every ``log_*`` is a no-op when tracking is disabled."""
+    need); every ``log_*`` is a no-op when tracking is disabled. ``seconds`` is the time spent talking to
+    the store and writing artifacts: the tracking overhead of the run."""
 
+    seconds = 0.0
+    _timing = False
+
+    @_timed
     def __init__(self, enabled: bool, uri: str, experiment: str, run_name: str, artifact_root: Path | None,
                  tags: dict[str, str] | None = None, parent_run_id: str | None = None):
         self.enabled = enabled
@@ -205,6 +231,7 @@ class RunTracker:
         self._tags, self._parent = dict(tags or {}), parent_run_id
         self._tags |= {"host": socket.gethostname(), "pid": str(os.getpid())}
 
+    @_timed
     def fail_stale_runs(self, tags: dict[str, str]) -> list[str]:
         """Mark FAILED the RUNNING runs with ``tags`` whose process (on this host) no longer exists, e.g.
         after SIGKILL; returns their ids."""
@@ -220,6 +247,7 @@ class RunTracker:
             self.client.set_terminated(run.info.run_id, status="FAILED")
         return [run.info.run_id for run in stale]
 
+    @_timed
     def finished_run_with(self, tags: dict[str, str]) -> mlflow.entities.Run | None:
         """The newest FINISHED run of this experiment carrying all ``tags``, if any."""
         if not self.enabled:
@@ -228,6 +256,7 @@ class RunTracker:
         runs = self.client.search_runs([self.experiment_id], query, max_results=1, order_by=["start_time DESC"])
         return runs[0] if runs else None
 
+    @_timed
     def resume_unfinished(self, tags: dict[str, str], statuses: tuple[str, ...] = ("KILLED", "FAILED")) -> str | None:
         """Continue (instead of starting) the newest run carrying ``tags`` whose status is in ``statuses``."""
         if not self.enabled:
@@ -242,11 +271,13 @@ class RunTracker:
     def resumed(self) -> bool:
         return bool(self.enabled and self._resume)
 
+    @_timed
     def epoch_history(self, keys: list[str]) -> dict[str, list[float]]:
         """Per-epoch values of ``keys`` logged to this run so far, in epoch order."""
         return {key: [m.value for m in sorted(self.client.get_metric_history(self.run_id, key), key=lambda m: m.step)]
                 for key in keys}
 
+    @_timed
     def open_detached(self) -> str | None:
         """Start the run (or reopen the one found by :meth:`resume_unfinished`) without making it the active
         run of this process: for a run that outlives one call, like a sweep's parent. :meth:`close` ends it."""
@@ -267,11 +298,13 @@ class RunTracker:
         self.enabled = self.enabled and run_id is not None
         return self
 
+    @_timed
     def close(self, status: str = "FINISHED") -> None:
         """End a run started with :meth:`open_detached`."""
         if self.enabled:
             _retry(lambda: self.client.set_terminated(self.run_id, status=status))
 
+    @_timed
     def child_runs(self) -> list[mlflow.entities.Run]:
         """The runs nested directly under this run, newest first."""
         if not self.enabled:
@@ -279,6 +312,7 @@ class RunTracker:
         return self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.run_id}'",
                                        order_by=["start_time DESC"])
 
+    @_timed
     def __enter__(self) -> "RunTracker":
         if self.enabled:
             tags = self._tags | ({"mlflow.parentRunId": self._parent} if self._parent else {})
@@ -293,6 +327,7 @@ class RunTracker:
                 self.run_id = run.info.run_id
         return self
 
+    @_timed
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self.enabled and self.run_id:
             if exc_type is None:
@@ -305,11 +340,13 @@ class RunTracker:
             _retry(lambda: mlflow.end_run(status=status))
         return False
 
+    @_timed
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.enabled:
             for key, value in tags.items():
                 _retry(lambda: self.client.set_tag(self.run_id, key, str(value)[:MAX_PARAM_LENGTH]))
 
+    @_timed
     def log_params(self, params: dict[str, str]) -> None:
         if not self.enabled:
             return
@@ -318,6 +355,7 @@ class RunTracker:
             batch = items[start:start + PARAMS_PER_BATCH]
             _retry(lambda: self.client.log_batch(self.run_id, params=batch))
 
+    @_timed
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self.enabled:
             return
@@ -328,6 +366,7 @@ class RunTracker:
             batch = items[start:start + 1000]
             _retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
+    @_timed
     def _write(self, artifact_file: str, write: Callable[[], object]) -> None:
         """One artifact write; a full or unwritable artifact store becomes a clear TrackingUnavailableError
         (the run then ends FAILED with what it had logged)."""
@@ -357,6 +396,7 @@ class RunTracker:
     def log_table(self, table: pd.DataFrame, artifact_file: str) -> None:
         self.log_text(table.to_csv(index=False), artifact_file)
 
+    @_timed
     def log_classifier(self, model: keras.Model, example_image: np.ndarray, metadata: dict[str, Any]) -> None:
         """Log the servable model (raw images in, see :mod:`melanoma_lab.serving`); ``metadata`` (class names,
         input size, alert threshold) travels with it."""

@@ -28,6 +28,33 @@ def test_table_ends_with_the_machine_readable_line():
                "peak_rss_mb": 2500.0, "final_val_accuracy": 0.49}
     results = {"variants": {"seed": variant, "lab": variant}, "augmentor_images": 4500, "augmentor_workers": 2,
                "augmentor_cold_s": 4.6, "augmentor_warm_s": 0.006, "speedup_vs_seed": 1.75,
-               "tracking_overhead": 0.012,
+               "tracked_epochs": 12, "tracking_seconds": 0.5, "tracking_overhead": 0.012, "tracking_overhead_wall": 0.02,
                "scaling": [{"factor": 1, "images": 10, "epoch_s": 1.0, "seconds_per_1000_images": 100.0}]}
     assert bench.format_table(results).splitlines()[-1] == "speedup_vs_seed=1.75 tracking_overhead=0.012"
+
+
+def test_study_table_ends_with_the_machine_readable_line():
+    from melanoma_lab import bench_study
+
+    stage = {"stage": "m1", "seconds": 90.0, "epochs": 20, "final_val_accuracy": 0.5, "peak_rss_mb": 2000.0}
+    results = {"seed": {"wall_s": 700.0, "peak_rss_mb": 4000.0, "stages": [stage]},
+               "melanoma_lab": {"wall_s": 300.0, "peak_rss_mb": 3000.0,
+                                "stages": [stage | {"val_balanced_accuracy": 0.4, "tracking_seconds": 1.0}]},
+               "study_wall_ratio": 300 / 700, "peak_rss_ratio": 0.75}
+    table = bench_study.format_table(results)
+    assert table.splitlines()[-1] == "study_wall_ratio=0.43 peak_rss_ratio=0.75"
+    assert "0.400" in table  # the lab stage's balanced accuracy
+
+
+def test_timed_process_reports_wall_time_and_peak_memory_and_fails_loudly():
+    import subprocess
+    import sys
+
+    import pytest
+
+    from melanoma_lab.bench_study import _timed_process
+
+    wall, peak_mb = _timed_process([sys.executable, "-c", "import time; b = bytearray(300 * 2**20); time.sleep(0.2)"])
+    assert wall >= 0.2 and peak_mb >= 300
+    with pytest.raises(subprocess.CalledProcessError):
+        _timed_process([sys.executable, "-c", "raise SystemExit(3)"])

@@ -48,6 +48,8 @@ def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
                 "test_melanoma_roc_auc", "val_macro_f1", "val_ece"):
         assert key in run.data.metrics
     assert run.data.params["imbalance.strategy"] == "augmentor" and run.data.params["model.dropout"] == "0.2"
+    costs = run.data.metrics  # what the run cost: wall seconds, of which in MLflow calls, and peak memory
+    assert 0 < costs["tracking_seconds"] < costs["run_seconds"] and costs["process_peak_rss_mb"] > 100
     tags = run.data.tags
     assert len(tags["data_fingerprint"]) == 16 and tags["seed"] == "42" and tags["version.tensorflow-cpu"]
     assert {"git_commit", "git_dirty", "version.mlflow", "version.keras"} <= set(tags)

@@ -95,3 +95,22 @@ def test_an_interrupt_during_a_store_write_waits_for_the_write():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert finished == [True]  # the write completed before the interrupt was delivered
+
+
+def test_tracker_counts_the_seconds_spent_in_the_store_once(tmp_path, monkeypatch):
+    import time
+
+    import numpy as np
+
+    from melanoma_lab import serving
+
+    monkeypatch.setattr(serving, "log_classifier", lambda *args: time.sleep(0.3))
+    tracker = RunTracker(True, tracking_uri(None, tmp_path / "mlruns"), "exp", "run", tmp_path / "mlruns")
+    with tracker:
+        before = tracker.seconds
+        tracker.log_classifier(None, np.zeros((2, 2, 3), np.uint8), {})  # a timed call inside a timed call
+        inside = tracker.seconds - before
+        time.sleep(0.3)  # not tracking: not counted
+    assert 0.3 <= inside < 0.45
+    assert tracker.seconds < before + inside + 0.25
+    assert RunTracker(False, "unused", "exp", "run", None).seconds < 0.01

@@ -105,3 +105,31 @@ def test_multi_worker_strategy_trains_with_two_local_workers(tmp_path):
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for index in range(2)]
     outputs = [worker.communicate(timeout=120)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:]
+
+
+@pytest.mark.parametrize("trainer", ["default", "long"])
+def test_study_trainers_stop_early_and_keep_the_best_weights(trainer):
+    stopping = compose_config([f"trainer={trainer}"]).trainer.early_stopping
+    assert stopping.enabled and stopping.restore_best_weights and stopping.patience >= 1
+
+
+def test_early_stopping_ends_the_run_and_restores_the_best_epoch(tiny_cfg, tmp_path):
+    from melanoma_lab.preparation import load_audited_data, prepare_data
+    from melanoma_lab.tracking import RunTracker
+    from melanoma_lab.training import train_model
+
+    cfg = tiny_cfg("trainer.epochs=15", "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=1",
+                   "optimizer.learning_rate=0.05", "trainer.precision=float32", "trainer.deterministic=true",
+                   "tracking.enabled=false")
+    audited = load_audited_data(cfg, tmp_path)
+    data = prepare_data(cfg, audited.catalog, audited.files)
+    tracker = RunTracker(False, "", "", "", None)
+    model, history = train_model(cfg, data, tracker, tmp_path, tmp_path / "backup")
+    assert len(history["loss"]) < 15  # stopped after one epoch without improvement
+    check = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, len(data.classes),
+                              build_loss(cfg.trainer), cfg.dataset.batch_size)
+    check.set_model(model)
+    logs: dict = {}
+    check.on_epoch_end(0, logs)
+    assert logs["val_loss"] == pytest.approx(min(history["val_loss"]), rel=1e-4)
+    assert logs["val_loss"] < history["val_loss"][-1]  # not the last epoch's weights

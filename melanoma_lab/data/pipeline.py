@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +62,25 @@ def _decoded(files: pd.DataFrame, classes: list[str], images: np.ndarray, failur
     return DecodedImages(images=images, labels=labels, files=kept, failures=failures)
 
 
+RECENT_SPLITS = 3  # decoded splits kept per process: the next run of a study reuses its train/val/test arrays
+_recent: OrderedDict[str, tuple[np.ndarray, dict[str, str]]] = OrderedDict()
+
+
 def decode(files: pd.DataFrame, classes: list[str], size: int) -> DecodedImages:
-    """Decode every file in ``files`` into RAM; files that fail are returned in ``failures``, not raised."""
-    results = list(_decode_chunks(list(files["path"]), size))
-    arrays = [r for _, r in results if not isinstance(r, str)]
-    images = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
-    return _decoded(files, classes, images, {p: r for p, r in results if isinstance(r, str)})
+    """Decode every file in ``files`` into RAM; files that fail are returned in ``failures``, not raised.
+    The last ``RECENT_SPLITS`` splits decoded in this process are reused (read-only) for the same files."""
+    paths = list(files["path"])
+    key = _decode_key(paths, size)
+    if key not in _recent:
+        results = list(_decode_chunks(paths, size))
+        arrays = [r for _, r in results if not isinstance(r, str)]
+        images = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+        images.flags.writeable = False
+        _recent[key] = images, {p: r for p, r in results if isinstance(r, str)}
+        while len(_recent) > RECENT_SPLITS:
+            _recent.popitem(last=False)
+    _recent.move_to_end(key)
+    return _decoded(files, classes, *_recent[key])
 
 
 def _decode_key(paths: list[str], size: int) -> str:
