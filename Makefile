@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PORT ?= 5000
 DATA ?= $(or $(MELANOMA_LAB_DATA),data/isic9)
 TRAINER ?=
+ARGS ?=
 STUDY ?= $(if $(filter synthetic,$(DATA)),synthetic,isic)-study$(if $(TRAINER),-$(TRAINER))
 DEMO_ARGS := dataset=synthetic trainer.epochs=8 imbalance.extra_per_class=60 study.name=demo
 MLFLOW_STORE := sqlite:///$(abspath mlruns)/mlflow.db
@@ -38,9 +39,9 @@ test: install ## run the test suite
 test-fast: install ## the test suite without slow tests
 	$(PY) -m pytest -q -m "not slow"
 
-reproduce: install ## replay the study: audit, M1/M2/M3 x seeds, report (DATA=path|synthetic, TRAINER=smoke for a quick pass)
+reproduce: install ## replay the study: audit, M1..M4 x seeds, report (DATA=path|synthetic, TRAINER=smoke: quick pass, ARGS=overrides)
 	$(PY) -m melanoma_lab.study study.name=$(STUDY) $(if $(TRAINER),trainer=$(TRAINER)) \
-	  $(if $(filter synthetic,$(DATA)),dataset=synthetic,dataset.root=$(abspath $(DATA)))
+	  $(if $(filter synthetic,$(DATA)),dataset=synthetic,dataset.root=$(abspath $(DATA))) $(ARGS)
 
 bench: install ## seed pipeline vs melanoma_lab (speed, memory, tracking overhead, Augmentor cache): bench/results.json
 	$(PY) -m melanoma_lab.bench --out bench/results.json

@@ -55,6 +55,18 @@ def _decode_chunks(paths: list[str], size: int) -> Iterator[tuple[str, np.ndarra
             yield from zip(chunk, pool.map(lambda p: _try_load(p, size), chunk))
 
 
+def _decode_into(rows: np.ndarray, paths: list[str], size: int) -> tuple[dict[str, str], int]:
+    """Decode ``paths`` into the first rows of ``rows`` (RAM or a memory map), skipping files that fail;
+    returns the failures (path -> reason) and the number of rows written."""
+    failures, count = {}, 0
+    for path, result in _decode_chunks(paths, size):
+        if isinstance(result, str):
+            failures[path] = result
+        else:
+            rows[count], count = result, count + 1
+    return failures, count
+
+
 def _decoded(files: pd.DataFrame, classes: list[str], images: np.ndarray, failures: dict[str, str]) -> DecodedImages:
     kept = files[~files["path"].isin(list(failures))].reset_index(drop=True)
     index = {name: i for i, name in enumerate(classes)}
@@ -72,11 +84,11 @@ def decode(files: pd.DataFrame, classes: list[str], size: int) -> DecodedImages:
     paths = list(files["path"])
     key = _decode_key(paths, size)
     if key not in _recent:
-        results = list(_decode_chunks(paths, size))
-        arrays = [r for _, r in results if not isinstance(r, str)]
-        images = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+        images = np.empty((len(paths), size, size, 3), np.uint8)
+        failures, count = _decode_into(images, paths, size)
+        images = images[:count] if failures else images  # a view: the rows of unreadable files stay unused
         images.flags.writeable = False
-        _recent[key] = images, {p: r for p, r in results if isinstance(r, str)}
+        _recent[key] = images, failures
         while len(_recent) > RECENT_SPLITS:
             _recent.popitem(last=False)
     _recent.move_to_end(key)
@@ -103,12 +115,7 @@ def decode_to_disk(files: pd.DataFrame, classes: list[str], size: int, cache_dir
     if not (target / "decoded.json").is_file():
         with staged_folder(target, "decoded.json", "decoding") as staging:
             rows = np.memmap(staging / "images.u8", np.uint8, "w+", shape=(max(len(paths), 1), size, size, 3))
-            failures, count = {}, 0
-            for path, result in _decode_chunks(paths, size):
-                if isinstance(result, str):
-                    failures[path] = result
-                else:
-                    rows[count], count = result, count + 1
+            failures, count = _decode_into(rows, paths, size)
             rows.flush()
             del rows
             (staging / "decoded.json").write_text(json.dumps({"count": count, "failures": failures}))
@@ -118,8 +125,11 @@ def decode_to_disk(files: pd.DataFrame, classes: list[str], size: int, cache_dir
     return _decoded(files, classes, images, meta["failures"])
 
 
-def _row_reader(images: np.memmap) -> Callable[[np.ndarray], np.ndarray]:
-    """Read rows of a decoded-images file with ``pread``: only the batch in flight is in memory."""
+def _row_reader(images: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Rows ``indices`` of ``images`` as one batch. An array in RAM is indexed in place; a decoded-images file is
+    read with ``pread``, so only the batch in flight is in memory."""
+    if not isinstance(images, np.memmap):
+        return lambda indices: images[indices]
     shape, row_bytes = images.shape[1:], int(np.prod(images.shape[1:]))
     handle = os.open(images.filename, os.O_RDONLY)
 
@@ -135,22 +145,16 @@ def make_dataset(data: DecodedImages, num_classes: int, batch_size: int, trainin
                  augment: keras.layers.Layer | None = None) -> tf.data.Dataset:
     """Batches of (float32 image in [0, 255], one-hot label); shuffled and augmented only when ``training``.
 
-    Images in RAM are sliced from memory; a memory-mapped file (:func:`decode_to_disk`) is read per batch.
+    Only image indices are shuffled and batched; each batch is then read from the decoded images (in RAM or a
+    memory-mapped file from :func:`decode_to_disk`), so the images are never copied into TensorFlow whole.
     """
-    if isinstance(data.images, np.memmap):
-        read, labels = _row_reader(data.images), tf.constant(data.labels)
-        size = data.images.shape[1:]
-        dataset = tf.data.Dataset.range(len(data.labels))
-        if training:
-            dataset = dataset.shuffle(len(data.labels), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch_size).map(
-            lambda i: (tf.ensure_shape(tf.numpy_function(read, [i], tf.uint8), [None, *size]), tf.gather(labels, i)),
-            num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        dataset = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
-        if training:
-            dataset = dataset.shuffle(len(data.labels), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch_size)
+    read, labels, size = _row_reader(data.images), tf.constant(data.labels), data.images.shape[1:]
+    dataset = tf.data.Dataset.range(len(data.labels))
+    if training:
+        dataset = dataset.shuffle(len(data.labels), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(
+        lambda i: (tf.ensure_shape(tf.numpy_function(read, [i], tf.uint8), [None, *size]), tf.gather(labels, i)),
+        num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)))
     if training and augment is not None:
         dataset = dataset.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
