@@ -137,16 +137,19 @@ def run_study_benchmark(data: str | None, out: Path) -> dict[str, Any]:
     return results
 
 
+def _fixed(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
 def format_table(results: dict[str, Any]) -> str:
     rows = [f"{'procedure':<13} {'stage':<10} {'seconds':>8} {'epochs':>7} {'val acc':>8} {'val bacc':>9} "
             f"{'peak RSS MB':>12}"]
     for procedure in ("seed", "melanoma_lab"):
         entry = results[procedure]
         for stage in entry["stages"]:
-            bacc = stage.get("val_balanced_accuracy")
+            accuracy, bacc = (_fixed(stage.get(k)) for k in ("final_val_accuracy", "val_balanced_accuracy"))
             rows.append(f"{procedure:<13} {stage['stage']:<10} {stage['seconds']:>8.0f} {stage.get('epochs', ''):>7} "
-                        f"{stage.get('final_val_accuracy', float('nan')):>8.3f} "
-                        f"{'' if bacc is None else f'{bacc:.3f}':>9} {stage['peak_rss_mb']:>12.0f}")
+                        f"{accuracy:>8} {bacc:>9} {stage['peak_rss_mb']:>12.0f}")
         rows.append(f"{procedure:<13} {'whole':<10} {entry['wall_s']:>8.0f} {'':>7} {'':>8} {'':>9} "
                     f"{entry['peak_rss_mb']:>12.0f}")
     rows.append(f"study_wall_ratio={results['study_wall_ratio']:.2f} peak_rss_ratio={results['peak_rss_ratio']:.2f}")
