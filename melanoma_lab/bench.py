@@ -39,6 +39,11 @@ TRACKING_PAIR = ("lab", "untracked")  # trained for --tracked-epochs
 DISK_BUDGET_MB = 64  # the "disk" variant's dataset.ram_budget_mb: below the decoded training split
 
 
+def peak_rss_mb() -> float:
+    """The peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def compose(overrides: list[str]):
     """conf/config.yaml composed with ``overrides``, as the command line would."""
     from hydra import compose as hydra_compose, initialize_config_dir
@@ -104,7 +109,7 @@ class FitTimer:
                 "time_to_first_batch_s": self.first_batch_s, "wall_s": wall_s,
                 "validation_s": statistics.median(e["validation_s"] for e in later),
                 "final_val_accuracy": self.epochs[-1]["val_accuracy"], "epochs": self.epochs,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+                "peak_rss_mb": peak_rss_mb()}
 
 
 def train_seed_pipeline(cfg, train_dir: Path, epochs: int) -> dict[str, list[float]]:
@@ -141,6 +146,7 @@ def run_variant(variant: str, data: str | None, epochs: int, workdir: Path) -> d
     overrides += {"float32": ["trainer.precision=float32"],
                   "disk": [f"dataset.ram_budget_mb={DISK_BUDGET_MB}"]}.get(variant, [])
     cfg = compose(overrides + data_overrides(data, workdir))
+    costs: dict[str, float] = {}
     if variant == "seed":
         from melanoma_lab.data.sources import load_catalog
 
@@ -150,8 +156,7 @@ def run_variant(variant: str, data: str | None, epochs: int, workdir: Path) -> d
 
         metrics = run_experiment(cfg, workdir / "runs" / f"{variant}-{os.getpid()}")
         costs = {k: metrics[k] for k in ("run_seconds", "tracking_seconds")}
-        return timer.summary(time.perf_counter() - started) | costs
-    return timer.summary(time.perf_counter() - started)
+    return timer.summary(time.perf_counter() - started) | costs
 
 
 def time_augmentor(data: str | None, workdir: Path) -> dict[str, float]:

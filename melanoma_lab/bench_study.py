@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -29,15 +28,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from melanoma_lab.bench import REAL_DATA, compose, data_overrides, train_seed_pipeline
+from melanoma_lab.bench import REAL_DATA, compose, data_overrides, peak_rss_mb, train_seed_pipeline
 
 SEED_EPOCHS = {"m1": 20, "m2": 20, "m3": 30}
 SEED_AUGMENTOR_PER_CLASS = 500
 STUDY = "bench-study"
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def seed_procedure(data: str | None, workdir: Path) -> list[dict[str, Any]]:
@@ -52,7 +47,7 @@ def seed_procedure(data: str | None, workdir: Path) -> list[dict[str, Any]]:
         begin = time.perf_counter()
         result = action()
         stages.append({"stage": name, "seconds": time.perf_counter() - begin, **result,
-                       "peak_rss_mb": _peak_rss_mb()})
+                       "peak_rss_mb": peak_rss_mb()})
         print(f"  seed {name}: {stages[-1]['seconds']:.0f} s", flush=True)
 
     def train(experiment: str, folder: Path) -> dict[str, Any]:
