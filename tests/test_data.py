@@ -9,7 +9,7 @@ from melanoma_lab.data import synthetic
 from melanoma_lab.data.catalog import DatasetNotFoundError, fingerprint, scan
 from melanoma_lab.data.pipeline import decode, decode_to_disk, make_dataset
 from melanoma_lab.data.sources import load_catalog
-from melanoma_lab.data.split import train_val_split
+from melanoma_lab.data.split import fold_split, train_val_split
 
 
 def _digest(folder: Path) -> str:
@@ -97,6 +97,33 @@ def test_split_is_stratified_seeded_and_keeps_copies_together():
     assert 15 <= len(val) <= 25
     assert val["label"].value_counts().to_dict() == pytest.approx({"a": 10, "b": 6, "c": 4}, abs=2)
     assert ("p0" in set(val["path"])) == ("p1" in set(val["path"]))
+
+
+def _grouped_files(n: int = 300) -> pd.DataFrame:
+    labels = (["a"] * 5 + ["b"] * 3 + ["c"] * 2) * (n // 10)
+    sha = [f"h{i}" for i in range(n)]
+    for i in range(0, 60, 3):  # twenty byte-identical triples
+        sha[i + 1] = sha[i + 2] = sha[i]
+    return pd.DataFrame({"path": [f"p{i}" for i in range(n)], "label": labels, "sha256": sha})
+
+
+@pytest.mark.parametrize("fraction", [0.4, 0.3, 0.45, 0.6, 0.75])
+def test_split_gives_the_validation_share_asked_for(fraction):
+    files = _grouped_files()
+    train, val = train_val_split(files, fraction, seed=3)
+    assert len(val) / len(files) == pytest.approx(fraction, abs=0.03)  # group rounding (triples) and 1/40
+    assert set(train["path"]).isdisjoint(val["path"]) and len(train) + len(val) == len(files)
+    assert set(train["sha256"]).isdisjoint(val["sha256"])  # copies never straddle the split
+    shares = val["label"].value_counts(normalize=True)
+    assert shares.to_dict() == pytest.approx({"a": 0.5, "b": 0.3, "c": 0.2}, abs=0.05)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 1 / 3, 0.25, 0.2, 0.1])
+def test_split_of_one_over_k_is_the_split_it_always_was(fraction):
+    files = _grouped_files()
+    old_train, old_val = fold_split(files, max(2, round(1 / fraction)), 0, seed=11)  # the previous train_val_split
+    train, val = train_val_split(files, fraction, seed=11)
+    assert list(val["path"]) == list(old_val["path"]) and list(train["path"]) == list(old_train["path"])
 
 
 def test_pipeline_shuffles_and_augments_only_training(tiny_cfg):

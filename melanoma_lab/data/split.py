@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
@@ -38,11 +40,36 @@ def stratified_group_folds(files: pd.DataFrame, n_folds: int, seed: int) -> list
 
 def fold_split(files: pd.DataFrame, n_folds: int, fold: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, validation) of cross-validation ``fold`` (0-based) out of ``n_folds``."""
+    return _split_off(files, stratified_group_folds(files, n_folds, seed)[fold])
+
+
+def _split_off(files: pd.DataFrame, validation_rows: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     is_val = np.zeros(len(files), dtype=bool)
-    is_val[stratified_group_folds(files, n_folds, seed)[fold]] = True
+    is_val[validation_rows] = True
     return files[~is_val].reset_index(drop=True), files[is_val].reset_index(drop=True)
 
 
+MAX_SPLIT_FOLDS = 20  # val_fraction is taken as m of n folds, n <= this: within 1/40 of the request
+
+
+def validation_folds(val_fraction: float, n_groups: int) -> tuple[int, int]:
+    """(m, n): validation is the first ``m`` of ``n`` stratified group folds, ``m / n`` the fraction nearest to
+    ``val_fraction`` with ``n <= MAX_SPLIT_FOLDS`` (and no more folds than groups); ``1/k`` gives (1, k), the split used
+    before fractions other than 1/k were honoured."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction={val_fraction!r} must be between 0 and 1 (exclusive)")
+    if abs(1 / val_fraction - round(1 / val_fraction)) < 1e-9:
+        return 1, round(1 / val_fraction)
+    max_folds = max(2, min(MAX_SPLIT_FOLDS, n_groups))
+    share = Fraction(val_fraction).limit_denominator(max_folds)
+    if not 0 < share < 1:  # rounded to 0 or 1: keep at least one fold on each side
+        share = Fraction(min(max(round(val_fraction * max_folds), 1), max_folds - 1), max_folds)
+    return share.numerator, share.denominator
+
+
 def train_val_split(files: pd.DataFrame, val_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split into (train, validation); the validation share is 1/round(1/val_fraction)."""
-    return fold_split(files, max(2, round(1 / val_fraction)), 0, seed)
+    """Split into (train, validation) with about ``val_fraction`` of the rows in validation (to within group
+    rounding and 1/40): the first m of n stratified, content-grouped folds (:func:`validation_folds`). A fraction
+    1/k takes fold 1 of k, as the split always has."""
+    m, n = validation_folds(val_fraction, _groups(files).nunique())
+    return _split_off(files, np.concatenate(stratified_group_folds(files, n, seed)[:m]))
