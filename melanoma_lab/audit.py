@@ -6,6 +6,8 @@
 - ``cross_split_duplicates``: groups of files identical across Train and Test (a test leak)
 - ``near_duplicate_groups``: groups of different files whose perceptual hashes are within
   ``audit.near_duplicate_distance`` bits (exact copies are not repeated here)
+- ``test_train_twins``: every (Test image, Train image) pair that is byte-identical or a near-copy, as
+  ``{"test", "train", "match": identical | near}`` (contamination, see :mod:`melanoma_lab.contamination`)
 - ``unreadable_files``: ``{path: reason}`` for files that do not decode as images
 - ``empty_class_folders``, ``unexpected_entries``: layout problems
 - ``class_counts``: ``{split: {class: count}}``; ``imbalance_ratio``: largest / smallest train class
@@ -30,6 +32,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from PIL import Image
 
+from melanoma_lab.contamination import train_test_twins, twin_summary
 from melanoma_lab.data.catalog import Catalog, fingerprint
 
 
@@ -122,6 +125,7 @@ def _audit(catalog: Catalog, near_duplicate_distance: int) -> dict:
         "label_conflicts": label_conflicts,
         "cross_split_duplicates": cross_split,
         "near_duplicate_groups": near_groups,
+        "test_train_twins": train_test_twins(files, near_groups),
         "unreadable_files": unreadable,
         "empty_class_folders": catalog.empty_class_folders,
         "unexpected_entries": catalog.unexpected,
@@ -149,6 +153,7 @@ def summary(report: dict) -> str:
         f"{conflict_files} files",
         f"  Train/Test identical files (test leak): {len(report['cross_split_duplicates'])} groups",
         f"  near-duplicate groups (perceptual hash): {len(report['near_duplicate_groups'])}",
+        twin_summary(report),
         f"  unreadable files: {len(report['unreadable_files'])}",
         f"  empty class folders: {len(report['empty_class_folders'])}; "
         f"unexpected entries: {len(report['unexpected_entries'])}",
@@ -163,6 +168,8 @@ def apply_policy(files: pd.DataFrame, report: dict, policy: str) -> pd.DataFrame
 
     warn: keep everything (the audit already reported it); drop: remove every copy of a conflicting
     image and the Train copies of images that are also in Test; fail: raise :class:`DataAuditError`.
+    Train copies of Test images are also governed by ``audit.test_contamination``
+    (:func:`melanoma_lab.contamination.set_aside_train_twins`, applied after this under every policy).
     """
     conflicts = {item["path"] for group in report["label_conflicts"] for item in group}
     leaked = {item["path"] for group in report["cross_split_duplicates"] for item in group

@@ -178,6 +178,7 @@ class EvaluationConfig:
 class AuditConfig:
     conflict_policy: str = "warn"  # warn | drop | fail
     near_duplicate_distance: int = 4  # max Hamming distance between perceptual hashes
+    test_contamination: str = "exclude"  # Train copies of Test images: exclude (from training) | keep (warns)
     out: Optional[str] = None  # where audit.json goes; None: the run's output folder
 
 
@@ -333,6 +334,7 @@ CHECKS: list[Check] = [
     ("study.confidence", lambda v: 0.5 <= v < 1.0, "must be in [0.5, 1)"),
     ("audit.conflict_policy", lambda v: v in ("warn", "drop", "fail"), "must be warn, drop or fail"),
     ("audit.near_duplicate_distance", lambda v: v >= 0, "must not be negative"),
+    ("audit.test_contamination", lambda v: v in ("exclude", "keep"), "must be exclude or keep"),
 ]
 
 

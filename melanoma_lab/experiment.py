@@ -7,6 +7,7 @@ import json
 import logging
 import resource
 import time
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from melanoma_lab import plots
 from melanoma_lab.audit import summary
 from melanoma_lab.config import validate
+from melanoma_lab.contamination import TWIN_COLUMN, clean_test_metrics
 from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.evaluation import Evaluation, evaluate, reliability_table
 from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_data
@@ -33,18 +35,21 @@ def evaluation_metrics(result: Evaluation, prefix: str, history: dict[str, list]
     return {(f"final_{k}" if k in history else k): v for k, v in named.items()}
 
 
-def predictions_table(result: Evaluation, paths: pd.Series, classes: list[str]) -> pd.DataFrame:
-    """One row per image: path, true label index, and the probability of each class."""
+def predictions_table(result: Evaluation, files: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """One row per image: path, true label index, ``train_twin`` (content on both sides of Train/Test) when
+    known, and the probability of each class."""
     table = pd.DataFrame(result.probabilities, columns=[f"p_{c}" for c in classes])
+    if TWIN_COLUMN in files:
+        table.insert(0, TWIN_COLUMN, files[TWIN_COLUMN].to_numpy(dtype=bool))
     table.insert(0, "label", result.labels)
-    table.insert(0, "path", paths.to_numpy())
+    table.insert(0, "path", files["path"].to_numpy())
     return table
 
 
 def _log_evaluation(tracker: RunTracker, result: Evaluation, metrics: dict[str, float], prefix: str,
-                    paths: pd.Series, classes: list[str], bins: int, step: int) -> None:
+                    files: pd.DataFrame, classes: list[str], bins: int, step: int) -> None:
     tracker.log_metrics(metrics, step=step)
-    tracker.log_table(predictions_table(result, paths, classes), f"evaluation/{prefix}_predictions.csv")
+    tracker.log_table(predictions_table(result, files, classes), f"evaluation/{prefix}_predictions.csv")
     tracker.log_table(result.per_class, f"evaluation/{prefix}_per_class.csv")
     tracker.log_figure(plots.confusion_matrices(result.confusion, classes, prefix),
                        f"evaluation/{prefix}_confusion_matrix.png")
@@ -130,9 +135,11 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         data = prepare_data(cfg, catalog, files, fold)
         tracker.log_metrics({"train_images": len(data.train.labels), "val_images": len(data.validation.labels),
                              "test_images": 0 if data.test is None else len(data.test.labels),
-                             "skipped_unreadable": len(data.skipped)})
+                             "skipped_unreadable": len(data.skipped), "test_unscored_images": len(data.test_unscored)})
         if data.skipped:
             tracker.log_dict(data.skipped, "skipped_unreadable.json")
+        if data.test is not None or len(data.test_unscored):
+            tracker.log_table(data.test_unscored, "evaluation/test_unscored.csv")
         tracker.log_figure(plots.class_distribution(data.counts_before, data.counts_after),
                            "data/class_distribution.png")
         tracker.log_figure(plots.sample_grid(data.train.images, data.train.labels, data.classes),
@@ -147,11 +154,16 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         splits = [("val", data.validation)] + ([("test", data.test)] if data.test is not None else [])
         for prefix, part in splits:
             probabilities = predict_probabilities(model, part.images, cfg.dataset.batch_size, cfg.evaluation.tta)
-            result = evaluate(part.labels, probabilities, data.classes, cfg.dataset.melanoma_class,
-                              cfg.evaluation.fixed_specificity, cfg.evaluation.fixed_sensitivity,
-                              cfg.evaluation.calibration_bins, results.get("val_melanoma_alert_threshold"))
+            score = partial(evaluate, classes=data.classes, melanoma_class=cfg.dataset.melanoma_class,
+                            fixed_specificity=cfg.evaluation.fixed_specificity,
+                            fixed_sensitivity=cfg.evaluation.fixed_sensitivity,
+                            calibration_bins=cfg.evaluation.calibration_bins,
+                            alert_threshold=results.get("val_melanoma_alert_threshold"))
+            result = score(part.labels, probabilities)
             metrics = evaluation_metrics(result, prefix, history)
-            _log_evaluation(tracker, result, metrics, prefix, part.files["path"], data.classes,
+            if prefix == "test":  # also on the Test images without a Train twin
+                metrics |= clean_test_metrics(part.files, part.labels, probabilities, score)
+            _log_evaluation(tracker, result, metrics, prefix, part.files, data.classes,
                             cfg.evaluation.calibration_bins, final_step)
             results |= metrics
         best = best_epoch(history, cfg.trainer.monitor)

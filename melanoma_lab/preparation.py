@@ -14,6 +14,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from melanoma_lab.audit import apply_policy, audit_catalog, summary, write_report
+from melanoma_lab.contamination import set_aside_train_twins, unscored_test_images
 from melanoma_lab.data.catalog import Catalog
 from melanoma_lab.data.pipeline import DecodedImages, decode, decode_to_disk
 from melanoma_lab.data.sources import load_catalog
@@ -29,16 +30,18 @@ class AuditedData:
 
     catalog: Catalog
     report: dict
-    files: pd.DataFrame  # after audit.conflict_policy, with a ``group`` column (copies share one)
+    files: pd.DataFrame  # after the audit's policies, with ``group`` (copies share one) and ``train_twin`` columns
 
 
 def load_audited_data(cfg: DictConfig, output_dir: Path) -> AuditedData:
-    """Scan and audit the dataset, write ``audit.json``, apply the conflict policy and group copies."""
+    """Scan and audit the dataset, write ``audit.json``, apply the conflict policy, set aside Train copies of
+    Test images (``audit.test_contamination``) and group copies."""
     catalog = load_catalog(cfg.dataset, cfg.paths)
     report = audit_catalog(catalog, cfg.audit.near_duplicate_distance)
     write_report(report, cfg.audit.out or output_dir)
     log.info("\n%s", summary(report))
     files = apply_policy(catalog.files, report, cfg.audit.conflict_policy)
+    files = set_aside_train_twins(files, report, cfg.audit.test_contamination)
     files = files.assign(group=content_groups(files, report["near_duplicate_groups"]))
     return AuditedData(catalog, report, files)
 
@@ -60,6 +63,7 @@ class PreparedData:
     counts_before: dict[str, int]
     counts_after: dict[str, int]
     skipped: dict[str, str]
+    test_unscored: pd.DataFrame  # Test images (or Test folder entries) not scored: path, reason
 
 
 def check_no_leak(train: pd.DataFrame, validation: pd.DataFrame) -> None:
@@ -120,4 +124,5 @@ def prepare_data(cfg: DictConfig, catalog: Catalog, files: pd.DataFrame, fold: i
     return PreparedData(
         classes=catalog.classes, train=decoded[0], validation=decoded[1],
         test=decoded[2] if len(decoded[2].labels) else None, counts_before=counts_before,
-        counts_after={c: int((decoded[0].files["label"] == c).sum()) for c in catalog.classes}, skipped=skipped)
+        counts_after={c: int((decoded[0].files["label"] == c).sum()) for c in catalog.classes}, skipped=skipped,
+        test_unscored=unscored_test_images(catalog, files, decoded[2].failures, cfg.audit.conflict_policy))
