@@ -111,3 +111,10 @@ def test_every_test_image_not_scored_is_listed_with_the_reason(contaminated, tmp
     assert reasons[str(root / "Test" / "not a class")] == "not scanned: folder is not a class of Train"
     assert reasons[str(root / "Test" / "nevus" / "notes.txt")].startswith("not scanned: not an image file")
     assert len(reasons) == 5
+
+
+def test_an_unknown_contamination_mode_is_refused_with_the_choices(tmp_path):
+    from melanoma_lab.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="audit.test_contamination='drop' must be exclude or keep"):
+        validate(compose_config(["audit.test_contamination=drop"], root=tmp_path))
