@@ -21,9 +21,15 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from melanoma_lab.config import register_configs, validate
+from melanoma_lab.reporting.runs import Study
 
 log = logging.getLogger(__name__)
 PER_RUN_KEYS = re.compile(r"^[+~]*(experiment|trainer\.seed|study\.launch)=")
+
+
+def missing_runs(experiments: list[str], seeds: list[int], study: Study) -> list[tuple[str, int]]:
+    """The (experiment, seed) pairs the study asked for that the report has no study-launched run of."""
+    return sorted({(e, s) for e in experiments for s in seeds} - {(r.experiment, r.seed) for r in study.runs})
 
 
 def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> Path:
@@ -53,6 +59,10 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
             run_experiment(run_cfg, output_dir / experiment / f"seed_{seed}", overrides)
     client = MlflowClient(tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir))
     study = load_study(client, cfg.study.name)
+    missing = missing_runs(cfg.study.experiments, cfg.study.seeds, study)
+    if missing:  # e.g. skip_finished reused a FINISHED run that was logged by hand, not by a study
+        log.warning("the report has no study-launched run for %s: rerun them with tracking.skip_finished=false",
+                    ", ".join(f"{e} seed {s}" for e, s in missing))
     return write_report(study, reports, cfg.study.bootstrap_samples, cfg.study.confidence)
 
 

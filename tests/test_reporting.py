@@ -184,3 +184,10 @@ def test_experiments_with_different_test_sets_are_compared_on_the_intersection(t
                                                                [f"img{i}" for i in range(50, 200)]), STUDY)
     text = _report(client, tmp_path / "out")
     assert "on the 150 test images both were scored on (their test sets differ: m1 has 200, m2 has 150)" in text
+
+
+def test_study_warns_about_requested_runs_the_report_lacks(store):
+    from melanoma_lab.study import missing_runs
+
+    client, _ = store
+    assert missing_runs(["m1", "m2", "m3"], [1, 2], load_study(client, "s")) == [("m3", 1), ("m3", 2)]
