@@ -192,6 +192,7 @@ class StudyConfig:
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     reports_dir: str = "${paths.experiments_dir}/reports"
+    launch: Optional[str] = None  # set by python -m melanoma_lab.study per invocation: tags the runs it launches
 
 
 @dataclass

@@ -77,6 +77,8 @@ def make_tracker(cfg: DictConfig, run_name: str, tags: dict[str, str], parent_ru
     """A run in the configured store and MLflow experiment, tagged for provenance."""
     provenance = {"study": cfg.study.name, "dataset": cfg.dataset.name, "seed": str(cfg.trainer.seed),
                   **git_state(Path.cwd()), **{f"version.{k}": v for k, v in package_versions().items()}}
+    if cfg.study.get("launch"):  # set by python -m melanoma_lab.study: the report uses only these runs
+        provenance |= {"launched_by": "study", "study_launch": cfg.study.launch}
     return RunTracker(cfg.tracking.enabled, tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir),
                       cfg.tracking.experiment_name, run_name, Path(cfg.paths.mlruns_dir).resolve(),
                       provenance | tags, parent_run_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from pathlib import Path
 
 import hydra
@@ -20,15 +21,23 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from melanoma_lab.config import register_configs, validate
+from melanoma_lab.reporting.runs import Study
 
 log = logging.getLogger(__name__)
-PER_RUN_KEYS = re.compile(r"^(experiment|trainer\.seed)=")
+PER_RUN_KEYS = re.compile(r"^[+~]*(experiment|trainer\.seed|study\.launch)=")
+
+
+def missing_runs(experiments: list[str], seeds: list[int], study: Study) -> list[tuple[str, int]]:
+    """The (experiment, seed) pairs the study asked for that the report has no study-launched run of."""
+    return sorted({(e, s) for e in experiments for s in seeds} - {(r.experiment, r.seed) for r in study.runs})
 
 
 def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> Path:
-    """Train every (experiment, seed) of ``cfg.study`` in this process, then write the report."""
+    """Train every (experiment, seed) of ``cfg.study`` in this process, then write the report. Every run
+    this invocation launches is tagged ``launched_by=study`` and ``study_launch=<uuid of this invocation>`` (via ``study.launch``)."""
     from melanoma_lab.experiment import run_experiment
-    from melanoma_lab.report import load_study, write_report
+    from melanoma_lab.reporting.render import write_report
+    from melanoma_lab.reporting.runs import load_study
     from melanoma_lab.tracking import tracking_uri
 
     from melanoma_lab.audit import audit_catalog, summary
@@ -40,14 +49,20 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
     audit = audit_catalog(load_catalog(cfg.dataset, cfg.paths), cfg.audit.near_duplicate_distance)
     log.info("audit written to %s\n%s", write_audit(audit, reports), summary(audit))
     shared = [o for o in base_overrides if not PER_RUN_KEYS.match(o)]
+    launch = uuid.uuid4().hex
     for experiment in cfg.study.experiments:
         for seed in cfg.study.seeds:
             overrides = [*shared, f"experiment={experiment}", f"trainer.seed={seed}"]
             log.info("study %s: %s seed %s", cfg.study.name, experiment, seed)
             run_cfg = compose(config_name="config", overrides=overrides)
+            run_cfg.study.launch = launch  # not an override: it tags the run, it is not part of its identity
             run_experiment(run_cfg, output_dir / experiment / f"seed_{seed}", overrides)
     client = MlflowClient(tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir))
     study = load_study(client, cfg.study.name)
+    missing = missing_runs(cfg.study.experiments, cfg.study.seeds, study)
+    if missing:  # e.g. skip_finished reused a FINISHED run that was logged by hand, not by a study
+        log.warning("the report has no study-launched run for %s: rerun them with tracking.skip_finished=false",
+                    ", ".join(f"{e} seed {s}" for e, s in missing))
     return write_report(study, reports, cfg.study.bootstrap_samples, cfg.study.confidence)
 
 

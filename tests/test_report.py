@@ -5,7 +5,9 @@ from hydra import initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from melanoma_lab import report
-from melanoma_lab.report import bootstrap_interval, paired_difference
+from melanoma_lab.reporting import tables
+from melanoma_lab.reporting.runs import Study
+from melanoma_lab.reporting.statistics import balanced_accuracy_of, bootstrap_interval, paired_difference
 from melanoma_lab.study import run_study
 from melanoma_lab.tracking import tracking_uri
 from tests.conftest import CONF_DIR, TINY
@@ -23,7 +25,7 @@ def test_bootstrap_interval_brackets_the_observed_score_and_narrows_with_data():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 300)
     predicted = np.where(rng.random(300) < 0.7, labels, (labels + 1) % 3)
-    observed = report.balanced_accuracy_of(_table(labels, predicted))
+    observed = balanced_accuracy_of(_table(labels, predicted))
     low, high = bootstrap_interval([_table(labels, predicted)], 300, 0.95)
     assert low < observed < high and high - low < 0.2
     small_low, small_high = bootstrap_interval([_table(labels[:30], predicted[:30])], 300, 0.95)
@@ -62,13 +64,15 @@ def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path
         runs = client.search_runs([experiment.experiment_id])
         assert sorted((r.data.tags["experiment"], r.data.tags["seed"]) for r in runs) == [
             ("m1", "1"), ("m1", "2"), ("m3", "1"), ("m3", "2")]
+        assert {r.data.tags.get("launched_by") for r in runs} == {"study"}
+        assert len({r.data.tags["study_launch"] for r in runs}) == 1
         run_study(cfg, overrides, tmp_path / "study")  # resumes: everything FINISHED is skipped
         assert len(client.search_runs([experiment.experiment_id])) == 4
 
     text = path.read_text()
     assert path == tmp_path / "experiments" / "reports" / "tiny-study" / "report.md"
     for needle in ("| m1 ", "| m3 ", "val balanced acc", "s/epoch (median)", "melanomas found", "m3 vs m1", "imbalance.strategy",
-                   "train-validation gap", "Data audit", "learning_curves.png"):
+                   "train-validation gap", "Data audit", "learning_curves.png", "Full vs clean Test", "runtime.device"):
         assert needle in text, needle
     page = (path.parent / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "<table" in page
@@ -85,10 +89,10 @@ def test_report_of_unknown_study_says_what_to_do(tmp_path, capsys):
 
 
 def test_cross_validation_parents_are_tabulated_beside_single_runs():
-    study = report.Study("s", [], ["melanoma"], None, "val", pd.DataFrame([
+    study = Study("s", [], ["melanoma"], None, "val", pd.DataFrame([
         {"experiment": "m4", "folds": 5, "seed": "1", "cv_mean_val_balanced_accuracy": 0.61,
          "cv_sd_val_balanced_accuracy": 0.03, "cv_mean_val_melanoma_roc_auc": 0.9,
          "cv_sd_val_melanoma_roc_auc": 0.01}]))
-    table = report.cross_validation_table(study)
+    table = tables.cross_validation_table(study)
     assert table.loc[0, "val balanced acc"] == "0.610 ± 0.030"
     assert table.loc[0, "melanoma ROC-AUC"] == "0.900 ± 0.010" and table.loc[0, "macro F1"] == "n/a"

@@ -1,0 +1,201 @@
+"""The report's numbers: results, full vs clean Test, cross-validation, paired comparisons, conclusions."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from melanoma_lab.evaluation import _binary_auc, metric_key
+from melanoma_lab.reporting.runs import Study, StudyRun
+from melanoma_lab.reporting.statistics import (balanced_accuracy_of, bootstrap_interval, clean_part, common_paths,
+                                               paired_difference, probabilities)
+
+HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "melanoma_sensitivity", "melanoma_specificity",
+            "melanoma_roc_auc", "ece"]
+CV_COLUMNS = {"val balanced acc": "val_balanced_accuracy", "val accuracy": "final_val_accuracy",
+              "melanoma sensitivity": "val_melanoma_sensitivity", "melanoma ROC-AUC": "val_melanoma_roc_auc",
+              "melanoma spec @ sens 0.9": "val_melanoma_specificity_at_sens_0.9", "macro F1": "val_macro_f1"}
+
+
+def nan_mean(values: list[float | None]) -> float:
+    """Mean of the finite values (a class absent from a split has NaN recall: skipped); NaN when none."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def mean_sd(values: list[float | None], form: str = ".3f") -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return "n/a"
+    return f"{np.mean(values):{form}} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:{form}}"
+
+
+def _median_epoch_seconds(runs: list[StudyRun]) -> str:
+    seconds = [t for r in runs for t in r.history.get("epoch_seconds", [])]
+    return f"{np.median(seconds):.1f}" if seconds else "n/a"
+
+
+def _share(metrics: dict[str, float], part: str, whole: str) -> float | None:
+    """``metrics[part] / metrics[whole]`` (None when a run predates either metric)."""
+    return metrics[part] / metrics[whole] if part in metrics and metrics.get(whole) else None
+
+
+def _melanomas_found(table: pd.DataFrame, melanoma: int) -> str:
+    is_melanoma = table["label"].to_numpy() == melanoma
+    flagged = probabilities(table).argmax(axis=1) == melanoma
+    return f"{int((is_melanoma & flagged).sum())}/{int(is_melanoma.sum())}"
+
+
+def _interval_text(tables: dict[int, pd.DataFrame], samples: int, confidence: float) -> str:
+    low, high = bootstrap_interval(tables, samples, confidence)
+    return f"[{low:.3f}, {high:.3f}]"
+
+
+def results_table(study: Study, samples: int, confidence: float) -> pd.DataFrame:
+    rows = []
+    for name in study.experiments:
+        runs = study.of(name)
+        row = {"experiment": name, "seeds": len(runs),
+               "val accuracy": mean_sd([r.metrics.get("final_val_accuracy") for r in runs]),
+               "val balanced acc": mean_sd([r.metrics.get("val_balanced_accuracy") for r in runs]),
+               "train-val gap": mean_sd([r.metrics.get("train_val_accuracy_gap") for r in runs]),
+               "s/epoch (median)": _median_epoch_seconds(runs),
+               "run s": mean_sd([r.metrics.get("run_seconds") for r in runs], ".0f"),
+               "tracking share": mean_sd([_share(r.metrics, "tracking_seconds", "run_seconds") for r in runs])}
+        shown = HEADLINE if study.held_out == "test" else HEADLINE[2:]
+        for metric in shown:
+            row[f"{study.held_out} {metric.replace('_', ' ')}"] = mean_sd(
+                [r.metrics.get(f"{study.held_out}_{metric}") for r in runs])
+        row[f"{study.held_out} balanced acc {confidence:.0%} CI"] = _interval_text(
+            {r.seed: r.predictions[study.held_out] for r in runs}, samples, confidence)
+        if "melanoma" in study.classes:
+            row["melanomas found (per seed)"] = ", ".join(
+                _melanomas_found(r.predictions[study.held_out], study.classes.index("melanoma")) for r in runs)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _melanoma_auc(table: pd.DataFrame, melanoma: int) -> float:
+    return _binary_auc(table["label"].to_numpy() == melanoma, probabilities(table)[:, melanoma])
+
+
+def _part_columns(tables: dict[int, pd.DataFrame] | None, study: Study, label: str, samples: int,
+                  confidence: float) -> dict[str, str]:
+    if tables is None:
+        return {f"{label} images": "n/a", f"{label} balanced acc": "n/a (no train_twin column logged)"}
+    images = len(common_paths(list(tables.values())))
+    out = {f"{label} images": str(images),
+           f"{label} balanced acc": mean_sd([balanced_accuracy_of(t) for t in tables.values()]),
+           f"{label} {confidence:.0%} CI": _interval_text(tables, samples, confidence) if images else "n/a"}
+    if "melanoma" in study.classes:
+        melanoma = study.classes.index("melanoma")
+        out[f"{label} melanoma AUC"] = mean_sd([_melanoma_auc(t, melanoma) for t in tables.values()])
+    return out
+
+
+def full_and_clean_table(study: Study, samples: int, confidence: float) -> pd.DataFrame:
+    """Balanced accuracy (with CI) and melanoma ROC-AUC on the full held-out set and on its clean part (images
+    without a byte-identical or near copy in Train), computed from the logged predictions."""
+    rows = []
+    for name in study.experiments:
+        tables = {r.seed: r.predictions[study.held_out] for r in study.of(name)}
+        clean = {seed: clean_part(t) for seed, t in tables.items()}
+        clean = None if any(t is None for t in clean.values()) else clean
+        rows.append({"experiment": name, **_part_columns(tables, study, "full", samples, confidence),
+                     **_part_columns(clean, study, "clean", samples, confidence)})
+    return pd.DataFrame(rows)
+
+
+def cross_validation_table(study: Study) -> pd.DataFrame:
+    """Cross-validation parents: mean ± sd over folds of the validation metrics."""
+    rows = []
+    for row in study.cross_validation.to_dict("records"):
+        out = {"experiment": row["experiment"], "folds": row["folds"], "seed": row["seed"]}
+        for label, key in CV_COLUMNS.items():
+            mean, sd = row.get(f"cv_mean_{key}"), row.get(f"cv_sd_{key}")
+            out[label] = "n/a" if mean is None or pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def _short(value: str | None, width: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def changed_params(a: StudyRun, b: StudyRun) -> list[str]:
+    """Config values that differ between two runs (ignoring seed and bookkeeping)."""
+    ignore = re.compile(r"^(name|trainer\.seed|paths\.|tracking\.|study\.)")
+    keys = sorted(set(a.params) | set(b.params))
+    return [f"{k}: {_short(a.params.get(k))} → {_short(b.params.get(k))}" for k in keys
+            if not ignore.match(k) and a.params.get(k) != b.params.get(k)]
+
+
+def rarest_classes(study: Study, k: int = 3) -> list[str]:
+    counts = (study.audit or {}).get("class_counts", {}).get("train", {})
+    return sorted(study.classes, key=lambda c: counts.get(c, 0))[:k]
+
+
+def class_recall(study: Study, runs: list[StudyRun], classes: list[str]) -> float:
+    """Mean held-out recall of ``classes`` over ``runs``, skipping NaN (a class absent from a split)."""
+    return nan_mean([r.metrics.get(f"{study.held_out}_recall_{metric_key(c)}") for r in runs for c in classes])
+
+
+def comparisons(study: Study, samples: int, confidence: float) -> list[dict]:
+    """Consecutive experiments compared on the seeds both ran and the held-out images both were scored on."""
+    out = []
+    names = study.experiments
+    rare = rarest_classes(study)
+    for first, second in zip(names, names[1:]):
+        a, b = study.of(first), study.of(second)
+        common = sorted({r.seed for r in a} & {r.seed for r in b})
+        if not common:
+            continue
+        a = [r for r in a if r.seed in common]
+        b = [r for r in b if r.seed in common]
+        diff = paired_difference({r.seed: r.predictions[study.held_out] for r in a},
+                                 {r.seed: r.predictions[study.held_out] for r in b}, samples, confidence)
+        out.append({"from": first, "to": second, "changes": changed_params(a[0], b[0]), **diff,
+                    "gap_from": nan_mean([r.metrics.get("train_val_accuracy_gap") for r in a]),
+                    "gap_to": nan_mean([r.metrics.get("train_val_accuracy_gap") for r in b]),
+                    "rare_recall_from": class_recall(study, a, rare), "rare_recall_to": class_recall(study, b, rare)})
+    return out
+
+
+def _images_note(c: dict, split: str) -> str:
+    if c["images"] == c["images_a"] == c["images_b"]:
+        return f"on the same {c['images']} {split} images"
+    return (f"on the {c['images']} {split} images both were scored on (their {split} sets differ: {c['from']} "
+            f"has {c['images_a']}, {c['to']} has {c['images_b']})")
+
+
+def conclusions(study: Study, compared: list[dict]) -> list[str]:
+    lines = []
+    for name in study.experiments:
+        runs = study.of(name)
+        gap = nan_mean([r.metrics.get("train_val_accuracy_gap") for r in runs])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # runs without history: NaN, said as such
+            best = np.mean([int(np.argmin(r.history["val_loss"])) + 1 for r in runs if r.history.get("val_loss")])
+            epochs = np.mean([len(r.history.get("val_loss", [])) for r in runs])
+        verdict = "overfits" if gap > 0.10 else "does not overfit much"
+        lines.append(f"**{name}** {verdict}: train-validation accuracy gap {gap:.3f} at the best epoch; validation "
+                     f"loss bottomed out at epoch {best:.1f} of {epochs:.0f}.")
+    rare = ", ".join(rarest_classes(study))
+    for c in compared:
+        better = "better than" if c["low"] > 0 else ("worse than" if c["high"] < 0 else "not distinguishable from")
+        lines.append(
+            f"**{c['to']} vs {c['from']}** ({'; '.join(c['changes']) or 'same config'}): {study.held_out} balanced "
+            f"accuracy {c['delta']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] over seeds {c['seeds']}, "
+            f"{_images_note(c, study.held_out)} — {c['to']} is {better} {c['from']}"
+            f" (bootstrap p(not better) = {c['p_not_better']:.3f}); train-validation gap {c['gap_from']:.3f} → "
+            f"{c['gap_to']:.3f} ({'reduced' if c['gap_to'] < c['gap_from'] else 'not reduced'}); recall of the "
+            f"rarest classes ({rare}) {c['rare_recall_from']:.3f} → {c['rare_recall_to']:.3f} "
+            f"({'lifted' if c['rare_recall_to'] > c['rare_recall_from'] else 'not lifted'}).")
+    if study.held_out == "val":
+        lines.append("This dataset has no Test split: every number above is on each seed's own validation split, "
+                     "which also chose the best epoch. Expect held-out test numbers to be lower.")
+    return lines
