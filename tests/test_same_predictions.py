@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from melanoma_lab import predict
+from melanoma_lab import predict, promote
 from melanoma_lab.data.sources import load_catalog
 from melanoma_lab.experiment import run_experiment
 from melanoma_lab.serving import encode_image
@@ -82,3 +82,7 @@ def test_no_melanoma_in_validation_means_no_alert_anywhere(tiny_cfg, tmp_path, c
 
     table = served.predict(pd.DataFrame({"image": [encode_image(p) for p in images]}))
     assert table["melanoma_alert"].isna().all() and table["alert_note"].str.contains("validation holds no").all()
+
+    assert promote.main(["--run", run.info.run_id, "--tracking-uri", store]) == 0
+    version = mlflow.tracking.MlflowClient(store).get_model_version_by_alias("melanoma-classifier", "champion")
+    assert version.tags["threshold_chosen_on"].startswith("none: this model has no calibrated melanoma alert")
