@@ -20,7 +20,8 @@ def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model
     (folder / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
     # exit status 1: one input could not be read (the others are still predicted)
-    assert predict.main([str(folder), "--model", uri, "--out", str(out), "--tracking-uri", tracking_uri(None, store)]) == 1
+    code = predict.main([str(folder), "--model", uri, "--out", str(out), "--tracking-uri", tracking_uri(None, store)])
+    assert code == 1
     captured = capsys.readouterr()
     assert captured.err.count("error:") == 1 and "broken.jpg" in captured.err
     assert "1 of 7 files could not be read" in captured.err
@@ -28,7 +29,8 @@ def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model
         assert f"{name}: " in captured.out
     assert "broken.jpg: NOT PREDICTED: cannot read as an image" in captured.out
     rows = list(csv.DictReader((out / "predictions.csv").open()))
-    assert len(rows) == 7 and set(rows[0]) >= {"path", "top_class", "melanoma_probability", "alert", "melanoma", "error"}
+    assert len(rows) == 7
+    assert set(rows[0]) >= {"path", "top_class", "melanoma_probability", "alert", "melanoma", "error"}
     (broken,) = [row for row in rows if row["error"]]
     assert broken["path"].endswith("broken.jpg") and broken["melanoma"] == "" and "cannot read" in broken["error"]
     rows.remove(broken)

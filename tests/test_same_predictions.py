@@ -65,8 +65,13 @@ def test_no_melanoma_in_validation_means_no_alert_anywhere(tiny_cfg, tmp_path, c
     results = run_experiment(tiny_cfg(f"dataset.root={root}", "imbalance=none"), tmp_path / "run")
     # main chose the Test alert threshold on the Test labels themselves
     assert not {k for k in results if "alert" in k}
-    _, run = _only_run(tmp_path / "mlruns")
+    client, run = _only_run(tmp_path / "mlruns")
     assert run.data.tags["melanoma_alert_status"] == "no_melanoma_in_validation"
+    # melanoma is absent from validation: not scored (NaN, not logged), not averaged, and counted
+    assert np.isnan(results["val_recall_melanoma"]) and "val_recall_melanoma" not in run.data.metrics
+    assert (run.data.metrics["val_classes_scored"], run.data.metrics["test_classes_scored"]) == (8, 9)
+    per_class = pd.read_csv(client.download_artifacts(run.info.run_id, "evaluation/val_per_class.csv", tmp_path))
+    assert per_class.set_index("class").loc["melanoma", ["recall", "f1"]].isna().all()
     assert "validation holds no melanoma" in run.data.tags["melanoma_alert_note"]
     uri, store = f"runs:/{run.info.run_id}/model", tracking_uri(None, tmp_path / "mlruns")
     served = mlflow.pyfunc.load_model(uri)
