@@ -6,6 +6,7 @@ expected calibration error are written here.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from melanoma_lab.inference import NO_ALERT_NOTE
+
 
 @dataclass
 class Evaluation:
@@ -30,16 +33,22 @@ class Evaluation:
     labels: np.ndarray
 
 
+def _roc(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every point of the ROC curve, one per distinct score (``roc_curve``'s default drops collinear points,
+    which can skip the operating point asked for)."""
+    return roc_curve(y_true, score, drop_intermediate=False)
+
+
 def sensitivity_at_specificity(y_true: np.ndarray, score: np.ndarray, specificity: float) -> float:
     """Highest true-positive rate with false-positive rate <= 1 - ``specificity``."""
-    fpr, tpr, _ = roc_curve(y_true, score)
+    fpr, tpr, _ = _roc(y_true, score)
     allowed = fpr <= 1 - specificity + 1e-12
     return float(tpr[allowed].max()) if allowed.any() else 0.0
 
 
 def specificity_at_sensitivity(y_true: np.ndarray, score: np.ndarray, sensitivity: float) -> float:
     """Highest true-negative rate among thresholds reaching true-positive rate >= ``sensitivity``."""
-    fpr, tpr, _ = roc_curve(y_true, score)
+    fpr, tpr, _ = _roc(y_true, score)
     reached = tpr >= sensitivity - 1e-12
     return float((1 - fpr[reached]).max()) if reached.any() else 0.0
 
@@ -59,9 +68,8 @@ def reliability_table(labels: np.ndarray, probabilities: np.ndarray, bins: int) 
 
 def threshold_for_sensitivity(y_true: np.ndarray, score: np.ndarray, sensitivity: float) -> float:
     """The highest score threshold whose alerts (score >= threshold) reach ``sensitivity``."""
-    _, tpr, thresholds = roc_curve(y_true, score)
-    reached = np.flatnonzero(tpr >= sensitivity - 1e-12)
-    return float(min(thresholds[reached[0]], 1.0))
+    _, tpr, thresholds = _roc(y_true, score)
+    return float(thresholds[np.flatnonzero(tpr >= sensitivity - 1e-12)[0]])
 
 
 def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int) -> float:
@@ -79,26 +87,65 @@ def _binary_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     return float(roc_auc_score(y_true, score)) if 0 < y_true.sum() < len(y_true) else float("nan")
 
 
+def _balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean recall over the classes present in ``labels`` (scikit-learn leaves absent classes out, warning when
+    one is predicted; here that is expected: ``classes_scored`` says how many classes it averages)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(labels, predicted))
+
+
+@dataclass
+class AlertCalibration:
+    """The melanoma alert threshold chosen on validation data, or why there is none (``threshold`` None)."""
+
+    threshold: float | None
+    status: str  # calibrated | no_melanoma_in_validation | no_melanoma_class
+    note: str = ""
+
+    def metadata(self) -> dict[str, object]:
+        return {"melanoma_alert_threshold": self.threshold, "melanoma_alert_status": self.status,
+                "melanoma_alert_note": self.note}
+
+
+def calibrate_alert(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], melanoma_class: str,
+                    sensitivity: float) -> AlertCalibration:
+    """The alert threshold for ``sensitivity`` on these (validation) labels. Never call it on Test: with no
+    melanoma here there is no threshold, and the model has no calibrated alert."""
+    if melanoma_class not in classes:
+        return AlertCalibration(None, "no_melanoma_class", f"{NO_ALERT_NOTE}: the classes have no "
+                                f"{melanoma_class!r} (dataset.melanoma_class)")
+    mel = classes.index(melanoma_class)
+    is_mel = np.asarray(labels) == mel
+    if not is_mel.any():
+        return AlertCalibration(None, "no_melanoma_in_validation", f"{NO_ALERT_NOTE}: validation holds no "
+                                f"{melanoma_class} image to choose a threshold for sensitivity {sensitivity:g}")
+    return AlertCalibration(threshold_for_sensitivity(is_mel, probabilities[:, mel], sensitivity), "calibrated")
+
+
 def evaluate(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], melanoma_class: str,
              fixed_specificity: float, fixed_sensitivity: float, calibration_bins: int,
              alert_threshold: float | None = None) -> Evaluation:
     """Every metric of one evaluation (validation or test).
 
-    The melanoma alert fires when p(melanoma) >= a threshold: ``alert_threshold`` if given (chosen on
-    validation data), else the threshold that reaches ``fixed_sensitivity`` on these labels
-    (``melanoma_alert_threshold``)."""
+    A class with no image here has NaN recall and F1 and is left out of the means (balanced accuracy and macro F1
+    average over the ``classes_scored`` classes present). The melanoma alert fires when p(melanoma) >=
+    ``alert_threshold`` (chosen on validation with :func:`calibrate_alert`); without one there are no alert
+    metrics."""
     labels = np.asarray(labels)
     predicted = probabilities.argmax(axis=1)
     all_classes = np.arange(len(classes))
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=all_classes, zero_division=0)
+    present = support > 0
+    recall, f1 = np.where(present, recall, np.nan), np.where(present, f1, np.nan)
     aucs = np.array([_binary_auc(labels == c, probabilities[:, c]) for c in all_classes])
     per_class = pd.DataFrame({"class": classes, "precision": precision, "recall": recall, "f1": f1,
                               "support": support, "roc_auc": aucs})
-    present = support > 0
     metrics = {
         "accuracy": float(accuracy_score(labels, predicted)),
-        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "balanced_accuracy": _balanced_accuracy(labels, predicted),
+        "classes_scored": int(present.sum()),
         "macro_f1": float(f1_score(labels, predicted, labels=all_classes[present], average="macro",
                                    zero_division=0)),
         "macro_roc_auc": float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan"),
@@ -118,16 +165,15 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], 
                 is_mel, probabilities[:, mel], fixed_specificity)
             metrics[f"melanoma_specificity_at_sens_{fixed_sensitivity:g}"] = specificity_at_sensitivity(
                 is_mel, probabilities[:, mel], fixed_sensitivity)
-            chosen = threshold_for_sensitivity(is_mel, probabilities[:, mel], fixed_sensitivity)
-            threshold = chosen if alert_threshold is None else alert_threshold
-            alerts = probabilities[:, mel] >= threshold
-            metrics |= {"melanoma_alert_threshold": threshold,
-                        "melanoma_alert_sensitivity": float(alerts[is_mel].mean()),
-                        "melanoma_alert_specificity": float((~alerts[~is_mel]).mean())}
+        if alert_threshold is not None:
+            alerts = probabilities[:, mel] >= alert_threshold
+            metrics |= {"melanoma_alert_threshold": float(alert_threshold),
+                        "melanoma_alert_sensitivity": float(alerts[is_mel].mean()) if is_mel.any() else float("nan"),
+                        "melanoma_alert_specificity": (float((~alerts[~is_mel]).mean()) if (~is_mel).any()
+                                                       else float("nan"))}
     for name, class_recall, class_f1 in zip(classes, recall, f1):
         metrics[f"recall_{metric_key(name)}"] = float(class_recall)
         metrics[f"f1_{metric_key(name)}"] = float(class_f1)
     cm = confusion_matrix(labels, predicted, labels=all_classes)
     return Evaluation(metrics=metrics, per_class=per_class, confusion=cm, probabilities=probabilities,
                       labels=labels)
-

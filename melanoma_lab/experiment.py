@@ -19,10 +19,11 @@ from melanoma_lab.audit import summary
 from melanoma_lab.config import validate
 from melanoma_lab.contamination import TWIN_COLUMN, clean_test_metrics
 from melanoma_lab.data.catalog import fingerprint
-from melanoma_lab.evaluation import Evaluation, evaluate, reliability_table
+from melanoma_lab.evaluation import AlertCalibration, Evaluation, calibrate_alert, evaluate, reliability_table
+from melanoma_lab.inference import predict_probabilities
 from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_data
 from melanoma_lab.tracking import RunTracker, flatten, git_state, package_versions, tracking_uri
-from melanoma_lab.training import best_epoch, predict_probabilities, seed_everything, train_model
+from melanoma_lab.training import best_epoch, seed_everything, train_model
 
 log = logging.getLogger(__name__)
 KEY_METRICS = ("final_val_accuracy", "val_balanced_accuracy", "val_melanoma_sensitivity", "val_melanoma_roc_auc",
@@ -59,6 +60,14 @@ def _log_evaluation(tracker: RunTracker, result: Evaluation, metrics: dict[str, 
                                                  prefix), f"evaluation/{prefix}_reliability.png")
     tracker.log_dict({"classes": classes, "confusion_matrix": result.confusion.tolist()},
                      f"evaluation/{prefix}_confusion_matrix.json")
+
+
+def _log_alert(tracker: RunTracker, alert: AlertCalibration) -> None:
+    """Tag the run with how its melanoma alert was calibrated (``melanoma_alert_status``), and say why if not."""
+    tracker.set_tags({"melanoma_alert_status": alert.status})
+    if alert.threshold is None:
+        tracker.set_tags({"melanoma_alert_note": alert.note})
+        log.warning("%s", alert.note)
 
 
 def config_hash(resolved: dict) -> str:
@@ -156,11 +165,14 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         splits = [("val", data.validation)] + ([("test", data.test)] if data.test is not None else [])
         for prefix, part in splits:
             probabilities = predict_probabilities(model, part.images, cfg.dataset.batch_size, cfg.evaluation.tta)
+            if prefix == "val":  # the alert threshold is chosen on validation only, never on Test
+                alert = calibrate_alert(part.labels, probabilities, data.classes, cfg.dataset.melanoma_class,
+                                        cfg.evaluation.fixed_sensitivity)
+                _log_alert(tracker, alert)
             score = partial(evaluate, classes=data.classes, melanoma_class=cfg.dataset.melanoma_class,
                             fixed_specificity=cfg.evaluation.fixed_specificity,
                             fixed_sensitivity=cfg.evaluation.fixed_sensitivity,
-                            calibration_bins=cfg.evaluation.calibration_bins,
-                            alert_threshold=results.get("val_melanoma_alert_threshold"))
+                            calibration_bins=cfg.evaluation.calibration_bins, alert_threshold=alert.threshold)
             result = score(part.labels, probabilities)
             metrics = evaluation_metrics(result, prefix, history)
             if prefix == "test":  # also on the Test images without a Train twin
@@ -174,8 +186,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         if cfg.tracking.log_model:
             metadata = {"classes": data.classes, "image_size": cfg.dataset.image_size,
                         "melanoma_class": cfg.dataset.melanoma_class,
-                        "melanoma_alert_threshold": results.get("val_melanoma_alert_threshold"),
-                        "alert_target_sensitivity": cfg.evaluation.fixed_sensitivity}
+                        "alert_target_sensitivity": cfg.evaluation.fixed_sensitivity, **alert.metadata(),
+                        "tta": cfg.evaluation.tta, "batch_size": cfg.dataset.batch_size}
             tracker.log_classifier(model, data.validation.images[0], metadata)
         costs = {"run_seconds": time.perf_counter() - started, "tracking_seconds": tracker.seconds,
                  "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

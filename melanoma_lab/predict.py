@@ -4,10 +4,14 @@
 
 ``MODEL_URI`` is any MLflow model URI of a model logged by melanoma_lab (default: the registered
 champion ``models:/melanoma-classifier@champion``, see ``python -m melanoma_lab.promote``; or
-``runs:/<run_id>/model``, ``models:/<model_id>``). Class names, input size and the melanoma alert
-threshold (chosen on validation data) come from the model's metadata. Each image is read like training
-data (any size or mode); a file that cannot be read gets a one-line error and the others are still
-predicted. ``--out`` writes ``predictions.csv`` and one Grad-CAM overlay PNG per image.
+``runs:/<run_id>/model``, ``models:/<model_id>``). Class names, input size, test-time augmentation and the
+melanoma alert threshold (chosen on validation data) come from the model's metadata, and each image goes
+through the run's own evaluation path (:mod:`melanoma_lab.inference`), so a run's Test folder gives its
+``evaluation/test_predictions.csv``. A model whose validation held no melanoma has no calibrated alert: no
+alerts, and a note says so. Every input is answered: a file that cannot be read gets an error line (an
+``error`` entry with ``--json``, an ``error`` column in ``predictions.csv``) and the others are still
+predicted. ``--out`` writes ``predictions.csv`` and one Grad-CAM overlay PNG per readable image.
+Exit status: 0 when every input was predicted, 1 when any could not be read, 2 when the model cannot be loaded.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from melanoma_lab.data.pipeline import load_image
+from melanoma_lab.inference import ModelSettings
 from melanoma_lab.tracking import tracking_uri
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -34,19 +39,25 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 @dataclass
 class Prediction:
     path: str
-    probabilities: dict[str, float]
-    top_class: str
-    melanoma_probability: float
-    alert: bool
+    probabilities: dict[str, float] | None  # None: the file could not be read (see ``error``)
+    top_class: str | None
+    melanoma_probability: float | None
+    alert: bool | None  # None: unreadable, or the model has no calibrated alert
+    error: str | None = None
 
 
 @dataclass
 class LoadedModel:
     model: keras.Model
-    classes: list[str]
-    image_size: int
-    melanoma_class: str
-    threshold: float
+    settings: ModelSettings
+
+    @property
+    def classes(self) -> list[str]:
+        return self.settings.classes
+
+    @property
+    def image_size(self) -> int:
+        return self.settings.image_size
 
 
 def load_model(uri: str) -> LoadedModel:
@@ -58,8 +69,7 @@ def load_model(uri: str) -> LoadedModel:
         raise ValueError(f"{uri} has no melanoma_lab metadata ({', '.join(sorted(missing))}): log it with "
                          "melanoma_lab (python -m melanoma_lab ...)")
     classifier = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    return LoadedModel(classifier.model, classifier.classes, classifier.image_size, classifier.melanoma_class,
-                       classifier.threshold)
+    return LoadedModel(classifier.model, classifier.settings)
 
 
 def expand(inputs: list[str]) -> list[Path]:
@@ -73,14 +83,32 @@ def expand(inputs: list[str]) -> list[Path]:
     return paths
 
 
-def predict(loaded: LoadedModel, images: np.ndarray, paths: list[str]) -> list[Prediction]:
-    probabilities = loaded.model.predict(images.astype(np.float32), verbose=0)
-    mel = loaded.classes.index(loaded.melanoma_class) if loaded.melanoma_class in loaded.classes else None
+def read_images(paths: list[Path], size: int) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """Each file decoded like the run's evaluation data, or None and why it could not be read."""
+    images, errors = [], []
+    for path in paths:
+        try:
+            images.append(load_image(str(path), size))
+            errors.append(None)
+        except Exception as error:  # noqa: BLE001 - report the file, keep predicting the others
+            images.append(None)
+            errors.append(f"cannot read as an image ({type(error).__name__}: {error})")
+    return images, errors
+
+
+def predict(loaded: LoadedModel, images: list[np.ndarray | None], paths: list[str],
+            errors: list[str | None]) -> list[Prediction]:
+    """One prediction per input, in order (an ``error`` and no probabilities where the image is None)."""
+    settings = loaded.settings
+    probabilities = settings.probabilities(loaded.model, images)
+    p_mel, alerts = settings.melanoma_probability(probabilities), settings.alerts(probabilities)
     out = []
-    for path, row in zip(paths, probabilities):
-        p_mel = float(row[mel]) if mel is not None else 0.0
-        out.append(Prediction(path, {c: float(p) for c, p in zip(loaded.classes, row)},
-                              loaded.classes[int(row.argmax())], p_mel, mel is not None and p_mel >= loaded.threshold))
+    for path, row, p, alert, error in zip(paths, probabilities, p_mel, alerts, errors):
+        if error is not None:
+            out.append(Prediction(path, None, None, None, None, error))
+            continue
+        out.append(Prediction(path, {c: float(q) for c, q in zip(settings.classes, row)},
+                              settings.classes[int(row.argmax())], None if np.isnan(p) else float(p), alert))
     return out
 
 
@@ -116,7 +144,9 @@ def save_overlay(image: np.ndarray, heatmap: np.ndarray, title: str, path: Path)
     os.replace(staging, path)
 
 
-def describe(prediction: Prediction, threshold: float) -> str:
+def describe(prediction: Prediction, threshold: float | None) -> str:
+    if prediction.error is not None:
+        return f"{prediction.path}: NOT PREDICTED: {prediction.error}"
     ranked = sorted(prediction.probabilities.items(), key=lambda item: -item[1])
     lines = [f"{prediction.path}: {prediction.top_class} ({prediction.probabilities[prediction.top_class]:.3f})",
              "  " + ", ".join(f"{name} {p:.3f}" for name, p in ranked)]
@@ -124,6 +154,19 @@ def describe(prediction: Prediction, threshold: float) -> str:
         lines.append(f"  MELANOMA ALERT: p(melanoma) = {prediction.melanoma_probability:.3f} >= threshold "
                      f"{threshold:.3f} — refer to a dermatologist")
     return "\n".join(lines)
+
+
+def write_csv(predictions: list[Prediction], classes: list[str], path: Path) -> None:
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value:.5f}"
+
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "top_class", "melanoma_probability", "alert", *classes, "error"])
+        for p in predictions:
+            writer.writerow([p.path, p.top_class or "", number(p.melanoma_probability),
+                             "" if p.alert is None else p.alert,
+                             *(number(p.probabilities and p.probabilities[c]) for c in classes), p.error or ""])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,34 +184,41 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - any load failure is one clear message
         print(f"error: cannot load model {args.model}: {error}", file=sys.stderr)
         return 2
-    images, paths, failures = [], [], 0
-    for path in expand(args.inputs):
-        try:
-            images.append(load_image(str(path), loaded.image_size))
-            paths.append(str(path))
-        except Exception as error:  # noqa: BLE001 - report the file, keep predicting the others
-            failures += 1
-            print(f"error: {path}: cannot read as an image ({type(error).__name__}: {error})", file=sys.stderr)
-    predictions = predict(loaded, np.stack(images), paths) if images else []
+    settings = loaded.settings
+    paths = expand(args.inputs)
+    if not paths:
+        print(f"error: no image files in {' '.join(args.inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})",
+              file=sys.stderr)
+        return 1
+    images, errors = read_images(paths, settings.image_size)
+    for path, error in zip(paths, errors):
+        if error is not None:
+            print(f"error: {path}: {error}", file=sys.stderr)
+    predictions = predict(loaded, images, [str(p) for p in paths], errors)
+    failures = sum(error is not None for error in errors)
     if args.json:
-        print(json.dumps({"threshold": loaded.threshold, "predictions": [vars(p) for p in predictions]}, indent=2))
+        print(json.dumps({"threshold": settings.threshold, "alert_note": settings.alert_note or None,
+                          "tta": settings.tta, "failed": failures, "predictions": [vars(p) for p in predictions]},
+                         indent=2))
     else:
+        if settings.threshold is None:
+            print(f"note: {settings.alert_note}: no melanoma alerts are given")
         for prediction in predictions:
-            print(describe(prediction, loaded.threshold))
-    if args.out and predictions:
+            print(describe(prediction, settings.threshold))
+    if failures:
+        print(f"{failures} of {len(paths)} files could not be read (listed above); the others were predicted",
+              file=sys.stderr)
+    if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        with (args.out / "predictions.csv").open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "top_class", "melanoma_probability", "alert", *loaded.classes])
-            for p in predictions:
-                writer.writerow([p.path, p.top_class, f"{p.melanoma_probability:.5f}", p.alert,
-                                 *(f"{p.probabilities[c]:.5f}" for c in loaded.classes)])
+        write_csv(predictions, settings.classes, args.out / "predictions.csv")
         for index, (prediction, image) in enumerate(zip(predictions, images)):
-            heatmap = grad_cam(loaded.model, image, loaded.classes.index(prediction.top_class))
+            if image is None:
+                continue
+            heatmap = grad_cam(loaded.model, image, settings.classes.index(prediction.top_class))
             title = f"{prediction.top_class} {prediction.probabilities[prediction.top_class]:.2f}" + (
                 "  MELANOMA ALERT" if prediction.alert else "")
             save_overlay(image, heatmap, title, args.out / f"{index:04d}_{Path(prediction.path).stem}_gradcam.png")
-    return 1 if failures and not predictions else 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ def promote(client: MlflowClient, run_id: str) -> str:
     metrics, metadata = run.data.metrics, info.metadata or {}
     tags = {"classes": ",".join(metadata.get("classes", [])), "image_size": metadata.get("image_size"),
             "melanoma_alert_threshold": metadata.get("melanoma_alert_threshold"),
-            "threshold_chosen_on": "validation",
+            "threshold_chosen_on": "validation" if metadata.get("melanoma_alert_threshold") is not None else (
+                "none: " + metadata.get("melanoma_alert_note", "no threshold in the model's metadata")),
             "val_melanoma_alert_sensitivity": metrics.get("val_melanoma_alert_sensitivity"),
             "val_melanoma_alert_specificity": metrics.get("val_melanoma_alert_specificity"),
             "val_balanced_accuracy": metrics.get("val_balanced_accuracy"), "source_run": run_id}

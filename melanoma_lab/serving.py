@@ -2,9 +2,10 @@
 
 Clients send each image as base64-encoded file bytes (JPEG, PNG, any size or mode) in an ``image`` column,
 e.g. ``POST /invocations {"dataframe_records": [{"image": "<base64>"}]}``; the model decodes and resizes it
-exactly like training data, so no client needs to know the input size. A row that is not a readable image
-gets an ``error`` and no probabilities; the other rows are still predicted. The Keras network inside is
-loaded with Keras safe mode: nothing is unpickled.
+exactly like the run's evaluation (with its test-time augmentation), so no client needs to know the input size.
+A row that is not a readable image gets an ``error`` and no probabilities; the other rows are still predicted.
+A model whose validation held no melanoma has no calibrated alert: ``melanoma_alert`` is null and ``alert_note``
+says why. The Keras network inside is loaded with Keras safe mode: nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pandas as pd
 from PIL import Image
 
 from melanoma_lab.data.pipeline import load_image
+from melanoma_lab.inference import ModelSettings
 
 IMAGE_COLUMN = "image"
 KERAS_ARTIFACT = "keras_model"
@@ -44,39 +46,32 @@ def decode_image(value: str | bytes, size: int) -> np.ndarray:
 
 
 class LesionClassifier(mlflow.pyfunc.PythonModel):
-    """Raw image in, nine class probabilities, top class, melanoma probability and alert out."""
+    """Raw image in, nine class probabilities, top class, melanoma probability and alert out; predicted like the
+    run's evaluation (:mod:`melanoma_lab.inference`: same decoding, resizing and test-time augmentation)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        config = context.model_config
-        self.classes: list[str] = list(config["classes"])
-        self.image_size = int(config["image_size"])
-        self.melanoma_class: str = config["melanoma_class"]
-        threshold = config.get("melanoma_alert_threshold")
-        self.threshold = 0.5 if threshold is None else float(threshold)
+        self.settings = ModelSettings.from_metadata(context.model_config)
         self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], safe_mode=True)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if IMAGE_COLUMN not in model_input:
             raise ValueError(f"input needs a column {IMAGE_COLUMN!r} of base64-encoded image files")
+        settings = self.settings
         images, errors = [], []
         for value in model_input[IMAGE_COLUMN]:
             try:
-                images.append(decode_image(value, self.image_size))
+                images.append(decode_image(value, settings.image_size))
                 errors.append("")
             except (OSError, ValueError, binascii.Error, Image.DecompressionBombError) as error:
                 images.append(None)
                 errors.append(f"cannot read as an image ({type(error).__name__}: {error})")
-        readable = [i for i, image in enumerate(images) if image is not None]
-        probabilities = np.full((len(images), len(self.classes)), np.nan)
-        if readable:
-            batch = np.stack([images[i] for i in readable]).astype(np.float32)
-            probabilities[readable] = self.model.predict(batch, verbose=0)
-        table = pd.DataFrame(probabilities, columns=self.classes)
+        probabilities = settings.probabilities(self.model, images)
+        table = pd.DataFrame(probabilities, columns=settings.classes)
         top = np.nan_to_num(probabilities, nan=-1.0).argmax(axis=1)
-        table["top_class"] = [self.classes[t] if not e else "" for t, e in zip(top, errors)]
-        melanoma = table[self.melanoma_class] if self.melanoma_class in table else pd.Series(0.0, index=table.index)
-        table["melanoma_probability"] = melanoma
-        table["melanoma_alert"] = melanoma.fillna(0.0) >= self.threshold
+        table["top_class"] = [settings.classes[t] if not e else "" for t, e in zip(top, errors)]
+        table["melanoma_probability"] = settings.melanoma_probability(probabilities)
+        table["melanoma_alert"] = settings.alerts(probabilities)
+        table["alert_note"] = settings.alert_note
         table["error"] = errors
         return table
 
@@ -85,7 +80,8 @@ def signature(classes: list[str]) -> ModelSignature:
     """What :class:`LesionClassifier` takes and returns (given, so logging needs no extra prediction to infer it)."""
     outputs = [ColSpec("double", name) for name in classes] + [
         ColSpec("string", "top_class"), ColSpec("double", "melanoma_probability"),
-        ColSpec("boolean", "melanoma_alert"), ColSpec("string", "error")]
+        ColSpec("boolean", "melanoma_alert", required=False), ColSpec("string", "alert_note"),
+        ColSpec("string", "error")]
     return ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN)]), outputs=Schema(outputs))
 
 

@@ -184,8 +184,3 @@ def fit(model: keras.Model, train: tf.data.Dataset, trainer: DictConfig,
                         verbose=trainer.verbose)
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
-
-def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int, tta: bool) -> np.ndarray:
-    """Class probabilities; with ``tta`` the mean over the image and its horizontal and vertical flips."""
-    views = [images, images[:, :, ::-1], images[:, ::-1]] if tta else [images]
-    return np.mean([model.predict(v.astype(np.float32), batch_size=batch_size, verbose=0) for v in views], axis=0)

@@ -1,12 +1,17 @@
+import io
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from melanoma_lab.evaluation import (
+    calibrate_alert,
     evaluate,
     expected_calibration_error,
     reliability_table,
     sensitivity_at_specificity,
     specificity_at_sensitivity,
+    threshold_for_sensitivity,
 )
 
 CLASSES = ["melanoma", "nevus", "other"]
@@ -81,11 +86,64 @@ def test_alert_threshold_is_chosen_for_sensitivity_and_reused():
     score = np.array([0.9, 0.8, 0.3, 0.7, 0.2, 0.1, 0.05])
     labels = np.where(is_mel == 1, 0, 1)
     probs = np.stack([score, 1 - score, np.zeros_like(score)], axis=1)
-    chosen = evaluate(labels, probs, CLASSES, "melanoma", 0.8, 0.9, 5).metrics
+    alert = calibrate_alert(labels, probs, CLASSES, "melanoma", 0.9)
     # all 3 melanomas need threshold 0.3, which also alerts on the 0.7 nevus
+    assert (alert.threshold, alert.status) == (pytest.approx(0.3), "calibrated")
+    chosen = evaluate(labels, probs, CLASSES, "melanoma", 0.8, 0.9, 5, alert_threshold=alert.threshold).metrics
     assert chosen["melanoma_alert_threshold"] == pytest.approx(0.3)
     assert (chosen["melanoma_alert_sensitivity"], chosen["melanoma_alert_specificity"]) == (1.0, 0.75)
     reused = evaluate(labels, probs, CLASSES, "melanoma", 0.8, 0.9, 5, alert_threshold=0.75).metrics
     assert reused["melanoma_alert_threshold"] == 0.75
     assert reused["melanoma_alert_sensitivity"] == pytest.approx(2 / 3)
     assert reused["melanoma_alert_specificity"] == pytest.approx(1.0)
+
+
+# Scores where roc_curve's default (drop_intermediate=True) leaves out the operating points asked for.
+# Vertical run: four melanomas above every nevus; 50% sensitivity needs only the top two (threshold 0.8).
+VERTICAL = (np.array([1, 1, 1, 1, 0, 0]), np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1]))
+# Diagonal run: melanoma and nevus tied at 0.9, 0.8 and 0.7 (collinear ROC points), then a nevus and a melanoma.
+DIAGONAL = (np.array([1, 0, 1, 0, 1, 0, 0, 1]), np.array([0.9, 0.9, 0.8, 0.8, 0.7, 0.7, 0.1, 0.05]))
+
+
+def test_alert_threshold_is_the_highest_reaching_the_sensitivity():
+    for is_mel, score in (VERTICAL, DIAGONAL):
+        threshold = threshold_for_sensitivity(is_mel, score, 0.5)
+        assert threshold == pytest.approx(0.8)  # main returned 0.6 and 0.7: alerts fired more often than intended
+        assert (score[is_mel == 1] >= threshold).mean() >= 0.5
+        higher = score[score > threshold].min()
+        assert (score[is_mel == 1] >= higher).mean() < 0.5
+
+
+def test_operating_points_read_every_roc_point():
+    is_mel, score = DIAGONAL
+    # at most 2 of 4 nevi alerted (threshold 0.8): 2 of 4 melanomas found (main: 1 of 4)
+    assert sensitivity_at_specificity(is_mel, score, 0.5) == pytest.approx(0.5)
+    # half the melanomas found at threshold 0.8, where 2 of 4 nevi are spared (main: 1 of 4)
+    assert specificity_at_sensitivity(is_mel, score, 0.5) == pytest.approx(0.5)
+
+
+def test_no_melanoma_in_validation_means_no_alert_threshold():
+    labels = np.array([1, 1, 2, 2])
+    probs = _probs([1, 0, 2, 2])
+    alert = calibrate_alert(labels, probs, CLASSES, "melanoma", 0.9)
+    assert alert.threshold is None and alert.status == "no_melanoma_in_validation"
+    assert "no calibrated melanoma alert" in alert.note and "validation holds no melanoma" in alert.note
+    assert alert.metadata()["melanoma_alert_threshold"] is None
+    # evaluated without a threshold (Test of such a model): no alert metrics, none chosen on these labels
+    test = evaluate(np.array([0, 0, 1, 2]), _probs([0, 1, 1, 2]), CLASSES, "melanoma", 0.8, 0.9, 5).metrics
+    assert not {k for k in test if k.startswith("melanoma_alert")}
+    assert calibrate_alert(labels, probs, ["a", "b", "c"], "melanoma", 0.9).status == "no_melanoma_class"
+
+
+def test_absent_class_has_nan_recall_and_is_not_averaged():
+    labels = np.array([0, 0, 1, 1])  # no "other" image
+    predicted = [0, 2, 1, 1]  # one melanoma predicted as "other"
+    result = evaluate(labels, _probs(predicted), CLASSES, "melanoma", 0.8, 0.9, 10)
+    m, table = result.metrics, result.per_class
+    assert np.isnan(m["recall_other"]) and np.isnan(m["f1_other"])  # main: 0.0 and 0.0
+    assert np.isnan(table.loc[2, "recall"]) and np.isnan(table.loc[2, "f1"]) and table.loc[2, "support"] == 0
+    assert m["classes_scored"] == 2
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1.0) / 2) == pytest.approx(table["recall"].mean())
+    assert m["macro_f1"] == pytest.approx(table["f1"].mean())
+    logged = pd.read_csv(io.StringIO(table.to_csv(index=False)))  # as RunTracker.log_table writes per_class.csv
+    assert np.isnan(logged.loc[2, "recall"]) and logged.loc[1, "recall"] == 1.0

@@ -19,13 +19,21 @@ def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model
     Image.new("L", (50, 80), 90).save(folder / "grey.jpg")
     (folder / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    assert predict.main([str(folder), "--model", uri, "--out", str(out), "--tracking-uri", tracking_uri(None, store)]) == 0
+    # exit status 1: one input could not be read (the others are still predicted)
+    code = predict.main([str(folder), "--model", uri, "--out", str(out), "--tracking-uri", tracking_uri(None, store)])
+    assert code == 1
     captured = capsys.readouterr()
     assert captured.err.count("error:") == 1 and "broken.jpg" in captured.err
-    for name in [p.name for p in folder.iterdir() if p.name != "broken.jpg"]:
+    assert "1 of 7 files could not be read" in captured.err
+    for name in [p.name for p in folder.iterdir()]:
         assert f"{name}: " in captured.out
+    assert "broken.jpg: NOT PREDICTED: cannot read as an image" in captured.out
     rows = list(csv.DictReader((out / "predictions.csv").open()))
-    assert len(rows) == 6 and set(rows[0]) >= {"path", "top_class", "melanoma_probability", "alert", "melanoma"}
+    assert len(rows) == 7
+    assert set(rows[0]) >= {"path", "top_class", "melanoma_probability", "alert", "melanoma", "error"}
+    (broken,) = [row for row in rows if row["error"]]
+    assert broken["path"].endswith("broken.jpg") and broken["melanoma"] == "" and "cannot read" in broken["error"]
+    rows.remove(broken)
     threshold = run.data.metrics["val_melanoma_alert_threshold"]
     for row in rows:
         assert (row["alert"] == "True") == (float(row["melanoma_probability"]) >= threshold)
@@ -42,6 +50,29 @@ def test_predict_json_output(trained_model, tmp_path, capsys):
     (only,) = payload["predictions"]
     assert only["path"] == image and abs(sum(only["probabilities"].values()) - 1) < 1e-4
     assert only["top_class"] == max(only["probabilities"], key=only["probabilities"].get)
+
+
+def test_predict_json_answers_every_input_including_unreadable_files(trained_model, tmp_path, capsys):
+    uri, _, catalog, store = trained_model
+    good = list(catalog.split("test")["path"][:2])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    missing = tmp_path / "missing.png"
+    inputs = [good[0], str(broken), good[1], str(missing)]
+    code = predict.main(inputs + ["--model", uri, "--json", "--tracking-uri", tracking_uri(None, store)])
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert [p["path"] for p in payload["predictions"]] == inputs  # main: only the two good files
+    assert code == 1 and payload["failed"] == 2  # main: exit status 0
+    for entry in payload["predictions"]:
+        if entry["path"] in good:
+            assert entry["error"] is None and abs(sum(entry["probabilities"].values()) - 1) < 1e-4
+        else:
+            assert "cannot read as an image" in entry["error"] and entry["probabilities"] is None
+    assert "2 of 4 files could not be read" in captured.err
+    (tmp_path / "empty").mkdir()
+    assert predict.main([str(tmp_path / "empty"), "--model", uri, "--tracking-uri", tracking_uri(None, store)]) == 1
+    assert "no image files" in capsys.readouterr().err
 
 
 def test_grad_cam_is_a_normalised_map_of_the_image_size(trained_model):

@@ -49,7 +49,7 @@ def test_loss_schedule_and_precision_come_from_config():
 
 
 def test_tta_averages_the_image_and_its_flips():
-    from melanoma_lab.training import predict_probabilities
+    from melanoma_lab.inference import predict_probabilities
 
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
     images = np.random.default_rng(0).uniform(0, 255, (5, 4, 4, 3)).astype(np.float32)
