@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from melanoma_lab.errors import ConfigError
+
 ISIC_CLASSES = [
     "actinic keratosis",
     "basal cell carcinoma",
@@ -273,10 +275,6 @@ def register_configs() -> None:
     for group, schemas in GROUP_SCHEMAS.items():
         for name, node in schemas.items():
             store.store(group=group, name=name, node=node)
-
-
-class ConfigError(ValueError):
-    """A config value is out of its allowed range; the message names the key."""
 
 
 Check = tuple[str, Callable[[Any], bool], str]

@@ -7,6 +7,8 @@ from typing import Optional
 
 import keras
 
+from melanoma_lab.errors import ConfigError
+
 POOLING = {"max": keras.layers.MaxPooling2D, "avg": keras.layers.AveragePooling2D}
 
 
@@ -37,11 +39,11 @@ def build_cnn(input_shape: tuple[int, int, int], num_classes: int, name: str = "
     conv(+BN) layers (with a projected shortcut if ``residual``) and a pooling layer; then flatten (or
     global average pooling), dropout, dense layers and a softmax."""
     if pooling not in POOLING:
-        raise ValueError(f"model.pooling={pooling!r} must be one of {sorted(POOLING)}")
+        raise ConfigError(f"model.pooling={pooling!r} must be one of {sorted(POOLING)}")
     if head not in ("flatten", "global_avg"):
-        raise ValueError(f"model.head={head!r} must be 'flatten' or 'global_avg'")
+        raise ConfigError(f"model.head={head!r} must be 'flatten' or 'global_avg'")
     if convs_per_block < 1:
-        raise ValueError(f"model.convs_per_block={convs_per_block} must be at least 1")
+        raise ConfigError(f"model.convs_per_block={convs_per_block} must be at least 1")
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Rescaling(1.0 / 255)(inputs)
     for block, width in enumerate(filters):
@@ -66,7 +68,7 @@ def build_transfer(input_shape: tuple[int, int, int], num_classes: int, name: st
     """A ``keras.applications`` backbone (its own preprocessing included) with a new softmax head."""
     application = getattr(keras.applications, backbone, None)
     if application is None:
-        raise ValueError(f"model.backbone={backbone!r} is not in keras.applications (e.g. MobileNetV2, "
+        raise ConfigError(f"model.backbone={backbone!r} is not in keras.applications (e.g. MobileNetV2, "
                          "EfficientNetB0, ResNet50)")
     module = importlib.import_module("keras.applications." + application.__module__.rsplit(".", 1)[1])
     preprocess = getattr(module, "preprocess_input", None)

@@ -23,6 +23,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from melanoma_lab.errors import UserError
+
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent_run"
 
@@ -77,13 +79,14 @@ class MlflowSweepCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """A failed job is logged here and reported when the sweep ends, so the other jobs still run and the
-        parent is completed."""
-        if job_return.status != JobStatus.FAILED:
+        parent is completed. A single run (no sweep) keeps its error: Hydra reports it."""
+        if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
             return
         try:
             job_return.return_value  # raises the job's exception
         except Exception as error:  # noqa: BLE001 - any job error is reported when the sweep ends
-            log.error("sweep job %s failed: %s", config.hydra.job.num, error, exc_info=error)
+            log.error("sweep job %s failed: %s", config.hydra.job.num, error,
+                      exc_info=None if isinstance(error, UserError) else error)  # a user error needs no traceback
         job_return.status, job_return.return_value = JobStatus.COMPLETED, None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -32,6 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from melanoma_lab import serving
+from melanoma_lab.errors import UserError
 
 TRACKED_PACKAGES = ["melanoma-lab", "tensorflow-cpu", "tensorflow", "keras", "keras-tuner", "mlflow",
                     "hydra-core", "Augmentor", "numpy", "pandas", "scikit-learn", "pillow"]
@@ -39,7 +40,7 @@ MAX_PARAM_LENGTH = 6000
 PARAMS_PER_BATCH = 100
 
 
-class TrackingUnavailableError(RuntimeError):
+class TrackingUnavailableError(UserError, RuntimeError):
     """The tracking store cannot record a run; nothing is trained until it can."""
 
 
