@@ -62,12 +62,13 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from melanoma_lab.experiment import make_tracker
+        from melanoma_lab.stale_runs import repair_stale_runs
 
         identity = sweep_identity(config)
         parent = make_tracker(config, f"sweep-{Path(config.hydra.sweep.dir).name}",
                               {"kind": "sweep", "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
                                "overrides": " ".join(config.hydra.overrides.task), **identity})
-        parent.fail_stale_runs(identity)
+        repair_stale_runs(parent)
         parent.resume_unfinished(identity, statuses=("FINISHED", "FAILED", "KILLED"))
         run_id = parent.open_detached()
         if run_id is None:
