@@ -115,8 +115,8 @@ class TransferConfig(ModelConfig):
     _target_: str = "melanoma_lab.models.build_transfer"
     name: str = "transfer"
     backbone: str = "MobileNetV2"
-    weights: Optional[str] = None  # imagenet needs internet the first time
-    trainable_backbone: bool = False
+    weights: Optional[str] = None  # imagenet (internet the first time) | a weights file | null: train from scratch
+    trainable_backbone: bool = False  # applies to pretrained weights; without them the backbone always trains
     dense_units: list[int] = field(default_factory=list)
 
 
