@@ -2,7 +2,8 @@
 
 A pid alone can be reused by an unrelated process after the owner died, so a run also records its process's
 start time (``/proc/<pid>/stat`` on Linux); a live process with the same pid but another start time is not
-the run's owner. Where the start time cannot be read (no ``/proc``), a live pid counts as the owner.
+the run's owner. Where the start time cannot be read (no ``/proc``), a live pid counts as the owner. Containers
+may share a hostname but not their pids: a run recorded in another pid namespace is never judged from here.
 """
 
 from __future__ import annotations
@@ -22,10 +23,18 @@ def start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # fields after "(command)" start at field 3
 
 
+def pid_namespace() -> str | None:
+    """This process's pid namespace (e.g. ``pid:[4026531836]``; one per container), None without ``/proc``."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def owner_tags() -> dict[str, str]:
-    """``host``, ``pid`` and (where known) ``pid_started`` of this process, for a run's tags."""
-    started = start_time(os.getpid())
-    return {"host": socket.gethostname(), "pid": str(os.getpid()), **({"pid_started": started} if started else {})}
+    """``host``, ``pid`` and (where known) ``pid_started`` and ``pid_namespace`` of this process, for a run's tags."""
+    known = {"pid_started": start_time(os.getpid()), "pid_namespace": pid_namespace()}
+    return {"host": socket.gethostname(), "pid": str(os.getpid()), **{k: v for k, v in known.items() if v}}
 
 
 def process_alive(pid: int) -> bool:
@@ -42,7 +51,10 @@ def process_alive(pid: int) -> bool:
 
 
 def owner_alive(tags: dict[str, str]) -> bool:
-    """Whether the process recorded in a run's ``tags`` (on this host) still runs, as the same process."""
+    """Whether the process recorded in a run's ``tags`` (on this host) may still run: it does, as the same
+    process, or it ran in another pid namespace (another container), which cannot be seen from here."""
+    if tags.get("pid_namespace", pid_namespace()) != pid_namespace():
+        return True
     pid = int(tags.get("pid") or 0)
     if not process_alive(pid):
         return False

@@ -56,7 +56,7 @@ def test_a_killed_run_of_another_config_is_failed_when_any_run_starts(tiny_cfg, 
     assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"  # another host's: cannot be judged
 
 
-def test_a_reused_pid_is_not_taken_for_the_runs_process(tmp_path):
+def test_a_reused_pid_or_another_container_is_not_taken_for_the_runs_process(tmp_path):
     from melanoma_lab.processes import start_time
     from melanoma_lab.stale_runs import find_stale_runs
 
@@ -67,6 +67,10 @@ def test_a_reused_pid_is_not_taken_for_the_runs_process(tmp_path):
         # this pid is alive, but the process that started the run began at another time: the pid was reused
         reused = client.create_run(live.experiment_id, tags={"host": socket.gethostname(), "pid": str(os.getpid()),
                                                              "pid_started": "1"})
+        assert [run.info.run_id for run in find_stale_runs(client)] == [reused.info.run_id]
+        # a dead pid of another container with the same hostname: invisible from here, so not judged
+        client.create_run(live.experiment_id, tags={"host": socket.gethostname(), "pid": "999999999",
+                                                    "pid_namespace": "pid:[1]"})
         assert [run.info.run_id for run in find_stale_runs(client)] == [reused.info.run_id]
 
 
