@@ -104,7 +104,7 @@ def build_transfer(input_shape: tuple[int, int, int], num_classes: int, name: st
         if weights in (None, "imagenet"):
             raise
         raise ConfigError(f"model.weights={weights!r} does not fit {backbone} (include_top=False, input "
-                          f"{input_shape}): {error}") from error
+                          f"{input_shape}): {str(error).splitlines()[0]}") from error
     base.trainable = trainable_backbone
     x = preprocess(inputs) if preprocess is not None else inputs
     x = base(x, training=trainable_backbone)

@@ -57,11 +57,14 @@ def test_transfer_weights_from_a_local_file_offline(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(backbone.get_weights(), saved.get_weights(), strict=True))
 
 
-def test_a_missing_weights_file_names_the_key(tmp_path):
+def test_a_missing_or_foreign_weights_file_names_the_key(tmp_path):
     from melanoma_lab.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"model.weights='.*missing.weights.h5': no such file.*imagenet.*null"):
         build_transfer((32, 32, 3), 9, weights=str(tmp_path / "missing.weights.h5"))
+    build_cnn((32, 32, 3), 9, filters=[4]).save_weights(tmp_path / "cnn.weights.h5")
+    with pytest.raises(ConfigError, match=r"model.weights='.*cnn.weights.h5' does not fit MobileNetV2"):
+        build_transfer((32, 32, 3), 9, weights=str(tmp_path / "cnn.weights.h5"))
 
 
 def test_residual_blocks_add_a_projected_shortcut_per_block():
