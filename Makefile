@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 TUNE_ARGS ?= experiment=m2 tuner=random tuner.max_trials=6 dataset=synthetic trainer=smoke study.name=demo
 WORKERS ?= 2
 
-.PHONY: help install demo test test-fast reproduce bench bench-study tune-distributed ui serve data clean
+.PHONY: help install demo test test-fast reproduce bench bench-study tune-distributed ui serve stale-runs data clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ tune-distributed: install ## KerasTuner chief + $(WORKERS) workers on 127.0.0.1 
 
 ui: install ## open the local MLflow store at http://127.0.0.1:$(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_STORE) --host 127.0.0.1 --port $(PORT)
+
+stale-runs: install ## list this host's runs left RUNNING by a killed process (ARGS=--repair marks them FAILED)
+	$(PY) -m melanoma_lab.stale_runs $(ARGS)
 
 serve: install ## serve the champion model over REST on 127.0.0.1:5001 (promote one first; see README)
 	$(PY) -m melanoma_lab.serve

@@ -1,14 +1,23 @@
-"""Command line: ``python -m melanoma_lab experiment=m2 [key=value ...]``."""
+"""Command line: ``python -m melanoma_lab experiment=m2 [key=value ...]``.
+
+A user error (:class:`melanoma_lab.errors.UserError`: a config value out of range, a missing dataset, an
+unreachable tracking store) ends a single run with its message on stderr, no traceback, and exit status 2;
+config values are checked before TensorFlow loads. In a ``--multirun`` sweep the job fails and the sweep goes
+on (see :mod:`melanoma_lab.sweep`).
+"""
 
 from __future__ import annotations
 
 import signal
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from melanoma_lab.config import register_configs
+from melanoma_lab.config import register_configs, validate
+from melanoma_lab.errors import USER_ERROR_STATUS, UserError
 from melanoma_lab.sweep import parent_run_id
 
 register_configs()
@@ -22,6 +31,17 @@ def _interrupt_on_sigterm(signum, frame) -> None:
 def app(cfg: DictConfig) -> float | None:
     """Train one experiment (cross-validate it, or search its hyperparameters with ``tuner=...``); the return
     value is the objective for sweepers."""
+    try:
+        return _run(cfg)
+    except UserError as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep callback reports the failed job and the sweep goes on
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(USER_ERROR_STATUS) from None
+
+
+def _run(cfg: DictConfig) -> float | None:
+    validate(cfg)  # before TensorFlow loads: a mistyped value fails in a second
     from melanoma_lab.crossval import run_cross_validation
     from melanoma_lab.experiment import KEY_METRICS, run_experiment
     from melanoma_lab.tuning import run_search

@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from melanoma_lab.errors import ConfigError
+
 ISIC_CLASSES = [
     "actinic keratosis",
     "basal cell carcinoma",
@@ -113,8 +115,8 @@ class TransferConfig(ModelConfig):
     _target_: str = "melanoma_lab.models.build_transfer"
     name: str = "transfer"
     backbone: str = "MobileNetV2"
-    weights: Optional[str] = None  # imagenet needs internet the first time
-    trainable_backbone: bool = False
+    weights: Optional[str] = None  # imagenet (internet the first time) | a weights file | null: train from scratch
+    trainable_backbone: bool = False  # applies to pretrained weights; without them the backbone always trains
     dense_units: list[int] = field(default_factory=list)
 
 
@@ -275,10 +277,6 @@ def register_configs() -> None:
     for group, schemas in GROUP_SCHEMAS.items():
         for name, node in schemas.items():
             store.store(group=group, name=name, node=node)
-
-
-class ConfigError(ValueError):
-    """A config value is out of its allowed range; the message names the key."""
 
 
 Check = tuple[str, Callable[[Any], bool], str]

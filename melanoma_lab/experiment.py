@@ -22,6 +22,7 @@ from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.evaluation import AlertCalibration, Evaluation, calibrate_alert, evaluate, reliability_table
 from melanoma_lab.inference import predict_probabilities
 from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_data
+from melanoma_lab.stale_runs import repair_stale_runs
 from melanoma_lab.tracking import RunTracker, flatten, git_state, package_versions, tracking_uri
 from melanoma_lab.training import best_epoch, seed_everything, train_model
 
@@ -95,9 +96,8 @@ def make_tracker(cfg: DictConfig, run_name: str, tags: dict[str, str], parent_ru
 
 def finished_twin(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str]) -> dict[str, float] | None:
     """Metrics of a FINISHED run with the same identity, when ``tracking.skip_finished`` allows reuse
-    (first marking FAILED any run of that identity left RUNNING by a killed process)."""
-    for run_id in tracker.fail_stale_runs(identity):
-        log.warning("run %s was left RUNNING by a process that no longer exists: marked FAILED", run_id)
+    (first marking FAILED every run of this host left RUNNING by a killed process, whatever its config)."""
+    repair_stale_runs(tracker)
     previous = tracker.finished_run_with(identity) if cfg.tracking.skip_finished else None
     if previous is None:
         return None

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import logging
+from pathlib import Path
 from typing import Optional
 
 import keras
 
+from melanoma_lab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 POOLING = {"max": keras.layers.MaxPooling2D, "avg": keras.layers.AveragePooling2D}
 
 
@@ -37,11 +42,11 @@ def build_cnn(input_shape: tuple[int, int, int], num_classes: int, name: str = "
     conv(+BN) layers (with a projected shortcut if ``residual``) and a pooling layer; then flatten (or
     global average pooling), dropout, dense layers and a softmax."""
     if pooling not in POOLING:
-        raise ValueError(f"model.pooling={pooling!r} must be one of {sorted(POOLING)}")
+        raise ConfigError(f"model.pooling={pooling!r} must be one of {sorted(POOLING)}")
     if head not in ("flatten", "global_avg"):
-        raise ValueError(f"model.head={head!r} must be 'flatten' or 'global_avg'")
+        raise ConfigError(f"model.head={head!r} must be 'flatten' or 'global_avg'")
     if convs_per_block < 1:
-        raise ValueError(f"model.convs_per_block={convs_per_block} must be at least 1")
+        raise ConfigError(f"model.convs_per_block={convs_per_block} must be at least 1")
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Rescaling(1.0 / 255)(inputs)
     for block, width in enumerate(filters):
@@ -60,18 +65,46 @@ def build_cnn(input_shape: tuple[int, int, int], num_classes: int, name: str = "
     return keras.Model(inputs, _classifier_head(x, list(dense_units), dropout, num_classes), name=name)
 
 
+def _backbone_weights(weights: Optional[str]) -> Optional[str]:
+    """``model.weights`` as keras.applications takes it: None, "imagenet" or an existing weights file."""
+    if weights in (None, "imagenet"):
+        return weights
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"model.weights={weights!r}: no such file. Give imagenet (downloads once, needs internet), "
+                          "null (train the backbone from scratch) or the path of a weights file (.weights.h5) "
+                          "saved from the same keras.applications backbone (include_top=False, same input size)")
+    return str(path.resolve())
+
+
 def build_transfer(input_shape: tuple[int, int, int], num_classes: int, name: str = "transfer",
                    backbone: str = "MobileNetV2", weights: Optional[str] = None,
                    trainable_backbone: bool = False, dense_units: list[int] = (), dropout: float = 0.2) -> keras.Model:
-    """A ``keras.applications`` backbone (its own preprocessing included) with a new softmax head."""
+    """A ``keras.applications`` backbone (its own preprocessing included) with a new softmax head.
+
+    ``weights``: "imagenet" (downloaded on first use), a local weights file (clusters without internet) or
+    None. Without pretrained weights a frozen backbone would be random features, so the backbone is trained
+    (from scratch) whatever ``trainable_backbone`` says, with a warning."""
     application = getattr(keras.applications, backbone, None)
     if application is None:
-        raise ValueError(f"model.backbone={backbone!r} is not in keras.applications (e.g. MobileNetV2, "
-                         "EfficientNetB0, ResNet50)")
+        raise ConfigError(f"model.backbone={backbone!r} is not in keras.applications (e.g. MobileNetV2, "
+                          "EfficientNetB0, ResNet50)")
+    weights = _backbone_weights(weights)
+    if weights is None and not trainable_backbone:
+        log.warning("model.weights=null: no pretrained weights, so the %s backbone is trained from scratch "
+                    "(model.trainable_backbone=false freezes pretrained weights only; give model.weights=imagenet "
+                    "or a weights file to train just the head)", backbone)
+        trainable_backbone = True
     module = importlib.import_module("keras.applications." + application.__module__.rsplit(".", 1)[1])
     preprocess = getattr(module, "preprocess_input", None)
     inputs = keras.Input(shape=input_shape, name="image")
-    base = application(include_top=False, weights=weights, input_shape=input_shape, pooling="avg")
+    try:
+        base = application(include_top=False, weights=weights, input_shape=input_shape, pooling="avg")
+    except ValueError as error:
+        if weights in (None, "imagenet"):
+            raise
+        raise ConfigError(f"model.weights={weights!r} does not fit {backbone} (include_top=False, input "
+                          f"{input_shape}): {str(error).splitlines()[0]}") from error
     base.trainable = trainable_backbone
     x = preprocess(inputs) if preprocess is not None else inputs
     x = base(x, training=trainable_backbone)

@@ -27,9 +27,9 @@ from pathlib import Path
 import keras
 import mlflow
 import numpy as np
-import tensorflow as tf
 
 from melanoma_lab.data.pipeline import load_image
+from melanoma_lab.gradcam import grad_cam
 from melanoma_lab.inference import ModelSettings
 from melanoma_lab.tracking import tracking_uri
 
@@ -110,20 +110,6 @@ def predict(loaded: LoadedModel, images: list[np.ndarray | None], paths: list[st
         out.append(Prediction(path, {c: float(q) for c, q in zip(settings.classes, row)},
                               settings.classes[int(row.argmax())], None if np.isnan(p) else float(p), alert))
     return out
-
-
-def grad_cam(model: keras.Model, image: np.ndarray, class_index: int) -> np.ndarray:
-    """Grad-CAM heatmap in [0, 1] (image size) of ``class_index`` over the last convolution layer."""
-    conv = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][-1]
-    probe = keras.Model(model.inputs, [conv.output, model.output])
-    with tf.GradientTape() as tape:
-        features, probabilities = probe([image[None].astype(np.float32)], training=False)
-        score = probabilities[:, class_index]
-    gradients = tape.gradient(score, features)
-    weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2))
-    cam = tf.nn.relu(tf.reduce_sum(tf.cast(features, tf.float32) * weights[:, None, None, :], axis=-1))[0]
-    cam = tf.image.resize(cam[..., None], image.shape[:2])[..., 0].numpy()
-    return cam / cam.max() if cam.max() > 0 else cam
 
 
 def save_overlay(image: np.ndarray, heatmap: np.ndarray, title: str, path: Path) -> None:

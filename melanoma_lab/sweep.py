@@ -3,9 +3,11 @@
 The parent is started in ``on_multirun_start`` and its id written to ``<hydra.sweep.dir>/mlflow_parent_run``,
 where every job (in this process, a joblib worker or a cluster node sharing the folder) finds it. The same
 sweep run again (same overrides) reopens its parent, so jobs skipped as already FINISHED stay among its
-children. A failing job ends its child run FAILED and the sweep goes on; when the sweep ends, the parent
-gets ``sweep_summary.csv`` (the latest child of each job, key metrics) and the command exits with status 1
-naming the jobs that failed (Hydra turns a callback's exceptions into warnings, hence ``SystemExit``).
+children. A failing job ends its child run FAILED and the sweep goes on; a job that fails before its child run
+starts (a user error in its config or data) leaves ``job_error.json`` in its folder. When the sweep ends, the
+parent gets ``sweep_summary.csv`` (the latest child of each job, or the early error, key metrics) and the command
+exits with status 1 naming the jobs that failed (Hydra turns a callback's exceptions into warnings, hence
+``SystemExit``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from melanoma_lab.errors import UserError
+
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent_run"
+JOB_ERROR_FILE = "job_error.json"
 
 
 def parent_run_id() -> str | None:
@@ -55,17 +60,29 @@ def summary_table(children: list[Any], metrics: tuple[str, ...]) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["run_name", "run_id", "status", "overrides", *metrics])
 
 
+def with_job_errors(table: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
+    """``table`` plus a FAILED row (no run) for each job of this sweep that failed before its child run started;
+    such a row replaces a FINISHED child of the same job from an earlier run of the sweep."""
+    errors = [json.loads(path.read_text()) for path in sorted(sweep_dir.rglob(JOB_ERROR_FILE))]
+    failed_here = {error["overrides"] for error in errors}
+    kept = table[~(table["overrides"].isin(failed_here) & (table["status"] == "FINISHED"))]
+    early = [{"status": "FAILED", "overrides": error["overrides"], "error": error["error"]} for error in errors
+             if error["overrides"] not in set(kept["overrides"])]
+    return pd.concat([kept, pd.DataFrame(early)], ignore_index=True) if early else table
+
+
 class MlflowSweepCallback(Callback):
     """Parent/child MLflow runs for Hydra sweeps (configured in ``conf/hydra/default.yaml``)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from melanoma_lab.experiment import make_tracker
+        from melanoma_lab.stale_runs import repair_stale_runs
 
         identity = sweep_identity(config)
         parent = make_tracker(config, f"sweep-{Path(config.hydra.sweep.dir).name}",
                               {"kind": "sweep", "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
                                "overrides": " ".join(config.hydra.overrides.task), **identity})
-        parent.fail_stale_runs(identity)
+        repair_stale_runs(parent)
         parent.resume_unfinished(identity, statuses=("FINISHED", "FAILED", "KILLED"))
         run_id = parent.open_detached()
         if run_id is None:
@@ -77,13 +94,17 @@ class MlflowSweepCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """A failed job is logged here and reported when the sweep ends, so the other jobs still run and the
-        parent is completed."""
-        if job_return.status != JobStatus.FAILED:
+        parent is completed. A single run (no sweep) keeps its error: Hydra reports it."""
+        if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
             return
         try:
             job_return.return_value  # raises the job's exception
         except Exception as error:  # noqa: BLE001 - any job error is reported when the sweep ends
-            log.error("sweep job %s failed: %s", config.hydra.job.num, error, exc_info=error)
+            log.error("sweep job %s failed: %s", config.hydra.job.num, error,
+                      exc_info=None if isinstance(error, UserError) else error)  # a user error needs no traceback
+            error_file = Path(config.hydra.runtime.output_dir) / JOB_ERROR_FILE
+            error_file.write_text(json.dumps({"overrides": " ".join(config.hydra.overrides.task),
+                                              "error": f"{type(error).__name__}: {error}"}))
         job_return.status, job_return.return_value = JobStatus.COMPLETED, None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -93,7 +114,7 @@ class MlflowSweepCallback(Callback):
         if not path.is_file():
             return
         parent = make_tracker(config, "sweep", {}).attach(path.read_text().strip())
-        table = summary_table(parent.child_runs(), KEY_METRICS)
+        table = with_job_errors(summary_table(parent.child_runs(), KEY_METRICS), Path(config.hydra.sweep.dir))
         failed = table[table["status"] != "FINISHED"]
         parent.log_table(table, "sweep_summary.csv")
         parent.log_metrics({"jobs": len(table), "failed_jobs": len(failed)})
@@ -102,4 +123,5 @@ class MlflowSweepCallback(Callback):
         if len(failed):
             raise SystemExit(f"{len(failed)} of {len(table)} sweep jobs failed ("
                                    + "; ".join(failed["overrides"]) + f"); their child runs of parent run "
-                                   f"{parent.run_id} carry the error, and a rerun of the same sweep redoes them")
+                                   f"{parent.run_id} (or its sweep_summary.csv, for a job that failed before its run "
+                                   "started) carry the error, and a rerun of the same sweep redoes them")

@@ -32,6 +32,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from melanoma_lab import serving
+from melanoma_lab.errors import UserError
+from melanoma_lab.processes import owner_tags
 
 TRACKED_PACKAGES = ["melanoma-lab", "tensorflow-cpu", "tensorflow", "keras", "keras-tuner", "mlflow",
                     "hydra-core", "Augmentor", "numpy", "pandas", "scikit-learn", "pillow"]
@@ -39,7 +41,7 @@ MAX_PARAM_LENGTH = 6000
 PARAMS_PER_BATCH = 100
 
 
-class TrackingUnavailableError(RuntimeError):
+class TrackingUnavailableError(UserError, RuntimeError):
     """The tracking store cannot record a run; nothing is trained until it can."""
 
 
@@ -90,16 +92,6 @@ def store_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager
@@ -229,23 +221,7 @@ class RunTracker:
         except MlflowException as error:
             raise TrackingUnavailableError(f"the tracking store {uri} cannot record runs: {error}") from error
         self._tags, self._parent = dict(tags or {}), parent_run_id
-        self._tags |= {"host": socket.gethostname(), "pid": str(os.getpid())}
-
-    @_timed
-    def fail_stale_runs(self, tags: dict[str, str]) -> list[str]:
-        """Mark FAILED the RUNNING runs with ``tags`` whose process (on this host) no longer exists, e.g.
-        after SIGKILL; returns their ids."""
-        if not self.enabled:
-            return []
-        query = " and ".join([f"tags.{k} = '{v}'" for k, v in tags.items()] + ["attributes.status = 'RUNNING'"])
-        stale = [run for run in self.client.search_runs([self.experiment_id], query)
-                 if run.data.tags.get("host") == socket.gethostname()
-                 and not process_alive(int(run.data.tags.get("pid", "0") or 0))]
-        for run in stale:
-            self.client.set_tag(run.info.run_id, "error", f"stale: process {run.data.tags.get('pid')} ended "
-                                                          "without closing the run (killed?)")
-            self.client.set_terminated(run.info.run_id, status="FAILED")
-        return [run.info.run_id for run in stale]
+        self._tags |= owner_tags()  # host, pid, process start: see melanoma_lab.stale_runs
 
     @_timed
     def finished_run_with(self, tags: dict[str, str]) -> mlflow.entities.Run | None:

@@ -34,6 +34,7 @@ from melanoma_lab.config import ConfigError, validate
 from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.experiment import config_hash, make_tracker, run_experiment
 from melanoma_lab.preparation import PreparedData, load_audited_data, prepare_data
+from melanoma_lab.stale_runs import repair_stale_runs
 from melanoma_lab.tracking import EpochLogger, RunTracker, flatten
 from melanoma_lab.training import MAXIMISED, build_loss, compile_model, seed_everything, steps_per_epoch, training_inputs
 
@@ -251,6 +252,7 @@ def run_search(cfg: DictConfig, output_dir: str | Path, overrides: list[str],
         tuner.search(**fit_kwargs)
         return {}
     search = make_tracker(cfg, f"{name}-search", {"experiment": cfg.name, **identity}, parent_run_id)
+    repair_stale_runs(search)
     if cfg.tuner.resume:
         search.resume_unfinished(identity, statuses=("RUNNING", "KILLED", "FAILED", "FINISHED"))
     with search:

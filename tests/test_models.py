@@ -36,12 +36,35 @@ def test_bad_architecture_values_are_named():
         build_transfer((32, 32, 3), 9, backbone="NoSuchNet")
 
 
-def test_transfer_model_without_pretrained_weights():
-    cfg = compose_config(["model=transfer", "model.weights=null"])
-    model = instantiate(cfg.model, input_shape=(64, 64, 3), num_classes=9, _convert_="all")
-    backbone = [l for l in model.layers if isinstance(l, keras.Model)][0]
-    assert backbone.trainable is False
-    assert model.predict(np.zeros((1, 64, 64, 3), np.float32), verbose=0).shape == (1, 9)
+def _backbone(model: keras.Model) -> keras.Model:
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)][0]
+
+
+def test_transfer_model_without_pretrained_weights_trains_its_backbone(caplog):
+    cfg = compose_config(["model=transfer", "model.weights=null", "model.trainable_backbone=false"])
+    model = instantiate(cfg.model, input_shape=(32, 32, 3), num_classes=9, _convert_="all")
+    assert _backbone(model).trainable is True  # frozen random features would learn nothing
+    assert "trained from scratch" in caplog.text and caplog.records[-1].levelname == "WARNING"
+    assert model.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0).shape == (1, 9)
+
+
+def test_transfer_weights_from_a_local_file_offline(tmp_path):
+    saved = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    saved.save_weights(tmp_path / "backbone.weights.h5")
+    cfg = compose_config(["model=transfer", f"model.weights={tmp_path / 'backbone.weights.h5'}"])
+    backbone = _backbone(instantiate(cfg.model, input_shape=(32, 32, 3), num_classes=9, _convert_="all"))
+    assert backbone.trainable is False  # pretrained: only the head trains
+    assert all(np.array_equal(a, b) for a, b in zip(backbone.get_weights(), saved.get_weights(), strict=True))
+
+
+def test_a_missing_or_foreign_weights_file_names_the_key(tmp_path):
+    from melanoma_lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.weights='.*missing.weights.h5': no such file.*imagenet.*null"):
+        build_transfer((32, 32, 3), 9, weights=str(tmp_path / "missing.weights.h5"))
+    build_cnn((32, 32, 3), 9, filters=[4]).save_weights(tmp_path / "cnn.weights.h5")
+    with pytest.raises(ConfigError, match=r"model.weights='.*cnn.weights.h5' does not fit MobileNetV2"):
+        build_transfer((32, 32, 3), 9, weights=str(tmp_path / "cnn.weights.h5"))
 
 
 def test_residual_blocks_add_a_projected_shortcut_per_block():

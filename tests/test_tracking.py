@@ -1,7 +1,4 @@
 import os
-import socket
-import subprocess
-import sys
 from contextlib import nullcontext
 
 import mlflow
@@ -59,20 +56,6 @@ def test_an_unwritable_store_is_refused_before_training(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(TrackingUnavailableError, match="paths.mlruns_dir"):
         tracking_uri(None, tmp_path / "file" / "mlruns")
-
-
-def test_a_run_left_running_by_a_dead_process_is_marked_failed(tmp_path):
-    uri = tracking_uri(None, tmp_path / "mlruns")
-    tracker = RunTracker(True, uri, "exp", "run", tmp_path / "mlruns", {"config_hash": "abc"})
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    client = mlflow.tracking.MlflowClient(uri)
-    orphan = client.create_run(tracker.experiment_id, tags={"config_hash": "abc", "host": socket.gethostname(),
-                                                            "pid": dead.stdout.strip()})
-    alive = client.create_run(tracker.experiment_id, tags={"config_hash": "abc", "host": socket.gethostname(),
-                                                           "pid": str(os.getpid())})
-    assert tracker.fail_stale_runs({"config_hash": "abc"}) == [orphan.info.run_id]
-    assert client.get_run(orphan.info.run_id).info.status == "FAILED"
-    assert client.get_run(alive.info.run_id).info.status == "RUNNING"
 
 
 def test_an_interrupt_during_a_store_write_waits_for_the_write():

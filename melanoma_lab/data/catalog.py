@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from melanoma_lab.errors import UserError
+
 SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
 COLUMNS = ["path", "label", "split", "sha256", "source", "parent"]
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The dataset folder is missing or does not have the expected layout."""
 
 

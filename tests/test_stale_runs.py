@@ -1,0 +1,95 @@
+"""Runs left RUNNING by a process that is gone are marked FAILED at the next start, whatever their config."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import mlflow
+
+from melanoma_lab.experiment import finished_twin, make_tracker
+from melanoma_lab.tracking import RunTracker, tracking_uri
+
+def killed_run(uri: str) -> str:
+    """A process that opens a run (another MLflow experiment, another config; tagged with its host and pid as
+    RunTracker does) and is SIGKILLed: its run id."""
+    script = textwrap.dedent(f"""
+        import os, socket, time
+        from mlflow.tracking import MlflowClient
+        client = MlflowClient({uri!r})
+        run = client.create_run(client.create_experiment("another-study"), run_name="other",
+                                tags={{"config_hash": "another-config", "host": socket.gethostname(),
+                                      "pid": str(os.getpid())}})
+        print(run.info.run_id, flush=True)
+        time.sleep(600)
+        """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = process.stdout.readline().strip()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    return run_id
+
+
+def test_a_killed_run_of_another_config_is_failed_when_any_run_starts(tiny_cfg, tmp_path):
+    cfg = tiny_cfg()
+    uri = tracking_uri(None, tmp_path / "mlruns")
+    killed = killed_run(uri)
+    client = mlflow.tracking.MlflowClient(uri)
+    assert client.get_run(killed).info.status == "RUNNING"
+    live = client.create_run(client.get_experiment_by_name("another-study").experiment_id,
+                             tags={"host": socket.gethostname(), "pid": str(os.getpid())})
+    elsewhere = client.create_run(client.get_experiment_by_name("another-study").experiment_id,
+                                  tags={"host": "another-host", "pid": "999999999"})
+
+    identity = {"config_hash": "this-config", "data_fingerprint": "x"}
+    assert finished_twin(cfg, make_tracker(cfg, "m1", identity), identity) is None  # how every start begins
+
+    repaired = client.get_run(killed)
+    assert repaired.info.status == "FAILED" and repaired.data.tags["error"].startswith("stale: process")
+    assert client.get_run(live.info.run_id).info.status == "RUNNING"  # its process (this one) is alive
+    assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"  # another host's: cannot be judged
+
+
+def test_a_reused_pid_or_another_container_is_not_taken_for_the_runs_process(tmp_path):
+    from melanoma_lab.processes import start_time
+    from melanoma_lab.stale_runs import find_stale_runs
+
+    uri = tracking_uri(None, tmp_path / "mlruns")
+    with RunTracker(True, uri, "exp", "live", None) as live:
+        client = mlflow.tracking.MlflowClient(uri)
+        assert client.get_run(live.run_id).data.tags["pid_started"] == start_time(os.getpid())
+        # this pid is alive, but the process that started the run began at another time: the pid was reused
+        reused = client.create_run(live.experiment_id, tags={"host": socket.gethostname(), "pid": str(os.getpid()),
+                                                             "pid_started": "1"})
+        assert [run.info.run_id for run in find_stale_runs(client)] == [reused.info.run_id]
+        # a dead pid of another container with the same hostname: invisible from here, so not judged
+        client.create_run(live.experiment_id, tags={"host": socket.gethostname(), "pid": "999999999",
+                                                    "pid_namespace": "pid:[1]"})
+        assert [run.info.run_id for run in find_stale_runs(client)] == [reused.info.run_id]
+
+
+def test_the_command_lists_then_repairs_stale_runs(tmp_path, capsys):
+    from melanoma_lab.stale_runs import main
+
+    uri = tracking_uri(None, tmp_path / "mlruns")
+    client = mlflow.tracking.MlflowClient(uri)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = client.create_run(client.create_experiment("exp"), run_name="orphan",
+                               tags={"host": socket.gethostname(), "pid": dead.stdout.strip()})
+
+    assert main(["--tracking-uri", uri]) == 0
+    listed = capsys.readouterr().out
+    assert f"{orphan.info.run_id}  exp/orphan" in listed and "1 run(s)" in listed
+    assert client.get_run(orphan.info.run_id).info.status == "RUNNING"  # listing changes nothing
+
+    assert main(["--tracking-uri", uri, "--repair"]) == 0
+    assert "1 run(s) of host" in capsys.readouterr().out
+    assert client.get_run(orphan.info.run_id).info.status == "FAILED"
+    main(["--tracking-uri", uri])
+    assert "0 run(s)" in capsys.readouterr().out
