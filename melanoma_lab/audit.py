@@ -34,9 +34,10 @@ from PIL import Image
 
 from melanoma_lab.contamination import train_test_twins, twin_summary
 from melanoma_lab.data.catalog import Catalog, fingerprint
+from melanoma_lab.errors import UserError
 
 
-class DataAuditError(RuntimeError):
+class DataAuditError(UserError, RuntimeError):
     """The audit found defects that the configured policy refuses to train with."""
 
 

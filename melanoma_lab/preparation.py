@@ -18,6 +18,7 @@ from melanoma_lab.contamination import set_aside_train_twins, unscored_test_imag
 from melanoma_lab.data.catalog import Catalog
 from melanoma_lab.data.pipeline import DecodedImages, decode, decode_to_disk
 from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.errors import UserError
 from melanoma_lab.data.split import content_groups, fold_split, train_val_split
 from melanoma_lab.imbalance import generate_augmentor_images
 
@@ -50,7 +51,7 @@ class DataLeakError(RuntimeError):
     """Something from the validation split (or derived from it) reached training."""
 
 
-class UnreadableImagesError(RuntimeError):
+class UnreadableImagesError(UserError, RuntimeError):
     """Image files failed to decode and ``dataset.on_unreadable=fail``."""
 
 

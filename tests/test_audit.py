@@ -68,3 +68,13 @@ def test_audit_command_writes_audit_json(defective, tmp_path):
                 "unreadable_files", "class_counts"):
         assert key in report
     assert "label conflicts" in result.stdout and str(out / "audit.json") in result.stdout
+
+
+def test_a_refused_audit_is_a_user_error_the_cli_prints_without_traceback(defective):
+    from melanoma_lab.errors import UserError
+    from melanoma_lab.preparation import UnreadableImagesError
+
+    catalog = scan(defective, [".jpg"])
+    with pytest.raises(UserError, match="conflict_policy"):
+        apply_policy(catalog.files, audit_catalog(catalog, near_duplicate_distance=4), "fail")
+    assert issubclass(UnreadableImagesError, UserError)  # dataset.on_unreadable=fail: the message says what to do
