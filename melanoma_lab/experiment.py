@@ -25,6 +25,7 @@ from melanoma_lab.tracking import RunTracker, flatten, tracking_uri
 from melanoma_lab.training import best_epoch, predict_probabilities, seed_everything, train_model
 
 log = logging.getLogger(__name__)
+UNTRACKED = "untracked"  # the backup folder of a run with tracking.enabled=false
 KEY_METRICS = ("final_val_accuracy", "val_balanced_accuracy", "val_melanoma_sensitivity", "val_melanoma_roc_auc",
                "test_balanced_accuracy")
 
@@ -95,20 +96,23 @@ def finished_twin(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str]
     return dict(previous.data.metrics)
 
 
-def resume_or_restart(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str], backup_dir: Path) -> None:
-    """Every run keeps an epoch backup in ``backup_dir`` until it ends. ``trainer.resume=true`` continues the
-    newest interrupted run of ``identity`` from it; otherwise a leftover backup is discarded, with a warning."""
+def resume_or_restart(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str], backups: Path) -> None:
+    """Every run keeps an epoch backup in ``backups/<run id>`` until training ends. ``trainer.resume=true``
+    continues the newest interrupted run of ``identity`` from its backup; without it a new run starts, and the
+    backups left by interrupted runs are named in a warning (never restored into another run)."""
     if cfg.trainer.resume:
         resumed = tracker.resume_unfinished(identity)
         if resumed:
-            log.warning("resuming run %s from its last finished epoch (backup %s)", resumed, backup_dir)
+            log.warning("resuming run %s from its last finished epoch (backup %s)", resumed, backups / resumed)
         elif tracker.enabled:
             log.warning("trainer.resume=true: no interrupted run with the same config, data and code; "
                         "starting a new run")
-    elif backup_dir.exists():
-        log.warning("an interrupted run of this config left an epoch backup in %s; starting over "
-                    "(trainer.resume=true continues that run instead)", backup_dir)
-        shutil.rmtree(backup_dir)
+        return
+    left = sorted(path.name for path in backups.glob("*")) if backups.is_dir() else []
+    if left:
+        log.warning("run(s) %s of this config left an epoch backup (interrupted, or still running); starting over "
+                    "in a new run (trainer.resume=true continues the newest interrupted run instead)", ", ".join(left))
+    shutil.rmtree(backups / UNTRACKED, ignore_errors=True)  # without tracking there is no run id to tell them apart
 
 
 def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None,
@@ -137,9 +141,9 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
     previous = finished_twin(cfg, tracker, identity)
     if previous is not None:
         return previous
-    backup_dir = Path(cfg.paths.cache_dir).resolve() / "resume" / hashlib.sha256(
+    backups = Path(cfg.paths.cache_dir).resolve() / "resume" / hashlib.sha256(
         json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    resume_or_restart(cfg, tracker, identity, backup_dir)
+    resume_or_restart(cfg, tracker, identity, backups)
     with tracker:
         params = flatten(resolved)
         if tracker.resumed:  # params are write-once: the interrupted attempt may have run without trainer.resume
@@ -161,7 +165,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         tracker.log_figure(plots.sample_grid(data.train.images, data.train.labels, data.classes),
                            "data/samples_per_class.png")
 
-        model, history = train_model(cfg, data, tracker, output_dir, backup_dir)
+        model, history = train_model(cfg, data, tracker, output_dir, backups / (tracker.run_id or UNTRACKED))
         tracker.log_figure(plots.learning_curves(history, cfg.name), "learning_curves.png")
         tracker.log_dict(history, "history.json")
 

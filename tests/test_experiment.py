@@ -230,7 +230,9 @@ def test_a_rerun_without_the_resume_flag_starts_over_and_says_so(tiny_cfg, tmp_p
     with caplog.at_level("WARNING"):
         run_experiment(tiny_cfg(*overrides), tmp_path / "second")
     assert epochs.trained == [0, 1]  # the interrupted run's backup is not silently restored
-    assert any("starting over" in r.message and "trainer.resume=true" in r.message for r in caplog.records)
     client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
     runs = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+    (killed,) = [r for r in runs if r.info.status == "KILLED"]
+    assert any(killed.info.run_id in r.message and "starting over" in r.message and "trainer.resume=true" in r.message
+               for r in caplog.records)
