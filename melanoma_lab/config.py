@@ -165,7 +165,7 @@ class TrackingConfig:
     tracking_uri: Optional[str] = None  # None: sqlite store under paths.mlruns_dir; MLFLOW_TRACKING_URI wins
     experiment_name: str = "${study.name}"
     log_model: bool = True
-    skip_finished: bool = True  # a run whose config and data match a FINISHED run is not repeated
+    skip_finished: bool = True  # a run whose config, data and code match a FINISHED run is reused
 
 
 @dataclass

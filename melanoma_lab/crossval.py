@@ -17,6 +17,7 @@ from melanoma_lab.config import ConfigError
 from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.experiment import config_hash, finished_twin, make_tracker, override_tags, run_experiment
 from melanoma_lab.preparation import load_audited_data
+from melanoma_lab.provenance import code_version
 from melanoma_lab.tracking import flatten
 
 
@@ -43,7 +44,8 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
     audited = load_audited_data(cfg, output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     identity = {"config_hash": config_hash(resolved), "data_fingerprint": fingerprint(audited.files),
-                "cv_folds": str(folds)}
+                "code_version": code_version(), "cv_folds": str(folds),
+                "cv_run_folds": ",".join(map(str, sorted(set(selected))))}
     name = f"{cfg.name}-cv{folds}" + ("" if len(selected) == folds else "-folds" + "".join(map(str, selected)))
     parent = make_tracker(cfg, name, {"experiment": cfg.name, **identity, **override_tags(overrides)}, parent_run_id)
     previous = finished_twin(cfg, parent, identity)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import resource
+import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -22,11 +23,13 @@ from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.evaluation import AlertCalibration, Evaluation, calibrate_alert, evaluate, reliability_table
 from melanoma_lab.inference import predict_probabilities
 from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_data
+from melanoma_lab.provenance import code_version, provenance_tags
 from melanoma_lab.stale_runs import repair_stale_runs
-from melanoma_lab.tracking import RunTracker, flatten, git_state, package_versions, tracking_uri
+from melanoma_lab.tracking import RunTracker, flatten, tracking_uri
 from melanoma_lab.training import best_epoch, seed_everything, train_model
 
 log = logging.getLogger(__name__)
+UNTRACKED = "untracked"  # the backup folder of a run with tracking.enabled=false
 KEY_METRICS = ("final_val_accuracy", "val_balanced_accuracy", "val_melanoma_sensitivity", "val_melanoma_roc_auc",
                "test_balanced_accuracy")
 
@@ -72,8 +75,10 @@ def _log_alert(tracker: RunTracker, alert: AlertCalibration) -> None:
 
 
 def config_hash(resolved: dict) -> str:
-    """Hash of everything that can change a result (all groups but where files go and how runs are tracked)."""
+    """Hash of everything that can change a result (all groups but where files go and how runs are tracked;
+    ``trainer.resume`` only says whether an interrupted run continues)."""
     relevant = {k: v for k, v in resolved.items() if k not in ("paths", "tracking", "study", "tuner")}
+    relevant["trainer"] = {k: v for k, v in relevant.get("trainer", {}).items() if k != "resume"}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -86,7 +91,7 @@ def override_tags(overrides: list[str] | None) -> dict[str, str]:
 def make_tracker(cfg: DictConfig, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> RunTracker:
     """A run in the configured store and MLflow experiment, tagged for provenance."""
     provenance = {"study": cfg.study.name, "dataset": cfg.dataset.name, "seed": str(cfg.trainer.seed),
-                  **git_state(Path.cwd()), **{f"version.{k}": v for k, v in package_versions().items()}}
+                  **provenance_tags()}
     if cfg.study.get("launch"):  # set by python -m melanoma_lab.study: the report uses only these runs
         provenance |= {"launched_by": "study", "study_launch": cfg.study.launch}
     return RunTracker(cfg.tracking.enabled, tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir),
@@ -101,9 +106,29 @@ def finished_twin(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str]
     previous = tracker.finished_run_with(identity) if cfg.tracking.skip_finished else None
     if previous is None:
         return None
-    log.info("skipping %s: run %s already FINISHED with the same config and data "
-             "(tracking.skip_finished=false runs it again)", tracker.run_name, previous.info.run_id)
+    log.warning("reusing run %s for %s: it FINISHED with the same config, data and code (%s); "
+                "tracking.skip_finished=false trains it again", previous.info.run_id, tracker.run_name,
+                identity.get("code_version"))
     return dict(previous.data.metrics)
+
+
+def resume_or_restart(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str], backups: Path) -> None:
+    """Every run keeps an epoch backup in ``backups/<run id>`` until training ends. ``trainer.resume=true``
+    continues the newest interrupted run of ``identity`` from its backup; without it a new run starts, and the
+    backups left by interrupted runs are named in a warning (never restored into another run)."""
+    if cfg.trainer.resume:
+        resumed = tracker.resume_unfinished(identity)
+        if resumed:
+            log.warning("resuming run %s from its last finished epoch (backup %s)", resumed, backups / resumed)
+        elif tracker.enabled:
+            log.warning("trainer.resume=true: no interrupted run with the same config, data and code; "
+                        "starting a new run")
+        return
+    left = sorted(path.name for path in backups.glob("*")) if backups.is_dir() else []
+    if left:
+        log.warning("run(s) %s of this config left an epoch backup (interrupted, or still running); starting over "
+                    "in a new run (trainer.resume=true continues the newest interrupted run instead)", ", ".join(left))
+    shutil.rmtree(backups / UNTRACKED, ignore_errors=True)  # without tracking there is no run id to tell them apart
 
 
 def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None,
@@ -121,7 +146,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
     keras.backend.clear_session()  # a fresh graph per run, also for several runs in one process (sweeps)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    identity = {"config_hash": config_hash(resolved), "data_fingerprint": fingerprint(files)}
+    identity = {"config_hash": config_hash(resolved), "data_fingerprint": fingerprint(files),
+                "code_version": code_version()}
     if fold is not None:
         identity["fold"] = f"{fold + 1}/{cfg.study.cv_folds}"
     tracker = make_tracker(cfg, cfg.name if fold is None else f"{cfg.name}-fold{fold + 1}",
@@ -131,13 +157,14 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
     previous = finished_twin(cfg, tracker, identity)
     if previous is not None:
         return previous
-    backup_dir = Path(cfg.paths.cache_dir).resolve() / "resume" / hashlib.sha256(
+    backups = Path(cfg.paths.cache_dir).resolve() / "resume" / hashlib.sha256(
         json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    resumed = tracker.resume_unfinished(identity) if cfg.trainer.resume else None
-    if resumed:
-        log.info("resuming run %s from its last epoch (backup %s)", resumed, backup_dir)
+    resume_or_restart(cfg, tracker, identity, backups)
     with tracker:
-        tracker.log_params(flatten(resolved))
+        params = flatten(resolved)
+        if tracker.resumed:  # params are write-once: the interrupted attempt may have run without trainer.resume
+            params.pop("trainer.resume")
+        tracker.log_params(params)
         tracker.log_dict(resolved, "config/config.yaml")
         tracker.log_text("\n".join(overrides or []), "config/overrides.txt")
         tracker.log_dict(report, "data_audit.json")
@@ -156,7 +183,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         tracker.log_figure(plots.sample_grid(data.train.images, data.train.labels, data.classes),
                            "data/samples_per_class.png")
 
-        model, history = train_model(cfg, data, tracker, output_dir, backup_dir)
+        model, history = train_model(cfg, data, tracker, output_dir, backups / (tracker.run_id or UNTRACKED))
         tracker.log_figure(plots.learning_curves(history, cfg.name), "learning_curves.png")
         tracker.log_dict(history, "history.json")
 

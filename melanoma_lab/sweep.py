@@ -26,6 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab.errors import UserError
+from melanoma_lab.provenance import code_version
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent_run"
@@ -42,9 +43,11 @@ def parent_run_id() -> str | None:
 
 
 def sweep_identity(config: DictConfig) -> dict[str, str]:
-    """Tags that identify a sweep: a hash of its command-line overrides (the swept lists included)."""
+    """Tags that identify a sweep: a hash of its command-line overrides (the swept lists included) and the code
+    version (after a code change its jobs train again, under a new parent)."""
     overrides = sorted(OmegaConf.to_container(config.hydra.overrides.task))
-    return {"sweep_hash": hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:16]}
+    return {"sweep_hash": hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:16],
+            "code_version": code_version()}
 
 
 def summary_table(children: list[Any], metrics: tuple[str, ...]) -> pd.DataFrame:

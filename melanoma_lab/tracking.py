@@ -9,13 +9,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import platform
 import signal
 import socket
-import subprocess
 import threading
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from contextlib import contextmanager
 from functools import wraps
@@ -34,9 +31,8 @@ from mlflow.tracking import MlflowClient
 from melanoma_lab import serving
 from melanoma_lab.errors import UserError
 from melanoma_lab.processes import owner_tags
+from melanoma_lab.provenance import package_versions
 
-TRACKED_PACKAGES = ["melanoma-lab", "tensorflow-cpu", "tensorflow", "keras", "keras-tuner", "mlflow",
-                    "hydra-core", "Augmentor", "numpy", "pandas", "scikit-learn", "pillow"]
 MAX_PARAM_LENGTH = 6000
 PARAMS_PER_BATCH = 100
 
@@ -151,28 +147,6 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
             flat[name] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
             flat[name] = flat[name][:MAX_PARAM_LENGTH]
     return flat
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in TRACKED_PACKAGES:
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return versions
-
-
-def git_state(cwd: Path) -> dict[str, str]:
-    """Commit and dirty flag of the repository at ``cwd`` ("unknown" outside a git checkout)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-        return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": "unknown", "git_dirty": "unknown"}
 
 
 Method = TypeVar("Method", bound=Callable[..., Any])

@@ -19,6 +19,7 @@ from melanoma_lab.config import ConfigError
 from melanoma_lab.data.pipeline import make_dataset
 from melanoma_lab.imbalance import balanced_class_weights
 from melanoma_lab.preparation import PreparedData
+from melanoma_lab.provenance import runtime_tags
 from melanoma_lab.tracking import EpochLogger, RunTracker
 
 log = logging.getLogger(__name__)
@@ -104,12 +105,12 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 def build_callbacks(trainer: DictConfig, output_dir: Path, tracker: RunTracker, validation: ValidationMetrics,
                     backup_dir: Path) -> list[keras.callbacks.Callback]:
-    """Validation metrics first (the others read them), then logging, early stopping and checkpoints;
-    with ``trainer.resume`` an epoch-level backup in ``backup_dir`` that a rerun continues from."""
+    """Validation metrics first (the others read them), then logging, early stopping and checkpoints, and
+    always an epoch-level backup in ``backup_dir`` (deleted when training ends) that ``trainer.resume=true``
+    continues from after an interruption."""
     mode = "max" if trainer.monitor in MAXIMISED else "min"
-    callbacks: list[keras.callbacks.Callback] = [validation, LearningRateLogger(), EpochLogger(tracker)]
-    if trainer.resume:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True))
+    callbacks: list[keras.callbacks.Callback] = [validation, LearningRateLogger(), EpochLogger(tracker),
+                                                 keras.callbacks.BackupAndRestore(str(backup_dir))]
     if trainer.early_stopping.enabled:
         stop = trainer.early_stopping
         callbacks.append(keras.callbacks.EarlyStopping(monitor=trainer.monitor, mode=mode, patience=stop.patience,
@@ -169,6 +170,7 @@ def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output
                 backup_dir: Path) -> tuple[keras.Model, dict[str, list[float]]]:
     """Build the configured model and optimizer and fit it on the prepared training split."""
     model, loss = compile_model(cfg, len(data.classes), steps_per_epoch(cfg, data))
+    tracker.set_tags(runtime_tags(keras.mixed_precision.global_policy().name))  # as set by compile_model
     train_ds, validation, class_weight = training_inputs(cfg, data, loss)
     callbacks = build_callbacks(cfg.trainer, output_dir, tracker, validation, backup_dir)
     history = fit(model, train_ds, cfg.trainer, callbacks, class_weight)

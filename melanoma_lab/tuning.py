@@ -35,6 +35,7 @@ from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.experiment import config_hash, make_tracker, run_experiment
 from melanoma_lab.preparation import PreparedData, load_audited_data, prepare_data
 from melanoma_lab.stale_runs import repair_stale_runs
+from melanoma_lab.provenance import code_version
 from melanoma_lab.tracking import EpochLogger, RunTracker, flatten
 from melanoma_lab.training import MAXIMISED, build_loss, compile_model, seed_everything, steps_per_epoch, training_inputs
 
@@ -162,12 +163,13 @@ def build_tuner(cfg: DictConfig, hypermodel: ConfiguredHyperModel, overwrite: bo
 
 
 def search_identity(cfg: DictConfig, files: pd.DataFrame) -> dict[str, str]:
-    """Tags of a search: the base config, the tuner settings and the data."""
+    """Tags of a search: the base config, the tuner settings, the data and the code."""
     tuner = {k: v for k, v in OmegaConf.to_container(cfg.tuner, resolve=True).items()
              if k not in ("resume", "max_trials")}  # a resumed search may be given more trials
     digest = hashlib.sha256(json.dumps([config_hash(OmegaConf.to_container(cfg, resolve=True)), tuner],
                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return {"kind": "tuner_search", "search_hash": digest, "data_fingerprint": fingerprint(files)}
+    return {"kind": "tuner_search", "search_hash": digest, "data_fingerprint": fingerprint(files),
+            "code_version": code_version()}
 
 
 def search_run_id(directory: Path) -> str:

@@ -65,3 +65,21 @@ def test_only_the_chosen_folds_run_and_a_bad_fold_number_is_refused_before_any_w
     assert parent.info.run_name == "m1-cv3-folds2"
     assert [r.data.tags["fold"] for r in runs if r is not parent] == ["2/3"]
     assert list(pd.read_csv(tmp_path / "cv" / "cv_folds.csv")["fold"]) == [2]
+
+
+def test_a_fold_ablation_and_the_full_cross_validation_are_different_runs(tiny_cfg, tmp_path, caplog):
+    base = ("experiment=m1", "study.cv_folds=2", "tracking.log_model=false", "imbalance=none")
+    ablation = run_cross_validation(tiny_cfg(*base, "study.cv_run_folds=[1]"), tmp_path / "ablation")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    experiment_id = client.get_experiment_by_name("melanoma-study").experiment_id
+    (fold_1,) = client.search_runs([experiment_id], "tags.fold = '1/2'")
+    with caplog.at_level("WARNING"):
+        full = run_cross_validation(tiny_cfg(*base), tmp_path / "full")
+    parents = client.search_runs([experiment_id], "tags.cv_folds = '2'", order_by=["start_time ASC"])
+    assert [p.info.run_name for p in parents] == ["m1-cv2-folds1", "m1-cv2"]
+    assert [p.data.tags["cv_run_folds"] for p in parents] == ["1", "1,2"]
+    assert full != ablation and list(pd.read_csv(tmp_path / "full" / "cv_folds.csv")["fold"]) == [1, 2]
+    # the shared fold is reused (same config, data, code and fold), and that is announced with the way out
+    assert len(client.search_runs([experiment_id], "tags.fold = '1/2'")) == 1
+    assert any(f"reusing run {fold_1.info.run_id}" in r.message and "tracking.skip_finished=false" in r.message
+               and r.levelname == "WARNING" for r in caplog.records)

@@ -158,33 +158,81 @@ def test_same_seed_gives_same_split_and_identical_metrics_when_deterministic(tin
         assert metrics_a[key] == pytest.approx(metrics_b[key], abs=1e-6), key
 
 
-def test_interrupted_run_is_killed_then_resumed_to_the_full_epoch_count(tiny_cfg, tmp_path, monkeypatch):
-    import keras
-
+def _with_callback(monkeypatch, callback) -> None:
+    """Append ``callback`` to every run's Keras callbacks."""
     import melanoma_lab.training as training
+
+    original = getattr(training.build_callbacks, "original", training.build_callbacks)
+    patched = lambda *a, **k: original(*a, **k) + [callback]  # noqa: E731
+    patched.original = original
+    monkeypatch.setattr(training, "build_callbacks", patched)
+
+
+def _ctrl_c_after(last_epoch: int):
+    import keras
 
     class CtrlC(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
+            if epoch == last_epoch:
                 raise KeyboardInterrupt
 
-    original = training.build_callbacks
-    monkeypatch.setattr(training, "build_callbacks", lambda *a, **k: original(*a, **k) + [CtrlC()])
-    cfg = tiny_cfg("experiment=m1", "trainer.epochs=4", "trainer.resume=true", "tracking.log_model=false")
+    return CtrlC()
+
+
+def _epoch_recorder():
+    import keras
+
+    class Epochs(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.trained: list[int] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.trained.append(epoch)
+
+    return Epochs()
+
+
+def test_a_run_interrupted_without_the_resume_flag_continues_with_it(tiny_cfg, tmp_path, monkeypatch, caplog):
+    """The README's promise: Ctrl-C, then the same command plus trainer.resume=true continues the same run."""
+    _with_callback(monkeypatch, _ctrl_c_after(1))
+    overrides = ("experiment=m1", "trainer.epochs=4", "tracking.log_model=false", "imbalance=none")
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, tmp_path / "first")
+        run_experiment(tiny_cfg(*overrides), tmp_path / "first")  # started WITHOUT trainer.resume
     client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
     experiment_id = client.get_experiment_by_name("melanoma-study").experiment_id
     (killed,) = client.search_runs([experiment_id])
     assert killed.info.status == "KILLED"
     assert [m.step for m in client.get_metric_history(killed.info.run_id, "val_loss")] == [0, 1]
 
-    monkeypatch.setattr(training, "build_callbacks", original)
-    run_experiment(cfg, tmp_path / "second")
+    epochs = _epoch_recorder()
+    _with_callback(monkeypatch, epochs)
+    with caplog.at_level("WARNING"):
+        run_experiment(tiny_cfg(*overrides, "trainer.resume=true"), tmp_path / "second")
+    assert any(f"resuming run {killed.info.run_id}" in r.message for r in caplog.records)
     (run,) = client.search_runs([experiment_id])
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    assert epochs.trained == [2, 3]  # only the remaining epochs
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1, 2, 3]
     assert run.data.tags["resumed"] == "true"
     with open(client.download_artifacts(run.info.run_id, "history.json")) as handle:
         history = json.load(handle)
     assert len(history["loss"]) == 4
+
+
+def test_a_rerun_without_the_resume_flag_starts_over_and_says_so(tiny_cfg, tmp_path, monkeypatch, caplog):
+    _with_callback(monkeypatch, _ctrl_c_after(0))
+    overrides = ("experiment=m1", "trainer.epochs=2", "tracking.log_model=false", "imbalance=none")
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(tiny_cfg(*overrides), tmp_path / "first")
+    epochs = _epoch_recorder()
+    _with_callback(monkeypatch, epochs)
+    with caplog.at_level("WARNING"):
+        run_experiment(tiny_cfg(*overrides), tmp_path / "second")
+    assert epochs.trained == [0, 1]  # the interrupted run's backup is not silently restored
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    runs = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+    (killed,) = [r for r in runs if r.info.status == "KILLED"]
+    assert any(killed.info.run_id in r.message and "starting over" in r.message and "trainer.resume=true" in r.message
+               for r in caplog.records)

@@ -60,7 +60,7 @@ def test_sweep_is_a_parent_run_whose_children_are_the_jobs(tmp_path):
     assert table["val_balanced_accuracy"].notna().sum() == 1
 
     again = _sweep(tmp_path, "experiment=m1", "model.pooling=max,bogus")  # the same sweep: one parent, reopened
-    assert again.returncode != 0 and "skipping m1" in again.stdout + again.stderr
+    assert again.returncode != 0 and "reusing run" in again.stdout + again.stderr
     [reopened] = client.search_runs([experiment_id], "tags.kind = 'sweep'")
     children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert reopened.info.run_id == parent.info.run_id and reopened.data.tags["resumed"] == "true"
