@@ -1,26 +1,42 @@
-"""Online augmentation of training batches with Keras preprocessing layers (images in [0, 255])."""
+"""Online augmentation of training batches: the ``augmentation`` group is an ordered mapping of named steps, each a
+Keras preprocessing layer (or any function returning a layer) by ``_target_`` with its arguments, applied in order
+to batches of images in [0, 255]. A step set to null is skipped.
+
+Keras layers are imported only when the stack is built. Their arguments are checked then, naming the step (a
+ConfigError); the values in :data:`KERAS_ARGUMENTS`, which Keras takes without checking them (RandomFlip's mode) or
+checks only once TensorFlow has loaded, are checked at composition with the rest of the config.
+"""
 
 from __future__ import annotations
 
-import keras
+from typing import TYPE_CHECKING, Any, Literal
+
 from omegaconf import DictConfig
+
+from melanoma_lab.plugins import build
+
+if TYPE_CHECKING:
+    import keras
+
+FillMode = Literal["reflect", "wrap", "constant", "nearest"]
+Interpolation = Literal["nearest", "bilinear"]
+AFFINE = {"fill_mode": FillMode, "interpolation": Interpolation}
+KERAS_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "keras.layers.RandomFlip": {"mode": Literal["horizontal", "vertical", "horizontal_and_vertical"]},
+    "keras.layers.RandomRotation": AFFINE,
+    "keras.layers.RandomZoom": AFFINE,
+    "keras.layers.RandomTranslation": AFFINE,
+}
 
 
 def build_augmentation(cfg: DictConfig, seed: int) -> keras.Sequential | None:
-    """A layer stack for ``cfg`` (flip, rotation, zoom, translation, contrast, brightness), or None when
-    every strength is zero."""
-    layers: list[keras.layers.Layer] = []
-    if cfg.flip != "none":
-        layers.append(keras.layers.RandomFlip(cfg.flip, seed=seed))
-    if cfg.rotation > 0:
-        layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed + 1))
-    if cfg.zoom > 0:
-        layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="reflect", seed=seed + 2))
-    if cfg.translation > 0:
-        layers.append(keras.layers.RandomTranslation(cfg.translation, cfg.translation, fill_mode="reflect",
-                                                     seed=seed + 3))
-    if cfg.contrast > 0:
-        layers.append(keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4))
-    if cfg.brightness > 0:
-        layers.append(keras.layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 5))
+    """The configured steps as one ``keras.Sequential`` (step ``i`` seeded ``seed + i`` when it takes a seed), or
+    None without steps."""
+    import keras
+
+    layers = []
+    for name, step in (cfg or {}).items():
+        if step is None:
+            continue
+        layers.append(build(step, f"augmentation.{name}", seed=seed + len(layers)))
     return keras.Sequential(layers, name="augmentation") if layers else None

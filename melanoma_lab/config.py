@@ -2,7 +2,9 @@
 
 Each config group file starts with ``defaults: [_schema, _self_]``, so Hydra rejects an unknown key
 or a wrongly typed value before anything runs. Value ranges that types cannot express are checked
-by :func:`validate`, also before any data is read.
+by :func:`validate`, also before any data is read. Plug-in groups (model, imbalance, augmentation, loss,
+lr_schedule, callbacks) have no schema here: their ``_target_``'s signature is the schema
+(:mod:`melanoma_lab.plugins`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from melanoma_lab.errors import ConfigError
+from melanoma_lab.plugins import check_targets
 
 ISIC_CLASSES = [
     "actinic keratosis",
@@ -61,66 +64,6 @@ class SyntheticDatasetConfig(DatasetConfig):
 
 
 @dataclass
-class AugmentationConfig:
-    name: str = MISSING
-    flip: str = "none"  # none | horizontal | vertical | horizontal_and_vertical
-    rotation: float = 0.0  # fraction of a full turn, as keras.layers.RandomRotation (0.5: any angle)
-    zoom: float = 0.0  # fraction, as keras.layers.RandomZoom
-    translation: float = 0.0  # fraction of the image size, as keras.layers.RandomTranslation
-    contrast: float = 0.0  # as keras.layers.RandomContrast
-    brightness: float = 0.0  # fraction of the value range, as keras.layers.RandomBrightness
-
-
-@dataclass
-class AugmentorOperation:
-    name: str = MISSING  # a Pipeline method of the Augmentor library, e.g. rotate, flip_left_right
-    probability: float = 0.5
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ImbalanceConfig:
-    name: str = MISSING
-    strategy: str = "none"  # none | augmentor | class_weight
-    extra_per_class: int = 0
-    target_per_class: Optional[int] = None
-    max_class_weight: Optional[float] = None  # class_weight strategy: cap on any class's loss weight
-    workers: int = 2
-    operations: list[AugmentorOperation] = field(default_factory=list)
-
-
-@dataclass
-class ModelConfig:
-    _target_: str = MISSING
-    name: str = MISSING
-    dropout: float = 0.0
-
-
-@dataclass
-class CNNConfig(ModelConfig):
-    _target_: str = "melanoma_lab.models.build_cnn"
-    name: str = "cnn"
-    filters: list[int] = field(default_factory=lambda: [16, 32, 64])
-    kernel_size: int = 3
-    pooling: str = "max"  # max | avg
-    batch_norm: bool = False
-    convs_per_block: int = 1
-    residual: bool = False  # add a 1x1-projected shortcut around each block's convolutions
-    head: str = "flatten"  # flatten | global_avg
-    dense_units: list[int] = field(default_factory=lambda: [128])
-
-
-@dataclass
-class TransferConfig(ModelConfig):
-    _target_: str = "melanoma_lab.models.build_transfer"
-    name: str = "transfer"
-    backbone: str = "MobileNetV2"
-    weights: Optional[str] = None  # imagenet (internet the first time) | a weights file | null: train from scratch
-    trainable_backbone: bool = False  # applies to pretrained weights; without them the backbone always trains
-    dense_units: list[int] = field(default_factory=list)
-
-
-@dataclass
 class OptimizerConfig:
     _target_: str = MISSING
     learning_rate: float = 1e-3
@@ -135,25 +78,12 @@ class SGDConfig(OptimizerConfig):
 
 
 @dataclass
-class EarlyStoppingConfig:
-    enabled: bool = False
-    patience: int = 5
-    restore_best_weights: bool = True
-
-
-@dataclass
 class TrainerConfig:
     epochs: int = 20
     seed: int = 42
     deterministic: bool = False
     monitor: str = "val_loss"  # picks the best epoch (early stopping, checkpoint); val_bacc: balanced accuracy
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    checkpoint: bool = True
     resume: bool = False  # continue an interrupted (KILLED/FAILED) run of the same config from its last epoch
-    loss: str = "crossentropy"  # crossentropy | focal
-    label_smoothing: float = 0.0
-    focal_gamma: float = 2.0
-    lr_schedule: str = "constant"  # constant | cosine (decays to 0 over all epochs)
     precision: str = "auto"  # float32 | mixed_bfloat16 | mixed_float16 | auto (mixed_float16 on a GPU)
     strategy: str = "default"  # default | mirrored (all local GPUs) | multi_worker (machines in TF_CONFIG)
     verbose: int = 2
@@ -240,9 +170,12 @@ class Config:
     name: str = "baseline"
     paths: PathsConfig = field(default_factory=PathsConfig)
     dataset: Any = MISSING
-    augmentation: Any = MISSING
+    augmentation: Any = MISSING  # plug-in groups (augmentation ... callbacks): checked by melanoma_lab.plugins
     imbalance: Any = MISSING
     model: Any = MISSING
+    loss: Any = MISSING
+    lr_schedule: Any = MISSING
+    callbacks: Any = MISSING
     optimizer: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -255,9 +188,6 @@ class Config:
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"_schema": DatasetConfig, "_synthetic_schema": SyntheticDatasetConfig},
-    "augmentation": {"_schema": AugmentationConfig},
-    "imbalance": {"_schema": ImbalanceConfig},
-    "model": {"_cnn_schema": CNNConfig, "_transfer_schema": TransferConfig},
     "optimizer": {"_schema": OptimizerConfig, "_sgd_schema": SGDConfig},
     "trainer": {"_schema": TrainerConfig},
     "tracking": {"_schema": TrackingConfig},
@@ -287,24 +217,10 @@ CHECKS: list[Check] = [
     ("dataset.val_fraction", lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (exclusive)"),
     ("dataset.ram_budget_mb", lambda v: v > 0, "must be null (no limit) or a positive number of MB"),
     ("dataset.on_unreadable", lambda v: v in ("skip", "fail"), "must be 'skip' or 'fail'"),
-    ("augmentation.flip", lambda v: v in ("none", "horizontal", "vertical", "horizontal_and_vertical"),
-     "must be none, horizontal, vertical or horizontal_and_vertical"),
-    ("augmentation.rotation", lambda v: 0.0 <= v <= 1.0, "must be a fraction of a turn in [0, 1]"),
-    ("augmentation.zoom", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
-    ("imbalance.strategy", lambda v: v in ("none", "augmentor", "class_weight"),
-     "must be none, augmentor or class_weight"),
-    ("imbalance.extra_per_class", lambda v: v >= 0, "must not be negative"),
-    ("imbalance.target_per_class", lambda v: v >= 1, "must be null or at least 1"),
-    ("imbalance.workers", lambda v: v >= 1, "must be at least 1"),
-    ("imbalance.max_class_weight", lambda v: v >= 1.0, "must be null or at least 1"),
-    ("model.dropout", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     ("optimizer.learning_rate", lambda v: v > 0, "must be positive"),
     ("trainer.epochs", lambda v: v >= 1, "must be at least 1"),
     ("trainer.monitor", lambda v: v in ("val_loss", "val_accuracy", "val_bacc"),
      "must be val_loss, val_accuracy or val_bacc"),
-    ("trainer.loss", lambda v: v in ("crossentropy", "focal"), "must be crossentropy or focal"),
-    ("trainer.label_smoothing", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
-    ("trainer.lr_schedule", lambda v: v in ("constant", "cosine"), "must be constant or cosine"),
     ("trainer.precision", lambda v: v in ("float32", "mixed_bfloat16", "mixed_float16", "auto"),
      "must be float32, mixed_bfloat16, mixed_float16 or auto"),
     ("serving.port", lambda v: 1 <= v <= 65535, "must be a TCP port (1-65535)"),
@@ -320,10 +236,6 @@ CHECKS: list[Check] = [
     ("tuner.hyperband_iterations", lambda v: v >= 1, "must be at least 1"),
     ("tuner.patience", lambda v: v >= 0, "must be null or not negative"),
     ("tuner.search_space", lambda v: len(v) >= 1, "must list at least one parameter (see conf/tuner/random.yaml)"),
-    ("augmentation.translation", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
-    ("augmentation.contrast", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
-    ("augmentation.brightness", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
-    ("trainer.early_stopping.patience", lambda v: v >= 0, "must not be negative"),
     ("evaluation.fixed_specificity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("evaluation.fixed_sensitivity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("evaluation.calibration_bins", lambda v: v >= 2, "must be at least 2"),
@@ -338,7 +250,11 @@ CHECKS: list[Check] = [
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` naming every key whose value is out of range."""
+    """Raise :class:`ConfigError` naming every key whose value is out of range, or (plug-in groups) unknown or of
+    the wrong type for its ``_target_``'s signature. Imports no TensorFlow."""
+    from melanoma_lab.augmentation import KERAS_ARGUMENTS
+
+    check_targets(cfg, KERAS_ARGUMENTS)
     problems = []
     for key, is_valid, requirement in CHECKS:
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)

@@ -1,4 +1,6 @@
-"""Class rebalancing of the TRAINING split: Augmentor-generated images or loss class weights.
+"""Class rebalancing of the TRAINING split, chosen by the ``imbalance`` group's ``_target_``: a strategy is a function
+that takes the training rows (``train``: a catalog table of path, label, ...) and, by parameter name, ``seed`` and
+``cache_dir``, and returns :class:`Rebalanced`: the rows to train on and optionally loss class weights.
 
 Generated images derive only from the training rows passed in (the split happens before), and each
 generated row records its ``parent``, so tests can prove that nothing reaches training from validation.
@@ -11,6 +13,9 @@ import hashlib
 import json
 import multiprocessing
 import random
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Optional
 from concurrent.futures import ProcessPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
@@ -26,8 +31,39 @@ from tqdm import tqdm
 from melanoma_lab.config import ConfigError
 from melanoma_lab.data.catalog import COLUMNS, file_sha256
 from melanoma_lab.data.staging import staged_folder
+from melanoma_lab.plugins import Annotated, Range
 
 MANIFEST = "manifest.csv"
+
+
+@dataclass
+class Rebalanced:
+    """What a strategy returns: the training rows (originals, plus generated rows whose ``parent`` is a training
+    row) and optionally ``class_weight(labels, num_classes) -> {class index: weight}`` for the loss."""
+
+    train: pd.DataFrame
+    class_weight: Callable[[np.ndarray, int], dict[int, float]] | None = None
+
+
+def unchanged(train: pd.DataFrame) -> Rebalanced:
+    """No rebalancing."""
+    return Rebalanced(train)
+
+
+def augmentor(train: pd.DataFrame, seed: int, cache_dir: str, extra_per_class: Annotated[int, Range(0)] = 0,
+              target_per_class: Optional[Annotated[int, Range(1)]] = None, workers: Annotated[int, Range(1)] = 2,
+              operations: list[dict] = ()) -> Rebalanced:
+    """Augmentor-generated images per class: ``extra_per_class`` each, or up to ``target_per_class``; ``operations``
+    are Augmentor Pipeline methods ``{name, probability, params}`` applied in order, by ``workers`` processes."""
+    settings = OmegaConf.create({"extra_per_class": extra_per_class, "target_per_class": target_per_class,
+                                 "workers": workers, "operations": list(operations)})
+    generated = generate_augmentor_images(train, settings, cache_dir, seed)
+    return Rebalanced(pd.concat([train, generated], ignore_index=True))
+
+
+def class_weight(train: pd.DataFrame, max_class_weight: Optional[Annotated[float, Range(1.0)]] = None) -> Rebalanced:
+    """Weight the loss by inverse class frequency of the training split, capped at ``max_class_weight``."""
+    return Rebalanced(train, partial(balanced_class_weights, max_weight=max_class_weight))
 
 
 def extra_counts(counts: dict[str, int], extra_per_class: int, target_per_class: int | None) -> dict[str, int]:

@@ -1,21 +1,28 @@
-"""Model builders, chosen by ``model._target_`` in config. Inputs are float images in [0, 255]."""
+"""Model builders, chosen by ``model._target_`` in config. Inputs are float images in [0, 255].
+
+A builder's signature is its schema (:mod:`melanoma_lab.plugins`): Keras is imported inside the builders, so the
+config is checked against it before TensorFlow loads."""
 
 from __future__ import annotations
 
 import importlib
 import logging
 from pathlib import Path
-from typing import Optional
-
-import keras
+from typing import TYPE_CHECKING, Literal, Optional
 
 from melanoma_lab.errors import ConfigError
+from melanoma_lab.plugins import Annotated, Range
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
-POOLING = {"max": keras.layers.MaxPooling2D, "avg": keras.layers.AveragePooling2D}
+Dropout = Annotated[float, Range(0.0, 1.0, max_open=True)]
 
 
 def _classifier_head(x, dense_units: list[int], dropout: float, num_classes: int):
+    import keras
+
     for units in dense_units:
         x = keras.layers.Dense(units, activation="relu")(x)
         if dropout > 0:
@@ -25,6 +32,8 @@ def _classifier_head(x, dense_units: list[int], dropout: float, num_classes: int
 
 
 def _conv(x, width: int, kernel_size: int, batch_norm: bool, name: str, activate: bool = True):
+    import keras
+
     x = keras.layers.Conv2D(width, kernel_size, padding="same", use_bias=not batch_norm,
                             activation=None if batch_norm or not activate else "relu", name=name)(x)
     if batch_norm:
@@ -35,18 +44,17 @@ def _conv(x, width: int, kernel_size: int, batch_norm: bool, name: str, activate
 
 
 def build_cnn(input_shape: tuple[int, int, int], num_classes: int, name: str = "cnn",
-              filters: list[int] = (16, 32, 64), kernel_size: int = 3, pooling: str = "max",
-              batch_norm: bool = False, convs_per_block: int = 1, residual: bool = False,
-              head: str = "flatten", dense_units: list[int] = (128,), dropout: float = 0.0) -> keras.Model:
+              filters: list[Annotated[int, Range(1)]] = (16, 32, 64), kernel_size: Annotated[int, Range(1)] = 3,
+              pooling: Literal["max", "avg"] = "max", batch_norm: bool = False,
+              convs_per_block: Annotated[int, Range(1)] = 1, residual: bool = False,
+              head: Literal["flatten", "global_avg"] = "flatten", dense_units: list[Annotated[int, Range(1)]] = (128,),
+              dropout: Dropout = 0.0) -> keras.Model:
     """The seeds' CNN family: rescale to [0, 1]; per entry of ``filters`` a block of ``convs_per_block``
     conv(+BN) layers (with a projected shortcut if ``residual``) and a pooling layer; then flatten (or
     global average pooling), dropout, dense layers and a softmax."""
-    if pooling not in POOLING:
-        raise ConfigError(f"model.pooling={pooling!r} must be one of {sorted(POOLING)}")
-    if head not in ("flatten", "global_avg"):
-        raise ConfigError(f"model.head={head!r} must be 'flatten' or 'global_avg'")
-    if convs_per_block < 1:
-        raise ConfigError(f"model.convs_per_block={convs_per_block} must be at least 1")
+    import keras
+
+    pool = {"max": keras.layers.MaxPooling2D, "avg": keras.layers.AveragePooling2D}[pooling]
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Rescaling(1.0 / 255)(inputs)
     for block, width in enumerate(filters):
@@ -58,7 +66,7 @@ def build_cnn(input_shape: tuple[int, int, int], num_classes: int, name: str = "
         if residual:
             shortcut = _conv(shortcut, width, 1, batch_norm, f"shortcut{block}", activate=False)
             x = keras.layers.Activation("relu")(keras.layers.Add()([x, shortcut]))
-        x = POOLING[pooling]()(x)
+        x = pool()(x)
     x = keras.layers.Flatten()(x) if head == "flatten" else keras.layers.GlobalAveragePooling2D()(x)
     if dropout > 0:
         x = keras.layers.Dropout(dropout)(x)
@@ -79,12 +87,15 @@ def _backbone_weights(weights: Optional[str]) -> Optional[str]:
 
 def build_transfer(input_shape: tuple[int, int, int], num_classes: int, name: str = "transfer",
                    backbone: str = "MobileNetV2", weights: Optional[str] = None,
-                   trainable_backbone: bool = False, dense_units: list[int] = (), dropout: float = 0.2) -> keras.Model:
+                   trainable_backbone: bool = False, dense_units: list[Annotated[int, Range(1)]] = (),
+                   dropout: Dropout = 0.2) -> keras.Model:
     """A ``keras.applications`` backbone (its own preprocessing included) with a new softmax head.
 
     ``weights``: "imagenet" (downloaded on first use), a local weights file (clusters without internet) or
     None. Without pretrained weights a frozen backbone would be random features, so the backbone is trained
     (from scratch) whatever ``trainable_backbone`` says, with a warning."""
+    import keras
+
     application = getattr(keras.applications, backbone, None)
     if application is None:
         raise ConfigError(f"model.backbone={backbone!r} is not in keras.applications (e.g. MobileNetV2, "

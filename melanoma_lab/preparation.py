@@ -20,7 +20,7 @@ from melanoma_lab.data.pipeline import DecodedImages, decode, decode_to_disk
 from melanoma_lab.data.sources import load_catalog
 from melanoma_lab.errors import UserError
 from melanoma_lab.data.split import content_groups, fold_split, train_val_split
-from melanoma_lab.imbalance import generate_augmentor_images
+from melanoma_lab.plugins import build
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class PreparedData:
     counts_after: dict[str, int]
     skipped: dict[str, str]
     test_unscored: pd.DataFrame  # Test images (or Test folder entries) not scored: path, reason
+    class_weight: dict[int, float] | None = None  # loss weights of the imbalance strategy, if it gives any
 
 
 def check_no_leak(train: pd.DataFrame, validation: pd.DataFrame) -> None:
@@ -112,9 +113,8 @@ def prepare_data(cfg: DictConfig, catalog: Catalog, files: pd.DataFrame, fold: i
     else:
         train, validation = fold_split(labelled, cfg.study.cv_folds, fold, seed)
     counts_before = {c: int((train["label"] == c).sum()) for c in catalog.classes}
-    if cfg.imbalance.strategy == "augmentor":
-        generated = generate_augmentor_images(train, cfg.imbalance, cfg.paths.cache_dir, seed)
-        train = pd.concat([train, generated], ignore_index=True)
+    rebalanced = build(cfg.imbalance, "imbalance", train=train, seed=seed, cache_dir=cfg.paths.cache_dir)
+    train = rebalanced.train
     check_no_leak(train, validation)
     size, policy = cfg.dataset.image_size, cfg.dataset.on_unreadable
     test_files = files[files["split"] == "test"]
@@ -126,4 +126,6 @@ def prepare_data(cfg: DictConfig, catalog: Catalog, files: pd.DataFrame, fold: i
         classes=catalog.classes, train=decoded[0], validation=decoded[1],
         test=decoded[2] if len(decoded[2].labels) else None, counts_before=counts_before,
         counts_after={c: int((decoded[0].files["label"] == c).sum()) for c in catalog.classes}, skipped=skipped,
-        test_unscored=unscored_test_images(catalog, files, decoded[2].failures, cfg.audit.conflict_policy))
+        test_unscored=unscored_test_images(catalog, files, decoded[2].failures, cfg.audit.conflict_policy),
+        class_weight=rebalanced.class_weight(decoded[0].labels, len(catalog.classes)) if rebalanced.class_weight
+        else None)

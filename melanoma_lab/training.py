@@ -17,7 +17,7 @@ from sklearn.metrics import balanced_accuracy_score
 from melanoma_lab.augmentation import build_augmentation
 from melanoma_lab.config import ConfigError
 from melanoma_lab.data.pipeline import make_dataset
-from melanoma_lab.imbalance import balanced_class_weights
+from melanoma_lab.plugins import build
 from melanoma_lab.preparation import PreparedData
 from melanoma_lab.provenance import runtime_tags
 from melanoma_lab.tracking import EpochLogger, RunTracker
@@ -55,19 +55,15 @@ def set_precision(precision: str) -> str:
     return policy
 
 
-def build_loss(trainer: DictConfig) -> keras.losses.Loss:
-    """Categorical cross-entropy or focal loss on one-hot labels, with optional label smoothing."""
-    if trainer.loss == "focal":
-        return keras.losses.CategoricalFocalCrossentropy(gamma=trainer.focal_gamma,
-                                                         label_smoothing=trainer.label_smoothing)
-    return keras.losses.CategoricalCrossentropy(label_smoothing=trainer.label_smoothing)
+def build_loss(cfg: DictConfig) -> keras.losses.Loss:
+    """The ``loss`` group's loss on one-hot labels."""
+    return build(cfg.loss, "loss")
 
 
-def learning_rate(base: float, trainer: DictConfig, steps_per_epoch: int):
-    """The optimizer's learning rate: constant, or cosine decay to zero over the whole run."""
-    if trainer.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(base, decay_steps=max(1, trainer.epochs * steps_per_epoch))
-    return base
+def learning_rate(cfg: DictConfig, steps_per_epoch: int):
+    """The optimizer's learning rate as the ``lr_schedule`` group makes it from ``optimizer.learning_rate``."""
+    return build(cfg.lr_schedule, "lr_schedule", learning_rate=cfg.optimizer.learning_rate,
+                 total_steps=cfg.trainer.epochs * steps_per_epoch)
 
 
 def best_epoch(history: dict[str, list[float]], monitor: str) -> int:
@@ -103,23 +99,17 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-def build_callbacks(trainer: DictConfig, output_dir: Path, tracker: RunTracker, validation: ValidationMetrics,
+def build_callbacks(cfg: DictConfig, output_dir: Path, tracker: RunTracker, validation: ValidationMetrics,
                     backup_dir: Path) -> list[keras.callbacks.Callback]:
-    """Validation metrics first (the others read them), then logging, early stopping and checkpoints, and
-    always an epoch-level backup in ``backup_dir`` (deleted when training ends) that ``trainer.resume=true``
-    continues from after an interruption."""
-    mode = "max" if trainer.monitor in MAXIMISED else "min"
-    callbacks: list[keras.callbacks.Callback] = [validation, LearningRateLogger(), EpochLogger(tracker),
-                                                 keras.callbacks.BackupAndRestore(str(backup_dir))]
-    if trainer.early_stopping.enabled:
-        stop = trainer.early_stopping
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=trainer.monitor, mode=mode, patience=stop.patience,
-                                                       restore_best_weights=stop.restore_best_weights))
-    if trainer.checkpoint:
-        (output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        callbacks.append(keras.callbacks.ModelCheckpoint(output_dir / "checkpoints" / "best.keras",
-                                                         monitor=trainer.monitor, mode=mode, save_best_only=True))
-    return callbacks
+    """Validation metrics first (the others read them), then logging, then the ``callbacks`` group in order (by
+    default an epoch backup in ``backup_dir`` for ``trainer.resume=true``, early stopping and the best checkpoint),
+    each given the ``monitor``, ``mode``, ``output_dir`` and ``backup_dir`` its builder asks for."""
+    monitor = cfg.trainer.monitor
+    context = {"monitor": monitor, "mode": "max" if monitor in MAXIMISED else "min", "output_dir": output_dir,
+               "backup_dir": backup_dir}
+    configured = [build(node, f"callbacks.{name}", **context) for name, node in (cfg.callbacks or {}).items()
+                  if node is not None]
+    return [validation, LearningRateLogger(), EpochLogger(tracker), *configured]
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
@@ -147,8 +137,8 @@ def compile_model(cfg: DictConfig, num_classes: int, steps: int) -> tuple[keras.
     set_precision(cfg.trainer.precision)
     with distribution_strategy(cfg.trainer.strategy).scope():
         model = instantiate(cfg.model, input_shape=(size, size, 3), num_classes=num_classes, _convert_="all")
-        loss = build_loss(cfg.trainer)
-        rate = learning_rate(cfg.optimizer.learning_rate, cfg.trainer, steps)
+        loss = build_loss(cfg)
+        rate = learning_rate(cfg, steps)
         optimizer = instantiate(cfg.optimizer, _partial_=True)(learning_rate=rate)
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model, loss
@@ -161,9 +151,7 @@ def training_inputs(cfg: DictConfig, data: PreparedData, loss: keras.losses.Loss
     train_ds = make_dataset(data.train, num_classes, batch, True, seed, build_augmentation(cfg.augmentation, seed))
     validation = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, num_classes,
                                    loss, batch)
-    class_weight = (balanced_class_weights(data.train.labels, num_classes, cfg.imbalance.max_class_weight)
-                    if cfg.imbalance.strategy == "class_weight" else None)
-    return train_ds, validation, class_weight
+    return train_ds, validation, data.class_weight
 
 
 def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output_dir: Path,
@@ -172,7 +160,7 @@ def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output
     model, loss = compile_model(cfg, len(data.classes), steps_per_epoch(cfg, data))
     tracker.set_tags(runtime_tags(keras.mixed_precision.global_policy().name))  # as set by compile_model
     train_ds, validation, class_weight = training_inputs(cfg, data, loss)
-    callbacks = build_callbacks(cfg.trainer, output_dir, tracker, validation, backup_dir)
+    callbacks = build_callbacks(cfg, output_dir, tracker, validation, backup_dir)
     history = fit(model, train_ds, cfg.trainer, callbacks, class_weight)
     if tracker.resumed:  # fit() only returns the epochs of this invocation; the run has them all
         history = tracker.epoch_history(list(history))

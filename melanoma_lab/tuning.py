@@ -120,7 +120,7 @@ class ConfiguredHyperModel(keras_tuner.HyperModel):
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, callbacks: list, **kwargs: Any):
         """Fit on the trial's training batches; the validation callback goes first (the others read val_bacc)."""
         cfg = self.config(hp)
-        train_ds, validation, class_weight = training_inputs(cfg, self.data, build_loss(cfg.trainer))
+        train_ds, validation, class_weight = training_inputs(cfg, self.data, build_loss(cfg))
         return model.fit(train_ds, callbacks=[validation, *callbacks], class_weight=class_weight,
                          verbose=cfg.trainer.verbose, **kwargs)
 

@@ -17,9 +17,9 @@ REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic-9cla
 # A tiny synthetic set (9 classes, 32 px) and a tiny run (one epoch, small model).
 TINY_DATA = ["dataset=synthetic", "dataset.train_images=120", "dataset.test_images=45",
              "dataset.generated_size=32", "dataset.image_size=32", "dataset.batch_size=16"]
-TINY_RUN = ["trainer=smoke", "imbalance.extra_per_class=6", "imbalance.workers=1", "model.filters=[8,16]",
-            "model.dense_units=[16]"]
+TINY_RUN = ["trainer=smoke", "model.filters=[8,16]", "model.dense_units=[16]"]
 TINY = TINY_DATA + TINY_RUN
+TINY_AUGMENTOR = ["imbalance.extra_per_class=6", "imbalance.workers=1"]  # with imbalance=augmentor (m3)
 
 register_configs()
 

@@ -29,8 +29,8 @@ def run_cli(tmp_path: Path, *overrides: str, patch: str = "") -> subprocess.Comp
 
 
 def test_impossible_value_fails_at_composition_without_traceback_or_tensorflow(tmp_path):
-    result = run_cli(tmp_path, "augmentation.flip=diagonal")
-    message = "augmentation.flip='diagonal' must be none, horizontal, vertical or horizontal_and_vertical"
+    result = run_cli(tmp_path, "experiment=m2", "augmentation.flip.mode=diagonal")
+    message = "augmentation.flip.mode='diagonal' must be one of horizontal, vertical, horizontal_and_vertical"
     assert result.returncode == 2, result.stderr
     assert result.stderr.count(message) == 1, result.stderr
     assert "Traceback" not in result.stderr and "MissingMandatoryValue" not in result.stderr

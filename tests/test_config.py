@@ -23,9 +23,10 @@ def test_every_experiment_composes_and_validates(name):
 
 def test_experiments_differ_as_in_the_seeds():
     m1, m2, m3 = (compose_config([f"experiment={n}"]) for n in ("m1", "m2", "m3"))
-    assert m1.augmentation.flip == "none" and m1.model.dropout == 0
-    assert m2.augmentation.flip != "none" and m2.model.dropout > 0 and m2.imbalance.strategy == "none"
-    assert m3.imbalance.strategy == "augmentor" and m3.imbalance.extra_per_class == 500
+    assert not m1.augmentation and m1.model.dropout == 0
+    assert m2.augmentation.flip.mode == "horizontal_and_vertical" and m2.model.dropout > 0
+    assert m2.imbalance._target_ == "melanoma_lab.imbalance.unchanged"
+    assert m3.imbalance._target_ == "melanoma_lab.imbalance.augmentor" and m3.imbalance.extra_per_class == 500
     assert m3.trainer.epochs == 30 and m1.trainer.epochs == 20
 
 
@@ -53,16 +54,35 @@ def test_unknown_key_is_rejected(override):
     assert override.split("=")[0].split(".")[-1] in str(error.value) + str(error.value.__cause__)
 
 
-@pytest.mark.parametrize("override", ["trainer.epochs=abc", "dataset.image_size=big", "model.batch_norm=maybe"])
+@pytest.mark.parametrize("override", ["trainer.epochs=abc", "dataset.image_size=big"])
 def test_wrong_type_is_rejected(override):
     with pytest.raises((ConfigCompositionException, ValidationError)):
         compose_config([override])
 
 
+@pytest.mark.parametrize("override,message", [
+    ("model.batch_norm=maybe", "model.batch_norm='maybe' must be true or false"),
+    ("model.filters=[8,0]", "model.filters=[8, 0] contains 0, which must be >= 1"),
+    ("+model.dropoutt=0.3", "model.dropoutt: unknown key; melanoma_lab.models.build_cnn takes"),
+    ("loss.label_smoothing=1.0", "loss.label_smoothing=1.0 must be in [0.0, 1.0)"),
+    ("+callbacks.early_stopping.patiencee=3", "callbacks.early_stopping.patiencee: unknown key"),
+    ("imbalance=augmentor;imbalance.workers=0", "imbalance.workers=0 must be >= 1"),
+    ("imbalance=class_weight;imbalance.max_class_weight=0.5", "imbalance.max_class_weight=0.5 must be >= 1.0"),
+    ("experiment=m2;augmentation.flip.mode=diagonal",
+     "augmentation.flip.mode='diagonal' must be one of horizontal, vertical, horizontal_and_vertical"),
+    ("+augmentation.blur._target_=nowhere.Blur", "augmentation.blur._target_='nowhere.Blur' cannot be imported"),
+])
+def test_plugin_values_are_checked_against_their_signature(override, message):
+    """Plug-in groups have no schema class: the _target_'s signature (types, Literal, Range) is checked."""
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config(override.split(";")))
+    assert message in str(error.value)
+
+
 @pytest.mark.parametrize("override,key", [("trainer.epochs=-1", "trainer.epochs"),
                                           ("dataset.val_fraction=1.5", "dataset.val_fraction"),
                                           ("dataset.image_size=0", "dataset.image_size"),
-                                          ("augmentation.flip=diagonal", "augmentation.flip")])
+                                          ("model.dropout=1.5", "model.dropout")])
 def test_impossible_value_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(compose_config([override]))

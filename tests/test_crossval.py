@@ -32,7 +32,8 @@ def test_near_duplicates_share_a_fold_with_their_copies():
 
 
 def test_cross_validation_logs_a_parent_with_one_child_per_fold(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("experiment=m3", "study.cv_folds=3", "tracking.log_model=false", "imbalance.extra_per_class=3")
+    cfg = tiny_cfg("experiment=m3", "study.cv_folds=3", "tracking.log_model=false", "imbalance.extra_per_class=3",
+                   "imbalance.workers=1")
     summary = run_cross_validation(cfg, tmp_path / "cv")
     client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
     runs = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])

@@ -13,7 +13,7 @@ from melanoma_lab.data.sources import load_catalog
 from melanoma_lab.experiment import run_experiment
 from melanoma_lab.serving import encode_image
 from melanoma_lab.tracking import tracking_uri
-from tests.conftest import TINY
+from tests.conftest import TINY, TINY_AUGMENTOR
 
 EXPECTED_ARTIFACTS = {
     "config/config.yaml", "config/overrides.txt", "data_audit.json", "data_audit.txt", "learning_curves.png",
@@ -32,7 +32,7 @@ def _artifacts(client, run_id, path=None) -> set[str]:
 
 
 def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("experiment=m3", "trainer.epochs=2")
+    cfg = tiny_cfg("experiment=m3", "trainer.epochs=2", *TINY_AUGMENTOR)
     results = run_experiment(cfg, tmp_path / "out", ["experiment=m3"])
     uri = tracking_uri(None, tmp_path / "mlruns")
     client = mlflow.tracking.MlflowClient(uri)
@@ -47,7 +47,8 @@ def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
     for key in ("val_balanced_accuracy", "val_melanoma_sensitivity", "test_balanced_accuracy",
                 "test_melanoma_roc_auc", "val_macro_f1", "val_ece"):
         assert key in run.data.metrics
-    assert run.data.params["imbalance.strategy"] == "augmentor" and run.data.params["model.dropout"] == "0.2"
+    assert run.data.params["imbalance._target_"] == "melanoma_lab.imbalance.augmentor"
+    assert run.data.params["model.dropout"] == "0.2"
     costs = run.data.metrics  # what the run cost: wall seconds, of which in MLflow calls, and peak memory
     assert 0 < costs["tracking_seconds"] < costs["run_seconds"] and costs["process_peak_rss_mb"] > 100
     tags = run.data.tags
@@ -117,8 +118,8 @@ def test_cli_trains_one_experiment(tmp_path, shared_cache):
 
 def test_recipe_options_train_end_to_end(tiny_cfg, tmp_path):
     cfg = tiny_cfg("experiment=m4", "trainer.epochs=2", "dataset.image_size=32", "model.filters=[8,16]",
-                   "tracking.log_model=false", "trainer.loss=focal", "trainer.lr_schedule=cosine",
-                   "trainer.monitor=val_bacc", "trainer.label_smoothing=0.1", "trainer.precision=mixed_bfloat16")
+                   "tracking.log_model=false", "loss=focal", "lr_schedule=cosine",
+                   "trainer.monitor=val_bacc", "loss.label_smoothing=0.1", "trainer.precision=mixed_bfloat16")
     results = run_experiment(cfg, tmp_path / "out")
     client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
     run = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])[0]

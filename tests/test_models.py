@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
+from melanoma_lab.config import ConfigError, validate
 from melanoma_lab.models import build_cnn, build_transfer
 from tests.conftest import compose_config
 
@@ -30,8 +31,8 @@ def test_global_average_head_has_far_fewer_parameters():
 
 
 def test_bad_architecture_values_are_named():
-    with pytest.raises(ValueError, match="model.pooling"):
-        build_cnn((32, 32, 3), 9, pooling="median")
+    with pytest.raises(ConfigError, match="model.pooling='median' must be one of max, avg"):
+        validate(compose_config(["model.pooling=median"]))  # from build_cnn's signature, before Keras builds
     with pytest.raises(ValueError, match="model.backbone"):
         build_transfer((32, 32, 3), 9, backbone="NoSuchNet")
 
@@ -72,5 +73,5 @@ def test_residual_blocks_add_a_projected_shortcut_per_block():
                       head="global_avg", dense_units=[])
     assert sum(isinstance(l, keras.layers.Add) for l in model.layers) == 2
     assert _conv_widths(model) == [8, 8, 8, 16, 16, 16]
-    with pytest.raises(ValueError, match="convs_per_block"):
-        build_cnn((32, 32, 3), 9, convs_per_block=0)
+    with pytest.raises(ConfigError, match="model.convs_per_block=0 must be >= 1"):
+        validate(compose_config(["model.convs_per_block=0"]))

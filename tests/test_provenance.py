@@ -57,7 +57,7 @@ def test_outside_git_the_code_version_is_the_package_version_plus_a_source_hash(
 
 def _run(clone: Path, workdir: Path, cache: Path) -> subprocess.CompletedProcess:
     """One tiny experiment with the package imported from ``clone``, run from ``workdir`` (not the clone)."""
-    overrides = TINY + ["experiment=m1", "imbalance=none", "tracking.log_model=false", "trainer.checkpoint=false",
+    overrides = TINY + ["experiment=m1", "imbalance=none", "tracking.log_model=false", "callbacks.checkpoint=null",
                         "evaluation.tta=false", f"paths.root_dir={workdir}", f"paths.cache_dir={cache}"]
     env = {**os.environ, "PYTHONPATH": str(clone), "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("MLFLOW_TRACKING_URI", None)

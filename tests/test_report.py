@@ -52,7 +52,7 @@ def test_paired_difference_detects_a_real_improvement_and_needs_same_images():
 
 def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path, shared_cache):
     overrides = TINY + [f"paths.cache_dir={shared_cache}", f"paths.root_dir={tmp_path}", "study.name=tiny-study",
-                        "study.experiments=[m1,m3]", "study.seeds=[1,2]", "study.bootstrap_samples=100",
+                        "study.experiments=[m1,m2]", "study.seeds=[1,2]", "study.bootstrap_samples=100",
                         "tracking.log_model=false"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         from hydra import compose
@@ -63,7 +63,7 @@ def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path
         experiment = client.get_experiment_by_name("tiny-study")
         runs = client.search_runs([experiment.experiment_id])
         assert sorted((r.data.tags["experiment"], r.data.tags["seed"]) for r in runs) == [
-            ("m1", "1"), ("m1", "2"), ("m3", "1"), ("m3", "2")]
+            ("m1", "1"), ("m1", "2"), ("m2", "1"), ("m2", "2")]
         assert {r.data.tags.get("launched_by") for r in runs} == {"study"}
         assert len({r.data.tags["study_launch"] for r in runs}) == 1
         run_study(cfg, overrides, tmp_path / "study")  # resumes: everything FINISHED is skipped
@@ -71,7 +71,7 @@ def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path
 
     text = path.read_text()
     assert path == tmp_path / "experiments" / "reports" / "tiny-study" / "report.md"
-    for needle in ("| m1 ", "| m3 ", "val balanced acc", "s/epoch (median)", "melanomas found", "m3 vs m1", "imbalance.strategy",
+    for needle in ("| m1 ", "| m2 ", "val balanced acc", "s/epoch (median)", "melanomas found", "m2 vs m1", "augmentation.flip",
                    "train-validation gap", "Data audit", "learning_curves.png", "Full vs clean Test", "runtime.device"):
         assert needle in text, needle
     page = (path.parent / "report.html").read_text()
@@ -80,7 +80,7 @@ def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path
     (path.parent / "report.md").unlink()
     assert report.main(["--study", "tiny-study", "--tracking-uri", tracking_uri(None, tmp_path / "mlruns"),
                         "--out", str(path.parent), "--bootstrap-samples", "100"]) == 0
-    assert "| m3 " in path.read_text()
+    assert "| m2 " in path.read_text()
 
 
 def test_report_of_unknown_study_says_what_to_do(tmp_path, capsys):

@@ -34,9 +34,10 @@ def _sweep(root, *swept):
 
 
 def test_jobs_failing_before_their_run_starts_fail_the_sweep_without_traceback(tmp_path):
-    result = _sweep(tmp_path, "augmentation.flip=diagonal,none", "dataset.root=/nonexistent")
-    assert result.returncode == 1 and "2 of 2 sweep jobs failed (augmentation.flip=diagonal" in result.stderr
-    assert result.stdout.count("sweep job 0 failed: invalid config: augmentation.flip='diagonal'") == 1
+    result = _sweep(tmp_path, "experiment=m2", "augmentation.flip.mode=diagonal,horizontal",
+                    "dataset.root=/nonexistent")
+    assert result.returncode == 1 and "2 of 2 sweep jobs failed (augmentation.flip.mode=diagonal" in result.stderr
+    assert result.stdout.count("sweep job 0 failed: invalid config: augmentation.flip.mode='diagonal'") == 1
     assert result.stdout.count("sweep job 1 failed: No dataset found at /nonexistent") == 1
     assert "Traceback" not in result.stdout + result.stderr
     [summary] = (tmp_path / "experiments" / "multiruns").glob("*/sweep_summary.csv")

@@ -3,8 +3,8 @@ import os
 import keras
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
+from melanoma_lab.errors import ConfigError
 from melanoma_lab.training import ValidationMetrics, best_epoch, build_loss, learning_rate, set_precision
 from tests.conftest import compose_config
 
@@ -31,13 +31,14 @@ def test_best_epoch_follows_the_monitor_direction():
 
 
 def test_loss_schedule_and_precision_come_from_config():
-    trainer = compose_config(["trainer.loss=focal", "trainer.label_smoothing=0.1", "trainer.lr_schedule=cosine",
-                              "trainer.epochs=4"]).trainer
-    loss = build_loss(trainer)
+    cfg = compose_config(["loss=focal", "loss.label_smoothing=0.1", "loss.gamma=3", "lr_schedule=cosine",
+                          "trainer.epochs=4", "optimizer.learning_rate=0.01"])
+    loss = build_loss(cfg)
     assert isinstance(loss, keras.losses.CategoricalFocalCrossentropy) and loss.label_smoothing == 0.1
-    schedule = learning_rate(0.01, trainer, steps_per_epoch=10)
+    assert loss.gamma == 3
+    schedule = learning_rate(cfg, steps_per_epoch=10)
     assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(40)) == pytest.approx(0.0, abs=1e-7)
-    assert learning_rate(0.01, OmegaConf.create({"lr_schedule": "constant"}), 10) == 0.01
+    assert learning_rate(compose_config(["optimizer.learning_rate=0.01"]), 10) == 0.01
     try:
         assert set_precision("mixed_bfloat16") == "mixed_bfloat16"
         assert keras.mixed_precision.global_policy().compute_dtype == "bfloat16"
@@ -107,10 +108,24 @@ def test_multi_worker_strategy_trains_with_two_local_workers(tmp_path):
     assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:]
 
 
-@pytest.mark.parametrize("trainer", ["default", "long"])
-def test_study_trainers_stop_early_and_keep_the_best_weights(trainer):
-    stopping = compose_config([f"trainer={trainer}"]).trainer.early_stopping
-    assert stopping.enabled and stopping.restore_best_weights and stopping.patience >= 1
+@pytest.mark.parametrize("experiment", ["m1", "m2", "m3", "m4"])
+def test_study_experiments_stop_early_and_keep_the_best_weights(experiment):
+    stopping = compose_config([f"experiment={experiment}"]).callbacks.early_stopping
+    assert stopping.restore_best_weights and stopping.patience >= 1
+
+
+def test_callbacks_come_from_the_callbacks_group_in_order(tmp_path):
+    from melanoma_lab.tracking import RunTracker
+    from melanoma_lab.training import build_callbacks
+
+    cfg = compose_config(["experiment=m4", "callbacks.checkpoint=null",
+                          "+callbacks.nan._target_=keras.callbacks.TerminateOnNaN"])
+    callbacks = build_callbacks(cfg, tmp_path, RunTracker(False, "", "", "", None), None, tmp_path / "backup")
+    assert [type(c).__name__ for c in callbacks[3:]] == ["BackupAndRestore", "EarlyStopping", "TerminateOnNaN"]
+    assert callbacks[4].patience == 15 and callbacks[4].monitor == "val_bacc" and callbacks[4].mode == "max"
+    with pytest.raises(ConfigError, match=r"callbacks.nan \(keras.callbacks.TerminateOnNaN\).*when"):
+        build_callbacks(compose_config(["+callbacks.nan._target_=keras.callbacks.TerminateOnNaN",
+                                        "+callbacks.nan.when=always"]), tmp_path, None, None, tmp_path)
 
 
 def test_early_stopping_ends_the_run_and_restores_the_best_epoch(tiny_cfg, tmp_path):
@@ -118,7 +133,7 @@ def test_early_stopping_ends_the_run_and_restores_the_best_epoch(tiny_cfg, tmp_p
     from melanoma_lab.tracking import RunTracker
     from melanoma_lab.training import train_model
 
-    cfg = tiny_cfg("trainer.epochs=15", "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=1",
+    cfg = tiny_cfg("trainer.epochs=15", "callbacks.early_stopping.patience=1",
                    "optimizer.learning_rate=0.05", "trainer.precision=float32", "trainer.deterministic=true",
                    "tracking.enabled=false")
     audited = load_audited_data(cfg, tmp_path)
@@ -127,7 +142,7 @@ def test_early_stopping_ends_the_run_and_restores_the_best_epoch(tiny_cfg, tmp_p
     model, history = train_model(cfg, data, tracker, tmp_path, tmp_path / "backup")
     assert len(history["loss"]) < 15  # stopped after one epoch without improvement
     check = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, len(data.classes),
-                              build_loss(cfg.trainer), cfg.dataset.batch_size)
+                              build_loss(cfg), cfg.dataset.batch_size)
     check.set_model(model)
     logs: dict = {}
     check.on_epoch_end(0, logs)

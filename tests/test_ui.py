@@ -17,6 +17,7 @@ import pytest
 
 from melanoma_lab.experiment import run_experiment
 from melanoma_lab.tracking import tracking_uri
+from tests.conftest import TINY_AUGMENTOR
 from tests.test_serving import free_port, stop, wait_until_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.ui]
@@ -47,7 +48,8 @@ def browser(tmp_path):
 def study_ui(tiny_cfg, tmp_path):
     """A study with m1, m2, m3 runs and `mlflow ui` serving its store: (base URL, experiment id, runs by name)."""
     for name in ("m1", "m2", "m3"):
-        run_experiment(tiny_cfg(f"experiment={name}", "study.name=ui-study", "tracking.log_model=false"),
+        run_experiment(tiny_cfg(f"experiment={name}", "study.name=ui-study", "tracking.log_model=false",
+                                *(TINY_AUGMENTOR if name == "m3" else [])),
                        tmp_path / name)
     port = free_port()
     bin_dir = os.path.dirname(sys.executable)

@@ -1,0 +1,51 @@
+"""Extending melanoma_lab: a model builder (one function + one YAML in a searchpath) and an imbalance strategy (one
+function, chosen by overrides alone) from tests/plugins_example.py, and the checks derived from their signatures."""
+
+import keras
+import mlflow
+import pytest
+
+from melanoma_lab.config import ConfigError, validate
+from melanoma_lab.experiment import run_experiment
+from melanoma_lab.plugins import Range
+from melanoma_lab.tracking import tracking_uri
+from tests.conftest import TINY_DATA, compose_config
+
+
+@pytest.fixture
+def user_conf(tmp_path):
+    """A user's config folder holding one YAML: conf/model/tiny.yaml naming their builder."""
+    (tmp_path / "user_conf" / "model").mkdir(parents=True)
+    (tmp_path / "user_conf" / "model" / "tiny.yaml").write_text(
+        "_target_: tests.plugins_example.build_tiny\nwidth: 3\n")
+    return f"hydra.searchpath=[file://{tmp_path / 'user_conf'}]"
+
+
+def test_plugins_from_outside_the_package_run_through_overrides(tmp_path, shared_cache, user_conf):
+    cfg = compose_config([*TINY_DATA, "trainer=smoke", "experiment=m1", "tracking.log_model=false", user_conf,
+                          "model=tiny", "imbalance._target_=tests.plugins_example.undersample",
+                          "+imbalance.per_class=2", f"paths.cache_dir={shared_cache}"], root=tmp_path)
+    validate(cfg)
+    run_experiment(cfg, tmp_path / "out")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    run = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["train_images"] == 2 * 9  # undersample(per_class=2): two images of each of 9 classes
+    assert run.data.params["model._target_"] == "tests.plugins_example.build_tiny"
+    best = keras.models.load_model(tmp_path / "out" / "checkpoints" / "best.keras")
+    assert best.name == "tiny" and {"tiny_conv", "tiny_pool"} <= {layer.name for layer in best.layers}
+
+
+def test_outside_plugin_parameters_are_checked_from_their_signature(tiny_cfg, user_conf):
+    tiny_cfg = lambda *extra: compose_config([*TINY_DATA, *extra])  # noqa: E731 (TINY_RUN sizes the CNN)
+    with pytest.raises(ConfigError, match=r"imbalance.per_class=0 must be >= 1"):
+        validate(tiny_cfg("imbalance._target_=tests.plugins_example.undersample", "+imbalance.per_class=0"))
+    with pytest.raises(ConfigError, match=r"model.depth: unknown key; tests.plugins_example.build_tiny takes "
+                                          r"input_shape, num_classes, width"):
+        validate(tiny_cfg(user_conf, "model=tiny", "+model.depth=2"))
+
+
+def test_range_describes_its_bounds():
+    assert Range(0, 1, max_open=True).holds(0) and not Range(0, 1, max_open=True).holds(1)
+    assert str(Range(0.0, 1.0, max_open=True)) == "in [0.0, 1.0)" and str(Range(1)) == ">= 1"
+    assert str(Range(max=5, max_open=True)) == "< 5" and not Range(min=0, min_open=True).holds(0)
