@@ -49,3 +49,28 @@ def test_range_describes_its_bounds():
     assert Range(0, 1, max_open=True).holds(0) and not Range(0, 1, max_open=True).holds(1)
     assert str(Range(0.0, 1.0, max_open=True)) == "in [0.0, 1.0)" and str(Range(1)) == ">= 1"
     assert str(Range(max=5, max_open=True)) == "< 5" and not Range(min=0, min_open=True).holds(0)
+
+
+def test_augmentation_presets_are_keras_layer_lists_seeded_in_order():
+    from melanoma_lab.augmentation import build_augmentation
+
+    stack = build_augmentation(compose_config(["experiment=m4"]).augmentation, seed=10)
+    layers = {type(layer).__name__: layer for layer in stack.layers}
+    assert list(layers) == ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast",
+                            "RandomBrightness"]
+    assert [layer.seed for layer in stack.layers] == list(range(10, 16))  # as before: one seed offset per step
+    assert layers["RandomFlip"].mode == "horizontal_and_vertical" and layers["RandomRotation"].fill_mode == "reflect"
+    assert tuple(layers["RandomContrast"].value_range) == (0, 255) and layers["RandomZoom"].height_factor == 0.2
+    m2 = build_augmentation(compose_config(["experiment=m2"]).augmentation, seed=1)
+    assert [type(layer).__name__ for layer in m2.layers] == ["RandomFlip", "RandomRotation", "RandomZoom"]
+    assert build_augmentation(compose_config(["experiment=m2", "augmentation.zoom=null"]).augmentation, 1) \
+        .layers[-1].__class__.__name__ == "RandomRotation"
+
+
+def test_a_keras_layer_argument_is_checked_when_the_stack_is_built():
+    from melanoma_lab.augmentation import build_augmentation
+
+    cfg = compose_config(["experiment=m2", "+augmentation.flip.modee=vertical"])
+    validate(cfg)  # Keras' own arguments are known only once Keras is imported
+    with pytest.raises(ConfigError, match=r"augmentation.flip \(keras.layers.RandomFlip\): .*modee"):
+        build_augmentation(cfg.augmentation, seed=1)
