@@ -8,7 +8,7 @@ DATA ?= $(or $(MELANOMA_LAB_DATA),data/isic9)
 TRAINER ?=
 ARGS ?=
 STUDY ?= $(if $(filter synthetic,$(DATA)),synthetic,isic)-study$(if $(TRAINER),-$(TRAINER))
-DEMO_ARGS := dataset=synthetic trainer.epochs=8 imbalance.extra_per_class=60 study.name=demo
+DEMO_ARGS := dataset=synthetic trainer.epochs=8 study.name=demo
 MLFLOW_STORE := sqlite:///$(abspath mlruns)/mlflow.db
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2

@@ -42,7 +42,7 @@ from melanoma_lab.training import MAXIMISED, build_loss, compile_model, seed_eve
 log = logging.getLogger(__name__)
 TUNERS = {"hyperband": keras_tuner.Hyperband, "random": keras_tuner.RandomSearch,
           "bayesian": keras_tuner.BayesianOptimization}
-TUNABLE = ("model", "optimizer", "trainer", "augmentation")
+TUNABLE = ("model", "optimizer", "trainer", "augmentation", "loss", "lr_schedule")
 FIXED = ("trainer.epochs", "trainer.seed", "trainer.strategy", "trainer.resume")
 SEARCH_RUN_FILE = "mlflow_search_run"
 WORKER_WAIT_SECONDS = 300

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from melanoma_lab.config import ConfigError
 from melanoma_lab.experiment import config_hash
 from melanoma_lab.tracking import tracking_uri
+from melanoma_lab.config import validate
 from melanoma_lab.tuning import check_search_space, tuned_experiment
 from tests.conftest import TINY, compose_config
 
@@ -28,6 +29,17 @@ def test_search_space_errors_name_the_entry_and_the_way_out(tiny_cfg):
     assert "[1] (key dataset.batch_size): data and training budget are fixed" in message and "min < max" in message
     assert "[2] (key model.filters): also set on the command line" in message and "needs values" in message
     check_search_space(tiny_cfg("tuner=random", SPACE), TINY)  # the test space is valid
+
+
+def test_plugin_group_values_can_be_searched(tiny_cfg):
+    space = ("tuner.search_space=[{key: augmentation.rotation.factor, type: float, min: 0.0, max: 0.5},"
+             "{key: loss.label_smoothing, type: float, min: 0.0, max: 0.2}, {key: lr_schedule, values: [constant, cosine]}]")
+    cfg = tiny_cfg("experiment=m2", "tuner=random", space)
+    check_search_space(cfg, TINY)
+    trial = tiny_cfg("experiment=m2", "augmentation.rotation.factor=0.3", "loss.label_smoothing=0.1", "lr_schedule=cosine")
+    validate(trial)
+    assert (trial.augmentation.rotation.factor, trial.loss.label_smoothing) == (0.3, 0.1)
+    assert trial.lr_schedule._target_ == "melanoma_lab.schedules.cosine"
 
 
 def test_tuned_experiment_keeps_the_base_defaults_and_applies_the_best_values():
