@@ -24,11 +24,11 @@ TINY = TINY_DATA + TINY_RUN
 register_configs()
 
 
-def compose_config(overrides: list[str], root: Path | None = None) -> DictConfig:
-    """Compose conf/config.yaml with ``overrides`` (as the CLI would), rooted at ``root``."""
+def compose_config(overrides: list[str], root: Path | None = None, config_name: str = "config") -> DictConfig:
+    """Compose conf/<config_name>.yaml with ``overrides`` (as the CLI would), rooted at ``root``."""
     rooted = overrides + ([f"paths.root_dir={root}"] if root is not None else [])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=rooted)
+        return compose(config_name=config_name, overrides=rooted)
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from melanoma_lab.data.synthetic import STYLES, render_lesion
@@ -69,3 +70,13 @@ def write_isic2019(root: Path, lesions_per_class: int = 4, size: int = 32, seed:
             writer.writerow(header)
             writer.writerows(rows)
     return root
+
+
+@pytest.fixture(scope="session")
+def ham_root(tmp_path_factory) -> Path:
+    return write_ham10000(tmp_path_factory.mktemp("ham10000"))
+
+
+@pytest.fixture(scope="session")
+def isic2019_root(tmp_path_factory) -> Path:
+    return write_isic2019(tmp_path_factory.mktemp("isic2019"))

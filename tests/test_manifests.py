@@ -19,19 +19,9 @@ from melanoma_lab.errors import ConfigError
 from melanoma_lab.experiment import run_experiment
 from melanoma_lab.tracking import tracking_uri
 from tests.conftest import TINY_RUN, compose_config
-from tests.manifest_fixtures import write_ham10000, write_isic2019
+from tests.manifest_fixtures import ham_root, isic2019_root  # noqa: F401 (fixtures)
 
 SMALL = ["dataset.image_size=32", "dataset.batch_size=16"]
-
-
-@pytest.fixture(scope="session")
-def ham_root(tmp_path_factory) -> Path:
-    return write_ham10000(tmp_path_factory.mktemp("ham10000"))
-
-
-@pytest.fixture(scope="session")
-def isic2019_root(tmp_path_factory) -> Path:
-    return write_isic2019(tmp_path_factory.mktemp("isic2019"))
 
 
 def _catalog(name: str, root: Path, *extra: str):
