@@ -94,8 +94,9 @@ def csv_manifest(root: str, manifest: str, image_column: str, label_column: str,
                  split_column: str | None = None, image_dirs: tuple[str, ...] = (".",),
                  extension: str = "") -> Catalog:
     """Images named by ``image_column`` (an id or a relative path, found as ``<id><extension>`` in the first of
-    ``image_dirs`` that has it, relative to ``root``), labelled by ``label_column``; ``group_column`` (lesion or patient id) keeps a group's
-    images on one side of every split; ``split_column`` (train | test) marks a held-out Test set."""
+    ``image_dirs`` that has it, relative to ``root``), labelled by ``label_column``; ``group_column`` (lesion or
+    patient id) keeps a group's images on one side of every split; ``split_column`` (train | test) marks a held-out
+    Test set."""
     base = Path(root).expanduser().resolve()
     path = base / manifest
     table = read_manifest(path)
