@@ -61,8 +61,8 @@ stale-runs: install ## list this host's runs left RUNNING by a killed process (A
 serve: install ## serve the champion model over REST on 127.0.0.1:5001 (promote one first; see README)
 	$(PY) -m melanoma_lab.serve
 
-data: install ## download and extract the ISIC 9-class data into data/isic9 (needs internet)
-	$(PY) -m melanoma_lab.data.download --dest data/isic9
+data: install ## download a dataset into data/<name>: DATASET=isic9 (default) | ham10000 | isic2019 (needs internet)
+	$(PY) -m melanoma_lab.data.download --dataset $(or $(DATASET),isic9)
 
 clean: ## remove run folders and caches (keeps mlruns/ and data/isic9)
 	rm -rf experiments/runs experiments/multiruns data/cache .pytest_cache

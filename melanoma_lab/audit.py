@@ -200,10 +200,10 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from melanoma_lab.config import validate
-    from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.datasets import load_catalog
 
     validate(cfg)
-    report = audit_catalog(load_catalog(cfg.dataset, cfg.paths), cfg.audit.near_duplicate_distance)
+    report = audit_catalog(load_catalog(cfg.dataset), cfg.audit.near_duplicate_distance)
     out = cfg.audit.out or HydraConfig.get().runtime.output_dir
     path = write_report(report, out)
     print(summary(report))

@@ -59,8 +59,8 @@ def data_overrides(data: str | None, workdir: Path) -> list[str]:
     """Hydra overrides selecting the benchmark data: a folder, or synthetic 180 px with ISIC-like counts."""
     if data:
         return [f"dataset.root={Path(data).resolve()}", f"paths.root_dir={workdir}"]
-    return ["dataset=synthetic", f"dataset.image_size={SIZE}", f"dataset.generated_size={SIZE}",
-            "dataset.train_images=2239", "dataset.test_images=90", f"paths.root_dir={workdir}"]
+    return ["dataset=synthetic", f"dataset.image_size={SIZE}", f"dataset.source.generated_size={SIZE}",
+            "dataset.source.train_images=2239", "dataset.source.test_images=90", f"paths.root_dir={workdir}"]
 
 
 class FitTimer:
@@ -148,9 +148,9 @@ def run_variant(variant: str, data: str | None, epochs: int, workdir: Path) -> d
     cfg = compose(overrides + data_overrides(data, workdir))
     costs: dict[str, float] = {}
     if variant == "seed":
-        from melanoma_lab.data.sources import load_catalog
+        from melanoma_lab.datasets import load_catalog
 
-        train_seed_pipeline(cfg, Path(load_catalog(cfg.dataset, cfg.paths).root) / "Train", epochs)
+        train_seed_pipeline(cfg, Path(load_catalog(cfg.dataset).root) / "Train", epochs)
     else:
         from melanoma_lab.experiment import run_experiment
 
@@ -161,12 +161,12 @@ def run_variant(variant: str, data: str | None, epochs: int, workdir: Path) -> d
 
 def time_augmentor(data: str | None, workdir: Path) -> dict[str, float]:
     """M3's Augmentor step (500 extra images per class) on a fresh cache, then again from the cache."""
-    from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.datasets import load_catalog
     from melanoma_lab.data.split import train_val_split
     from melanoma_lab.imbalance import generate_augmentor_images
 
     cfg = compose(["experiment=m3"] + data_overrides(data, workdir))
-    catalog = load_catalog(cfg.dataset, cfg.paths)
+    catalog = load_catalog(cfg.dataset)
     files = catalog.files[catalog.files["split"] == "train"].reset_index(drop=True)
     train, _ = train_val_split(files, cfg.dataset.val_fraction, SEED)
     cache = Path(tempfile.mkdtemp(dir=workdir, prefix="augmentor-cache-"))
@@ -187,12 +187,12 @@ def time_scaling(data: str | None, workdir: Path, factors: tuple[int, ...] = (1,
     from hydra.utils import instantiate
 
     from melanoma_lab.data.pipeline import DecodedImages, decode, make_dataset
-    from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.datasets import load_catalog
     from melanoma_lab.training import set_precision
 
     cfg = compose(["experiment=m1"] + data_overrides(data, workdir))
     set_precision(cfg.trainer.precision)
-    catalog = load_catalog(cfg.dataset, cfg.paths)
+    catalog = load_catalog(cfg.dataset)
     base = decode(catalog.files[catalog.files["split"] == "train"], catalog.classes, SIZE)
     series = []
     for factor in factors:

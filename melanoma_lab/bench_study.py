@@ -39,7 +39,7 @@ def seed_procedure(data: str | None, workdir: Path) -> list[dict[str, Any]]:
     """The seeds' notebook in this process, stage by stage (seconds, epochs, final val accuracy, peak RSS)."""
     import Augmentor
 
-    from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.datasets import load_catalog
 
     stages: list[dict[str, Any]] = []
 
@@ -56,7 +56,7 @@ def seed_procedure(data: str | None, workdir: Path) -> list[dict[str, Any]]:
         return {"epochs": len(history["loss"]), "final_val_accuracy": history["val_accuracy"][-1]}
 
     cfg = compose(data_overrides(data, workdir))
-    catalog = load_catalog(cfg.dataset, cfg.paths)
+    catalog = load_catalog(cfg.dataset)
     train_dir = workdir / "seed-notebook" / "Train"  # Augmentor writes next to its inputs: work on a copy
     shutil.copytree(Path(catalog.root) / "Train", train_dir)
 

@@ -18,18 +18,6 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from melanoma_lab.errors import ConfigError
 from melanoma_lab.plugins import check_targets
 
-ISIC_CLASSES = [
-    "actinic keratosis",
-    "basal cell carcinoma",
-    "dermatofibroma",
-    "melanoma",
-    "nevus",
-    "pigmented benign keratosis",
-    "seborrheic keratosis",
-    "squamous cell carcinoma",
-    "vascular lesion",
-]
-
 
 @dataclass
 class PathsConfig:
@@ -47,20 +35,10 @@ class DatasetConfig:
     image_size: int = 180
     batch_size: int = 32
     val_fraction: float = 0.2
-    melanoma_class: str = "melanoma"
-    extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png"])
+    melanoma_class: str = "melanoma"  # the dataset's melanoma label (alert and melanoma_* metrics)
     on_unreadable: str = "skip"  # skip | fail
     ram_budget_mb: Optional[float] = None  # decoded training split larger than this: read from a disk cache
-
-
-@dataclass
-class SyntheticDatasetConfig(DatasetConfig):
-    name: str = "synthetic"
-    train_images: int = 720
-    test_images: int = 180
-    generated_size: int = 96
-    generator_seed: int = 0
-    class_names: list[str] = field(default_factory=lambda: list(ISIC_CLASSES))
+    source: Any = MISSING  # {_target_: a function of melanoma_lab.data returning a Catalog, its keywords}
 
 
 @dataclass
@@ -187,7 +165,7 @@ class Config:
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"_schema": DatasetConfig, "_synthetic_schema": SyntheticDatasetConfig},
+    "dataset": {"_schema": DatasetConfig},
     "optimizer": {"_schema": OptimizerConfig, "_sgd_schema": SGDConfig},
     "trainer": {"_schema": TrainerConfig},
     "tracking": {"_schema": TrackingConfig},

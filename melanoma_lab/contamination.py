@@ -1,8 +1,9 @@
 """One honest Test set: Test images with a copy in Train, clean Test metrics, and Test images not scored.
 
 A Test image is *contaminated* when a Train image is byte-identical to it or a perceptual near-copy (pHash
-within ``audit.near_duplicate_distance`` bits, joined transitively like the split's content groups). The audit
-lists every such (Test, Train) pair as ``test_train_twins``. By default (``audit.test_contamination=exclude``)
+within ``audit.near_duplicate_distance`` bits, joined transitively like the split's content groups), or when a
+Train image shows the same lesion (the source's ``group_id``). The audit lists every such (Test, Train) pair as
+``test_train_twins``. By default (``audit.test_contamination=exclude``)
 those Train copies are kept out of training and validation, whatever ``audit.conflict_policy`` says;
 ``keep`` reproduces the seed notebooks, with a warning. Either way each run also reports its Test metrics on
 the *clean* Test images (no Train twin) as ``test_clean_<metric>`` with ``test_clean_images``, and lists the
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma_lab.data.catalog import Catalog, SPLIT_FOLDERS
-from melanoma_lab.data.split import content_groups
+from melanoma_lab.data.split import content_groups, split_groups
 from melanoma_lab.evaluation import Evaluation
 
 log = logging.getLogger(__name__)
@@ -29,27 +30,30 @@ UNSCORED_COLUMNS = ["path", "reason"]
 
 
 def train_test_twins(files: pd.DataFrame, near_duplicate_groups: list[list[dict]]) -> list[dict]:
-    """Every (Test image, Train image) pair of one content group: ``{"test", "train", "match"}`` with match
-    ``identical`` (same bytes) or ``near`` (perceptual near-copy)."""
-    grouped = files.assign(group=content_groups(files, near_duplicate_groups))
+    """Every (Test image, Train image) pair of one split group: ``{"test", "train", "match"}`` with match
+    ``identical`` (same bytes), ``near`` (perceptual near-copy) or ``same_lesion`` (same ``group_id``)."""
+    grouped = files.assign(group=split_groups(files, near_duplicate_groups),
+                           content=content_groups(files, near_duplicate_groups))
     pairs = []
     for _, members in grouped.groupby("group", sort=False):
         if members["split"].nunique() < 2:
             continue
         train, test = members[members["split"] == "train"], members[members["split"] == "test"]
-        for test_path, test_sha in zip(test["path"], test["sha256"]):
+        for test_path, test_sha, test_content in zip(test["path"], test["sha256"], test["content"]):
             pairs += [{"test": test_path, "train": train_path,
-                       "match": "identical" if train_sha == test_sha else "near"}
-                      for train_path, train_sha in zip(train["path"], train["sha256"])]
+                       "match": "identical" if train_sha == test_sha else "near" if content == test_content
+                       else "same_lesion"}
+                      for train_path, train_sha, content in zip(train["path"], train["sha256"], train["content"])]
     return pairs
 
 
 def twin_summary(report: dict) -> str:
     """One audit summary line about Test images that have a copy in Train."""
     pairs = report.get("test_train_twins", [])
-    identical = sum(pair["match"] == "identical" for pair in pairs)
+    kinds = {kind: sum(pair["match"] == kind for pair in pairs) for kind in ("identical", "near", "same_lesion")}
     return (f"  Test images with a Train twin (contamination): {len({p['test'] for p in pairs})} "
-            f"({len(pairs)} Test/Train pairs: {identical} identical, {len(pairs) - identical} near-copies)")
+            f"({len(pairs)} Test/Train pairs: {kinds['identical']} identical, {kinds['near']} near-copies, "
+            f"{kinds['same_lesion']} same lesion)")
 
 
 def set_aside_train_twins(files: pd.DataFrame, report: dict, mode: str) -> pd.DataFrame:

@@ -12,15 +12,15 @@ from functools import partial
 from pathlib import Path
 
 import keras
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab import plots
 from melanoma_lab.audit import summary
 from melanoma_lab.config import validate
-from melanoma_lab.contamination import TWIN_COLUMN, clean_test_metrics
+from melanoma_lab.contamination import clean_test_metrics
 from melanoma_lab.data.catalog import fingerprint
-from melanoma_lab.evaluation import AlertCalibration, Evaluation, calibrate_alert, evaluate, reliability_table
+from melanoma_lab.evaluation import calibrate_alert, evaluate
+from melanoma_lab.evaluation_logging import evaluation_metrics, log_alert, log_evaluation
 from melanoma_lab.inference import predict_probabilities
 from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_data
 from melanoma_lab.provenance import code_version, provenance_tags
@@ -32,46 +32,6 @@ log = logging.getLogger(__name__)
 UNTRACKED = "untracked"  # the backup folder of a run with tracking.enabled=false
 KEY_METRICS = ("final_val_accuracy", "val_balanced_accuracy", "val_melanoma_sensitivity", "val_melanoma_roc_auc",
                "test_balanced_accuracy")
-
-
-def evaluation_metrics(result: Evaluation, prefix: str, history: dict[str, list]) -> dict[str, float]:
-    """``<prefix>_<metric>``; a name Keras already logs per epoch (val_accuracy) gets a ``final_`` prefix."""
-    named = {f"{prefix}_{k}": v for k, v in result.metrics.items()}
-    return {(f"final_{k}" if k in history else k): v for k, v in named.items()}
-
-
-def predictions_table(result: Evaluation, files: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """One row per image: path, true label index, ``train_twin`` (content on both sides of Train/Test) when
-    known, and the probability of each class."""
-    table = pd.DataFrame(result.probabilities, columns=[f"p_{c}" for c in classes])
-    if TWIN_COLUMN in files:
-        table.insert(0, TWIN_COLUMN, files[TWIN_COLUMN].to_numpy(dtype=bool))
-    table.insert(0, "label", result.labels)
-    table.insert(0, "path", files["path"].to_numpy())
-    return table
-
-
-def _log_evaluation(tracker: RunTracker, result: Evaluation, metrics: dict[str, float], prefix: str,
-                    files: pd.DataFrame, classes: list[str], bins: int, step: int) -> None:
-    tracker.log_metrics(metrics, step=step)
-    tracker.log_table(predictions_table(result, files, classes), f"evaluation/{prefix}_predictions.csv")
-    tracker.log_table(result.per_class, f"evaluation/{prefix}_per_class.csv")
-    tracker.log_figure(plots.confusion_matrices(result.confusion, classes, prefix),
-                       f"evaluation/{prefix}_confusion_matrix.png")
-    tracker.log_figure(plots.roc_curves(result.labels, result.probabilities, classes, prefix),
-                       f"evaluation/{prefix}_roc_curves.png")
-    tracker.log_figure(plots.reliability_diagram(reliability_table(result.labels, result.probabilities, bins),
-                                                 prefix), f"evaluation/{prefix}_reliability.png")
-    tracker.log_dict({"classes": classes, "confusion_matrix": result.confusion.tolist()},
-                     f"evaluation/{prefix}_confusion_matrix.json")
-
-
-def _log_alert(tracker: RunTracker, alert: AlertCalibration) -> None:
-    """Tag the run with how its melanoma alert was calibrated (``melanoma_alert_status``), and say why if not."""
-    tracker.set_tags({"melanoma_alert_status": alert.status})
-    if alert.threshold is None:
-        tracker.set_tags({"melanoma_alert_note": alert.note})
-        log.warning("%s", alert.note)
 
 
 def config_hash(resolved: dict) -> str:
@@ -195,7 +155,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
             if prefix == "val":  # the alert threshold is chosen on validation only, never on Test
                 alert = calibrate_alert(part.labels, probabilities, data.classes, cfg.dataset.melanoma_class,
                                         cfg.evaluation.fixed_sensitivity)
-                _log_alert(tracker, alert)
+                log_alert(tracker, alert)
             score = partial(evaluate, classes=data.classes, melanoma_class=cfg.dataset.melanoma_class,
                             fixed_specificity=cfg.evaluation.fixed_specificity,
                             fixed_sensitivity=cfg.evaluation.fixed_sensitivity,
@@ -204,8 +164,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
             metrics = evaluation_metrics(result, prefix, history)
             if prefix == "test":  # also on the Test images without a Train twin
                 metrics |= clean_test_metrics(part.files, part.labels, probabilities, score)
-            _log_evaluation(tracker, result, metrics, prefix, part.files, data.classes,
-                            cfg.evaluation.calibration_bins, final_step)
+            log_evaluation(tracker, result, metrics, prefix, part.files, data.classes, cfg.dataset.melanoma_class,
+                           cfg.evaluation.calibration_bins, final_step)
             results |= metrics
         best = best_epoch(history, cfg.trainer.monitor)
         results["train_val_accuracy_gap"] = history["accuracy"][best] - history["val_accuracy"][best]

@@ -72,14 +72,15 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, classes: list[str]) -> F
     return fig
 
 
-def roc_curves(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], title: str = "") -> Figure:
-    """One-vs-rest ROC curve per class."""
+def roc_curves(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], title: str = "",
+               highlight: str | None = None) -> Figure:
+    """One-vs-rest ROC curve per class; the ``highlight`` class (the dataset's melanoma class) drawn bold."""
     fig, ax = plt.subplots(figsize=(6.5, 6))
     for index, name in enumerate(classes):
         positives = labels == index
         if 0 < positives.sum() < len(labels):
             fpr, tpr, _ = roc_curve(positives, probabilities[:, index])
-            ax.plot(fpr, tpr, lw=2.5 if name == "melanoma" else 1, label=name)
+            ax.plot(fpr, tpr, lw=2.5 if name == highlight else 1, label=name)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC one-vs-rest {title}".strip())
     ax.legend(fontsize=7, loc="lower right")

@@ -130,14 +130,14 @@ def save_overlay(image: np.ndarray, heatmap: np.ndarray, title: str, path: Path)
     os.replace(staging, path)
 
 
-def describe(prediction: Prediction, threshold: float | None) -> str:
+def describe(prediction: Prediction, threshold: float | None, melanoma_class: str) -> str:
     if prediction.error is not None:
         return f"{prediction.path}: NOT PREDICTED: {prediction.error}"
     ranked = sorted(prediction.probabilities.items(), key=lambda item: -item[1])
     lines = [f"{prediction.path}: {prediction.top_class} ({prediction.probabilities[prediction.top_class]:.3f})",
              "  " + ", ".join(f"{name} {p:.3f}" for name, p in ranked)]
     if prediction.alert:
-        lines.append(f"  MELANOMA ALERT: p(melanoma) = {prediction.melanoma_probability:.3f} >= threshold "
+        lines.append(f"  MELANOMA ALERT: p({melanoma_class}) = {prediction.melanoma_probability:.3f} >= threshold "
                      f"{threshold:.3f} — refer to a dermatologist")
     return "\n".join(lines)
 
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.threshold is None:
             print(f"note: {settings.alert_note}: no melanoma alerts are given")
         for prediction in predictions:
-            print(describe(prediction, settings.threshold))
+            print(describe(prediction, settings.threshold, settings.melanoma_class))
     if failures:
         print(f"{failures} of {len(paths)} files could not be read (listed above); the others were predicted",
               file=sys.stderr)

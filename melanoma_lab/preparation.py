@@ -17,9 +17,9 @@ from melanoma_lab.audit import apply_policy, audit_catalog, summary, write_repor
 from melanoma_lab.contamination import set_aside_train_twins, unscored_test_images
 from melanoma_lab.data.catalog import Catalog
 from melanoma_lab.data.pipeline import DecodedImages, decode, decode_to_disk
-from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.datasets import load_catalog
 from melanoma_lab.errors import UserError
-from melanoma_lab.data.split import content_groups, fold_split, train_val_split
+from melanoma_lab.data.split import fold_split, split_groups, train_val_split
 from melanoma_lab.plugins import build
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,14 @@ class AuditedData:
 
 def load_audited_data(cfg: DictConfig, output_dir: Path) -> AuditedData:
     """Scan and audit the dataset, write ``audit.json``, apply the conflict policy, set aside Train copies of
-    Test images (``audit.test_contamination``) and group copies."""
-    catalog = load_catalog(cfg.dataset, cfg.paths)
+    Test images (``audit.test_contamination``) and group copies and images of one lesion (the source's ``group_id``)."""
+    catalog = load_catalog(cfg.dataset)
     report = audit_catalog(catalog, cfg.audit.near_duplicate_distance)
     write_report(report, cfg.audit.out or output_dir)
     log.info("\n%s", summary(report))
     files = apply_policy(catalog.files, report, cfg.audit.conflict_policy)
     files = set_aside_train_twins(files, report, cfg.audit.test_contamination)
-    files = files.assign(group=content_groups(files, report["near_duplicate_groups"]))
+    files = files.assign(group=split_groups(files, report["near_duplicate_groups"]))
     return AuditedData(catalog, report, files)
 
 

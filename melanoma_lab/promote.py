@@ -43,6 +43,7 @@ def promote(client: MlflowClient, run_id: str) -> str:
     version = mlflow.register_model(f"runs:/{run_id}/model", REGISTERED_NAME).version
     metrics, metadata = run.data.metrics, info.metadata or {}
     tags = {"classes": ",".join(metadata.get("classes", [])), "image_size": metadata.get("image_size"),
+            "melanoma_class": metadata.get("melanoma_class"),
             "melanoma_alert_threshold": metadata.get("melanoma_alert_threshold"),
             "threshold_chosen_on": "validation" if metadata.get("melanoma_alert_threshold") is not None else (
                 "none: " + metadata.get("melanoma_alert_note", "no threshold in the model's metadata")),

@@ -42,11 +42,11 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
 
     from melanoma_lab.audit import audit_catalog, summary
     from melanoma_lab.audit import write_report as write_audit
-    from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.datasets import load_catalog
 
     validate(cfg)
     reports = Path(cfg.study.reports_dir) / cfg.study.name
-    audit = audit_catalog(load_catalog(cfg.dataset, cfg.paths), cfg.audit.near_duplicate_distance)
+    audit = audit_catalog(load_catalog(cfg.dataset), cfg.audit.near_duplicate_distance)
     log.info("audit written to %s\n%s", write_audit(audit, reports), summary(audit))
     shared = [o for o in base_overrides if not PER_RUN_KEYS.match(o)]
     launch = uuid.uuid4().hex

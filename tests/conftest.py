@@ -15,8 +15,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic-9class-180px"
 
 # A tiny synthetic set (9 classes, 32 px) and a tiny run (one epoch, small model).
-TINY_DATA = ["dataset=synthetic", "dataset.train_images=120", "dataset.test_images=45",
-             "dataset.generated_size=32", "dataset.image_size=32", "dataset.batch_size=16"]
+TINY_DATA = ["dataset=synthetic", "dataset.source.train_images=120", "dataset.source.test_images=45",
+             "dataset.source.generated_size=32", "dataset.image_size=32", "dataset.batch_size=16"]
 TINY_RUN = ["trainer=smoke", "model.filters=[8,16]", "model.dense_units=[16]"]
 TINY = TINY_DATA + TINY_RUN
 TINY_AUGMENTOR = ["imbalance.extra_per_class=6", "imbalance.workers=1"]  # with imbalance=augmentor (m3)
@@ -24,11 +24,11 @@ TINY_AUGMENTOR = ["imbalance.extra_per_class=6", "imbalance.workers=1"]  # with 
 register_configs()
 
 
-def compose_config(overrides: list[str], root: Path | None = None) -> DictConfig:
-    """Compose conf/config.yaml with ``overrides`` (as the CLI would), rooted at ``root``."""
+def compose_config(overrides: list[str], root: Path | None = None, config_name: str = "config") -> DictConfig:
+    """Compose conf/<config_name>.yaml with ``overrides`` (as the CLI would), rooted at ``root``."""
     rooted = overrides + ([f"paths.root_dir={root}"] if root is not None else [])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=rooted)
+        return compose(config_name=config_name, overrides=rooted)
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +69,7 @@ def trained_model(tiny_cfg, tmp_path):
     """A tiny m2 model trained and logged into tmp_path/mlruns: (model URI, run, catalog, store folder)."""
     import mlflow
 
-    from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.datasets import load_catalog
     from melanoma_lab.experiment import run_experiment
     from melanoma_lab.tracking import tracking_uri
 
@@ -78,4 +78,4 @@ def trained_model(tiny_cfg, tmp_path):
     client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
     run = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])[0]
     mlflow.set_tracking_uri(tracking_uri(None, tmp_path / "mlruns"))
-    return f"runs:/{run.info.run_id}/model", run, load_catalog(cfg.dataset, cfg.paths), tmp_path / "mlruns"
+    return f"runs:/{run.info.run_id}/model", run, load_catalog(cfg.dataset), tmp_path / "mlruns"

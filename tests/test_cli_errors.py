@@ -45,8 +45,8 @@ def test_missing_dataset_prints_its_message_once_without_traceback(tmp_path):
 
 
 def test_unreachable_tracking_server_is_a_user_error(tmp_path):
-    result = run_cli(tmp_path, "dataset=synthetic", "dataset.train_images=45", "dataset.test_images=0",
-                     "dataset.generated_size=32", "dataset.image_size=32", "tracking.tracking_uri=http://127.0.0.1:9")
+    result = run_cli(tmp_path, "dataset=synthetic", "dataset.source.train_images=45", "dataset.source.test_images=0",
+                     "dataset.source.generated_size=32", "dataset.image_size=32", "tracking.tracking_uri=http://127.0.0.1:9")
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("cannot reach the tracking server http://127.0.0.1:9") == 1, result.stderr
     assert "Traceback" not in result.stderr and "MissingMandatoryValue" not in result.stderr

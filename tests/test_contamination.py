@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from melanoma_lab.audit import audit_catalog, summary
-from melanoma_lab.config import ISIC_CLASSES
+from melanoma_lab.data.synthetic import ISIC_CLASSES
 from melanoma_lab.data.catalog import scan
 from melanoma_lab.data.synthetic import generate
 from melanoma_lab.experiment import run_experiment
@@ -46,7 +46,8 @@ def test_audit_counts_test_images_with_a_train_twin(contaminated):
     pairs = {(p["test"], p["train"], p["match"]) for p in report["test_train_twins"]}
     byte_copy, near_copy = sorted(copies, key=lambda path: "near" in path)
     assert pairs == {(byte_copy, copies[byte_copy], "identical"), (near_copy, copies[near_copy], "near")}
-    assert ("Test images with a Train twin (contamination): 2 (2 Test/Train pairs: 1 identical, 1 near-copies)"
+    assert ("Test images with a Train twin (contamination): 2 (2 Test/Train pairs: 1 identical, 1 near-copies, "
+            "0 same lesion)"
             in summary(report))
 
 

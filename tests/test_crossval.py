@@ -4,7 +4,7 @@ import pytest
 
 from melanoma_lab.config import ConfigError
 from melanoma_lab.crossval import run_cross_validation, summarise_folds
-from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.datasets import load_catalog
 from melanoma_lab.data.split import content_groups, fold_split
 from melanoma_lab.tracking import tracking_uri
 
@@ -50,7 +50,7 @@ def test_cross_validation_logs_a_parent_with_one_child_per_fold(tiny_cfg, tmp_pa
     for r in children:
         local = client.download_artifacts(r.info.run_id, "evaluation/val_predictions.csv")
         validated += list(pd.read_csv(local)["path"])
-    train_images = load_catalog(cfg.dataset, cfg.paths).split("train")
+    train_images = load_catalog(cfg.dataset).split("train")
     assert len(validated) == len(set(validated)) and set(validated) == set(train_images["path"])
 
 

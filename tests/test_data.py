@@ -8,7 +8,7 @@ import pytest
 from melanoma_lab.data import synthetic
 from melanoma_lab.data.catalog import DatasetNotFoundError, fingerprint, scan
 from melanoma_lab.data.pipeline import decode, decode_to_disk, make_dataset
-from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.datasets import load_catalog
 from melanoma_lab.data.split import fold_split, train_val_split
 
 
@@ -38,8 +38,8 @@ def test_synthetic_counts_follow_isic_imbalance():
 
 def test_synthetic_is_cached_by_settings(tiny_cfg):
     cfg = tiny_cfg()
-    first = load_catalog(cfg.dataset, cfg.paths)
-    again = load_catalog(cfg.dataset, cfg.paths)
+    first = load_catalog(cfg.dataset)
+    again = load_catalog(cfg.dataset)
     assert first.root == again.root and fingerprint(first.files) == fingerprint(again.files)
     assert set(first.files["split"]) == {"train", "test"}
     assert len(first.classes) == 9
@@ -130,7 +130,7 @@ def test_pipeline_shuffles_and_augments_only_training(tiny_cfg):
     from melanoma_lab.augmentation import build_augmentation
 
     cfg = tiny_cfg("augmentation=flip_rotate_zoom")
-    catalog = load_catalog(cfg.dataset, cfg.paths)
+    catalog = load_catalog(cfg.dataset)
     decoded = decode(catalog.split("train"), catalog.classes, 32)
     augment = build_augmentation(cfg.augmentation, seed=1)
     plain = next(iter(make_dataset(decoded, 9, 200, training=False, seed=1, augment=augment)))
@@ -149,7 +149,7 @@ def _batches(dataset) -> tuple[np.ndarray, np.ndarray]:
 
 def test_a_split_decoded_to_disk_trains_like_one_in_ram_and_is_reused(tiny_cfg, tmp_path):
     cfg = tiny_cfg()
-    catalog = load_catalog(cfg.dataset, cfg.paths)
+    catalog = load_catalog(cfg.dataset)
     files = catalog.split("train")[:70].copy()
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     files = pd.concat([files, pd.DataFrame([{**files.iloc[0].to_dict(), "path": str(tmp_path / "broken.jpg")}])])

@@ -70,3 +70,56 @@ def test_archive_members_cannot_escape_the_extraction_folder(archive, tmp_path):
     with pytest.raises(ArchiveError, match="escapes"):
         extract(evil, tmp_path / "data" / "isic9")
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "data" / "isic9").exists()
+
+
+# --- CSV-manifest presets (ham10000, isic2019), from local files and file:// URLs -------------------------------
+
+def _zip_files(archive: Path, files: dict[str, Path | bytes]) -> Path:
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, content in files.items():
+            if isinstance(content, Path):
+                zf.write(content, name)
+            else:
+                zf.writestr(name, content)
+    return archive
+
+
+def test_ham10000_from_a_dataverse_style_bundle_of_zips(tmp_path):
+    from melanoma_lab.data.presets import fetch
+    from melanoma_lab.datasets import load_catalog
+    from tests.conftest import compose_config
+    from tests.manifest_fixtures import write_ham10000
+
+    source = write_ham10000(tmp_path / "source")
+    parts = {n: _zip_files(tmp_path / f"HAM10000_images_part{n}.zip",  # images at the top level, like Dataverse
+                           {p.name: p for p in (source / f"HAM10000_images_part_{n}").iterdir()}) for n in (1, 2)}
+    bundle = _zip_files(tmp_path / "dataverse_files.zip", {"HAM10000_images_part1.zip": parts[1],
+                                                           "HAM10000_images_part2.zip": parts[2],
+                                                           "HAM10000_metadata.csv": source / "HAM10000_metadata.csv"})
+    dest = fetch("ham10000", tmp_path / "data" / "ham10000", [bundle.as_uri()])  # a file:// URL: the download path
+    catalog = load_catalog(compose_config(["dataset=ham10000", f"dataset.root={dest}"]).dataset)
+    assert len(catalog.files) == len((source / "HAM10000_metadata.csv").read_text().splitlines()) - 1
+    assert not catalog.unexpected and (dest / "SOURCE.json").is_file()
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["ham10000"]  # no staging folder left
+
+
+def test_isic2019_from_its_three_files_and_a_missing_file_leaves_nothing(tmp_path, capsys):
+    from melanoma_lab.datasets import load_catalog
+    from tests.conftest import compose_config
+    from tests.manifest_fixtures import write_isic2019
+
+    source = write_isic2019(tmp_path / "source")
+    images = _zip_files(tmp_path / "ISIC_2019_Training_Input.zip",
+                        {f"ISIC_2019_Training_Input/{p.name}": p
+                         for p in (source / "ISIC_2019_Training_Input").iterdir()})
+    truth, meta = source / "ISIC_2019_Training_GroundTruth.csv", source / "ISIC_2019_Training_Metadata.csv"
+    dest = tmp_path / "data" / "isic2019"
+    assert main(["--dataset", "isic2019", "--dest", str(dest), "--archive", str(images), "--archive", str(truth)]) == 1
+    assert "lack ISIC_2019_Training_Metadata.csv" in capsys.readouterr().err
+    assert not dest.exists() and list((tmp_path / "data").iterdir()) == []
+    assert main(["--dataset", "isic2019", "--dest", str(dest), "--archive", str(images), "--archive", str(truth),
+                 "--archive", meta.as_uri()]) == 0
+    catalog = load_catalog(compose_config(["dataset=isic2019", f"dataset.root={dest}"]).dataset)
+    assert "MEL" in catalog.classes and len(catalog.files) == len(truth.read_text().splitlines()) - 1
+    assert main(["--dataset", "isic2019", "--dest", str(dest)]) == 0  # already there: nothing downloaded
+    assert "nothing to do" in capsys.readouterr().out

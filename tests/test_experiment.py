@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.datasets import load_catalog
 from melanoma_lab.experiment import run_experiment
 from melanoma_lab.serving import encode_image
 from melanoma_lab.tracking import tracking_uri
@@ -67,7 +67,7 @@ def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
     assert model.metadata.metadata["classes"][3] == "melanoma" and model.metadata.metadata["image_size"] == 32
     assert model.metadata.metadata["melanoma_alert_threshold"] == pytest.approx(
         run.data.metrics["val_melanoma_alert_threshold"])
-    test_images = load_catalog(cfg.dataset, cfg.paths).split("test")["path"][:3]
+    test_images = load_catalog(cfg.dataset).split("test")["path"][:3]
     table = model.predict(pd.DataFrame({"image": [encode_image(p) for p in test_images] + ["bm90IGFuIGltYWdl"]}))
     probabilities = table[model.metadata.metadata["classes"]].to_numpy()
     assert probabilities.shape == (4, 9) and np.allclose(probabilities[:3].sum(axis=1), 1, atol=1e-4)

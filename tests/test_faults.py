@@ -58,7 +58,7 @@ def test_skip_policy_trains_on_the_good_files_and_fail_policy_stops_before_train
     from tests.conftest import TINY_RUN, compose_config
 
     base = TINY_RUN + [f"dataset.root={messy}", "dataset.image_size=32", "tracking.log_model=false",
-                       "dataset.extensions=[.jpg,.png]"]
+                       "++dataset.source.extensions=[.jpg,.png]"]
     results = run_experiment(compose_config(base, root=tmp_path), tmp_path / "skip")
     assert np.isfinite(results["val_balanced_accuracy"]) and "test_balanced_accuracy" in results
     with pytest.raises(UnreadableImagesError, match="truncated.jpg"):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from melanoma_lab.config import ConfigError
-from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.datasets import load_catalog
 from melanoma_lab.preparation import DataLeakError, check_no_leak, prepare_data
 from melanoma_lab.imbalance import balanced_class_weights, build_pipeline, extra_counts, generate_augmentor_images
 
@@ -27,7 +27,7 @@ def test_unknown_augmentor_operation_is_a_config_error():
 
 def test_augmentor_generates_from_training_images_only_and_is_cached(tiny_cfg):
     cfg = tiny_cfg("imbalance=augmentor", "imbalance.extra_per_class=4")
-    catalog = load_catalog(cfg.dataset, cfg.paths)
+    catalog = load_catalog(cfg.dataset)
     train = catalog.split("train").iloc[::2].reset_index(drop=True)
     generated = generate_augmentor_images(train, cfg.imbalance, cfg.paths.cache_dir, seed=1)
     assert len(generated) == 4 * len(catalog.classes)
@@ -43,7 +43,7 @@ def test_augmentor_generates_from_training_images_only_and_is_cached(tiny_cfg):
 
 def test_no_validation_image_nor_anything_derived_from_it_reaches_training(tiny_cfg):
     cfg = tiny_cfg("experiment=m3", "imbalance.extra_per_class=5")
-    catalog = load_catalog(cfg.dataset, cfg.paths)
+    catalog = load_catalog(cfg.dataset)
     files = catalog.files.copy()
     data = prepare_data(cfg, catalog, files)
     train, val = data.train.files, data.validation.files

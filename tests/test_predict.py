@@ -100,9 +100,15 @@ def test_promote_registers_the_champion_with_its_validation_threshold(trained_mo
     client = mlflow.tracking.MlflowClient(tracking_uri(None, store))
     version = client.get_model_version_by_alias("melanoma-classifier", "champion")
     assert version.tags["source_run"] == run.info.run_id and version.tags["threshold_chosen_on"] == "validation"
+    assert version.tags["melanoma_class"] == "melanoma"  # the model's own melanoma class, from its metadata
     assert float(version.tags["melanoma_alert_threshold"]) == pytest.approx(
         run.data.metrics["val_melanoma_alert_threshold"])
     image = catalog.split("test")["path"][0]
     assert predict.main([image, "--json", "--tracking-uri", tracking_uri(None, store)]) == 0  # default: champion
     assert json.loads(capsys.readouterr().out)["predictions"][0]["path"] == image
     assert promote.main(["--study", "nope", "--tracking-uri", tracking_uri(None, store)]) == 1
+
+
+def test_the_alert_line_names_the_models_melanoma_class():
+    prediction = predict.Prediction("a.jpg", {"mel": 0.7, "nv": 0.3}, "mel", 0.7, True)
+    assert "MELANOMA ALERT: p(mel) = 0.700 >= threshold 0.500" in predict.describe(prediction, 0.5, "mel")

@@ -80,9 +80,20 @@ def test_paired_difference_interval_includes_seed_spread(labels):
 
 def test_class_means_skip_nan_recall():
     run = StudyRun("r", "m1", 1, {}, {"test_recall_melanoma": float("nan"), "test_recall_nevus": 0.5}, {}, {})
-    study = Study("s", [run], CLASSES, None, "test", pd.DataFrame())
+    study = Study("s", [run], CLASSES, None, "test", pd.DataFrame(), melanoma_class="melanoma")
     assert tables.class_recall(study, [run], ["melanoma", "nevus"]) == 0.5
     assert np.isnan(tables.class_recall(study, [run], ["melanoma"]))
+
+
+def test_the_melanoma_columns_follow_the_datasets_melanoma_class(labels):
+    """HAM10000 calls melanoma 'mel': the study's melanoma_class (from dataset.melanoma_class) picks the column."""
+    table = _table(labels, labels).rename(columns={"p_melanoma": "p_nevus", "p_nevus": "p_mel"})
+    run = StudyRun("r", "m1", 1, {}, {}, {}, {"test": table})
+    found = tables.results_table(Study("s", [run], ["nevus", "mel", "other"], None, "test", pd.DataFrame(),
+                                       melanoma_class="mel"), 100, 0.9)
+    assert found.loc[0, "melanomas found (per seed)"] == f"{int((labels == 1).sum())}/{int((labels == 1).sum())}"
+    unnamed = tables.results_table(Study("s", [run], ["nevus", "mel", "other"], None, "test", pd.DataFrame()), 100, 0.9)
+    assert "melanomas found (per seed)" not in unnamed
 
 
 # --- a study in a real MLflow store ---------------------------------------------------------------------
@@ -102,6 +113,7 @@ def _log_run(client, experiment_id, tmp_path, name, seed, test, tags=None, statu
         for key, value in {"loss": loss, "val_loss": val_loss, "accuracy": 0.5, "val_accuracy": 0.5}.items():
             client.log_metric(run_id, key, value, step=step)
     client.log_metric(run_id, "train_val_accuracy_gap", 0.05)
+    client.log_param(run_id, "dataset.melanoma_class", "melanoma")  # every run logs its flattened config
     client.set_terminated(run_id, status=status)
     return run_id
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma_lab import predict, promote
-from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.datasets import load_catalog
 from melanoma_lab.experiment import run_experiment
 from melanoma_lab.serving import encode_image
 from melanoma_lab.tracking import tracking_uri
@@ -33,11 +33,11 @@ def test_predict_and_served_model_reproduce_the_runs_test_predictions(tiny_cfg, 
     run_experiment(cfg, tmp_path / "run")
     client, run = _only_run(tmp_path / "mlruns")
     uri, store = f"runs:/{run.info.run_id}/model", tracking_uri(None, tmp_path / "mlruns")
-    classes = load_catalog(cfg.dataset, cfg.paths).classes
+    classes = load_catalog(cfg.dataset).classes
     expected = pd.read_csv(client.download_artifacts(run.info.run_id, "evaluation/test_predictions.csv", tmp_path))
     expected = expected.set_index("path")[[f"p_{c}" for c in classes]].set_axis(classes, axis=1)
     threshold = run.data.metrics["val_melanoma_alert_threshold"]
-    test_folder = load_catalog(cfg.dataset, cfg.paths).root / "Test"
+    test_folder = load_catalog(cfg.dataset).root / "Test"
 
     code, payload = _predict_json([str(test_folder), "--model", uri, "--tracking-uri", store], capsys)
     assert code == 0 and payload["threshold"] == threshold
@@ -57,7 +57,7 @@ def test_predict_and_served_model_reproduce_the_runs_test_predictions(tiny_cfg, 
 
 
 def test_no_melanoma_in_validation_means_no_alert_anywhere(tiny_cfg, tmp_path, capsys):
-    synthetic = load_catalog(tiny_cfg().dataset, tiny_cfg().paths).root
+    synthetic = load_catalog(tiny_cfg().dataset).root
     root = tmp_path / "data"
     shutil.copytree(synthetic, root)
     for image in (root / "Train" / "melanoma").iterdir():  # melanoma only in Test

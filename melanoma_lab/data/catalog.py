@@ -2,7 +2,8 @@
 
 Layout: ``<root>/Train/<class>/<image>`` and optionally ``<root>/Test/<class>/<image>``.
 The table has one row per file: ``path``, ``label``, ``split`` (train | test), ``sha256``, ``source``
-(original | augmentor) and ``parent`` (for generated images: the training image they derive from).
+(original | augmentor) and ``parent`` (for generated images: the training image they derive from). Sources that
+know which images show one lesion (or patient) add ``group_id`` (:data:`GROUP_COLUMN`; empty: no group).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from melanoma_lab.errors import UserError
 
 SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
 COLUMNS = ["path", "label", "split", "sha256", "source", "parent"]
+GROUP_COLUMN = "group_id"  # optional: images of one lesion or patient share it; splits keep them together
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 class DatasetNotFoundError(UserError, FileNotFoundError):
@@ -108,8 +111,12 @@ def scan(root: str | Path, extensions: list[str]) -> Catalog:
 
 
 def fingerprint(files: pd.DataFrame) -> str:
-    """A short hash of the file list and contents: equal fingerprints mean the same data and labels."""
+    """A short hash of the file list and contents: equal fingerprints mean the same data and labels (and lesion
+    groups, where the source has them)."""
     digest = hashlib.sha256()
-    for row in files.sort_values(["split", "label", "path"]).itertuples():
-        digest.update(f"{row.split}|{row.label}|{Path(row.path).name}|{row.sha256}\n".encode())
+    ordered = files.sort_values(["split", "label", "path"])
+    groups = ordered[GROUP_COLUMN] if GROUP_COLUMN in ordered else [""] * len(ordered)
+    for row, group in zip(ordered.itertuples(), groups):
+        line = f"{row.split}|{row.label}|{Path(row.path).name}|{row.sha256}" + (f"|{group}" if group else "")
+        digest.update(f"{line}\n".encode())
     return digest.hexdigest()[:16]

@@ -1,9 +1,11 @@
 """``make data``: download the ISIC 9-class archive, verify it, and extract it atomically.
 
     python -m melanoma_lab.data.download [--dest data/isic9] [--archive FILE] [--url URL]
+    python -m melanoma_lab.data.download --dataset ham10000|isic2019 [--dest DIR] [--archive FILE_OR_URL ...]
 
 ``--archive`` skips the download (a zip you fetched yourself, e.g. from Kaggle
 ``nodoubttome/skin-cancer9-classesisic``). The extracted folder is the one holding ``Train/``.
+``--dataset ham10000|isic2019`` fetches a CSV-manifest preset instead (:mod:`melanoma_lab.data.presets`).
 """
 
 from __future__ import annotations
@@ -31,14 +33,14 @@ class ArchiveError(RuntimeError):
     """The archive is corrupt or does not hold the expected Train/<class>/ layout."""
 
 
-def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
+def download(url: str, dest: Path, timeout: float = 60.0, what: str = "ISIC archive") -> Path:
     """Stream ``url`` to ``dest`` (via a temporary file, renamed when complete)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_suffix(dest.suffix + ".part")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, partial.open("wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc="downloading ISIC archive") as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {what}") as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -74,6 +76,18 @@ def verify_archive(archive: Path) -> str:
     raise ArchiveError(f"{archive} has no Train/ folder: expected <folder>/Train/<class>/*.jpg")
 
 
+def unzip(archive: Path, target: Path) -> None:
+    """Extract every member of ``archive`` under ``target``, refusing members that would land outside it."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.infolist():
+                if not (target / member.filename).resolve().is_relative_to(target.resolve()):
+                    raise ArchiveError(f"{archive}: member {member.filename} escapes the extraction folder")
+                zf.extract(member, target)
+    except zipfile.BadZipFile as error:
+        raise ArchiveError(f"{archive} is not a zip archive: {error}") from error
+
+
 def extract(archive: Path, dest: Path) -> Path:
     """Extract the dataset folder of ``archive`` to ``dest`` atomically (never a half-extracted ``dest``)."""
     prefix = verify_archive(archive)
@@ -82,12 +96,7 @@ def extract(archive: Path, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
     try:
-        with zipfile.ZipFile(archive) as zf:
-            for member in zf.infolist():
-                target = (staging / member.filename).resolve()
-                if not target.is_relative_to(staging.resolve()):
-                    raise ArchiveError(f"{archive}: member {member.filename} escapes the extraction folder")
-                zf.extract(member, staging)
+        unzip(archive, staging)
         source = staging / prefix if prefix else staging
         digest = hashlib.sha256(archive.read_bytes()).hexdigest()
         (source / "SOURCE.json").write_text(json.dumps({"archive": archive.name, "sha256": digest}, indent=2))
@@ -99,15 +108,22 @@ def extract(archive: Path, dest: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dest", type=Path, default=Path("data/isic9"))
-    parser.add_argument("--archive", type=Path, help="use this zip instead of downloading")
+    parser.add_argument("--dataset", default="isic9", help="isic9 (default), ham10000 or isic2019")
+    parser.add_argument("--dest", type=Path, help="default: data/<dataset>")
+    parser.add_argument("--archive", action="append", help="use this zip (for presets: files or URLs, repeatable) "
+                        "instead of downloading")
     parser.add_argument("--url", default=DEFAULT_URL)
     args = parser.parse_args(argv)
+    args.dest = args.dest or Path("data") / args.dataset
+    if args.dataset != "isic9":
+        from melanoma_lab.data.presets import fetch_main
+
+        return fetch_main(args.dataset, args.dest, args.archive)
     if (args.dest / "Train").is_dir():
         print(f"{args.dest} already has Train/: nothing to do")
         return 0
     try:
-        archive = args.archive or download(args.url, args.dest.parent / "isic9.zip")
+        archive = Path(args.archive[0]) if args.archive else download(args.url, args.dest.parent / "isic9.zip")
         print(f"extracted to {extract(archive, args.dest)}")
     except (ConnectionError, ArchiveError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Stratified train/validation splits and cross-validation folds that keep copies of an image together."""
+"""Stratified train/validation splits and cross-validation folds that keep copies of an image together, and the
+images of one lesion (or patient: the source's ``group_id``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ from fractions import Fraction
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
+
+from melanoma_lab.data.catalog import GROUP_COLUMN
 
 
 def content_groups(files: pd.DataFrame, near_duplicate_groups: list[list[dict]]) -> pd.Series:
@@ -25,6 +30,23 @@ def content_groups(files: pd.DataFrame, near_duplicate_groups: list[list[dict]])
         for other in members[1:]:
             parent[root(other)] = root(members[0])
     return files["sha256"].map(root)
+
+
+def split_groups(files: pd.DataFrame, near_duplicate_groups: list[list[dict]]) -> pd.Series:
+    """A group key per row that splits must not cut: :func:`content_groups` joined with the source's lesion (or
+    patient) ids, transitively (a copy of an image of lesion A in lesion B puts A and B in one group). A row without
+    a ``group_id`` keeps its content group."""
+    content = content_groups(files, near_duplicate_groups)
+    if GROUP_COLUMN not in files or not (files[GROUP_COLUMN] != "").any():
+        return content
+    lesion = files[GROUP_COLUMN].to_numpy()
+    rows = np.arange(len(files))
+    keys = np.concatenate(["content:" + content.to_numpy(), "lesion:" + lesion[lesion != ""]])
+    codes, uniques = pd.factorize(keys)  # each row is joined to its content key and its lesion key (nodes after rows)
+    edges = np.concatenate([rows, rows[lesion != ""]]), codes + len(files)
+    graph = coo_matrix((np.ones(len(keys)), edges), shape=(len(files) + len(uniques),) * 2)
+    _, component = connected_components(graph, directed=False)
+    return pd.Series([f"group{c}" for c in component[:len(files)]], index=files.index)
 
 
 def _groups(files: pd.DataFrame) -> pd.Series:

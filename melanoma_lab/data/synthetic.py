@@ -32,6 +32,8 @@ ISIC_TRAIN_COUNTS = {
     "vascular lesion": 139,
 }
 
+ISIC_CLASSES = list(ISIC_TRAIN_COUNTS)  # the ISIC 9-class set's class names (its folder names), sorted
+
 
 @dataclass(frozen=True)
 class LesionStyle:

@@ -43,6 +43,12 @@ class Study:
     held_out: str  # "test" when the dataset has a Test split, else "val"
     cross_validation: pd.DataFrame  # one row per cross-validation parent run (cv_mean_/cv_sd_ metrics)
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, experiment, seed, reason
+    melanoma_class: str | None = None  # the dataset's melanoma label (param dataset.melanoma_class of the runs)
+
+    @property
+    def melanoma_index(self) -> int | None:
+        """Column of the melanoma class in the predictions (None: the classes have no melanoma class)."""
+        return self.classes.index(self.melanoma_class) if self.melanoma_class in self.classes else None
 
     @property
     def experiments(self) -> list[str]:
@@ -128,4 +134,5 @@ def load_study(client: MlflowClient, name: str) -> Study:
         raise LookupError(f"experiment {name!r} has no FINISHED runs with predictions launched by "
                           "python -m melanoma_lab.study (tag launched_by=study): run the study (make reproduce)")
     held_out = "test" if all("test" in r.predictions for r in runs) else "val"
-    return Study(name, runs, classes, audit, held_out, pd.DataFrame(cv_rows), pd.DataFrame(dropped))
+    return Study(name, runs, classes, audit, held_out, pd.DataFrame(cv_rows), pd.DataFrame(dropped),
+                 runs[-1].params.get("dataset.melanoma_class"))

@@ -71,9 +71,9 @@ def results_table(study: Study, samples: int, confidence: float) -> pd.DataFrame
                 [r.metrics.get(f"{study.held_out}_{metric}") for r in runs])
         row[f"{study.held_out} balanced acc {confidence:.0%} CI"] = _interval_text(
             {r.seed: r.predictions[study.held_out] for r in runs}, samples, confidence)
-        if "melanoma" in study.classes:
+        if study.melanoma_index is not None:
             row["melanomas found (per seed)"] = ", ".join(
-                _melanomas_found(r.predictions[study.held_out], study.classes.index("melanoma")) for r in runs)
+                _melanomas_found(r.predictions[study.held_out], study.melanoma_index) for r in runs)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -90,9 +90,8 @@ def _part_columns(tables: dict[int, pd.DataFrame] | None, study: Study, label: s
     out = {f"{label} images": str(images),
            f"{label} balanced acc": mean_sd([balanced_accuracy_of(t) for t in tables.values()]),
            f"{label} {confidence:.0%} CI": _interval_text(tables, samples, confidence) if images else "n/a"}
-    if "melanoma" in study.classes:
-        melanoma = study.classes.index("melanoma")
-        out[f"{label} melanoma AUC"] = mean_sd([_melanoma_auc(t, melanoma) for t in tables.values()])
+    if study.melanoma_index is not None:
+        out[f"{label} melanoma AUC"] = mean_sd([_melanoma_auc(t, study.melanoma_index) for t in tables.values()])
     return out
 
 

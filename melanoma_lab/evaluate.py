@@ -1,0 +1,142 @@
+"""External evaluation: score any logged or registered model on any dataset, in its own MLflow run.
+
+    python -m melanoma_lab.evaluate model_uri=runs:/<run id>/model dataset=ham10000 class_map=ham10000_to_isic9
+
+The model's metadata fixes its classes, input size, test-time augmentation and melanoma alert threshold (chosen on
+its own validation data); every image goes through the one prediction path (:mod:`melanoma_lab.inference`). The
+dataset's labels are renamed with ``class_map`` (``conf/class_map/*.yaml``); images whose (renamed) label is no class
+of the model are not scored but counted per class (metric ``eval_unknown_class_images``, ``evaluation/
+unknown_class_counts.json``) and listed (``evaluation/unknown_classes.csv``). The run (named ``evaluate-<dataset>``)
+holds the full metrics (``eval_*``, melanoma_* for the model's melanoma class) and figures, and is tagged with
+``source_model_uri`` and ``source_run_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from melanoma_lab.config import register_configs, validate
+from melanoma_lab.errors import USER_ERROR_STATUS, ConfigError, UserError
+
+log = logging.getLogger(__name__)
+SPLITS = ("all", "train", "test")
+UNKNOWN_COLUMNS = ["path", "label", "mapped_label"]
+
+
+class ModelNotLoadableError(UserError, RuntimeError):
+    """``model_uri`` names no model melanoma_lab can load."""
+
+
+def map_labels(files: pd.DataFrame, class_map: dict[str, str], classes: list[str]) -> tuple[pd.DataFrame,
+                                                                                             pd.DataFrame]:
+    """(rows whose label, renamed by ``class_map``, is one of ``classes``, with that name as ``label``;
+    the other rows as ``path``, ``label``, ``mapped_label``)."""
+    mapped = files["label"].map(lambda label: class_map.get(label, label))
+    known = mapped.isin(classes)
+    unknown = pd.DataFrame({"path": files["path"], "label": files["label"], "mapped_label": mapped})[~known]
+    return files[known].assign(label=mapped[known]).reset_index(drop=True), unknown.reset_index(drop=True)
+
+
+def _load(uri: str):
+    import mlflow
+
+    from melanoma_lab.predict import load_model
+
+    try:
+        info = mlflow.models.get_model_info(uri)
+        return load_model(uri), info
+    except (mlflow.exceptions.MlflowException, OSError, ValueError) as error:
+        raise ModelNotLoadableError(f"cannot load model_uri={uri}: {error}\nGive a model logged by melanoma_lab: "
+                                    "runs:/<run id>/model or models:/melanoma-classifier@champion, in the store of "
+                                    "tracking.tracking_uri / paths.mlruns_dir") from None
+
+
+def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
+    """Score ``cfg.model_uri`` on ``cfg.dataset`` (its ``cfg.split`` images); returns the logged metrics."""
+    validate(cfg)
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"split={cfg.split!r} must be one of {', '.join(SPLITS)}")
+    import mlflow
+
+    from melanoma_lab.data.catalog import fingerprint
+    from melanoma_lab.data.pipeline import decode
+    from melanoma_lab.datasets import load_catalog
+    from melanoma_lab.evaluation import evaluate
+    from melanoma_lab.evaluation_logging import evaluation_metrics, log_evaluation
+    from melanoma_lab.inference import predict_probabilities
+    from melanoma_lab.provenance import provenance_tags
+    from melanoma_lab.tracking import RunTracker, flatten, tracking_uri
+
+    store = tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir)
+    mlflow.set_tracking_uri(store)
+    loaded, info = _load(cfg.model_uri)
+    settings = loaded.settings
+    catalog = load_catalog(cfg.dataset)
+    files = catalog.files if cfg.split == "all" else catalog.split(cfg.split)
+    class_map = {str(k): str(v) for k, v in (cfg.class_map or {}).items()}
+    known, unknown = map_labels(files, class_map, settings.classes)
+    if known.empty:
+        raise UserError(f"none of the {len(files)} images has a class the model knows ({', '.join(settings.classes)})"
+                        f"; the dataset's classes are {', '.join(catalog.classes)}. Rename them with class_map=NAME "
+                        "(conf/class_map/) or class_map.<label>=<model class>")
+    melanoma = class_map.get(cfg.dataset.melanoma_class, cfg.dataset.melanoma_class)
+    if melanoma != settings.melanoma_class:
+        log.warning("the dataset's melanoma class %r maps to %r, not to the model's melanoma class %r: melanoma_* "
+                    "metrics use the model's", cfg.dataset.melanoma_class, melanoma, settings.melanoma_class)
+    decoded = decode(known, settings.classes, settings.image_size)
+    probabilities = predict_probabilities(loaded.model, decoded.images, settings.batch_size, settings.tta)
+    result = evaluate(decoded.labels, probabilities, settings.classes, settings.melanoma_class,
+                      cfg.evaluation.fixed_specificity, cfg.evaluation.fixed_sensitivity,
+                      cfg.evaluation.calibration_bins, alert_threshold=settings.threshold)
+    unknown_counts = {str(k): int(v) for k, v in unknown["label"].value_counts().sort_index().items()}
+    metrics = evaluation_metrics(result, "eval", {}) | {
+        "eval_images": len(decoded.labels), "eval_unknown_class_images": len(unknown),
+        "eval_skipped_unreadable": len(decoded.failures)}
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    tags = {"evaluation": "external", "source_model_uri": cfg.model_uri, "source_run_id": info.run_id or "",
+            "source_model_id": str(getattr(info, "model_id", "") or ""), "dataset": cfg.dataset.name,
+            "data_fingerprint": fingerprint(files), "output_dir": str(Path(output_dir).resolve()),
+            **provenance_tags()}
+    tracker = RunTracker(cfg.tracking.enabled, store, cfg.tracking.experiment_name, cfg.name,
+                         Path(cfg.paths.mlruns_dir).resolve(), tags)
+    with tracker:
+        tracker.log_params(flatten(resolved))
+        tracker.log_dict(resolved, "config/config.yaml")
+        log_evaluation(tracker, result, metrics, "eval", decoded.files, settings.classes, settings.melanoma_class,
+                       cfg.evaluation.calibration_bins, step=0)
+        tracker.log_table(unknown, "evaluation/unknown_classes.csv")
+        tracker.log_dict(unknown_counts, "evaluation/unknown_class_counts.json")
+        if decoded.failures:
+            tracker.log_dict(decoded.failures, "skipped_unreadable.json")
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(output_dir) / "metrics.json").write_text(json.dumps(metrics | {"unknown_classes": unknown_counts},
+                                                              indent=2))
+    if unknown_counts:
+        log.warning("not scored: %d images of classes the model does not know: %s (evaluation/unknown_classes.csv)",
+                    len(unknown), unknown_counts)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def app(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        metrics = run_evaluation(cfg, HydraConfig.get().runtime.output_dir)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(USER_ERROR_STATUS) from None
+    keys = ("eval_images", "eval_unknown_class_images", "eval_balanced_accuracy", "eval_melanoma_roc_auc")
+    print(f"[{cfg.name}] " + "  ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics))
+
+
+if __name__ == "__main__":
+    register_configs()
+    app()

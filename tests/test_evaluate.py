@@ -1,0 +1,113 @@
+"""External evaluation: a model trained on one dataset scored on another, with a class map and unknown classes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from melanoma_lab import plots
+from melanoma_lab.datasets import load_catalog
+from melanoma_lab.errors import UserError
+from melanoma_lab.evaluate import map_labels, run_evaluation
+from melanoma_lab.experiment import run_experiment
+from melanoma_lab.tracking import tracking_uri
+from tests.conftest import TINY_DATA, TINY_RUN, compose_config
+from tests.manifest_fixtures import ham_root  # noqa: F401 (fixture)
+
+
+def _evaluation_run(store: Path, name: str):
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, store))
+    runs = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id],
+                              f"attributes.run_name = '{name}'")
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def _table(client, run, path: str) -> pd.DataFrame:
+    return pd.read_csv(client.download_artifacts(run.info.run_id, path))
+
+
+def test_an_isic_layout_model_is_scored_on_ham10000_through_a_class_map(trained_model, ham_root, tmp_path):
+    uri, source, _, store = trained_model  # tiny m2 on the synthetic ISIC-layout set (9 ISIC class names)
+    result = subprocess.run([sys.executable, "-m", "melanoma_lab.evaluate", f"model_uri={uri}", "dataset=ham10000",
+                             f"dataset.root={ham_root}", "class_map=ham10000_to_isic9", f"paths.root_dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, run = _evaluation_run(store, "evaluate-ham10000")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["source_run_id"] == source.info.run_id and run.data.tags["source_model_uri"] == uri
+    metadata = pd.read_csv(ham_root / "HAM10000_metadata.csv")
+    assert run.data.metrics["eval_images"] == len(metadata) and run.data.metrics["eval_unknown_class_images"] == 0
+    for key in ("eval_balanced_accuracy", "eval_melanoma_roc_auc", "eval_melanoma_sensitivity", "eval_ece"):
+        assert np.isfinite(run.data.metrics[key])
+    predictions = _table(client, run, "evaluation/eval_predictions.csv")
+    classes = json.loads(Path(client.download_artifacts(run.info.run_id, "evaluation/eval_confusion_matrix.json"))
+                         .read_text())["classes"]
+    melanoma = classes.index("melanoma")  # HAM10000's 'mel' images are the model's melanoma class
+    assert (predictions["label"] == melanoma).sum() == (metadata["dx"] == "mel").sum()
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/eval_roc_curves.png", "evaluation/eval_reliability.png", "evaluation/unknown_classes.csv",
+            "evaluation/unknown_class_counts.json", "evaluation/eval_per_class.csv"} <= artifacts
+    assert _table(client, run, "evaluation/unknown_classes.csv").empty
+
+
+@pytest.fixture(scope="module")
+def ham_model(ham_root, tmp_path_factory):
+    """A tiny m2 trained on the HAM10000 fixture: (model URI, source run, store folder)."""
+    root = tmp_path_factory.mktemp("ham_model")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # set by an earlier test's in-process run (mlflow.set_tracking_uri)
+    cfg = compose_config(["experiment=m2", "dataset=ham10000", f"dataset.root={ham_root}", *TINY_RUN,
+                          "dataset.image_size=32", "dataset.batch_size=16"], root=root)
+    run_experiment(cfg, root / "run")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, root / "mlruns"))
+    (run,) = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    return f"runs:/{run.info.run_id}/model", run, root / "mlruns"
+
+
+def _evaluate_on_synthetic(ham_model, tmp_path, shared_cache, *extra):
+    uri, _, store = ham_model
+    cfg = compose_config([f"model_uri={uri}", *TINY_DATA, f"paths.cache_dir={shared_cache}",
+                          f"paths.mlruns_dir={store}", *extra], root=tmp_path, config_name="evaluate")
+    return cfg, run_evaluation(cfg, tmp_path / "out")
+
+
+def test_a_ham10000_model_on_the_isic_layout_set_reports_the_class_it_does_not_know(ham_model, tmp_path,
+                                                                                     shared_cache):
+    cfg, metrics = _evaluate_on_synthetic(ham_model, tmp_path, shared_cache, "class_map=isic9_to_ham10000")
+    files = load_catalog(cfg.dataset).files
+    scc = int((files["label"] == "squamous cell carcinoma").sum())  # no HAM10000 class: not scored
+    assert scc > 0 and metrics["eval_unknown_class_images"] == scc
+    assert metrics["eval_images"] + scc == len(files) and np.isfinite(metrics["eval_melanoma_roc_auc"])
+    client, run = _evaluation_run(ham_model[2], "evaluate-synthetic")
+    assert run.info.status == "FINISHED" and run.data.tags["source_run_id"] == ham_model[1].info.run_id
+    assert run.data.metrics["eval_unknown_class_images"] == scc
+    listed = _table(client, run, "evaluation/unknown_classes.csv")
+    assert set(listed["label"]) == {"squamous cell carcinoma"} and len(listed) == scc
+    counts = json.loads(Path(client.download_artifacts(run.info.run_id, "evaluation/unknown_class_counts.json"))
+                        .read_text())
+    assert counts == {"squamous cell carcinoma": scc}
+
+
+def test_without_a_class_map_no_known_class_is_a_user_error_naming_class_map(ham_model, tmp_path, shared_cache):
+    with pytest.raises(UserError, match="class_map"):
+        _evaluate_on_synthetic(ham_model, tmp_path, shared_cache)
+
+
+def test_map_labels_renames_and_sets_aside_unknown_labels():
+    files = pd.DataFrame({"path": ["a", "b", "c"], "label": ["mel", "nv", "scc"]})
+    known, unknown = map_labels(files, {"mel": "melanoma", "nv": "nevus"}, ["melanoma", "nevus"])
+    assert known["label"].tolist() == ["melanoma", "nevus"] and unknown.to_dict("records") == [
+        {"path": "c", "label": "scc", "mapped_label": "scc"}]
+
+
+def test_the_roc_figure_draws_the_melanoma_class_bold():
+    labels, probabilities = np.array([0, 1, 0, 1]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    figure = plots.roc_curves(labels, probabilities, ["nv", "mel"], highlight="mel")
+    widths = {line.get_label(): line.get_linewidth() for line in figure.axes[0].lines}
+    assert widths["mel"] > widths["nv"]
