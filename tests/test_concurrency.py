@@ -5,8 +5,9 @@ import sys
 
 import mlflow
 import pytest
+import yaml
 
-from melanoma_lab.tracking import tracking_uri
+from melanoma_lab.tracking import flatten, tracking_uri
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow
@@ -29,9 +30,10 @@ def test_two_processes_training_into_one_store(tmp_path):
         assert job.returncode == 0, err[-2000:]
     client, runs = _runs(tmp_path)
     assert sorted(r.data.tags["experiment"] for r in runs) == ["m1", "m2"]
-    for run in runs:
+    for run in runs:  # every param of the run's own composed config arrived (m1 and m2 have different groups)
         assert run.info.status == "FINISHED"
-        assert len(run.data.params) == len(runs[0].data.params) > 50
+        logged = yaml.safe_load(open(client.download_artifacts(run.info.run_id, "config/config.yaml")))
+        assert set(run.data.params) == set(flatten(logged)) and len(run.data.params) > 50
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
 
 
@@ -48,6 +50,7 @@ def test_parallel_joblib_sweep_loses_nothing(tmp_path):
     assert sorted((r.data.tags["experiment"], r.data.tags["seed"]) for r in runs) == [
         ("m1", "1"), ("m1", "2"), ("m2", "1"), ("m2", "2")]
     for run in runs:
-        assert run.info.status == "FINISHED" and len(run.data.params) == len(runs[0].data.params)
+        logged = yaml.safe_load(open(client.download_artifacts(run.info.run_id, "config/config.yaml")))
+        assert run.info.status == "FINISHED" and set(run.data.params) == set(flatten(logged))
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
         assert "val_balanced_accuracy" in run.data.metrics
