@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from sklearn.metrics import balanced_accuracy_score
 
+from melanoma_lab import schedules
 from melanoma_lab.augmentation import build_augmentation
 from melanoma_lab.config import ConfigError
 from melanoma_lab.data.pipeline import make_dataset
@@ -64,9 +65,10 @@ def build_loss(trainer: DictConfig) -> keras.losses.Loss:
 
 
 def learning_rate(base: float, trainer: DictConfig, steps_per_epoch: int):
-    """The optimizer's learning rate: constant, or cosine decay to zero over the whole run."""
+    """The optimizer's learning rate: constant, or cosine decay to zero over the whole run (after
+    ``trainer.warmup_epochs`` of linear warm-up)."""
     if trainer.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(base, decay_steps=max(1, trainer.epochs * steps_per_epoch))
+        return schedules.cosine(base, trainer.epochs, steps_per_epoch, trainer.get("warmup_epochs", 0))
     return base
 
 
@@ -173,6 +175,8 @@ def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output
     tracker.set_tags(runtime_tags(keras.mixed_precision.global_policy().name))  # as set by compile_model
     train_ds, validation, class_weight = training_inputs(cfg, data, loss)
     callbacks = build_callbacks(cfg.trainer, output_dir, tracker, validation, backup_dir)
+    if model.optimizer.use_ema:  # validate, select and keep the averaged weights (swapped in at each epoch's end)
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     history = fit(model, train_ds, cfg.trainer, callbacks, class_weight)
     if tracker.resumed:  # fit() only returns the epochs of this invocation; the run has them all
         history = tracker.epoch_history(list(history))
