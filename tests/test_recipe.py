@@ -118,3 +118,26 @@ def test_tta_views_none_flip_and_the_eight_dihedral_views():
     # a model logged before the views (boolean tta) predicts as it did
     legacy = ModelSettings.from_metadata({"classes": ["a", "b"], "image_size": 3, "melanoma_class": "a", "tta": True})
     assert legacy.tta == "flip" and legacy.colour_constancy_power is None
+
+
+def test_m5_composes_m4_with_the_new_ingredients_and_trains_end_to_end(tiny_cfg, tmp_path):
+    import mlflow
+
+    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.tracking import tracking_uri
+
+    m4, m5 = (compose_config([f"experiment={name}"]) for name in ("m4", "m5"))
+    assert (m5.trainer.warmup_epochs, m5.trainer.lr_schedule, m5.trainer.epochs) == (3, "cosine", m4.trainer.epochs)
+    assert m5.optimizer.use_ema and m5.dataset.colour_constancy_power == 6 and m5.evaluation.tta == "dihedral"
+    assert m5.model.residual and not m4.model.residual and m5.model.filters == m4.model.filters  # m4 otherwise
+    cfg = tiny_cfg("experiment=m5", "trainer.epochs=3", "dataset.image_size=32", "model.filters=[8,16]",
+                   "trainer.lr_schedule=cosine", "trainer.warmup_epochs=1")
+    results = run_experiment(cfg, tmp_path / "out")
+    assert 0 <= results["val_balanced_accuracy"] <= 1
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    (run,) = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    rates = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "learning_rate"), key=lambda m: m.step)]
+    assert rates[0] == pytest.approx(cfg.optimizer.learning_rate) and rates[2] < rates[1] < rates[0]  # warmed up
+    metadata = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").metadata
+    assert (metadata["tta"], metadata["colour_constancy_power"]) == ("dihedral", 6)
+    assert run.data.params["optimizer.use_ema"] == "True"
