@@ -1,9 +1,9 @@
 """Out-of-fold predictions of a cross-validation: every Train image of the selected folds once, predicted by
 the fold model that never saw it, and the metrics computed on them.
 
-Each fold run leaves the predictions of the fold it scored (the outer fold, or with ``study.nested=false`` its
-validation fold) in ``heldout_predictions.csv`` with the alert threshold that fold chose on its (inner)
-validation split; a fold reused from an earlier run gives its logged table instead. The melanoma alert of every
+Each fold run logs the predictions of the fold it scored (the outer fold, or with ``study.nested=false`` its
+validation fold) and the alert threshold it chose on its (inner) validation split; without tracking it leaves them
+in ``heldout_predictions.csv`` in its folder. The melanoma alert of every
 image is its own fold's threshold applied unchanged.
 """
 
@@ -25,12 +25,10 @@ OOF_FILE = "oof_predictions.csv"
 
 
 def fold_predictions(fold_dir: Path, run: Run | None, tracker: RunTracker, nested: bool) -> pd.DataFrame:
-    """The scored fold's predictions of one fold: written by the fold run, or (a reused run) from its artifacts."""
-    local = fold_dir / HELD_OUT_PREDICTIONS
-    if local.is_file():
-        return pd.read_csv(local)
+    """The scored fold's predictions of one fold: from the artifacts of its FINISHED run (just trained, or reused),
+    or, without tracking (never reused), from the file the fold run just wrote."""
     if run is None:
-        raise FileNotFoundError(f"{local} is missing and the fold has no FINISHED run to read its predictions from")
+        return pd.read_csv(fold_dir / HELD_OUT_PREDICTIONS)
     prefix = "fold" if nested else "val"
     with tempfile.TemporaryDirectory() as scratch:
         table = pd.read_csv(tracker.client.download_artifacts(run.info.run_id, f"evaluation/{prefix}_predictions.csv",

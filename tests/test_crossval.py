@@ -141,3 +141,12 @@ def test_nested_folds_choose_on_an_inner_split_and_the_parent_scores_out_of_fold
     assert summary["oof_balanced_accuracy"] == metrics["oof_balanced_accuracy"]
     assert parent.data.tags["nested"] == "true"
     assert parent.data.tags["oof_threshold_chosen_on"] == "inner validation split of each fold"
+
+
+def test_out_of_fold_predictions_without_tracking(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("experiment=m1", "study.cv_folds=2", "tracking.enabled=false", "imbalance=none")
+    summary = run_cross_validation(cfg, tmp_path / "cv")
+    oof = pd.read_csv(tmp_path / "cv" / "oof_predictions.csv")
+    assert set(oof["path"]) == set(load_catalog(cfg.dataset, cfg.paths).split("train")["path"])
+    assert set(oof["fold"]) == {1, 2} and 0 <= summary["oof_balanced_accuracy"] <= 1
+    assert list(oof.columns[:4]) == ["path", "label", "fold", "alert_threshold"]
