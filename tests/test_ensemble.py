@@ -16,6 +16,7 @@ from melanoma_lab.crossval import run_cross_validation
 from melanoma_lab.data.pipeline import load_image
 from melanoma_lab.data.sources import load_catalog
 from melanoma_lab.evaluation import threshold_for_sensitivity
+from melanoma_lab.gradcam import grad_cam
 from melanoma_lab.inference import predict_probabilities
 from melanoma_lab.serving import encode_image
 from melanoma_lab.tracking import tracking_uri
@@ -75,6 +76,15 @@ def test_the_fold_ensemble_is_one_model_that_predict_serve_and_promote_use_uncha
     assert np.abs(predicted.loc[scored["path"]].to_numpy() - probabilities).max() <= 1e-4
     alerts = {p["path"]: p["alert"] for p in payload["predictions"]}
     assert [alerts[p] for p in scored["path"]] == list(scored["p_melanoma"] >= threshold)
+
+    # Grad-CAM overlays (predict --out) of the ensemble: the mean of the fold models' maps
+    out = tmp_path / "overlays"
+    assert predict.main(list(scored["path"][:2]) + ["--model", uri, "--tracking-uri", store, "--out", str(out)]) == 0
+    assert len(list(out.glob("*_gradcam.png"))) == 2
+    maps = [grad_cam(m, images[0], mel) for m in folds]
+    mean = np.mean(maps, axis=0)
+    assert np.allclose(grad_cam(ensemble, images[0], mel), mean / mean.max(), atol=1e-5)
+    capsys.readouterr()
 
     # served like a single run's model
     table = served.predict(pd.DataFrame({"image": [encode_image(p) for p in scored["path"][:4]]}))
