@@ -43,8 +43,11 @@ def app(cfg: DictConfig) -> float | None:
 def _run(cfg: DictConfig) -> float | None:
     validate(cfg)  # before TensorFlow loads: a mistyped value fails in a second
     from melanoma_lab.crossval import run_cross_validation
+    from melanoma_lab.ensemble import check_ensemble
     from melanoma_lab.experiment import KEY_METRICS, run_experiment
     from melanoma_lab.tuning import run_search
+
+    check_ensemble(cfg)  # study.ensemble=true without cross-validation would be silently ignored
 
     runtime = HydraConfig.get()
     if cfg.tuner is not None:
@@ -54,8 +57,11 @@ def _run(cfg: DictConfig) -> float | None:
     results = run(cfg, runtime.runtime.output_dir, list(runtime.overrides.task), parent_run_id=parent_run_id())
     prefix = "cv_mean_" if cfg.study.cv_folds > 1 else ""
     keys = [k if k.startswith("test_") else prefix + k for k in KEY_METRICS]
+    keys += ["oof_balanced_accuracy", "oof_melanoma_roc_auc", "oof_melanoma_alert_sensitivity",
+             "oof_melanoma_alert_specificity", "ensemble_test_balanced_accuracy"]
     print(f"[{cfg.name}] " + "  ".join(f"{k}={results[k]:.4f}" for k in keys if k in results))
-    return results.get(prefix + "val_balanced_accuracy")
+    # the sweepers' objective: the held-out fold's score when the fold was only scored (nested CV)
+    return results.get(prefix + "fold_balanced_accuracy", results.get(prefix + "val_balanced_accuracy"))
 
 
 def main() -> None:

@@ -39,12 +39,15 @@ class DatasetConfig:
     on_unreadable: str = "skip"  # skip | fail
     ram_budget_mb: Optional[float] = None  # decoded training split larger than this: read from a disk cache
     source: Any = MISSING  # {_target_: a function of melanoma_lab.data returning a Catalog, its keywords}
+    colour_constancy_power: Optional[float] = None  # Shades of Gray p-norm (6 in ISIC winners) after decoding; null: off
 
 
 @dataclass
 class OptimizerConfig:
     _target_: str = MISSING
     learning_rate: float = 1e-3
+    use_ema: bool = False  # Keras' exponential moving average of the weights (validated and kept each epoch)
+    ema_momentum: float = 0.99
 
 
 @dataclass
@@ -81,7 +84,7 @@ class EvaluationConfig:
     fixed_specificity: float = 0.8
     fixed_sensitivity: float = 0.9
     calibration_bins: int = 10
-    tta: bool = False
+    tta: str = "none"  # none | flip | dihedral (true/false: aliases of flip/none)
 
 
 @dataclass
@@ -99,6 +102,8 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     cv_folds: int = 1  # K > 1: every experiment runs as K stratified, content-grouped folds
     cv_run_folds: Optional[list[int]] = None  # run only these folds (1-based), e.g. [1, 2] for quick ablations
+    nested: bool = True  # CV: select epoch and alert threshold on an inner split of each fold's training part
+    ensemble: bool = False  # CV: log the average of the fold models as one model (threshold from out-of-fold)
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     reports_dir: str = "${paths.experiments_dir}/reports"
@@ -217,6 +222,10 @@ CHECKS: list[Check] = [
     ("evaluation.fixed_specificity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("evaluation.fixed_sensitivity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("evaluation.calibration_bins", lambda v: v >= 2, "must be at least 2"),
+    ("evaluation.tta", lambda v: str(v).lower() in ("none", "flip", "dihedral", "true", "false"),
+     "must be none, flip or dihedral (true/false: flip/none)"),
+    ("dataset.colour_constancy_power", lambda v: v >= 1, "must be null (off) or a p-norm of at least 1 (6: usual)"),
+    ("optimizer.ema_momentum", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     ("study.seeds", lambda v: len(v) >= 1, "must list at least one seed"),
     ("study.cv_folds", lambda v: v >= 1, "must be at least 1 (1: one train/validation split)"),
     ("study.bootstrap_samples", lambda v: v >= 100, "must be at least 100"),

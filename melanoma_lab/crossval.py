@@ -1,9 +1,12 @@
 """K-fold cross-validation of one experiment: a parent MLflow run with one child run per fold.
 
 Folds are stratified by class and grouped by content (byte-identical and near-identical images share a
-fold); each fold's Augmentor images derive from that fold's training part only. The parent run gets the
-mean and standard deviation over folds of every validation metric (``cv_mean_<metric>``,
-``cv_sd_<metric>``) and a ``cv_folds.csv`` table.
+fold); each fold's Augmentor images derive from that fold's training part only. With ``study.nested`` (the
+default) each fold chooses its best epoch and alert threshold on an inner validation split of its training part
+and only scores the outer fold (``fold_<metric>``). The parent run gets the mean and standard deviation over folds
+of every validation and fold metric (``cv_mean_<metric>``, ``cv_sd_<metric>``), a ``cv_folds.csv`` table, the
+out-of-fold predictions (``oof_predictions.csv``, :mod:`melanoma_lab.oof`) with their metrics (``oof_<metric>``),
+and with ``study.ensemble`` the fold ensemble as its model (:mod:`melanoma_lab.ensemble`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab.config import ConfigError
 from melanoma_lab.data.catalog import fingerprint
-from melanoma_lab.experiment import config_hash, finished_twin, make_tracker, override_tags, run_experiment
+from melanoma_lab.ensemble import check_ensemble, log_ensemble
+from melanoma_lab.experiment import (config_hash, finished_twin, make_tracker, override_tags, run_experiment,
+                                     run_identity)
+from melanoma_lab.oof import OOF_FILE, fold_predictions, oof_metrics, out_of_fold
 from melanoma_lab.preparation import load_audited_data
 from melanoma_lab.provenance import code_version
 from melanoma_lab.tracking import flatten
@@ -41,11 +47,14 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
     selected = list(cfg.study.cv_run_folds or range(1, folds + 1))
     if not set(selected) <= set(range(1, folds + 1)):
         raise ConfigError(f"study.cv_run_folds={selected} must list fold numbers from 1 to study.cv_folds={folds}")
+    check_ensemble(cfg)
+    nested = bool(cfg.study.get("nested", False))
     audited = load_audited_data(cfg, output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     identity = {"config_hash": config_hash(resolved), "data_fingerprint": fingerprint(audited.files),
                 "code_version": code_version(), "cv_folds": str(folds),
-                "cv_run_folds": ",".join(map(str, sorted(set(selected))))}
+                "cv_run_folds": ",".join(map(str, sorted(set(selected)))), "nested": str(nested).lower(),
+                "ensemble": str(bool(cfg.study.get("ensemble", False))).lower()}
     name = f"{cfg.name}-cv{folds}" + ("" if len(selected) == folds else "-folds" + "".join(map(str, selected)))
     parent = make_tracker(cfg, name, {"experiment": cfg.name, **identity, **override_tags(overrides)}, parent_run_id)
     previous = finished_twin(cfg, parent, identity)
@@ -56,13 +65,26 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
         parent.log_dict(resolved, "config/config.yaml")
         parent.log_text("\n".join(overrides or []), "config/overrides.txt")
         parent.log_dict(audited.report, "data_audit.json")
-        fold_metrics = [
-            {k: v for k, v in run_experiment(cfg, output_dir / f"fold_{fold + 1}", overrides, fold=fold,
-                                              parent_run_id=parent.run_id, audited=audited).items()
-             if k.startswith(("val_", "final_val_", "train_val_"))}
-            for fold in (number - 1 for number in selected)]
+        fold_metrics, predictions, runs = [], {}, []
+        for number in selected:
+            fold_dir = output_dir / f"fold_{number}"
+            metrics = run_experiment(cfg, fold_dir, overrides, fold=number - 1, parent_run_id=parent.run_id,
+                                     audited=audited)
+            fold_metrics.append({k: v for k, v in metrics.items()
+                                 if k.startswith(("val_", "final_val_", "train_val_", "fold_"))})
+            run = parent.finished_run_with(run_identity(cfg, audited.files, number - 1))  # just run, or reused
+            runs.append(run)
+            predictions[number] = fold_predictions(fold_dir, run, parent, nested)
         table, summary = summarise_folds(fold_metrics, selected)
+        oof = out_of_fold(predictions)
+        summary |= oof_metrics(oof, audited.catalog.classes, cfg)
+        parent.set_tags({"oof_threshold_chosen_on": "inner validation split of each fold" if nested
+                         else "the scored fold itself (study.nested=false: optimistic)"})
         parent.log_metrics(summary)
         parent.log_table(table, "cv_folds.csv")
+        parent.log_table(oof, OOF_FILE)
         (output_dir / "cv_folds.csv").write_text(table.to_csv(index=False))
+        (output_dir / OOF_FILE).write_text(oof.to_csv(index=False))
+        if cfg.study.get("ensemble", False):
+            summary |= log_ensemble(cfg, parent, runs, oof, audited.catalog.classes, audited.files)
     return summary

@@ -123,6 +123,13 @@ def calibrate_alert(labels: np.ndarray, probabilities: np.ndarray, classes: list
     return AlertCalibration(threshold_for_sensitivity(is_mel, probabilities[:, mel], sensitivity), "calibrated")
 
 
+def alert_rates(is_melanoma: np.ndarray, alerts: np.ndarray) -> dict[str, float]:
+    """Sensitivity and specificity of melanoma ``alerts`` (NaN where there is no melanoma, or nothing else)."""
+    return {"melanoma_alert_sensitivity": float(alerts[is_melanoma].mean()) if is_melanoma.any() else float("nan"),
+            "melanoma_alert_specificity": (float((~alerts[~is_melanoma]).mean()) if (~is_melanoma).any()
+                                           else float("nan"))}
+
+
 def evaluate(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], melanoma_class: str,
              fixed_specificity: float, fixed_sensitivity: float, calibration_bins: int,
              alert_threshold: float | None = None) -> Evaluation:
@@ -166,11 +173,8 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], 
             metrics[f"melanoma_specificity_at_sens_{fixed_sensitivity:g}"] = specificity_at_sensitivity(
                 is_mel, probabilities[:, mel], fixed_sensitivity)
         if alert_threshold is not None:
-            alerts = probabilities[:, mel] >= alert_threshold
             metrics |= {"melanoma_alert_threshold": float(alert_threshold),
-                        "melanoma_alert_sensitivity": float(alerts[is_mel].mean()) if is_mel.any() else float("nan"),
-                        "melanoma_alert_specificity": (float((~alerts[~is_mel]).mean()) if (~is_mel).any()
-                                                       else float("nan"))}
+                        **alert_rates(is_mel, probabilities[:, mel] >= alert_threshold)}
     for name, class_recall, class_f1 in zip(classes, recall, f1):
         metrics[f"recall_{metric_key(name)}"] = float(class_recall)
         metrics[f"f1_{metric_key(name)}"] = float(class_f1)

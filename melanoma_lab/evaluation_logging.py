@@ -34,10 +34,12 @@ def predictions_table(result: Evaluation, files: pd.DataFrame, classes: list[str
 
 
 def log_evaluation(tracker: RunTracker, result: Evaluation, metrics: dict[str, float], prefix: str,
-                   files: pd.DataFrame, classes: list[str], melanoma_class: str, bins: int, step: int) -> None:
-    """Log ``metrics`` and the evaluation's tables and figures (the ROC curve of ``melanoma_class`` drawn bold)."""
+                   files: pd.DataFrame, classes: list[str], melanoma_class: str, bins: int, step: int) -> pd.DataFrame:
+    """Log ``metrics`` and the evaluation's tables and figures (the ROC curve of ``melanoma_class`` drawn bold);
+    returns the per-image predictions table."""
     tracker.log_metrics(metrics, step=step)
-    tracker.log_table(predictions_table(result, files, classes), f"evaluation/{prefix}_predictions.csv")
+    predictions = predictions_table(result, files, classes)
+    tracker.log_table(predictions, f"evaluation/{prefix}_predictions.csv")
     tracker.log_table(result.per_class, f"evaluation/{prefix}_per_class.csv")
     tracker.log_figure(plots.confusion_matrices(result.confusion, classes, prefix),
                        f"evaluation/{prefix}_confusion_matrix.png")
@@ -47,6 +49,7 @@ def log_evaluation(tracker: RunTracker, result: Evaluation, metrics: dict[str, f
                                                  prefix), f"evaluation/{prefix}_reliability.png")
     tracker.log_dict({"classes": classes, "confusion_matrix": result.confusion.tolist()},
                      f"evaluation/{prefix}_confusion_matrix.json")
+    return predictions
 
 
 def log_alert(tracker: RunTracker, alert: AlertCalibration) -> None:

@@ -19,9 +19,9 @@ from melanoma_lab.audit import summary
 from melanoma_lab.config import validate
 from melanoma_lab.contamination import clean_test_metrics
 from melanoma_lab.data.catalog import fingerprint
-from melanoma_lab.evaluation import calibrate_alert, evaluate
+from melanoma_lab.evaluation import AlertCalibration, calibrate_alert, evaluate
 from melanoma_lab.evaluation_logging import evaluation_metrics, log_alert, log_evaluation
-from melanoma_lab.inference import predict_probabilities
+from melanoma_lab.inference import predict_probabilities, tta_mode
 from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_data
 from melanoma_lab.provenance import code_version, provenance_tags
 from melanoma_lab.stale_runs import repair_stale_runs
@@ -31,7 +31,27 @@ from melanoma_lab.training import best_epoch, seed_everything, train_model
 log = logging.getLogger(__name__)
 UNTRACKED = "untracked"  # the backup folder of a run with tracking.enabled=false
 KEY_METRICS = ("final_val_accuracy", "val_balanced_accuracy", "val_melanoma_sensitivity", "val_melanoma_roc_auc",
-               "test_balanced_accuracy")
+               "fold_balanced_accuracy", "fold_melanoma_roc_auc", "test_balanced_accuracy")
+HELD_OUT_PREDICTIONS = "heldout_predictions.csv"  # a fold run's scored fold (nested: ``fold``, else ``val``)
+
+
+def model_metadata(cfg: DictConfig, classes: list[str], alert: AlertCalibration) -> dict:
+    """What a logged model carries besides its weights (:class:`melanoma_lab.inference.ModelSettings`)."""
+    return {"classes": classes, "image_size": cfg.dataset.image_size, "melanoma_class": cfg.dataset.melanoma_class,
+            "alert_target_sensitivity": cfg.evaluation.fixed_sensitivity, **alert.metadata(),
+            "tta": tta_mode(cfg.evaluation.tta), "batch_size": cfg.dataset.batch_size,
+            "colour_constancy_power": cfg.dataset.get("colour_constancy_power")}
+
+
+def run_identity(cfg: DictConfig, files: pd.DataFrame, fold: int | None = None) -> dict[str, str]:
+    """The tags that make two runs the same run: config, data, code (and the fold with how it was split)."""
+    identity = {"config_hash": config_hash(OmegaConf.to_container(cfg, resolve=True)),
+                "data_fingerprint": fingerprint(files), "code_version": code_version()}
+    if fold is not None:
+        identity["fold"] = f"{fold + 1}/{cfg.study.cv_folds}"
+        if cfg.study.get("nested", False):  # study.* is not in the config hash, and nesting changes the result
+            identity["nested"] = "true"
+    return identity
 
 
 def config_hash(resolved: dict) -> str:
@@ -106,10 +126,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
     keras.backend.clear_session()  # a fresh graph per run, also for several runs in one process (sweeps)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    identity = {"config_hash": config_hash(resolved), "data_fingerprint": fingerprint(files),
-                "code_version": code_version()}
-    if fold is not None:
-        identity["fold"] = f"{fold + 1}/{cfg.study.cv_folds}"
+    identity = run_identity(cfg, files, fold)
     tracker = make_tracker(cfg, cfg.name if fold is None else f"{cfg.name}-fold{fold + 1}",
                            {"experiment": cfg.name, "output_dir": str(output_dir.resolve()), **identity,
                             **override_tags(overrides)},
@@ -149,7 +166,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
 
         final_step = len(history["loss"])
         results: dict[str, float] = {}
-        splits = [("val", data.validation)] + ([("test", data.test)] if data.test is not None else [])
+        splits = [("val", data.validation)] + [(prefix, part) for prefix, part in
+                                               (("fold", data.held_out), ("test", data.test)) if part is not None]
         for prefix, part in splits:
             probabilities = predict_probabilities(model, part.images, cfg.dataset.batch_size, cfg.evaluation.tta)
             if prefix == "val":  # the alert threshold is chosen on validation only, never on Test
@@ -164,18 +182,17 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
             metrics = evaluation_metrics(result, prefix, history)
             if prefix == "test":  # also on the Test images without a Train twin
                 metrics |= clean_test_metrics(part.files, part.labels, probabilities, score)
-            log_evaluation(tracker, result, metrics, prefix, part.files, data.classes, cfg.dataset.melanoma_class,
-                           cfg.evaluation.calibration_bins, final_step)
+            predictions = log_evaluation(tracker, result, metrics, prefix, part.files, data.classes,
+                                         cfg.dataset.melanoma_class, cfg.evaluation.calibration_bins, final_step)
+            if fold is not None and prefix == ("fold" if data.held_out is not None else "val"):
+                predictions.assign(alert_threshold=alert.threshold).to_csv(output_dir / HELD_OUT_PREDICTIONS,
+                                                                           index=False)
             results |= metrics
         best = best_epoch(history, cfg.trainer.monitor)
         results["train_val_accuracy_gap"] = history["accuracy"][best] - history["val_accuracy"][best]
         tracker.log_metrics({"train_val_accuracy_gap": results["train_val_accuracy_gap"]}, step=final_step)
         if cfg.tracking.log_model:
-            metadata = {"classes": data.classes, "image_size": cfg.dataset.image_size,
-                        "melanoma_class": cfg.dataset.melanoma_class,
-                        "alert_target_sensitivity": cfg.evaluation.fixed_sensitivity, **alert.metadata(),
-                        "tta": cfg.evaluation.tta, "batch_size": cfg.dataset.batch_size}
-            tracker.log_classifier(model, data.validation.images[0], metadata)
+            tracker.log_classifier(model, data.validation.images[0], model_metadata(cfg, data.classes, alert))
         costs = {"run_seconds": time.perf_counter() - started, "tracking_seconds": tracker.seconds,
                  "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         tracker.log_metrics(costs, step=final_step)

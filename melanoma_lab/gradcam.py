@@ -2,7 +2,8 @@
 
 The last convolution may sit inside a nested model (a ``keras.applications`` backbone is one layer of the
 transfer model): the model is then evaluated in three parts, up to the backbone, the backbone (also giving
-the convolution's activations) and after it, so the gradient reaches that convolution.
+the convolution's activations) and after it, so the gradient reaches that convolution. A fold ensemble
+(:mod:`melanoma_lab.ensemble`: models averaged by a final ``Average`` layer) gets the mean of its members' maps.
 """
 
 from __future__ import annotations
@@ -48,8 +49,23 @@ def _probe(model: keras.Model) -> Probe:
     return probe
 
 
+def _averaged_members(model: keras.Model) -> list[keras.Model]:
+    """The models whose outputs ``model``'s final ``Average`` layer averages (none for any other model)."""
+    if not isinstance(model.layers[-1], keras.layers.Average):
+        return []
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)]
+
+
+def _normalised(cam: np.ndarray) -> np.ndarray:
+    return cam / cam.max() if cam.max() > 0 else cam
+
+
 def grad_cam(model: keras.Model, image: np.ndarray, class_index: int) -> np.ndarray:
-    """Grad-CAM heatmap in [0, 1] (image size) of ``class_index`` over the last convolution layer."""
+    """Grad-CAM heatmap in [0, 1] (image size) of ``class_index`` over the last convolution layer (for an
+    ensemble: the mean of its members' heatmaps)."""
+    members = _averaged_members(model)
+    if members:
+        return _normalised(np.mean([grad_cam(member, image, class_index) for member in members], axis=0))
     probe = _probe(model)
     with tf.GradientTape() as tape:
         features, probabilities = probe(tf.constant(image[None], tf.float32))
@@ -57,5 +73,4 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int) -> np.ndar
     gradients = tape.gradient(score, features)
     weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2))
     cam = tf.nn.relu(tf.reduce_sum(tf.cast(features, tf.float32) * weights[:, None, None, :], axis=-1))[0]
-    cam = tf.image.resize(cam[..., None], image.shape[:2])[..., 0].numpy()
-    return cam / cam.max() if cam.max() > 0 else cam
+    return _normalised(tf.image.resize(cam[..., None], image.shape[:2])[..., 0].numpy())

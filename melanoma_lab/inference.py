@@ -1,10 +1,11 @@
 """The one prediction path of melanoma_lab, shared by evaluation (experiment.py), ``predict`` and the served model.
 
 Images are decoded with :func:`melanoma_lab.data.pipeline.load_image` (RGB, bilinear resize to the input size) and
-predicted as float32 in [0, 255]; with test-time augmentation (``evaluation.tta``) the probabilities are the mean over
-the image and its horizontal and vertical flips. A logged model's metadata (:class:`ModelSettings`) carries the input
-size, the TTA setting, the batch size and the melanoma alert threshold chosen on validation (or why there is none),
-so ``predict`` and serving reproduce the run's evaluation.
+optionally colour-corrected (Shades of Gray, ``dataset.colour_constancy_power``), and predicted as float32 in
+[0, 255]; with test-time augmentation (``evaluation.tta``: ``none``, ``flip`` or ``dihedral``) the probabilities are
+the mean over the views of :data:`TTA_VIEWS`. A logged model's metadata (:class:`ModelSettings`) carries the input
+size, the colour correction, the views, the batch size and the melanoma alert threshold chosen on validation (or why
+there is none), so ``predict`` and serving reproduce the run's evaluation.
 """
 
 from __future__ import annotations
@@ -14,19 +15,46 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from melanoma_lab.data.colour import shades_of_gray
+from melanoma_lab.errors import ConfigError
+
 if TYPE_CHECKING:
     import keras
 
 NO_ALERT_NOTE = "this model has no calibrated melanoma alert"
 
 
-def tta_views(images: np.ndarray, tta: bool) -> list[np.ndarray]:
-    """The views whose predictions are averaged: the images, and with ``tta`` their horizontal and vertical flips."""
-    return [images, images[:, :, ::-1], images[:, ::-1]] if tta else [images]
+TTA_VIEWS = {  # name -> the views of a (n, h, w, 3) batch whose predictions are averaged
+    "none": lambda x: [x],
+    "flip": lambda x: [x, x[:, :, ::-1], x[:, ::-1]],  # the image, its horizontal and its vertical flip
+    "dihedral": lambda x: [np.rot90(v, k, axes=(1, 2)) for v in (x, x.transpose(0, 2, 1, 3)) for k in range(4)],
+}
+TTA_ALIASES = {"true": "flip", "false": "none"}  # the boolean evaluation.tta of models logged before the views
 
 
-def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int, tta: bool) -> np.ndarray:
-    """Class probabilities of uint8 (or float) images; with ``tta`` the mean over :func:`tta_views`."""
+def tta_mode(tta: str | bool | None) -> str:
+    """The name in :data:`TTA_VIEWS` of ``tta`` (``true``/``false`` are aliases of ``flip``/``none``)."""
+    name = "none" if tta is None else str(tta).lower()
+    name = TTA_ALIASES.get(name, name)
+    if name not in TTA_VIEWS:
+        raise ConfigError(f"evaluation.tta={tta!r} must be one of {', '.join(TTA_VIEWS)} (or true = flip, "
+                          "false = none)")
+    return name
+
+
+def tta_views(images: np.ndarray, tta: str | bool) -> list[np.ndarray]:
+    """The views whose predictions are averaged (:data:`TTA_VIEWS`)."""
+    return TTA_VIEWS[tta_mode(tta)](images)
+
+
+def preprocess(images: np.ndarray, colour_constancy_power: float | None) -> np.ndarray:
+    """Decoded uint8 images as every model sees them: Shades of Gray colour constancy with this p-norm, or as
+    they are (None)."""
+    return images if colour_constancy_power is None else shades_of_gray(images, colour_constancy_power)
+
+
+def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int, tta: str | bool) -> np.ndarray:
+    """Class probabilities of (preprocessed) uint8 or float images: the mean over the :func:`tta_views`."""
     views = tta_views(images, tta)
     return np.mean([model.predict(v.astype(np.float32), batch_size=batch_size, verbose=0) for v in views], axis=0)
 
@@ -40,8 +68,9 @@ class ModelSettings:
     melanoma_class: str
     threshold: float | None  # chosen on validation; None: the model has no calibrated alert
     alert_note: str = ""  # why there is no alert ('' when there is one)
-    tta: bool = False
+    tta: str = "none"  # a name of TTA_VIEWS
     batch_size: int = 32
+    colour_constancy_power: float | None = None  # Shades of Gray p-norm applied after decoding; None: off
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> "ModelSettings":
@@ -51,14 +80,15 @@ class ModelSettings:
         return cls(classes=list(metadata["classes"]), image_size=int(metadata["image_size"]),
                    melanoma_class=str(metadata["melanoma_class"]),
                    threshold=None if threshold is None else float(threshold), alert_note=note,
-                   tta=bool(metadata.get("tta", False)), batch_size=int(metadata.get("batch_size", 32)))
+                   tta=tta_mode(metadata.get("tta")), batch_size=int(metadata.get("batch_size", 32)),
+                   colour_constancy_power=metadata.get("colour_constancy_power"))
 
     def probabilities(self, model: keras.Model, images: list[np.ndarray | None]) -> np.ndarray:
         """(n, classes) probabilities; a row of NaN where the image is None (it could not be read)."""
         readable = [i for i, image in enumerate(images) if image is not None]
         probabilities = np.full((len(images), len(self.classes)), np.nan)
         if readable:
-            batch = np.stack([images[i] for i in readable])
+            batch = preprocess(np.stack([images[i] for i in readable]), self.colour_constancy_power)
             probabilities[readable] = predict_probabilities(model, batch, self.batch_size, self.tta)
         return probabilities
 

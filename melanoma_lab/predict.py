@@ -30,7 +30,7 @@ import numpy as np
 
 from melanoma_lab.data.pipeline import load_image
 from melanoma_lab.gradcam import grad_cam
-from melanoma_lab.inference import ModelSettings
+from melanoma_lab.inference import ModelSettings, preprocess
 from melanoma_lab.tracking import tracking_uri
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         for index, (prediction, image) in enumerate(zip(predictions, images)):
             if image is None:
                 continue
-            heatmap = grad_cam(loaded.model, image, settings.classes.index(prediction.top_class))
+            heatmap = grad_cam(loaded.model, preprocess(image, settings.colour_constancy_power),  # as it was predicted
+                               settings.classes.index(prediction.top_class))
             title = f"{prediction.top_class} {prediction.probabilities[prediction.top_class]:.2f}" + (
                 "  MELANOMA ALERT" if prediction.alert else "")
             save_overlay(image, heatmap, title, args.out / f"{index:04d}_{Path(prediction.path).stem}_gradcam.png")

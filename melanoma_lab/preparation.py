@@ -7,7 +7,7 @@ validation image (or anything generated from one) in training.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +18,8 @@ from melanoma_lab.contamination import set_aside_train_twins, unscored_test_imag
 from melanoma_lab.data.catalog import Catalog
 from melanoma_lab.data.pipeline import DecodedImages, decode, decode_to_disk
 from melanoma_lab.datasets import load_catalog
-from melanoma_lab.errors import UserError
+from melanoma_lab.errors import ConfigError, UserError
+from melanoma_lab.inference import preprocess
 from melanoma_lab.data.split import fold_split, split_groups, train_val_split
 from melanoma_lab.plugins import build
 
@@ -66,6 +67,7 @@ class PreparedData:
     skipped: dict[str, str]
     test_unscored: pd.DataFrame  # Test images (or Test folder entries) not scored: path, reason
     class_weight: dict[int, float] | None = None  # loss weights of the imbalance strategy, if it gives any
+    held_out: DecodedImages | None = None  # nested cross-validation: the outer fold, scored only (``fold_*``)
 
 
 def check_no_leak(train: pd.DataFrame, validation: pd.DataFrame) -> None:
@@ -103,29 +105,61 @@ def training_disk_cache(cfg: DictConfig, images: int) -> Path | None:
     return Path(cfg.paths.cache_dir) / "decoded"
 
 
+def split_labelled(cfg: DictConfig, labelled: pd.DataFrame, fold: int | None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """(train, validation, held out). Without ``fold``: train/validation by ``dataset.val_fraction``, nothing
+    held out. With a cross-validation ``fold``: the fold is validation, or, with ``study.nested``, it is held
+    out and validation (which chooses the epoch and the alert threshold) is an inner split of the fold's training
+    part, content-grouped and stratified like the folds."""
+    seed = cfg.trainer.seed
+    if fold is None:
+        return *train_val_split(labelled, cfg.dataset.val_fraction, seed), None
+    train, outer = fold_split(labelled, cfg.study.cv_folds, fold, seed)
+    if not cfg.study.get("nested", False):
+        return train, outer, None
+    return *train_val_split(train, cfg.dataset.val_fraction, seed), outer
+
+
+def _preprocessed(decoded: DecodedImages, power: float | None) -> DecodedImages:
+    return decoded if power is None else replace(decoded, images=preprocess(decoded.images, power))
+
+
+def decode_split(cfg: DictConfig, classes: list[str], files: pd.DataFrame) -> DecodedImages:
+    """An evaluation split decoded in RAM and preprocessed like every prediction (e.g. Test for a fold ensemble)."""
+    decoded = _decode(files, classes, cfg.dataset.image_size, cfg.dataset.on_unreadable)
+    return _preprocessed(decoded, cfg.dataset.get("colour_constancy_power"))
+
+
 def prepare_data(cfg: DictConfig, catalog: Catalog, files: pd.DataFrame, fold: int | None = None) -> PreparedData:
-    """Split (train/validation, or cross-validation ``fold`` of ``study.cv_folds``), rebalance the training
-    split only, and decode everything once."""
+    """Split (train/validation, or cross-validation ``fold`` of ``study.cv_folds``, see :func:`split_labelled`),
+    rebalance the training split only, decode everything once and preprocess it like every prediction
+    (:func:`melanoma_lab.inference.preprocess`)."""
     seed = cfg.trainer.seed
     labelled = files[files["split"] == "train"].reset_index(drop=True)
-    if fold is None:
-        train, validation = train_val_split(labelled, cfg.dataset.val_fraction, seed)
-    else:
-        train, validation = fold_split(labelled, cfg.study.cv_folds, fold, seed)
+    train, validation, held_out = split_labelled(cfg, labelled, fold)
     counts_before = {c: int((train["label"] == c).sum()) for c in catalog.classes}
     rebalanced = build(cfg.imbalance, "imbalance", train=train, seed=seed, cache_dir=cfg.paths.cache_dir)
     train = rebalanced.train
     check_no_leak(train, validation)
+    if held_out is not None:
+        check_no_leak(train, held_out)
     size, policy = cfg.dataset.image_size, cfg.dataset.on_unreadable
     test_files = files[files["split"] == "test"]
     disk_cache = training_disk_cache(cfg, len(train))
-    decoded = [_decode(part, catalog.classes, size, policy, disk_cache if part is train else None)
-               for part in (train, validation, test_files)]
+    power = cfg.dataset.get("colour_constancy_power")
+    if disk_cache is not None and power is not None:
+        raise ConfigError("dataset.colour_constancy_power corrects the decoded images in RAM, and the training split "
+                          "exceeds dataset.ram_budget_mb: raise dataset.ram_budget_mb (or null), or set "
+                          "dataset.colour_constancy_power=null")
+    parts = (train, validation, test_files) + (() if held_out is None else (held_out,))
+    decoded = [_decode(part, catalog.classes, size, policy, disk_cache if part is train else None) for part in parts]
     skipped = {path: reason for part in decoded for path, reason in part.failures.items()}
+    counts_after = {c: int((decoded[0].files["label"] == c).sum()) for c in catalog.classes}
+    decoded = [_preprocessed(part, power) for part in decoded]
     return PreparedData(
         classes=catalog.classes, train=decoded[0], validation=decoded[1],
         test=decoded[2] if len(decoded[2].labels) else None, counts_before=counts_before,
-        counts_after={c: int((decoded[0].files["label"] == c).sum()) for c in catalog.classes}, skipped=skipped,
+        counts_after=counts_after, skipped=skipped,
         test_unscored=unscored_test_images(catalog, files, decoded[2].failures, cfg.audit.conflict_policy),
         class_weight=rebalanced.class_weight(decoded[0].labels, len(catalog.classes)) if rebalanced.class_weight
-        else None)
+        else None, held_out=decoded[3] if held_out is not None else None)

@@ -20,6 +20,8 @@ from melanoma_lab.tracking import tracking_uri
 
 REGISTERED_NAME = "melanoma-classifier"
 ALIAS = "champion"
+OOF_TAGS = ("oof_balanced_accuracy", "oof_melanoma_roc_auc", "oof_melanoma_alert_sensitivity",
+            "oof_melanoma_alert_specificity")
 
 
 def best_run(client: MlflowClient, study: str, metric: str) -> str:
@@ -45,11 +47,13 @@ def promote(client: MlflowClient, run_id: str) -> str:
     tags = {"classes": ",".join(metadata.get("classes", [])), "image_size": metadata.get("image_size"),
             "melanoma_class": metadata.get("melanoma_class"),
             "melanoma_alert_threshold": metadata.get("melanoma_alert_threshold"),
-            "threshold_chosen_on": "validation" if metadata.get("melanoma_alert_threshold") is not None else (
+            "threshold_chosen_on": metadata.get("alert_threshold_chosen_on", "validation")
+            if metadata.get("melanoma_alert_threshold") is not None else (
                 "none: " + metadata.get("melanoma_alert_note", "no threshold in the model's metadata")),
             "val_melanoma_alert_sensitivity": metrics.get("val_melanoma_alert_sensitivity"),
             "val_melanoma_alert_specificity": metrics.get("val_melanoma_alert_specificity"),
             "val_balanced_accuracy": metrics.get("val_balanced_accuracy"), "source_run": run_id}
+    tags |= {k: v for k, v in metrics.items() if k in OOF_TAGS}  # a fold ensemble: its out-of-fold estimate
     for key, value in tags.items():
         client.set_model_version_tag(REGISTERED_NAME, version, key, str(value))
     client.set_registered_model_alias(REGISTERED_NAME, ALIAS, version)

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from sklearn.metrics import balanced_accuracy_score
 
+from melanoma_lab import schedules
 from melanoma_lab.augmentation import build_augmentation
 from melanoma_lab.config import ConfigError
 from melanoma_lab.data.pipeline import make_dataset
@@ -63,7 +64,7 @@ def build_loss(cfg: DictConfig) -> keras.losses.Loss:
 def learning_rate(cfg: DictConfig, steps_per_epoch: int):
     """The optimizer's learning rate as the ``lr_schedule`` group makes it from ``optimizer.learning_rate``."""
     return build(cfg.lr_schedule, "lr_schedule", learning_rate=cfg.optimizer.learning_rate,
-                 total_steps=cfg.trainer.epochs * steps_per_epoch)
+                 total_steps=cfg.trainer.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
 
 
 def best_epoch(history: dict[str, list[float]], monitor: str) -> int:
@@ -161,6 +162,8 @@ def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output
     tracker.set_tags(runtime_tags(keras.mixed_precision.global_policy().name))  # as set by compile_model
     train_ds, validation, class_weight = training_inputs(cfg, data, loss)
     callbacks = build_callbacks(cfg, output_dir, tracker, validation, backup_dir)
+    if model.optimizer.use_ema:  # validate, select and keep the averaged weights (swapped in at each epoch's end)
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     history = fit(model, train_ds, cfg.trainer, callbacks, class_weight)
     if tracker.resumed:  # fit() only returns the epochs of this invocation; the run has them all
         history = tracker.epoch_history(list(history))

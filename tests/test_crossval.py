@@ -1,4 +1,5 @@
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -32,8 +33,9 @@ def test_near_duplicates_share_a_fold_with_their_copies():
 
 
 def test_cross_validation_logs_a_parent_with_one_child_per_fold(tiny_cfg, tmp_path):
+    # study.nested=false: each fold is the validation split itself (chooses and scores), as before issue 15
     cfg = tiny_cfg("experiment=m3", "study.cv_folds=3", "tracking.log_model=false", "imbalance.extra_per_class=3",
-                   "imbalance.workers=1")
+                   "imbalance.workers=1", "study.nested=false")
     summary = run_cross_validation(cfg, tmp_path / "cv")
     client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
     runs = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
@@ -52,6 +54,9 @@ def test_cross_validation_logs_a_parent_with_one_child_per_fold(tiny_cfg, tmp_pa
         validated += list(pd.read_csv(local)["path"])
     train_images = load_catalog(cfg.dataset).split("train")
     assert len(validated) == len(set(validated)) and set(validated) == set(train_images["path"])
+    oof = pd.read_csv(tmp_path / "cv" / "oof_predictions.csv")  # out of fold: the validation folds
+    assert sorted(oof["path"]) == sorted(validated)
+    assert parents[0].data.tags["oof_threshold_chosen_on"].startswith("the scored fold itself")
 
 
 def test_only_the_chosen_folds_run_and_a_bad_fold_number_is_refused_before_any_work(tiny_cfg, tmp_path):
@@ -80,7 +85,68 @@ def test_a_fold_ablation_and_the_full_cross_validation_are_different_runs(tiny_c
     assert [p.info.run_name for p in parents] == ["m1-cv2-folds1", "m1-cv2"]
     assert [p.data.tags["cv_run_folds"] for p in parents] == ["1", "1,2"]
     assert full != ablation and list(pd.read_csv(tmp_path / "full" / "cv_folds.csv")["fold"]) == [1, 2]
+    # the reused fold's out-of-fold predictions come from its logged artifacts, unchanged
+    partial, whole = (pd.read_csv(tmp_path / run / "oof_predictions.csv") for run in ("ablation", "full"))
+    assert not (tmp_path / "full" / "fold_1" / "heldout_predictions.csv").exists()
+    pd.testing.assert_frame_equal(whole[whole["fold"] == 1].reset_index(drop=True), partial)
+    assert set(whole["fold"]) == {1, 2} and not whole["path"].duplicated().any()
     # the shared fold is reused (same config, data, code and fold), and that is announced with the way out
     assert len(client.search_runs([experiment_id], "tags.fold = '1/2'")) == 1
     assert any(f"reusing run {fold_1.info.run_id}" in r.message and "tracking.skip_finished=false" in r.message
                and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_nested_folds_choose_on_an_inner_split_and_the_parent_scores_out_of_fold(tiny_cfg, tmp_path):
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    cfg = tiny_cfg("experiment=m1", "study.cv_folds=3", "tracking.log_model=false", "imbalance=none")
+    assert cfg.study.nested  # the default for cross-validation
+    summary = run_cross_validation(cfg, tmp_path / "cv")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    runs = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = sorted((r for r in runs if r is not parent), key=lambda r: r.data.tags["fold"])
+    train_paths = set(load_catalog(cfg.dataset).split("train")["path"])
+
+    def table(run, name):
+        return pd.read_csv(client.download_artifacts(run.info.run_id, f"evaluation/{name}_predictions.csv", tmp_path))
+
+    outer_folds = []
+    for child in children:
+        inner, outer = table(child, "val"), table(child, "fold")
+        assert child.data.tags["nested"] == "true"
+        assert set(inner["path"]).isdisjoint(outer["path"])  # selection never sees the scored fold
+        metrics = child.data.metrics
+        assert metrics["train_images"] + metrics["val_images"] + len(outer) == len(train_paths)
+        # the alert threshold is chosen on the inner split and applied unchanged to the outer fold
+        assert metrics["fold_melanoma_alert_threshold"] == metrics["val_melanoma_alert_threshold"]
+        outer_folds.append(outer.assign(fold=int(child.data.tags["fold"][0]),
+                                        alert_threshold=metrics["val_melanoma_alert_threshold"]))
+    oof = pd.read_csv(client.download_artifacts(parent.info.run_id, "oof_predictions.csv", tmp_path))
+    assert len(oof) == len(train_paths) and set(oof["path"]) == train_paths  # every Train image once
+    expected = pd.concat(outer_folds).set_index("path").loc[oof["path"]]
+    assert list(oof["fold"]) == list(expected["fold"])
+    assert np.allclose(oof["alert_threshold"], expected["alert_threshold"])
+    classes = load_catalog(cfg.dataset).classes
+    probabilities = oof[[f"p_{c}" for c in classes]].to_numpy()
+    labels, mel = oof["label"].to_numpy(), classes.index("melanoma")
+    metrics = parent.data.metrics
+    assert metrics["oof_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, probabilities.argmax(1)))
+    assert metrics["oof_melanoma_roc_auc"] == pytest.approx(roc_auc_score(labels == mel, probabilities[:, mel]))
+    alerts = probabilities[:, mel] >= oof["alert_threshold"].to_numpy()
+    assert metrics["oof_melanoma_alert_sensitivity"] == pytest.approx(alerts[labels == mel].mean())
+    assert metrics["oof_melanoma_alert_specificity"] == pytest.approx((~alerts[labels != mel]).mean())
+    fold_bacc = [c.data.metrics["fold_balanced_accuracy"] for c in children]
+    assert metrics["cv_mean_fold_balanced_accuracy"] == pytest.approx(np.mean(fold_bacc))
+    assert summary["oof_balanced_accuracy"] == metrics["oof_balanced_accuracy"]
+    assert parent.data.tags["nested"] == "true"
+    assert parent.data.tags["oof_threshold_chosen_on"] == "inner validation split of each fold"
+
+
+def test_out_of_fold_predictions_without_tracking(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("experiment=m1", "study.cv_folds=2", "tracking.enabled=false", "imbalance=none")
+    summary = run_cross_validation(cfg, tmp_path / "cv")
+    oof = pd.read_csv(tmp_path / "cv" / "oof_predictions.csv")
+    assert set(oof["path"]) == set(load_catalog(cfg.dataset).split("train")["path"])
+    assert set(oof["fold"]) == {1, 2} and 0 <= summary["oof_balanced_accuracy"] <= 1
+    assert list(oof.columns[:4]) == ["path", "label", "fold", "alert_threshold"]

@@ -96,3 +96,15 @@ def test_cross_validation_parents_are_tabulated_beside_single_runs():
     table = tables.cross_validation_table(study)
     assert table.loc[0, "val balanced acc"] == "0.610 ± 0.030"
     assert table.loc[0, "melanoma ROC-AUC"] == "0.900 ± 0.010" and table.loc[0, "macro F1"] == "n/a"
+    assert table.loc[0, "OOF balanced acc"] == "n/a"  # a parent logged before out-of-fold metrics
+
+
+def test_nested_cross_validation_parents_show_the_scored_folds_and_out_of_fold_metrics():
+    study = Study("s", [], ["melanoma"], None, "val", pd.DataFrame([
+        {"experiment": "m5", "folds": 5, "seed": "1", "cv_mean_fold_balanced_accuracy": 0.6,
+         "cv_sd_fold_balanced_accuracy": 0.05, "oof_balanced_accuracy": 0.62, "oof_melanoma_roc_auc": 0.951,
+         "oof_melanoma_alert_sensitivity": 0.9, "oof_melanoma_alert_specificity": 0.805}]))
+    row = tables.cross_validation_table(study).loc[0]
+    assert row["fold balanced acc"] == "0.600 ± 0.050" and row["OOF balanced acc"] == "0.620"
+    assert (row["OOF melanoma ROC-AUC"], row["OOF alert sensitivity"], row["OOF alert specificity"]) == (
+        "0.951", "0.900", "0.805")

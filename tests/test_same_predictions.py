@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 
 from melanoma_lab import predict, promote
 from melanoma_lab.datasets import load_catalog
@@ -28,8 +29,9 @@ def _predict_json(args: list[str], capsys) -> tuple[int, dict]:
     return code, json.loads(capsys.readouterr().out)
 
 
-def test_predict_and_served_model_reproduce_the_runs_test_predictions(tiny_cfg, tmp_path, capsys):
-    cfg = tiny_cfg("evaluation.tta=true")
+@pytest.mark.parametrize("views, extra", [("flip", ()), ("dihedral", ("dataset.colour_constancy_power=6",))])
+def test_predict_and_served_model_reproduce_the_runs_test_predictions(tiny_cfg, tmp_path, capsys, views, extra):
+    cfg = tiny_cfg(f"evaluation.tta={views}", *extra)
     run_experiment(cfg, tmp_path / "run")
     client, run = _only_run(tmp_path / "mlruns")
     uri, store = f"runs:/{run.info.run_id}/model", tracking_uri(None, tmp_path / "mlruns")
@@ -47,13 +49,14 @@ def test_predict_and_served_model_reproduce_the_runs_test_predictions(tiny_cfg, 
     assert np.abs(predicted.to_numpy() - expected.to_numpy()).max() <= 1e-4  # main: TTA left out, ~1e-2 apart
     alerts = {p["path"]: p["alert"] for p in payload["predictions"]}
     assert [alerts[path] for path in expected.index] == list(expected["melanoma"] >= threshold)
-    assert payload["tta"] is True
+    assert payload["tta"] == views
 
     served = mlflow.pyfunc.load_model(uri)
     table = served.predict(pd.DataFrame({"image": [encode_image(path) for path in expected.index]}))
     assert np.abs(table[classes].to_numpy() - expected.to_numpy()).max() <= 1e-4
     assert list(table["melanoma_alert"]) == list(expected["melanoma"] >= threshold)
-    assert served.metadata.metadata["tta"] is True and served.metadata.metadata["image_size"] == 32
+    assert served.metadata.metadata["tta"] == views and served.metadata.metadata["image_size"] == 32
+    assert served.metadata.metadata["colour_constancy_power"] == (6 if extra else None)
 
 
 def test_no_melanoma_in_validation_means_no_alert_anywhere(tiny_cfg, tmp_path, capsys):

@@ -82,7 +82,7 @@ def write_report(study: Study, out_dir: Path, samples: int = 1000, confidence: f
         tables["Full vs clean Test"] = full_and_clean_table(study, samples, confidence)
     cv_table = cross_validation_table(study)
     if len(cv_table):
-        tables["Cross-validation (mean ± sd over folds)"] = cv_table
+        tables["Cross-validation (mean ± sd over folds; OOF: out-of-fold predictions)"] = cv_table
     lines = conclusions(study, comparisons(study, samples, confidence))
     images = {}
     for name, figure in figures(study).items():

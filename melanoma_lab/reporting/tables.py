@@ -17,7 +17,11 @@ HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "melanoma_sensitivity",
             "melanoma_roc_auc", "ece"]
 CV_COLUMNS = {"val balanced acc": "val_balanced_accuracy", "val accuracy": "final_val_accuracy",
               "melanoma sensitivity": "val_melanoma_sensitivity", "melanoma ROC-AUC": "val_melanoma_roc_auc",
-              "melanoma spec @ sens 0.9": "val_melanoma_specificity_at_sens_0.9", "macro F1": "val_macro_f1"}
+              "melanoma spec @ sens 0.9": "val_melanoma_specificity_at_sens_0.9", "macro F1": "val_macro_f1",
+              "fold balanced acc": "fold_balanced_accuracy", "fold melanoma ROC-AUC": "fold_melanoma_roc_auc"}
+OOF_COLUMNS = {"OOF balanced acc": "oof_balanced_accuracy", "OOF melanoma ROC-AUC": "oof_melanoma_roc_auc",
+               "OOF alert sensitivity": "oof_melanoma_alert_sensitivity",
+               "OOF alert specificity": "oof_melanoma_alert_specificity"}
 
 
 def nan_mean(values: list[float | None]) -> float:
@@ -109,13 +113,17 @@ def full_and_clean_table(study: Study, samples: int, confidence: float) -> pd.Da
 
 
 def cross_validation_table(study: Study) -> pd.DataFrame:
-    """Cross-validation parents: mean ± sd over folds of the validation metrics."""
+    """Cross-validation parents: mean ± sd over folds of the validation (nested: inner) and scored-fold metrics,
+    and the metrics of the out-of-fold predictions (n/a for parents logged before them)."""
     rows = []
     for row in study.cross_validation.to_dict("records"):
         out = {"experiment": row["experiment"], "folds": row["folds"], "seed": row["seed"]}
         for label, key in CV_COLUMNS.items():
             mean, sd = row.get(f"cv_mean_{key}"), row.get(f"cv_sd_{key}")
             out[label] = "n/a" if mean is None or pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
+        for label, key in OOF_COLUMNS.items():
+            value = row.get(key)
+            out[label] = "n/a" if value is None or pd.isna(value) else f"{value:.3f}"
         rows.append(out)
     return pd.DataFrame(rows)
 
