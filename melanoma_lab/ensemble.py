@@ -21,7 +21,8 @@ from omegaconf import DictConfig
 from melanoma_lab.contamination import clean_test_metrics
 from melanoma_lab.errors import ConfigError
 from melanoma_lab.evaluation import AlertCalibration, calibrate_alert, evaluate
-from melanoma_lab.experiment import log_evaluation, model_metadata
+from melanoma_lab.evaluation_logging import log_evaluation
+from melanoma_lab.experiment import model_metadata
 from melanoma_lab.inference import predict_probabilities
 from melanoma_lab.oof import probabilities_of
 from melanoma_lab.preparation import decode_split
@@ -72,7 +73,7 @@ def log_ensemble(cfg: DictConfig, parent: RunTracker, runs: list[Run], oof: pd.D
         result = score(test.labels, probabilities)
         scored = result.metrics | clean_test_metrics(test.files, test.labels, probabilities, score)
         test_metrics = {f"ensemble_{k if k.startswith('test_') else 'test_' + k}": v for k, v in scored.items()}
-        log_evaluation(parent, result, test_metrics, "ensemble_test", test.files, classes,
+        log_evaluation(parent, result, test_metrics, "ensemble_test", test.files, classes, cfg.dataset.melanoma_class,
                        cfg.evaluation.calibration_bins, step=0)
         metrics |= test_metrics
     parent.log_metrics(metrics)
