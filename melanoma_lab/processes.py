@@ -32,8 +32,10 @@ def pid_namespace() -> str | None:
 
 
 def owner_tags() -> dict[str, str]:
-    """``host``, ``pid`` and (where known) ``pid_started`` and ``pid_namespace`` of this process, for a run's tags."""
-    known = {"pid_started": start_time(os.getpid()), "pid_namespace": pid_namespace()}
+    """``host``, ``pid`` and (where known) ``pid_started``, ``pid_namespace`` and ``slurm_job_id`` of this process,
+    for a run's tags."""
+    known = {"pid_started": start_time(os.getpid()), "pid_namespace": pid_namespace(),
+             "slurm_job_id": os.environ.get("SLURM_JOB_ID")}  # a Slurm job: scancel/sacct find it by this id
     return {"host": socket.gethostname(), "pid": str(os.getpid()), **{k: v for k, v in known.items() if v}}
 
 

@@ -1,0 +1,173 @@
+"""A lab's cluster on loopback: an MLflow server on PostgreSQL, Slurm (submitit), Optuna, and faults.
+
+Every service is started here, bound to 127.0.0.1 and stopped afterwards. Needs Debian's postgresql,
+slurm-wlm and munge and the `cluster` extra (`.ci/run` and `make test` install them); skipped without them.
+Each test prints its sweep's wall time and run tree (`pytest -s` shows them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from melanoma_lab.tracking_server import (PostgresStore, postgres_bin, start_mlflow_server, stop_group,
+                                          tracking_server, wait_until_up)
+from melanoma_lab.tune_local_cluster import free_port
+from tests.conftest import TINY
+from tests.slurm_box import PARTITION, missing_tools, slurm_box
+
+MISSING = ([] if postgres_bin() else ["postgresql"]) + missing_tools() + [
+    module for module in ("submitit", "hydra_plugins.hydra_optuna_sweeper", "psycopg2")
+    if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow,
+              pytest.mark.skipif(bool(MISSING), reason=f"cluster tools missing: {', '.join(MISSING)} (apt-get install "
+                                 "postgresql slurm-wlm munge; pip install -e '.[cluster]'; .ci/run does both)")]
+QUIET = [*TINY, "tracking.log_model=false"]
+GRID = ["experiment=m1,m2", "trainer.seed=1,2"]
+
+
+@pytest.fixture(scope="module")
+def services_dir():
+    """A folder the ``postgres`` user can reach (pytest's own temporary folders are private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="melanoma-cluster-"))
+    folder.chmod(0o711)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(services_dir):
+    """One PostgreSQL-backed MLflow server (proxied artifacts) for the module's tests; its URI."""
+    with tracking_server(services_dir / "server", free_port(), free_port()) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def slurm(services_dir):
+    with slurm_box(services_dir / "slurm") as env:
+        yield env
+
+
+def _command(root: Path, study: str, *args: str, multirun: bool = True) -> list[str]:
+    return [sys.executable, "-m", "melanoma_lab", *(["--multirun"] if multirun else []), *QUIET, *args,
+            f"study.name={study}", f"paths.root_dir={root}", "hydra.sweep.dir=${paths.experiments_dir}/multiruns/"
+            + study]
+
+
+def _sweep(uri: str, root: Path, study: str, *args: str, timeout: float = 900) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    result = subprocess.run(_command(root, study, *args), env=os.environ | {"MLFLOW_TRACKING_URI": uri},
+                            capture_output=True, text=True, timeout=timeout)
+    return result, time.monotonic() - started
+
+
+def run_tree(uri: str, study: str):
+    """(parent, children) of the study's sweep parent in the server."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(study).experiment_id
+    runs = client.search_runs([experiment])
+    [parent] = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return parent, children
+
+
+def _show(label: str, seconds: float, parent, children) -> None:
+    print(f"\n[{label}] {seconds:.0f} s  parent {parent.info.run_name} {parent.info.status} "
+          f"{dict(parent.data.metrics)}")
+    for child in sorted(children, key=lambda r: r.data.tags.get("overrides", "")):
+        print(f"    child {child.info.run_name} experiment={child.data.tags.get('experiment')} "
+              f"seed={child.data.tags.get('seed')}: {child.info.status} "
+              f"val_balanced_accuracy={child.data.metrics.get('val_balanced_accuracy')}")
+
+
+def _assert_2x2_landed(uri: str, study: str) -> None:
+    parent, children = run_tree(uri, study)
+    assert parent.info.status == "FINISHED" and parent.data.metrics == {"jobs": 4, "failed_jobs": 0}
+    assert sorted((r.data.tags["experiment"], r.data.tags["seed"]) for r in children) == [
+        ("m1", "1"), ("m1", "2"), ("m2", "1"), ("m2", "2")]
+    client = MlflowClient(uri)
+    for child in children:
+        assert child.info.status == "FINISHED" and "val_balanced_accuracy" in child.data.metrics
+        assert child.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied by the server
+        assert client.list_artifacts(child.info.run_id)  # stored through the server
+    assert "sweep_summary.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_tracking_server_command_serves_postgres_store_and_stops_everything(services_dir):
+    folder, port, db_port = services_dir / "cli-server", free_port(), free_port()
+    server = subprocess.Popen([sys.executable, "-m", "melanoma_lab.tracking_server", "--dir", str(folder),
+                               "--port", str(port), "--db-port", str(db_port), "--workers", "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", server)
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        run = client.create_run(client.create_experiment("server-check"))
+        client.log_metric(run.info.run_id, "loss", 0.5)
+        client.log_text(run.info.run_id, "hello", "note.txt")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=60)
+    assert server.returncode == 0, err[-2000:]
+    assert f"MLFLOW_TRACKING_URI=http://127.0.0.1:{port}" in out
+    assert list(folder.glob("artifacts/*/*/artifacts/note.txt"))  # proxied: stored by the server
+    assert not (folder / "postgres" / "postmaster.pid").exists()  # PostgreSQL stopped
+    listening = subprocess.run(["ss", "-Hltn", f"( sport = :{port} or sport = :{db_port} )"], capture_output=True,
+                               text=True).stdout if shutil.which("ss") else ""
+    assert listening.strip() == ""
+    store = PostgresStore(folder / "postgres", db_port)  # the run is in PostgreSQL, not in a SQLite file
+    store.start()
+    try:
+        assert store.sql("SELECT count(*) FROM metrics WHERE key = 'loss'", "mlflow") == "1"
+    finally:
+        store.stop()
+
+
+@pytest.mark.parametrize("launcher", [["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20"],
+                                      ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+                         ids=["submitit_local", "joblib"])
+def test_local_launchers_2x2_sweep_lands_as_parent_and_children(server, tmp_path, launcher):
+    study = f"cluster-{launcher[0].split('=')[1]}"
+    result, seconds = _sweep(server, tmp_path, study, *launcher, *GRID)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _show(study, seconds, *run_tree(server, study))
+    _assert_2x2_landed(server, study)
+
+
+def test_slurm_2x2_sweep_lands_as_parent_and_children(server, slurm, tmp_path):
+    result, seconds = _sweep(server, tmp_path, "cluster-slurm", "hydra/launcher=submitit_slurm",
+                             f"hydra.launcher.partition={PARTITION}", "hydra.launcher.cpus_per_task=1",
+                             "hydra.launcher.timeout_min=20", *GRID)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = run_tree(server, "cluster-slurm")
+    _show("slurm", seconds, parent, children)
+    _assert_2x2_landed(server, "cluster-slurm")
+    assert len({r.data.tags["slurm_job_id"] for r in children}) == 4  # each job ran as its own Slurm job
+
+
+def test_optuna_trials_are_children_maximising_validation_balanced_accuracy(server, tmp_path):
+    study = "cluster-optuna"
+    result, seconds = _sweep(server, tmp_path, study, "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
+                             "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1", "experiment=m1",
+                             "hydra.sweeper.params.optimizer.learning_rate=interval(0.0005,0.01)",
+                             "hydra.sweeper.sampler.seed=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = run_tree(server, study)
+    _show("optuna", seconds, parent, children)
+    assert parent.info.status == "FINISHED" and len(children) == 3
+    assert all(r.info.status == "FINISHED" for r in children)
+    import yaml
+
+    best = yaml.safe_load((tmp_path / "experiments" / "multiruns" / study / "optimization_results.yaml").read_text())
+    scores = {float(r.data.params["optimizer.learning_rate"]): r.data.metrics["val_balanced_accuracy"] for r in children}
+    assert best["best_value"] == pytest.approx(max(scores.values()))
+    assert scores[pytest.approx(best["best_params"]["optimizer.learning_rate"])] == pytest.approx(best["best_value"])
