@@ -107,9 +107,11 @@ class MlflowSweepCallback(Callback):
         log.info("sweep parent run %s (%s)", run_id, "reopened" if parent.resumed else "new")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """In a Slurm job (hydra-submitit-launcher), ``scancel`` ends the job's child run FAILED and the sweep
-        lists it (submitit otherwise ignores SIGTERM, and SIGKILL leaves the run RUNNING and the launcher
-        without the job's result)."""
+        """A job run again drops the error its previous attempt left. In a Slurm job (hydra-submitit-launcher),
+        ``scancel`` ends the job's child run FAILED and the sweep lists it (submitit otherwise ignores SIGTERM,
+        and the SIGKILL that follows leaves the run RUNNING and the launcher without the job's result)."""
+        if config.hydra.mode == RunMode.MULTIRUN:
+            (Path(config.hydra.runtime.output_dir) / JOB_ERROR_FILE).unlink(missing_ok=True)
         if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _cancelled)
 

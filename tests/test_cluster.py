@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow,
                                  "postgresql slurm-wlm munge; pip install -e '.[cluster]'; .ci/run does both)")]
 QUIET = [*TINY, "tracking.log_model=false"]
 GRID = ["experiment=m1,m2", "trainer.seed=1,2"]
+SHOWN = ("experiment", "trainer.seed", "trainer.epochs", "optimizer.learning_rate")
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +86,10 @@ def run_tree(uri: str, study: str):
 def _show(label: str, seconds: float, parent, children) -> None:
     print(f"\n[{label}] {seconds:.0f} s  parent {parent.info.run_name} {parent.info.status} "
           f"{dict(parent.data.metrics)}")
-    for child in sorted(children, key=lambda r: r.data.tags.get("overrides", "")):
-        print(f"    child {child.info.run_name} experiment={child.data.tags.get('experiment')} "
-              f"seed={child.data.tags.get('seed')}: {child.info.status} "
+    for child in sorted(children, key=lambda r: (r.data.tags.get("overrides", ""), r.info.start_time)):
+        swept = " ".join(f"{key[9:]}={value}" for key, value in sorted(child.data.tags.items())
+                         if key.startswith("override.") and key[9:] in SHOWN)
+        print(f"    child {child.info.run_name} {swept}: {child.info.status} "
               f"val_balanced_accuracy={child.data.metrics.get('val_balanced_accuracy')}")
 
 
@@ -175,3 +177,128 @@ def test_optuna_trials_are_children_maximising_validation_balanced_accuracy(serv
     assert best["best_value"] == pytest.approx(max(scores.values()))
     [best_child] = [lr for lr in scores if lr == pytest.approx(best["best_params"]["optimizer.learning_rate"])]
     assert scores[best_child] == pytest.approx(best["best_value"])  # the objective is the child's metric
+
+
+def _wait_for(predicate, timeout: float, what: str, process: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: the process ended first ({process.returncode}): "
+                                 f"{process.communicate()[1][-3000:]}")
+        time.sleep(0.3)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
+
+
+def _epochs_logged(client: MlflowClient, study: str, query: str = "") -> tuple[str, int] | None:
+    """(run id, epochs of val_loss logged) of the study's newest run matching ``query``, once it has one."""
+    experiment = client.get_experiment_by_name(study)
+    runs = client.search_runs([experiment.experiment_id], query, order_by=["start_time DESC"]) if experiment else []
+    runs = [r for r in runs if r.data.tags.get("kind") != "sweep"]
+    if not runs:
+        return None
+    return runs[0].info.run_id, len(client.get_metric_history(runs[0].info.run_id, "val_loss"))
+
+
+def test_server_down_20s_during_training_loses_no_epoch(services_dir, tmp_path):
+    """The server stops for 20 s after the first epoch: training waits in MLflow's HTTP retries (about two
+    minutes of backoff), then every epoch's metrics arrive and the run ends FINISHED."""
+    folder, port, study, epochs = services_dir / "outage", free_port(), "cluster-outage", 12
+    store = PostgresStore(folder / "postgres", free_port())
+    store.start()
+    server = start_mlflow_server(store, folder / "artifacts", port)
+    uri = f"http://127.0.0.1:{port}"
+    job = subprocess.Popen(_command(tmp_path, study, "experiment=m1", f"trainer.epochs={epochs}", multirun=False),
+                           env=os.environ | {"MLFLOW_TRACKING_URI": uri}, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(uri)
+    try:
+        run_id, logged = _wait_for(lambda: (found := _epochs_logged(client, study)) and found[1] >= 1 and found,
+                                   300, "the first epoch's metrics", job)
+        stop_group(server)
+        down = time.monotonic()
+        time.sleep(20)
+        assert job.poll() is None, "the run gave up while the server was down"
+        server = start_mlflow_server(store, folder / "artifacts", port)
+        print(f"\n[outage] server down {time.monotonic() - down:.0f} s after epoch {logged} of {epochs}")
+        _, err = job.communicate(timeout=400)
+        assert job.returncode == 0, err[-3000:]
+        run = client.get_run(run_id)
+        history = client.get_metric_history(run_id, "val_loss")
+        print(f"[outage] run {run.info.status}, val_loss logged for steps {sorted(m.step for m in history)}")
+        assert run.info.status == "FINISHED" and sorted(m.step for m in history) == list(range(epochs))
+        assert "val_balanced_accuracy" in run.data.metrics
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+        stop_group(server)
+        store.stop()
+
+
+def test_two_sweeps_writing_at_once_lose_nothing(server, tmp_path):
+    study = "cluster-concurrent"
+    sweeps = [subprocess.Popen(_command(tmp_path / name, study, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                                        "experiment=m1,m2", f"trainer.seed={seed}", "trainer.epochs=2")
+                               + [f"hydra.sweep.dir={tmp_path / name / 'sweep'}"],
+                               env=os.environ | {"MLFLOW_TRACKING_URI": server}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for name, seed in (("a", 1), ("b", 2))]
+    started = time.monotonic()
+    for sweep in sweeps:
+        _, err = sweep.communicate(timeout=900)
+        assert sweep.returncode == 0, err[-3000:]
+    client = MlflowClient(server)
+    runs = client.search_runs([client.get_experiment_by_name(study).experiment_id])
+    parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("kind") != "sweep"]
+    print(f"\n[two sweeps at once] {time.monotonic() - started:.0f} s: {len(parents)} parents, {len(children)} children")
+    assert len(parents) == 2 and all(p.data.metrics == {"jobs": 2, "failed_jobs": 0} for p in parents)
+    assert sorted((r.data.tags["mlflow.parentRunId"] in {p.info.run_id for p in parents}, r.data.tags["experiment"],
+                   r.data.tags["seed"]) for r in children) == [(True, "m1", "1"), (True, "m1", "2"),
+                                                               (True, "m2", "1"), (True, "m2", "2")]
+    for run in children:
+        assert run.info.status == "FINISHED" and len(run.data.params) == len(children[0].data.params) > 50
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
+        assert "val_balanced_accuracy" in run.data.metrics
+
+
+def test_slurm_job_cancelled_mid_training_fails_alone_and_rerun_redoes_only_it(server, slurm, tmp_path):
+    study, long_epochs = "cluster-scancel", 30
+    grid = ["hydra/launcher=submitit_slurm", f"hydra.launcher.partition={PARTITION}", "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.timeout_min=20", "experiment=m1", f"trainer.epochs=2,{long_epochs}"]
+    env = os.environ | {"MLFLOW_TRACKING_URI": server}
+    sweep = subprocess.Popen(_command(tmp_path, study, *grid), env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(server)
+    started = time.monotonic()
+    query = f"tags.`override.trainer.epochs` = '{long_epochs}'"
+    run_id, _ = _wait_for(lambda: (found := _epochs_logged(client, study, query)) and found[1] >= 1 and found,
+                          600, "the long job's first epoch", sweep)
+    job_id = client.get_run(run_id).data.tags["slurm_job_id"]
+    subprocess.run(["scancel", job_id], check=True, env=slurm)
+    _, err = sweep.communicate(timeout=600)
+    first = time.monotonic() - started
+    failure = err[err.rfind("sweep jobs failed") - 10:]
+    assert sweep.returncode == 1 and "1 of 2 sweep jobs failed" in failure, err[-3000:]
+    assert f"trainer.epochs={long_epochs}" in failure and "trainer.epochs=2 " not in failure
+    parent, children = run_tree(server, study)
+    _show(f"scancel: first sweep, job {job_id} cancelled", first, parent, children)
+    cancelled = client.get_run(run_id)
+    assert cancelled.info.status == "FAILED" and "JobCancelled" in cancelled.data.tags["error"]
+    assert len(client.get_metric_history(run_id, "val_loss")) < long_epochs
+    assert parent.info.status == "FAILED" and parent.data.metrics == {"jobs": 2, "failed_jobs": 1}
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert [r.data.tags["override.trainer.epochs"] for r in finished] == ["2"]  # the other job finished
+
+    result, seconds = _sweep(server, tmp_path, study, *grid)  # the same sweep again: only the cancelled job runs
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = run_tree(server, study)
+    _show("scancel: rerun", seconds, parent, children)
+    assert parent.info.status == "FINISHED" and parent.data.metrics == {"jobs": 2, "failed_jobs": 0}
+    by_job = {}
+    for child in children:
+        by_job.setdefault(child.data.tags["override.trainer.epochs"], []).append(child.info.status)
+    assert sorted(by_job["2"]) == ["FINISHED"]  # reused, not trained again
+    assert sorted(by_job[str(long_epochs)]) == ["FAILED", "FINISHED"]
