@@ -25,14 +25,23 @@ from melanoma_lab.tracking_server import (PostgresStore, postgres_bin, start_mlf
                                           tracking_server, wait_until_up)
 from melanoma_lab.tune_local_cluster import free_port
 from tests.conftest import TINY
+from tests.ray_box import ray_head
 from tests.slurm_box import PARTITION, missing_tools, slurm_box
 
-MISSING = ([] if postgres_bin() else ["postgresql"]) + missing_tools() + [
-    module for module in ("submitit", "hydra_plugins.hydra_optuna_sweeper", "psycopg2")
-    if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None]
+def _absent(*modules: str) -> list[str]:
+    return [module for module in modules if importlib.util.find_spec(module.split(".")[0]) is None
+            or importlib.util.find_spec(module) is None]
+
+
+MISSING = ([] if postgres_bin() else ["postgresql"]) + missing_tools() + _absent(
+    "submitit", "hydra_plugins.hydra_submitit_launcher", "hydra_plugins.hydra_optuna_sweeper", "psycopg2")
+RAY_MISSING = _absent("ray", "hydra_plugins.hydra_ray_launcher")
+HOW = "apt-get install postgresql slurm-wlm munge; make install-cluster; .ci/run does both"
+if (MISSING or RAY_MISSING) and os.environ.get("MELANOMA_LAB_REQUIRE_CLUSTER"):  # .ci/run: in CI these must run
+    raise RuntimeError(f"MELANOMA_LAB_REQUIRE_CLUSTER is set but {', '.join(MISSING + RAY_MISSING)} are missing "
+                       f"({HOW})")
 pytestmark = [pytest.mark.cluster, pytest.mark.slow,
-              pytest.mark.skipif(bool(MISSING), reason=f"cluster tools missing: {', '.join(MISSING)} (apt-get install "
-                                 "postgresql slurm-wlm munge; pip install -e '.[cluster]'; .ci/run does both)")]
+              pytest.mark.skipif(bool(MISSING), reason=f"cluster tools missing: {', '.join(MISSING)} ({HOW})")]
 QUIET = [*TINY, "tracking.log_model=false"]
 GRID = ["experiment=m1,m2", "trainer.seed=1,2"]
 SHOWN = ("experiment", "trainer.seed", "trainer.epochs", "optimizer.learning_rate")
@@ -135,12 +144,11 @@ def test_tracking_server_command_serves_postgres_store_and_stops_everything(serv
         store.stop()
 
 
-@pytest.mark.parametrize("launcher", [["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20"],
-                                      ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
-                         ids=["submitit_local", "joblib"])
-def test_local_launchers_2x2_sweep_lands_as_parent_and_children(server, tmp_path, launcher):
-    study = f"cluster-{launcher[0].split('=')[1]}"
-    result, seconds = _sweep(server, tmp_path, study, *launcher, *GRID)
+def test_submitit_local_2x2_sweep_lands_as_parent_and_children(server, tmp_path):
+    """(joblib into the server: test_two_sweeps_writing_at_once_lose_nothing)"""
+    study = "cluster-submitit_local"
+    result, seconds = _sweep(server, tmp_path, study, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20",
+                             *GRID)
     assert result.returncode == 0, result.stderr[-3000:]
     _show(study, seconds, *run_tree(server, study))
     _assert_2x2_landed(server, study)
@@ -155,6 +163,20 @@ def test_slurm_2x2_sweep_lands_as_parent_and_children(server, slurm, tmp_path):
     _show("slurm", seconds, parent, children)
     _assert_2x2_landed(server, "cluster-slurm")
     assert len({r.data.tags["slurm_job_id"] for r in children}) == 4  # each job ran as its own Slurm job
+
+
+@pytest.mark.skipif(bool(RAY_MISSING), reason=f"{', '.join(RAY_MISSING)} missing (make install-cluster)")
+def test_ray_2x2_sweep_lands_as_parent_and_children(server, services_dir, tmp_path):
+    """A local Ray cluster (`ray start --head`) whose workers know the tracking server, as a lab's nodes do."""
+    with ray_head(services_dir / "ray", os.environ | {"MLFLOW_TRACKING_URI": server}) as address:
+        result, seconds = _sweep(server, tmp_path, "cluster-ray", "hydra/launcher=ray",
+                                 f"hydra.launcher.ray.init.address={address}",
+                                 "+hydra.launcher.ray.init.object_store_memory=null",  # not for an existing cluster
+                                 "+hydra.launcher.ray.remote.num_cpus=1", *GRID)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = run_tree(server, "cluster-ray")
+    _show("ray", seconds, parent, children)
+    _assert_2x2_landed(server, "cluster-ray")
 
 
 def test_optuna_trials_are_children_maximising_validation_balanced_accuracy(server, tmp_path):
