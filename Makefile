@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 5000
+DB_PORT ?= 5433
 DATA ?= $(or $(MELANOMA_LAB_DATA),data/isic9)
 TRAINER ?=
 ARGS ?=
@@ -16,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 TUNE_ARGS ?= experiment=m2 tuner=random tuner.max_trials=6 dataset=synthetic trainer=smoke study.name=demo
 WORKERS ?= 2
 
-.PHONY: help install demo test test-fast reproduce bench bench-study tune-distributed ui serve stale-runs data clean
+.PHONY: help install install-cluster server demo test test-fast reproduce bench bench-study tune-distributed ui serve stale-runs data clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,11 +30,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install melanoma_lab with its dependencies
 
+# hydra-ray-launcher 1.2.2 (the latest) pins cloudpickle<3 for its AWS launcher, which would downgrade the
+# cloudpickle 3 that mlflow/joblib/submitit use; hydra/launcher=ray never imports cloudpickle, so the plug-in
+# is installed without its pins (ray itself comes from the `cluster` extra).
+CLUSTER_STAMP := $(VENV)/.cluster-stamp
+$(CLUSTER_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,cluster]'
+	$(PY) -m pip install -q --no-deps 'hydra-ray-launcher==1.2.2'
+	touch $(CLUSTER_STAMP)
+
+install-cluster: $(CLUSTER_STAMP) ## install the `cluster` extra: Slurm/Ray launchers, Optuna sweeper, PostgreSQL driver
+
 demo: install ## M1 -> M2 -> M3 on the built-in synthetic lesions (a few minutes), tracked in MLflow
 	$(PY) -m melanoma_lab --multirun experiment=m1,m2,m3 $(DEMO_ARGS)
 	@echo; echo "Open the MLflow UI: make ui  ->  http://127.0.0.1:$(PORT)/#/experiments  (experiment 'demo', Runs tab)"
 
-test: install ## run the test suite
+test: install-cluster ## run the test suite (the cluster tests need Debian postgresql slurm-wlm munge: .ci/run)
 	$(PY) -m pytest -q
 
 test-fast: install ## the test suite without slow tests
@@ -54,6 +66,9 @@ tune-distributed: install ## KerasTuner chief + $(WORKERS) workers on 127.0.0.1 
 
 ui: install ## open the local MLflow store at http://127.0.0.1:$(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_STORE) --host 127.0.0.1 --port $(PORT)
+
+server: install-cluster ## MLflow server on 127.0.0.1:$(PORT) over a PostgreSQL store in mlruns/server (Ctrl-C stops both)
+	$(PY) -m melanoma_lab.tracking_server --dir mlruns/server --port $(PORT) --db-port $(DB_PORT)
 
 stale-runs: install ## list this host's runs left RUNNING by a killed process (ARGS=--repair marks them FAILED)
 	$(PY) -m melanoma_lab.stale_runs $(ARGS)

@@ -31,9 +31,18 @@ def pid_namespace() -> str | None:
         return None
 
 
+def slurm_job_id() -> str | None:
+    """This Slurm job's id as ``scancel``/``sacct`` name it (``<array job>_<task>`` in a job array: a task's own
+    ``SLURM_JOB_ID`` may equal the array's id, which names every task), or None outside Slurm."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
 def owner_tags() -> dict[str, str]:
-    """``host``, ``pid`` and (where known) ``pid_started`` and ``pid_namespace`` of this process, for a run's tags."""
-    known = {"pid_started": start_time(os.getpid()), "pid_namespace": pid_namespace()}
+    """``host``, ``pid`` and (where known) ``pid_started``, ``pid_namespace`` and ``slurm_job_id`` of this process,
+    for a run's tags."""
+    known = {"pid_started": start_time(os.getpid()), "pid_namespace": pid_namespace(),
+             "slurm_job_id": slurm_job_id()}
     return {"host": socket.gethostname(), "pid": str(os.getpid()), **{k: v for k, v in known.items() if v}}
 
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,14 @@ def with_job_errors(table: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
     return pd.concat([kept, pd.DataFrame(early)], ignore_index=True) if early else table
 
 
+class JobCancelled(RuntimeError):
+    """The cluster cancelled this job (SIGTERM, e.g. ``scancel``)."""
+
+
+def _cancelled(signum: int, frame: Any) -> None:
+    raise JobCancelled(f"cancelled by the cluster (signal {signum}); rerun the sweep to redo this job")
+
+
 class MlflowSweepCallback(Callback):
     """Parent/child MLflow runs for Hydra sweeps (configured in ``conf/hydra/default.yaml``)."""
 
@@ -94,6 +105,15 @@ class MlflowSweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(run_id)
         log.info("sweep parent run %s (%s)", run_id, "reopened" if parent.resumed else "new")
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A job run again drops the error its previous attempt left. In a Slurm job (hydra-submitit-launcher),
+        ``scancel`` ends the job's child run FAILED and the sweep lists it (submitit otherwise ignores SIGTERM,
+        and the SIGKILL that follows leaves the run RUNNING and the launcher without the job's result)."""
+        if config.hydra.mode == RunMode.MULTIRUN:
+            (Path(config.hydra.runtime.output_dir) / JOB_ERROR_FILE).unlink(missing_ok=True)
+        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _cancelled)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """A failed job is logged here and reported when the sweep ends, so the other jobs still run and the

@@ -191,7 +191,8 @@ class RunTracker:
         try:
             with store_lock(uri):  # opening a new SQLite store creates its tables: one process at a time
                 self.client = MlflowClient(tracking_uri=uri)
-                self.experiment_id = experiment_id(self.client, experiment, artifact_root)
+                served = urlparse(uri).scheme in ("http", "https")  # the server stores (proxies) artifacts
+                self.experiment_id = experiment_id(self.client, experiment, None if served else artifact_root)
         except MlflowException as error:
             raise TrackingUnavailableError(f"the tracking store {uri} cannot record runs: {error}") from error
         self._tags, self._parent = dict(tags or {}), parent_run_id

@@ -93,3 +93,16 @@ def test_the_command_lists_then_repairs_stale_runs(tmp_path, capsys):
     assert client.get_run(orphan.info.run_id).info.status == "FAILED"
     main(["--tracking-uri", uri])
     assert "0 run(s)" in capsys.readouterr().out
+
+
+def test_runs_record_the_slurm_job_that_scancel_names(monkeypatch):
+    from melanoma_lab.processes import owner_tags
+
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert "slurm_job_id" not in owner_tags()
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    assert owner_tags()["slurm_job_id"] == "41"
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")  # a task of job array 40: its own id may be 40 (every task)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    assert owner_tags()["slurm_job_id"] == "40_1"

@@ -1,0 +1,125 @@
+"""A single-node Slurm cluster in a temporary folder, for tests: munged, slurmctld and slurmd on 127.0.0.1.
+
+Debian's ``slurm-wlm`` and ``munge`` (``.ci/run`` installs them). Everything (key, sockets, state, logs, config)
+lives in the folder; daemons run in the foreground in their own process groups and are stopped afterwards.
+Clients find the cluster through ``SLURM_CONF`` (set in the environment for the duration of the block).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from melanoma_lab.tracking_server import stop_group
+from melanoma_lab.tune_local_cluster import free_port
+
+TOOLS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
+PARTITION = "box"
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in TOOLS if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
+
+
+def _tool(name: str) -> str:
+    return shutil.which(name) or str(Path("/usr/sbin", name))
+
+
+def slurm_conf(folder: Path, munge_socket: Path) -> str:
+    host = socket.gethostname().split(".")[0]
+    return f"""ClusterName=box
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
+CommunicationParameters=NoInAddrAny
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket={munge_socket}
+CredType=cred/munge
+StateSaveLocation={folder}/state
+SlurmdSpoolDir={folder}/spool
+SlurmctldPidFile={folder}/slurmctld.pid
+SlurmdPidFile={folder}/slurmd.pid
+SlurmctldLogFile={folder}/slurmctld.log
+SlurmdLogFile={folder}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+KillWait=5
+MinJobAge=600
+NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN
+PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def _daemon(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env=env)
+
+
+def _wait_for_node(env: dict[str, str], daemons: list[subprocess.Popen], folder: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for daemon in daemons:
+            if daemon.poll() is not None:
+                logs = "".join(p.read_text()[-1500:] for p in sorted(folder.glob("*.log")))
+                raise RuntimeError(f"{daemon.args[0]} exited ({daemon.returncode}):\n{logs}")
+        state = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env).stdout.strip()
+        if state in ("idle", "mix", "alloc"):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the Slurm node never became idle (sinfo: {state!r})")
+
+
+@contextmanager
+def slurm_box(folder: Path) -> Iterator[dict[str, str]]:
+    """Start the cluster in ``folder``; yields the environment (``SLURM_CONF``) clients need. Sets
+    ``SLURM_CONF`` in ``os.environ`` too (submitit calls sbatch/squeue/scancel from this process)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for sub in ("state", "spool"):
+        (folder / sub).mkdir(exist_ok=True)
+    munge_dir = folder / "munge"
+    munge_dir.mkdir(mode=0o700, exist_ok=True)
+    key, munge_socket = munge_dir / "munge.key", munge_dir / "munge.socket"
+    subprocess.run([_tool("mungekey"), "--create", f"--keyfile={key}", "--force"], check=True, capture_output=True)
+    conf = folder / "slurm.conf"
+    conf.write_text(slurm_conf(folder, munge_socket))
+    env = os.environ | {"SLURM_CONF": str(conf)}
+    previous = os.environ.get("SLURM_CONF")
+    with ExitStack() as stack:
+        munged = _daemon([_tool("munged"), "--foreground", "--force", f"--socket={munge_socket}",
+                          f"--key-file={key}", f"--pid-file={munge_dir}/munged.pid",
+                          f"--seed-file={munge_dir}/munged.seed", f"--log-file={munge_dir}/munged.log"],
+                         folder / "munged.out.log", env)
+        stack.callback(stop_group, munged)
+        deadline = time.monotonic() + 20
+        while not munge_socket.exists():
+            if munged.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"munged did not start: {(munge_dir / 'munged.log').read_text()[-1500:]}")
+            time.sleep(0.2)
+        daemons = [_daemon([_tool("slurmctld"), "-D", "-i", "-f", str(conf)], folder / "slurmctld.out.log", env)]
+        stack.callback(stop_group, daemons[0])
+        daemons.append(_daemon([_tool("slurmd"), "-D", "-f", str(conf)], folder / "slurmd.out.log", env))
+        stack.callback(stop_group, daemons[1])
+        _wait_for_node(env, daemons, folder)
+        os.environ["SLURM_CONF"] = str(conf)
+        try:
+            yield env
+        finally:
+            subprocess.run(["scancel", "--partition", PARTITION], env=env, capture_output=True)
+            if previous is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = previous
