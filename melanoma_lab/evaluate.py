@@ -63,20 +63,18 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     validate(cfg)
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r} must be one of {', '.join(SPLITS)}")
-    import mlflow
 
     from melanoma_lab.data.catalog import fingerprint
     from melanoma_lab.data.pipeline import decode
     from melanoma_lab.datasets import load_catalog
     from melanoma_lab.evaluation import evaluate
     from melanoma_lab.evaluation_logging import evaluation_metrics, log_evaluation
-    from melanoma_lab.inference import predict_probabilities
     from melanoma_lab.provenance import provenance_tags
-    from melanoma_lab.tracking import RunTracker, flatten, tracking_uri
+    from melanoma_lab.tracking import RunTracker, flatten, fluent_tracking_uri, tracking_uri
 
     store = tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir)
-    mlflow.set_tracking_uri(store)
-    loaded, info = _load(cfg.model_uri)
+    with fluent_tracking_uri(store):
+        loaded, info = _load(cfg.model_uri)
     settings = loaded.settings
     catalog = load_catalog(cfg.dataset)
     files = catalog.files if cfg.split == "all" else catalog.split(cfg.split)
@@ -91,7 +89,7 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
         log.warning("the dataset's melanoma class %r maps to %r, not to the model's melanoma class %r: melanoma_* "
                     "metrics use the model's", cfg.dataset.melanoma_class, melanoma, settings.melanoma_class)
     decoded = decode(known, settings.classes, settings.image_size)
-    probabilities = predict_probabilities(loaded.model, decoded.images, settings.batch_size, settings.tta)
+    probabilities = settings.probabilities(loaded.model, list(decoded.images))  # the one prediction path
     result = evaluate(decoded.labels, probabilities, settings.classes, settings.melanoma_class,
                       cfg.evaluation.fixed_specificity, cfg.evaluation.fixed_sensitivity,
                       cfg.evaluation.calibration_bins, alert_threshold=settings.threshold)

@@ -76,6 +76,22 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 @contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (model flavours, ``runs:/`` URIs) on ``uri`` for a while. ``mlflow.set_tracking_uri``
+    also sets ``MLFLOW_TRACKING_URI`` in the environment, where :func:`tracking_uri` would then find it: a later run
+    of another store in the same process would be written into this one. The variable is restored afterwards."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+@contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """An exclusive inter-process lock beside a local SQLite store (a no-op for other stores)."""
     if not uri.startswith("sqlite:///"):
@@ -267,7 +283,8 @@ class RunTracker:
     def __enter__(self) -> "RunTracker":
         if self.enabled:
             tags = self._tags | ({"mlflow.parentRunId": self._parent} if self._parent else {})
-            mlflow.set_tracking_uri(self.uri)
+            self._fluent = fluent_tracking_uri(self.uri)
+            self._fluent.__enter__()
             if self.resumed:
                 run = _retry(lambda: mlflow.start_run(run_id=self._resume, nested=self._parent is not None))
                 self.run_id = run.info.run_id
@@ -288,7 +305,10 @@ class RunTracker:
             else:
                 status = "FAILED"
                 self.set_tags({"error": f"{exc_type.__name__}: {exc}"[:5000]})
-            _retry(lambda: mlflow.end_run(status=status))
+            try:
+                _retry(lambda: mlflow.end_run(status=status))
+            finally:
+                self._fluent.__exit__(None, None, None)
         return False
 
     @_timed

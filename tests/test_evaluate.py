@@ -111,3 +111,23 @@ def test_the_roc_figure_draws_the_melanoma_class_bold():
     figure = plots.roc_curves(labels, probabilities, ["nv", "mel"], highlight="mel")
     widths = {line.get_label(): line.get_linewidth() for line in figure.axes[0].lines}
     assert widths["mel"] > widths["nv"]
+
+
+def test_evaluate_scores_exactly_as_the_run_did_with_colour_constancy_and_dihedral_views(tiny_cfg, tmp_path):
+    """The one prediction path: an external evaluation of a model on its own Test split reproduces the run's
+    test_predictions.csv, colour correction and the 8 views included."""
+    overrides = ("experiment=m2", "trainer.epochs=1", "dataset.colour_constancy_power=6", "evaluation.tta=dihedral")
+    trained = tiny_cfg(*overrides)
+    run_experiment(trained, tmp_path / "run")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    (run,) = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    cfg = compose_config([f"model_uri=runs:/{run.info.run_id}/model", *TINY_DATA, "split=test",
+                          f"paths.cache_dir={trained.paths.cache_dir}"], root=tmp_path,
+                         config_name="evaluate")
+    run_evaluation(cfg, tmp_path / "eval")
+    client, evaluation = _evaluation_run(tmp_path / "mlruns", cfg.name)
+    ours = _table(client, evaluation, "evaluation/eval_predictions.csv").set_index("path").sort_index()
+    theirs = _table(client, run, "evaluation/test_predictions.csv").set_index("path").sort_index()
+    columns = [c for c in theirs.columns if c.startswith("p_")]
+    assert list(ours.index) == list(theirs.index)
+    assert np.abs(ours[columns].to_numpy() - theirs[columns].to_numpy()).max() <= 1e-4

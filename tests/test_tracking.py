@@ -97,3 +97,18 @@ def test_tracker_counts_the_seconds_spent_in_the_store_once(tmp_path, monkeypatc
     assert 0.3 <= inside < 0.45
     assert tracker.seconds < before + inside + 0.25
     assert RunTracker(False, "unused", "exp", "run", None).seconds < 0.01
+
+
+def test_a_run_leaves_no_tracking_uri_behind_for_the_next_store(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri sets MLFLOW_TRACKING_URI: after a run the next run of another store must not be
+    written into the first one."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = tracking_uri(None, tmp_path / "first")
+    with RunTracker(True, first, "exp", "one", tmp_path / "first"):
+        pass
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert tracking_uri(None, tmp_path / "second") == f"sqlite:///{(tmp_path / 'second' / 'mlflow.db').resolve()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", first)  # a user's choice is kept
+    with RunTracker(True, first, "exp", "two", tmp_path / "first"):
+        pass
+    assert os.environ["MLFLOW_TRACKING_URI"] == first
