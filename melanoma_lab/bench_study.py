@@ -89,7 +89,7 @@ def study_stages(workdir: Path) -> list[dict[str, Any]]:
     """Per run of the melanoma_lab study, from its MLflow store: seconds, epochs, accuracy, peak RSS, tracking."""
     from mlflow.tracking import MlflowClient
 
-    from melanoma_lab.tracking import tracking_uri
+    from melanoma_lab.store import tracking_uri
 
     client = MlflowClient(tracking_uri(None, workdir / "mlruns"))
     experiment = client.get_experiment_by_name(STUDY)

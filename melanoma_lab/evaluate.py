@@ -70,7 +70,8 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     from melanoma_lab.evaluation import evaluate
     from melanoma_lab.evaluation_logging import evaluation_metrics, log_evaluation
     from melanoma_lab.provenance import provenance_tags
-    from melanoma_lab.tracking import RunTracker, flatten, fluent_tracking_uri, tracking_uri
+    from melanoma_lab.store import fluent_tracking_uri, tracking_uri
+    from melanoma_lab.tracking import RunTracker, flatten
 
     store = tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir)
     with fluent_tracking_uri(store):

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import keras
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab import plots
@@ -25,7 +26,8 @@ from melanoma_lab.inference import predict_probabilities, tta_mode
 from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_data
 from melanoma_lab.provenance import code_version, provenance_tags
 from melanoma_lab.stale_runs import repair_stale_runs
-from melanoma_lab.tracking import RunTracker, flatten, tracking_uri
+from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking import RunTracker, flatten
 from melanoma_lab.training import best_epoch, seed_everything, train_model
 
 log = logging.getLogger(__name__)

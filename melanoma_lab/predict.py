@@ -31,7 +31,7 @@ import numpy as np
 from melanoma_lab.data.pipeline import load_image
 from melanoma_lab.gradcam import grad_cam
 from melanoma_lab.inference import ModelSettings, preprocess
-from melanoma_lab.tracking import tracking_uri
+from melanoma_lab.store import tracking_uri
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 

@@ -16,7 +16,7 @@ import sys
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from melanoma_lab.tracking import tracking_uri
+from melanoma_lab.store import tracking_uri
 
 REGISTERED_NAME = "melanoma-classifier"
 ALIAS = "champion"

@@ -18,7 +18,7 @@ import mlflow
 from omegaconf import DictConfig
 
 from melanoma_lab.config import register_configs, validate
-from melanoma_lab.tracking import tracking_uri
+from melanoma_lab.store import tracking_uri
 
 
 def serve_command(cfg: DictConfig) -> list[str]:

@@ -24,7 +24,8 @@ from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from melanoma_lab.processes import owner_alive
-from melanoma_lab.tracking import RunTracker, _retry, tracking_uri
+from melanoma_lab.store import retry_locked, tracking_uri
+from melanoma_lab.tracking import RunTracker
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ def fail_stale_runs(client: MlflowClient) -> list[Run]:
     for run in stale:
         error = (f"stale: process {run.data.tags.get('pid')} on {run.data.tags.get('host')} ended without closing "
                  f"the run (killed?); marked FAILED by process {os.getpid()} at {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        _retry(lambda: client.set_tag(run.info.run_id, "error", error))
-        _retry(lambda: client.set_terminated(run.info.run_id, status="FAILED"))
+        retry_locked(lambda: client.set_tag(run.info.run_id, "error", error))
+        retry_locked(lambda: client.set_terminated(run.info.run_id, status="FAILED"))
     return stale
 
 

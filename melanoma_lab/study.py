@@ -38,7 +38,7 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
     from melanoma_lab.experiment import run_experiment
     from melanoma_lab.reporting.render import write_report
     from melanoma_lab.reporting.runs import load_study
-    from melanoma_lab.tracking import tracking_uri
+    from melanoma_lab.store import tracking_uri
 
     from melanoma_lab.audit import audit_catalog, summary
     from melanoma_lab.audit import write_report as write_audit

@@ -1,4 +1,4 @@
-"""The only module that talks to MLflow: store location, run lifecycle, params, tags, metrics, artifacts.
+"""A run in MLflow: its lifecycle, params, tags, metrics and artifacts (where runs are stored: :mod:`melanoma_lab.store`).
 
 A run that raises is marked FAILED, one interrupted by Ctrl-C or SIGTERM is marked KILLED: a run is
 never left RUNNING by an exception.
@@ -6,17 +6,11 @@ never left RUNNING by an exception.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import signal
-import socket
-import threading
 import time
 from pathlib import Path
-from contextlib import contextmanager
 from functools import wraps
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
 import keras
@@ -29,127 +23,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from melanoma_lab import serving
-from melanoma_lab.errors import UserError
 from melanoma_lab.processes import owner_tags
 from melanoma_lab.provenance import package_versions
+from melanoma_lab.store import (TrackingUnavailableError, check_reachable, experiment_id, fluent_tracking_uri,
+                                interrupts_deferred, retry_locked, store_lock)
 
 MAX_PARAM_LENGTH = 6000
 PARAMS_PER_BATCH = 100
-
-
-class TrackingUnavailableError(UserError, RuntimeError):
-    """The tracking store cannot record a run; nothing is trained until it can."""
-
-
-WAYS_OUT = ("start the tracking server, unset MLFLOW_TRACKING_URI to use the local store under mlruns/, "
-            "or run with tracking.enabled=false")
-
-
-def tracking_uri(configured: str | None, mlruns_dir: str | Path) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the configured URI, else a SQLite store in ``mlruns_dir``."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    if configured:
-        return configured
-    store = Path(mlruns_dir).expanduser().resolve()
-    try:
-        store.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise TrackingUnavailableError(f"cannot create the MLflow store folder {store}: {error}; make it "
-                                       "writable or set paths.mlruns_dir") from error
-    if not os.access(store, os.W_OK):
-        raise TrackingUnavailableError(f"the MLflow store folder {store} is not writable; fix its permissions "
-                                       "or set paths.mlruns_dir to a writable folder")
-    return f"sqlite:///{store / 'mlflow.db'}"
-
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (instead of MLflow's minutes of retries) when an HTTP tracking server does not answer."""
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
-        return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
-    except OSError as error:
-        raise TrackingUnavailableError(f"cannot reach the tracking server {uri}: {error}; {WAYS_OUT}") from error
-
-
-@contextmanager
-def fluent_tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent API (model flavours, ``runs:/`` URIs) on ``uri`` for a while. ``mlflow.set_tracking_uri``
-    also sets ``MLFLOW_TRACKING_URI`` in the environment, where :func:`tracking_uri` would then find it: a later run
-    of another store in the same process would be written into this one. The variable is restored afterwards."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before
-
-
-@contextmanager
-def store_lock(uri: str) -> Iterator[None]:
-    """An exclusive inter-process lock beside a local SQLite store (a no-op for other stores)."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    lock_path = Path(uri[len("sqlite:///"):]).with_suffix(".lock")
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C / SIGTERM until a store write is done: an interrupt inside a SQLite transaction can leave the
-    store unable to mark the run KILLED. A signal that arrived meanwhile is raised again right after the write."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {number: signal.signal(number, lambda signum, frame: held.append(signum))
-                for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        if held:
-            signal.raise_signal(held[0])
-
-
-def _retry(action, attempts: int = 8):
-    """Run ``action`` (interrupts held), retrying while SQLite reports a lock (concurrent writers)."""
-    for attempt in range(attempts):
-        try:
-            with _interrupts_deferred():
-                return action()
-        except MlflowException as error:
-            if "locked" not in str(error).lower() or attempt == attempts - 1:
-                raise
-            time.sleep(0.25 * 2**attempt)
-
-
-def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
-    """The id of experiment ``name``, created (race-safely) with artifacts under ``artifact_root``."""
-    existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-    try:
-        location = (artifact_root / name).as_uri() if artifact_root else None
-        return _retry(lambda: client.create_experiment(name, artifact_location=location))
-    except MlflowException:
-        existing = client.get_experiment_by_name(name)  # another process created it first
-        if existing is None:
-            raise
-        return existing.experiment_id
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -252,10 +132,10 @@ class RunTracker:
             return None
         if self.resumed:
             self.run_id = self._resume
-            _retry(lambda: self.client.update_run(self._resume, status="RUNNING"))
+            retry_locked(lambda: self.client.update_run(self._resume, status="RUNNING"))
             self.set_tags(self._tags | {"resumed": "true"})
         else:
-            self.run_id = _retry(lambda: self.client.create_run(self.experiment_id, run_name=self.run_name,
+            self.run_id = retry_locked(lambda: self.client.create_run(self.experiment_id, run_name=self.run_name,
                                                                 tags=self._tags)).info.run_id
         return self.run_id
 
@@ -269,7 +149,7 @@ class RunTracker:
     def close(self, status: str = "FINISHED") -> None:
         """End a run started with :meth:`open_detached`."""
         if self.enabled:
-            _retry(lambda: self.client.set_terminated(self.run_id, status=status))
+            retry_locked(lambda: self.client.set_terminated(self.run_id, status=status))
 
     @_timed
     def child_runs(self) -> list[mlflow.entities.Run]:
@@ -286,11 +166,11 @@ class RunTracker:
             self._fluent = fluent_tracking_uri(self.uri)
             self._fluent.__enter__()
             if self.resumed:
-                run = _retry(lambda: mlflow.start_run(run_id=self._resume, nested=self._parent is not None))
+                run = retry_locked(lambda: mlflow.start_run(run_id=self._resume, nested=self._parent is not None))
                 self.run_id = run.info.run_id
                 self.set_tags(tags | {"resumed": "true"})
             else:
-                run = _retry(lambda: mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name,
+                run = retry_locked(lambda: mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name,
                                                       tags=tags, nested=self._parent is not None))
                 self.run_id = run.info.run_id
         return self
@@ -306,7 +186,7 @@ class RunTracker:
                 status = "FAILED"
                 self.set_tags({"error": f"{exc_type.__name__}: {exc}"[:5000]})
             try:
-                _retry(lambda: mlflow.end_run(status=status))
+                retry_locked(lambda: mlflow.end_run(status=status))
             finally:
                 self._fluent.__exit__(None, None, None)
         return False
@@ -315,7 +195,7 @@ class RunTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.enabled:
             for key, value in tags.items():
-                _retry(lambda: self.client.set_tag(self.run_id, key, str(value)[:MAX_PARAM_LENGTH]))
+                retry_locked(lambda: self.client.set_tag(self.run_id, key, str(value)[:MAX_PARAM_LENGTH]))
 
     @_timed
     def log_params(self, params: dict[str, str]) -> None:
@@ -324,7 +204,7 @@ class RunTracker:
         items = [mlflow.entities.Param(k, v) for k, v in params.items()]
         for start in range(0, len(items), PARAMS_PER_BATCH):
             batch = items[start:start + PARAMS_PER_BATCH]
-            _retry(lambda: self.client.log_batch(self.run_id, params=batch))
+            retry_locked(lambda: self.client.log_batch(self.run_id, params=batch))
 
     @_timed
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -335,7 +215,7 @@ class RunTracker:
                  if v is not None and np.isfinite(v)]
         for start in range(0, len(items), 1000):
             batch = items[start:start + 1000]
-            _retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
+            retry_locked(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
     @_timed
     def _write(self, artifact_file: str, write: Callable[[], object]) -> None:
@@ -344,7 +224,7 @@ class RunTracker:
         if not self.enabled:
             return
         try:
-            with _interrupts_deferred():
+            with interrupts_deferred():
                 write()
         except OSError as error:
             raise TrackingUnavailableError(

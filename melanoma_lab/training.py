@@ -14,7 +14,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from sklearn.metrics import balanced_accuracy_score
 
-from melanoma_lab import schedules
 from melanoma_lab.augmentation import build_augmentation
 from melanoma_lab.config import ConfigError
 from melanoma_lab.data.pipeline import make_dataset

@@ -71,7 +71,7 @@ def trained_model(tiny_cfg, tmp_path):
 
     from melanoma_lab.datasets import load_catalog
     from melanoma_lab.experiment import run_experiment
-    from melanoma_lab.tracking import tracking_uri
+    from melanoma_lab.store import tracking_uri
 
     cfg = tiny_cfg("experiment=m2", "trainer.epochs=2")
     run_experiment(cfg, tmp_path / "run")

@@ -7,7 +7,8 @@ import mlflow
 import pytest
 import yaml
 
-from melanoma_lab.tracking import flatten, tracking_uri
+from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking import flatten
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ from melanoma_lab.evaluation import threshold_for_sensitivity
 from melanoma_lab.gradcam import grad_cam
 from melanoma_lab.inference import predict_probabilities
 from melanoma_lab.serving import encode_image
-from melanoma_lab.tracking import tracking_uri
+from melanoma_lab.store import tracking_uri
 
 
 @pytest.mark.parametrize("extra", [("tracking.log_model=false",), ("tracking.enabled=false",), ("study.cv_folds=1",)])

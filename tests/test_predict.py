@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from melanoma_lab import predict
-from melanoma_lab.tracking import tracking_uri
+from melanoma_lab.store import tracking_uri
 
 
 def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model, tmp_path, capsys):

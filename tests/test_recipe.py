@@ -125,7 +125,7 @@ def test_m5_composes_m4_with_the_new_ingredients_and_trains_end_to_end(tiny_cfg,
     import mlflow
 
     from melanoma_lab.experiment import run_experiment
-    from melanoma_lab.tracking import tracking_uri
+    from melanoma_lab.store import tracking_uri
 
     m4, m5 = (compose_config([f"experiment={name}"]) for name in ("m4", "m5"))
     assert (m5.lr_schedule.warmup_epochs, m5.lr_schedule._target_, m5.trainer.epochs) == (

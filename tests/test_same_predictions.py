@@ -14,7 +14,7 @@ from melanoma_lab import predict, promote
 from melanoma_lab.datasets import load_catalog
 from melanoma_lab.experiment import run_experiment
 from melanoma_lab.serving import encode_image
-from melanoma_lab.tracking import tracking_uri
+from melanoma_lab.store import tracking_uri
 
 
 def _only_run(store: Path):

@@ -15,7 +15,7 @@ from PIL import Image
 
 from melanoma_lab import promote
 from melanoma_lab.serving import encode_image
-from melanoma_lab.tracking import tracking_uri
+from melanoma_lab.store import tracking_uri
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,8 @@ import textwrap
 import mlflow
 
 from melanoma_lab.experiment import finished_twin, make_tracker
-from melanoma_lab.tracking import RunTracker, tracking_uri
+from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking import RunTracker
 
 def killed_run(uri: str) -> str:
     """A process that opens a run (another MLflow experiment, another config; tagged with its host and pid as

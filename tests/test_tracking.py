@@ -4,7 +4,8 @@ from contextlib import nullcontext
 import mlflow
 import pytest
 
-from melanoma_lab.tracking import RunTracker, flatten, tracking_uri
+from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking import RunTracker, flatten
 
 
 def test_flatten_nested_config_for_params():
@@ -44,14 +45,14 @@ def test_disabled_tracking_writes_nothing(tmp_path):
 
 
 def test_a_closed_tracking_server_fails_fast_with_the_ways_out(tmp_path):
-    from melanoma_lab.tracking import TrackingUnavailableError
+    from melanoma_lab.store import TrackingUnavailableError
 
     with pytest.raises(TrackingUnavailableError, match="tracking.enabled=false"):
         RunTracker(True, "http://127.0.0.1:9", "exp", "run", None)
 
 
 def test_an_unwritable_store_is_refused_before_training(tmp_path):
-    from melanoma_lab.tracking import TrackingUnavailableError
+    from melanoma_lab.store import TrackingUnavailableError
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(TrackingUnavailableError, match="paths.mlruns_dir"):
@@ -62,7 +63,7 @@ def test_an_interrupt_during_a_store_write_waits_for_the_write():
     import os
     import signal
 
-    from melanoma_lab import tracking
+    from melanoma_lab import store
 
     finished = []
 
@@ -74,7 +75,7 @@ def test_an_interrupt_during_a_store_write_waits_for_the_write():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt
     try:
         with pytest.raises(KeyboardInterrupt):
-            tracking._retry(write_interrupted_halfway)
+            store.retry_locked(write_interrupted_halfway)
     finally:
         signal.signal(signal.SIGINT, previous)
     assert finished == [True]  # the write completed before the interrupt was delivered

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from melanoma_lab.experiment import run_experiment
-from melanoma_lab.tracking import tracking_uri
+from melanoma_lab.store import tracking_uri
 from tests.conftest import TINY_AUGMENTOR
 from tests.test_serving import free_port, stop, wait_until_up
 
