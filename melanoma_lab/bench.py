@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from melanoma_lab.data.staging import write_atomically
+
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic-9class-180px"
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SIZE, BATCH, SEED = 180, 32, 123
@@ -242,10 +244,7 @@ def run_benchmark(data: str | None, epochs: int, tracked_epochs: int, repeats: i
                                                       for r in lab),
                "tracking_overhead_wall": summary["lab"]["wall_s"] / summary["untracked"]["wall_s"] - 1,
                **time_augmentor(data, workdir), "scaling": time_scaling(data, workdir)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.tmp")
-    staging.write_text(json.dumps(results, indent=2))
-    os.replace(staging, out)
+    write_atomically(out, json.dumps(results, indent=2))
     return results
 
 

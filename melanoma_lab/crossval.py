@@ -25,6 +25,7 @@ from melanoma_lab.oof import OOF_FILE, fold_predictions, oof_metrics, out_of_fol
 from melanoma_lab.preparation import load_audited_data
 from melanoma_lab.provenance import code_version
 from melanoma_lab.tracking import flatten
+from melanoma_lab.data.staging import write_atomically
 
 
 def summarise_folds(fold_metrics: list[dict[str, float]],
@@ -83,8 +84,8 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
         parent.log_metrics(summary)
         parent.log_table(table, "cv_folds.csv")
         parent.log_table(oof, OOF_FILE)
-        (output_dir / "cv_folds.csv").write_text(table.to_csv(index=False))
-        (output_dir / OOF_FILE).write_text(oof.to_csv(index=False))
+        write_atomically(output_dir / "cv_folds.csv", table.to_csv(index=False))
+        write_atomically(output_dir / OOF_FILE, oof.to_csv(index=False))
         if cfg.study.get("ensemble", False):
             summary |= log_ensemble(cfg, parent, runs, oof, audited.catalog.classes, audited.files)
     return summary

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab.config import register_configs, validate
 from melanoma_lab.errors import USER_ERROR_STATUS, ConfigError, UserError
+from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)
 SPLITS = ("all", "train", "test")
@@ -115,7 +116,7 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
         if decoded.failures:
             tracker.log_dict(decoded.failures, "skipped_unreadable.json")
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(output_dir) / "metrics.json").write_text(json.dumps(metrics | {"unknown_classes": unknown_counts},
+    write_atomically(Path(output_dir) / "metrics.json", json.dumps(metrics | {"unknown_classes": unknown_counts},
                                                               indent=2))
     if unknown_counts:
         log.warning("not scored: %d images of classes the model does not know: %s (evaluation/unknown_classes.csv)",

@@ -29,6 +29,7 @@ from melanoma_lab.stale_runs import repair_stale_runs
 from melanoma_lab.store import tracking_uri
 from melanoma_lab.tracking import RunTracker, flatten
 from melanoma_lab.training import best_epoch, seed_everything, train_model
+from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)
 UNTRACKED = "untracked"  # the backup folder of a run with tracking.enabled=false
@@ -187,8 +188,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
             predictions = log_evaluation(tracker, result, metrics, prefix, part.files, data.classes,
                                          cfg.dataset.melanoma_class, cfg.evaluation.calibration_bins, final_step)
             if fold is not None and prefix == ("fold" if data.held_out is not None else "val"):
-                predictions.assign(alert_threshold=alert.threshold).to_csv(output_dir / HELD_OUT_PREDICTIONS,
-                                                                           index=False)
+                write_atomically(output_dir / HELD_OUT_PREDICTIONS,
+                                 predictions.assign(alert_threshold=alert.threshold).to_csv(index=False))
             results |= metrics
         best = best_epoch(history, cfg.trainer.monitor)
         results["train_val_accuracy_gap"] = history["accuracy"][best] - history["val_accuracy"][best]
@@ -199,5 +200,5 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
                  "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         tracker.log_metrics(costs, step=final_step)
         results |= costs
-        (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+        write_atomically(output_dir / "metrics.json", json.dumps(results, indent=2))
     return results

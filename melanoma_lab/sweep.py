@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab.errors import UserError
 from melanoma_lab.provenance import code_version
+from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent_run"
@@ -103,7 +104,7 @@ class MlflowSweepCallback(Callback):
             return
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / PARENT_FILE).write_text(run_id)
+        write_atomically(sweep_dir / PARENT_FILE, run_id)
         log.info("sweep parent run %s (%s)", run_id, "reopened" if parent.resumed else "new")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -126,7 +127,7 @@ class MlflowSweepCallback(Callback):
             log.error("sweep job %s failed: %s", config.hydra.job.num, error,
                       exc_info=None if isinstance(error, UserError) else error)  # a user error needs no traceback
             error_file = Path(config.hydra.runtime.output_dir) / JOB_ERROR_FILE
-            error_file.write_text(json.dumps({"overrides": " ".join(config.hydra.overrides.task),
+            write_atomically(error_file, json.dumps({"overrides": " ".join(config.hydra.overrides.task),
                                               "error": f"{type(error).__name__}: {error}"}))
         job_return.status, job_return.return_value = JobStatus.COMPLETED, None
 
@@ -141,7 +142,7 @@ class MlflowSweepCallback(Callback):
         failed = table[table["status"] != "FINISHED"]
         parent.log_table(table, "sweep_summary.csv")
         parent.log_metrics({"jobs": len(table), "failed_jobs": len(failed)})
-        (Path(config.hydra.sweep.dir) / "sweep_summary.csv").write_text(table.to_csv(index=False))
+        write_atomically(Path(config.hydra.sweep.dir) / "sweep_summary.csv", table.to_csv(index=False))
         parent.close("FAILED" if len(failed) else "FINISHED")
         if len(failed):
             raise SystemExit(f"{len(failed)} of {len(table)} sweep jobs failed ("

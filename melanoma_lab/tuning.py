@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +37,7 @@ from melanoma_lab.stale_runs import repair_stale_runs
 from melanoma_lab.provenance import code_version
 from melanoma_lab.tracking import EpochLogger, RunTracker, flatten
 from melanoma_lab.training import MAXIMISED, build_loss, compile_model, seed_everything, steps_per_epoch, training_inputs
+from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)
 TUNERS = {"hyperband": keras_tuner.Hyperband, "random": keras_tuner.RandomSearch,
@@ -195,13 +195,6 @@ def tuned_experiment(base: DictConfig, best: list[str], name: str, header: str) 
                            OmegaConf.from_dotlist(values), {"name": name})
     document = OmegaConf.to_yaml(OmegaConf.create({"defaults": defaults, **OmegaConf.to_container(body)}))
     return f"# @package _global_\n{header}\n{document}"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
 
 
 def base_experiment() -> DictConfig:

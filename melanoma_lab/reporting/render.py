@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import re
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from melanoma_lab import plots
 from melanoma_lab.audit import summary as audit_summary
 from melanoma_lab.reporting.runs import Study
 from melanoma_lab.reporting.statistics import probabilities
+from melanoma_lab.data.staging import write_atomically
 from melanoma_lab.reporting.tables import (class_recall, comparisons, conclusions, cross_validation_table,
                                            full_and_clean_table, results_table)
 
@@ -57,12 +57,6 @@ def _figure_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_bytes(data)
-    os.replace(staging, path)
-
-
 def _md_bold(text: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
 
@@ -88,7 +82,7 @@ def write_report(study: Study, out_dir: Path, samples: int = 1000, confidence: f
     for name, figure in figures(study).items():
         images[name] = _figure_bytes(figure)
         plt.close(figure)
-        _atomic_write(out_dir / name, images[name])
+        write_atomically(out_dir / name, images[name])
     audit_text = audit_summary(study.audit) if study.audit else "no audit logged"
     held = "Test split" if study.held_out == "test" else "own validation split (no Test split in this dataset)"
     intro = (f"{len(study.runs)} runs launched by the study (one per experiment and seed); experiments "
@@ -109,7 +103,7 @@ def write_report(study: Study, out_dir: Path, samples: int = 1000, confidence: f
            "![confusion matrices](confusion_matrices.png)", "", "## Per-class recall", "",
            "![per-class recall](per_class_recall.png)", "", "## Data audit", "", "```", audit_text, "```", "",
            "## Runs", "", runs.to_markdown(index=False), "", *left_out]
-    _atomic_write(out_dir / "report.md", "\n".join(md).encode())
+    write_atomically(out_dir / "report.md", "\n".join(md).encode())
 
     body = [f"<h1>Study report: {html.escape(study.name)}</h1>", f"<p>{html.escape(intro)}</p>",
             "<h2>Hardware and runtime</h2>", runtime.to_html(index=False, border=0),
@@ -131,5 +125,5 @@ def write_report(study: Study, out_dir: Path, samples: int = 1000, confidence: f
             "</title><style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
             "td,th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left}</style></head><body>" +
             "\n".join(body) + "</body></html>")
-    _atomic_write(out_dir / "report.html", page.encode())
+    write_atomically(out_dir / "report.html", page.encode())
     return out_dir / "report.md"
