@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from melanoma_lab.data.download import ArchiveError, download, unzip
+from melanoma_lab.data.archives import ArchiveError, download, unzip
 
 ISIC_2019 = "https://isic-challenge-data.s3.amazonaws.com/2019"
 HAM10000_DOI = "doi:10.7910/DVN/DBW86T"  # Harvard Dataverse; the whole dataset as one zip of its original files
