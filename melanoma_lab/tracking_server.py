@@ -130,10 +130,10 @@ def stop_group(process: subprocess.Popen, timeout: float = 30.0) -> None:
         except ProcessLookupError:
             pass
     try:
-        process.wait(timeout=timeout)
+        process.communicate(timeout=timeout)  # drains its pipes, if any, so a chatty server cannot block on them
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        process.communicate()
 
 
 def start_mlflow_server(store: PostgresStore, artifacts: Path, port: int, workers: int = 1,

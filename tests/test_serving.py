@@ -1,12 +1,8 @@
 """`python -m melanoma_lab.serve` (make serve): the champion answers raw images over REST."""
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -16,38 +12,10 @@ from PIL import Image
 from melanoma_lab import promote
 from melanoma_lab.serving import encode_image
 from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking_server import stop_group, wait_until_up
+from melanoma_lab.tune_local_cluster import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"server exited early: {server.communicate()[1][-3000:]}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(1)
-    raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
-
-
-def stop(server: subprocess.Popen) -> None:
-    """Stop mlflow's whole process group (it starts several uvicorn workers)."""
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.communicate()
 
 
 def test_served_champion_predicts_raw_real_size_images(trained_model, tmp_path):
@@ -69,7 +37,7 @@ def test_served_champion_predicts_raw_real_size_images(trained_model, tmp_path):
         with urllib.request.urlopen(request, timeout=60) as response:
             rows = json.loads(response.read())["predictions"]
     finally:
-        stop(server)
+        stop_group(server)
     classes = list(catalog.classes)
     threshold = run.data.metrics["val_melanoma_alert_threshold"]
     assert len(rows) == 2

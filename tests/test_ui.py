@@ -18,7 +18,8 @@ import pytest
 from melanoma_lab.experiment import run_experiment
 from melanoma_lab.store import tracking_uri
 from tests.conftest import TINY_AUGMENTOR
-from tests.test_serving import free_port, stop, wait_until_up
+from melanoma_lab.tracking_server import stop_group, wait_until_up
+from melanoma_lab.tune_local_cluster import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.ui]
 
@@ -64,7 +65,7 @@ def study_ui(tiny_cfg, tmp_path):
         runs = _api(base, "runs/search", {"experiment_ids": [experiment]})["runs"]
         yield base, experiment, {r["info"]["run_name"]: r for r in runs}
     finally:
-        stop(server)
+        stop_group(server)
 
 
 def _api(base: str, endpoint: str, body: dict | None = None) -> dict:
