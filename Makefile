@@ -56,10 +56,10 @@ reproduce: install ## replay the study: audit, M1..M4 x seeds, report (DATA=path
 	  $(if $(filter synthetic,$(DATA)),dataset=synthetic,dataset.root=$(abspath $(DATA))) $(ARGS)
 
 bench: install ## seed pipeline vs melanoma_lab (speed, memory, tracking overhead, Augmentor cache): bench/results.json
-	$(PY) -m melanoma_lab.bench --out bench/results.json
+	$(PY) -m melanoma_lab.bench.throughput --out bench/results.json
 
 bench-study: install ## the seeds' whole notebook procedure vs the M1+M2+M3 study, one seed (~20 min): bench/study.json
-	$(PY) -m melanoma_lab.bench_study --out bench/study.json
+	$(PY) -m melanoma_lab.bench.study --out bench/study.json
 
 tune-distributed: install ## KerasTuner chief + $(WORKERS) workers on 127.0.0.1 (TUNE_ARGS="experiment=m2 tuner=random ...")
 	$(PY) -m melanoma_lab.tune_local_cluster --workers $(WORKERS) $(TUNE_ARGS)
@@ -68,13 +68,13 @@ ui: install ## open the local MLflow store at http://127.0.0.1:$(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_STORE) --host 127.0.0.1 --port $(PORT)
 
 server: install-cluster ## MLflow server on 127.0.0.1:$(PORT) over a PostgreSQL store in mlruns/server (Ctrl-C stops both)
-	$(PY) -m melanoma_lab.tracking_server --dir mlruns/server --port $(PORT) --db-port $(DB_PORT)
+	$(PY) -m melanoma_lab.tracking.server --dir mlruns/server --port $(PORT) --db-port $(DB_PORT)
 
 stale-runs: install ## list this host's runs left RUNNING by a killed process (ARGS=--repair marks them FAILED)
-	$(PY) -m melanoma_lab.stale_runs $(ARGS)
+	$(PY) -m melanoma_lab.tracking.stale_runs $(ARGS)
 
 serve: install ## serve the champion model over REST on 127.0.0.1:5001 (promote one first; see README)
-	$(PY) -m melanoma_lab.serve
+	$(PY) -m melanoma_lab.serving.serve
 
 data: install ## download a dataset into data/<name>: DATASET=isic9 (default) | ham10000 | isic2019 (needs internet)
 	$(PY) -m melanoma_lab.data.download --dataset $(or $(DATASET),isic9)

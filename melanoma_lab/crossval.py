@@ -23,8 +23,8 @@ from melanoma_lab.experiment import (config_hash, finished_twin, make_tracker, o
                                      run_identity)
 from melanoma_lab.oof import OOF_FILE, fold_predictions, oof_metrics, out_of_fold
 from melanoma_lab.preparation import load_audited_data
-from melanoma_lab.provenance import code_version
-from melanoma_lab.tracking import flatten
+from melanoma_lab.tracking.provenance import code_version
+from melanoma_lab.tracking.run import flatten
 from melanoma_lab.data.staging import write_atomically
 
 

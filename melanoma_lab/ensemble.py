@@ -1,7 +1,7 @@
 """A cross-validation's fold models as one model (``study.ensemble=true``).
 
 The ensemble is a Keras model that averages the softmax outputs of the K fold models on one input, logged on the
-CV parent run exactly like a single run's model (:mod:`melanoma_lab.serving`), so ``predict``, ``serve`` and
+CV parent run exactly like a single run's model (:mod:`melanoma_lab.serving.classifier`), so ``predict``, ``serve`` and
 ``promote`` use it unchanged. Its melanoma alert threshold is chosen on the out-of-fold predictions (every image
 predicted by a fold model that did not train on it), and a Test split, if present, is scored by the ensemble
 (``ensemble_test_<metric>``).
@@ -26,7 +26,7 @@ from melanoma_lab.experiment import model_metadata
 from melanoma_lab.inference import predict_probabilities
 from melanoma_lab.oof import probabilities_of
 from melanoma_lab.preparation import decode_split
-from melanoma_lab.tracking import RunTracker
+from melanoma_lab.tracking.run import RunTracker
 
 
 def check_ensemble(cfg: DictConfig) -> None:

@@ -48,7 +48,7 @@ def map_labels(files: pd.DataFrame, class_map: dict[str, str], classes: list[str
 def _load(uri: str):
     import mlflow
 
-    from melanoma_lab.predict import load_model
+    from melanoma_lab.serving.predict import load_model
 
     try:
         info = mlflow.models.get_model_info(uri)
@@ -70,9 +70,9 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     from melanoma_lab.datasets import load_catalog
     from melanoma_lab.evaluation import evaluate
     from melanoma_lab.evaluation_logging import evaluation_metrics, log_evaluation
-    from melanoma_lab.provenance import provenance_tags
-    from melanoma_lab.store import fluent_tracking_uri, tracking_uri
-    from melanoma_lab.tracking import RunTracker, flatten
+    from melanoma_lab.tracking.provenance import provenance_tags
+    from melanoma_lab.tracking.store import fluent_tracking_uri, tracking_uri
+    from melanoma_lab.tracking.run import RunTracker, flatten
 
     store = tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir)
     with fluent_tracking_uri(store):

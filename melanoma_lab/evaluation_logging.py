@@ -11,7 +11,7 @@ import pandas as pd
 from melanoma_lab import plots
 from melanoma_lab.contamination import TWIN_COLUMN
 from melanoma_lab.evaluation import AlertCalibration, Evaluation, reliability_table
-from melanoma_lab.tracking import RunTracker
+from melanoma_lab.tracking.run import RunTracker
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from melanoma_lab.evaluation import AlertCalibration, calibrate_alert, evaluate
 from melanoma_lab.evaluation_logging import evaluation_metrics, log_alert, log_evaluation
 from melanoma_lab.inference import predict_probabilities, tta_mode
 from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_data
-from melanoma_lab.provenance import code_version, provenance_tags
-from melanoma_lab.stale_runs import repair_stale_runs
-from melanoma_lab.store import tracking_uri
-from melanoma_lab.tracking import RunTracker, flatten
+from melanoma_lab.tracking.provenance import code_version, provenance_tags
+from melanoma_lab.tracking.stale_runs import repair_stale_runs
+from melanoma_lab.tracking.store import tracking_uri
+from melanoma_lab.tracking.run import RunTracker, flatten
 from melanoma_lab.training import best_epoch, seed_everything, train_model
 from melanoma_lab.data.staging import write_atomically
 

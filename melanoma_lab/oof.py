@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from melanoma_lab.evaluation import Evaluation, alert_rates, evaluate
 from melanoma_lab.experiment import HELD_OUT_PREDICTIONS
-from melanoma_lab.tracking import RunTracker
+from melanoma_lab.tracking.run import RunTracker
 
 OOF_FILE = "oof_predictions.csv"
 

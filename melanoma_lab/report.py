@@ -24,7 +24,7 @@ from melanoma_lab.reporting.runs import load_study
 
 
 def main(argv: list[str] | None = None) -> int:
-    from melanoma_lab.store import tracking_uri
+    from melanoma_lab.tracking.store import tracking_uri
 
     parser = argparse.ArgumentParser(description="Build a study report from MLflow (no retraining).")
     parser.add_argument("--study", required=True, help="study name = MLflow experiment name")

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import hydra
-from hydra import compose
+from melanoma_lab.composition import compose
 from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
@@ -38,7 +38,7 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
     from melanoma_lab.experiment import run_experiment
     from melanoma_lab.reporting.render import write_report
     from melanoma_lab.reporting.runs import load_study
-    from melanoma_lab.store import tracking_uri
+    from melanoma_lab.tracking.store import tracking_uri
 
     from melanoma_lab.audit import audit_catalog, summary
     from melanoma_lab.audit import write_report as write_audit
@@ -54,7 +54,7 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
         for seed in cfg.study.seeds:
             overrides = [*shared, f"experiment={experiment}", f"trainer.seed={seed}"]
             log.info("study %s: %s seed %s", cfg.study.name, experiment, seed)
-            run_cfg = compose(config_name="config", overrides=overrides)
+            run_cfg = compose(overrides)
             run_cfg.study.launch = launch  # not an override: it tags the run, it is not part of its identity
             run_experiment(run_cfg, output_dir / experiment / f"seed_{seed}", overrides)
     client = MlflowClient(tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir))

@@ -29,7 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab.errors import UserError
-from melanoma_lab.provenance import code_version
+from melanoma_lab.tracking.provenance import code_version
 from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from melanoma_lab.experiment import make_tracker
-        from melanoma_lab.stale_runs import repair_stale_runs
+        from melanoma_lab.tracking.stale_runs import repair_stale_runs
 
         identity = sweep_identity(config)
         parent = make_tracker(config, f"sweep-{Path(config.hydra.sweep.dir).name}",

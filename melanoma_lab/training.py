@@ -19,8 +19,8 @@ from melanoma_lab.config import ConfigError
 from melanoma_lab.data.pipeline import make_dataset
 from melanoma_lab.plugins import build
 from melanoma_lab.preparation import PreparedData
-from melanoma_lab.provenance import runtime_tags
-from melanoma_lab.tracking import EpochLogger, RunTracker
+from melanoma_lab.tracking.provenance import runtime_tags
+from melanoma_lab.tracking.run import EpochLogger, RunTracker
 
 log = logging.getLogger(__name__)
 MAXIMISED = ("val_accuracy", "val_bacc")

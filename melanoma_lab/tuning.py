@@ -25,7 +25,7 @@ from typing import Any, Callable
 import keras
 import keras_tuner
 import pandas as pd
-from hydra import compose
+from melanoma_lab.composition import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,9 +33,9 @@ from melanoma_lab.config import ConfigError, validate
 from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.experiment import config_hash, make_tracker, run_experiment
 from melanoma_lab.preparation import PreparedData, load_audited_data, prepare_data
-from melanoma_lab.stale_runs import repair_stale_runs
-from melanoma_lab.provenance import code_version
-from melanoma_lab.tracking import EpochLogger, RunTracker, flatten
+from melanoma_lab.tracking.stale_runs import repair_stale_runs
+from melanoma_lab.tracking.provenance import code_version
+from melanoma_lab.tracking.run import EpochLogger, RunTracker, flatten
 from melanoma_lab.training import MAXIMISED, build_loss, compile_model, seed_everything, steps_per_epoch, training_inputs
 from melanoma_lab.data.staging import write_atomically
 
@@ -228,7 +228,7 @@ def run_search(cfg: DictConfig, output_dir: str | Path, overrides: list[str],
     name = cfg.tuner.export_name
 
     def compose_trial(extra: list[str]) -> DictConfig:
-        return compose(config_name="config", overrides=[*overrides, *extra])
+        return compose([*overrides, *extra])
 
     def trial_tracker(trial_id: str) -> RunTracker:
         return make_tracker(cfg, f"{name}-trial-{trial_id}", {"kind": "tuner_trial", "trial_id": trial_id,

@@ -6,12 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from melanoma_lab.composition import CONF_DIR, compose
 from melanoma_lab.config import register_configs
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic-9class-180px"
 
 # A tiny synthetic set (9 classes, 32 px) and a tiny run (one epoch, small model).
@@ -27,8 +26,7 @@ register_configs()
 def compose_config(overrides: list[str], root: Path | None = None, config_name: str = "config") -> DictConfig:
     """Compose conf/<config_name>.yaml with ``overrides`` (as the CLI would), rooted at ``root``."""
     rooted = overrides + ([f"paths.root_dir={root}"] if root is not None else [])
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=config_name, overrides=rooted)
+    return compose(rooted, config_name)
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +69,7 @@ def trained_model(tiny_cfg, tmp_path):
 
     from melanoma_lab.datasets import load_catalog
     from melanoma_lab.experiment import run_experiment
-    from melanoma_lab.store import tracking_uri
+    from melanoma_lab.tracking.store import tracking_uri
 
     cfg = tiny_cfg("experiment=m2", "trainer.epochs=2")
     run_experiment(cfg, tmp_path / "run")

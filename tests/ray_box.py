@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from melanoma_lab.tracking_server import stop_group
+from melanoma_lab.tracking.server import stop_group
 from melanoma_lab.tune_local_cluster import free_port
 
 

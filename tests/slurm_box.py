@@ -16,7 +16,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from melanoma_lab.tracking_server import stop_group
+from melanoma_lab.tracking.server import stop_group
 from melanoma_lab.tune_local_cluster import free_port
 
 TOOLS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")

@@ -5,9 +5,7 @@ import time
 import keras
 import numpy as np
 
-from melanoma_lab import bench
-
-
+from melanoma_lab.bench import throughput as bench
 def test_fit_timer_times_every_fit_in_the_process(monkeypatch):
     monkeypatch.setattr(keras.Model, "fit", keras.Model.fit)  # restored after the test
     timer = bench.FitTimer(time.perf_counter())
@@ -34,8 +32,7 @@ def test_table_ends_with_the_machine_readable_line():
 
 
 def test_study_table_ends_with_the_machine_readable_line():
-    from melanoma_lab import bench_study
-
+    from melanoma_lab.bench import study as bench_study
     stage = {"stage": "m1", "seconds": 90.0, "epochs": 20, "final_val_accuracy": 0.5, "peak_rss_mb": 2000.0}
     results = {"seed": {"wall_s": 700.0, "peak_rss_mb": 4000.0, "stages": [stage]},
                "melanoma_lab": {"wall_s": 300.0, "peak_rss_mb": 3000.0,
@@ -52,7 +49,7 @@ def test_timed_process_reports_wall_time_and_peak_memory_and_fails_loudly():
 
     import pytest
 
-    from melanoma_lab.bench_study import _timed_process
+    from melanoma_lab.bench.study import _timed_process
 
     wall, peak_mb = _timed_process([sys.executable, "-c", "import time; b = bytearray(300 * 2**20); time.sleep(0.2)"])
     assert wall >= 0.2 and peak_mb >= 300

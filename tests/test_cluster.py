@@ -21,9 +21,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from melanoma_lab.tracking_server import (PostgresStore, postgres_bin, start_mlflow_server, stop_group,
+from melanoma_lab.tracking.server import (PostgresStore, postgres_bin, start_mlflow_server, stop_group,
                                           tracking_server, wait_until_up)
-from melanoma_lab.tracking import flatten
+from melanoma_lab.tracking.run import flatten
 from melanoma_lab.tune_local_cluster import free_port
 from tests.conftest import TINY
 from tests.ray_box import ray_head
@@ -118,7 +118,7 @@ def _assert_2x2_landed(uri: str, study: str) -> None:
 
 def test_tracking_server_command_serves_postgres_store_and_stops_everything(services_dir):
     folder, port, db_port = services_dir / "cli-server", free_port(), free_port()
-    server = subprocess.Popen([sys.executable, "-m", "melanoma_lab.tracking_server", "--dir", str(folder),
+    server = subprocess.Popen([sys.executable, "-m", "melanoma_lab.tracking.server", "--dir", str(folder),
                                "--port", str(port), "--db-port", str(db_port), "--workers", "1"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

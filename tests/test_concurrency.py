@@ -7,8 +7,8 @@ import mlflow
 import pytest
 import yaml
 
-from melanoma_lab.store import tracking_uri
-from melanoma_lab.tracking import flatten
+from melanoma_lab.tracking.store import tracking_uri
+from melanoma_lab.tracking.run import flatten
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from melanoma_lab.data.catalog import scan
 from melanoma_lab.data.synthetic import generate
 from melanoma_lab.experiment import run_experiment
 from melanoma_lab.preparation import load_audited_data, prepare_data
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY_RUN, compose_config
 
 

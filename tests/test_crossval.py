@@ -7,7 +7,7 @@ from melanoma_lab.config import ConfigError
 from melanoma_lab.crossval import run_cross_validation, summarise_folds
 from melanoma_lab.datasets import load_catalog
 from melanoma_lab.data.split import content_groups, fold_split
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking.store import tracking_uri
 
 
 def test_summary_is_mean_and_sd_over_folds():

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from melanoma_lab import predict, promote
+from melanoma_lab.serving import predict
+
+from melanoma_lab.serving import promote
 from melanoma_lab.config import ConfigError
 from melanoma_lab.crossval import run_cross_validation
 from melanoma_lab.data.pipeline import load_image
@@ -18,8 +20,8 @@ from melanoma_lab.datasets import load_catalog
 from melanoma_lab.evaluation import threshold_for_sensitivity
 from melanoma_lab.gradcam import grad_cam
 from melanoma_lab.inference import predict_probabilities
-from melanoma_lab.serving import encode_image
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.serving.classifier import encode_image
+from melanoma_lab.tracking.store import tracking_uri
 
 
 @pytest.mark.parametrize("extra", [("tracking.log_model=false",), ("tracking.enabled=false",), ("study.cv_folds=1",)])

@@ -16,7 +16,7 @@ from melanoma_lab.datasets import load_catalog
 from melanoma_lab.errors import UserError
 from melanoma_lab.evaluate import map_labels, run_evaluation
 from melanoma_lab.experiment import run_experiment
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY_DATA, TINY_RUN, compose_config
 from tests.manifest_fixtures import ham_root  # noqa: F401 (fixture)
 

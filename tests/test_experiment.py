@@ -11,8 +11,8 @@ import pytest
 
 from melanoma_lab.datasets import load_catalog
 from melanoma_lab.experiment import run_experiment
-from melanoma_lab.serving import encode_image
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.serving.classifier import encode_image
+from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY, TINY_AUGMENTOR
 
 EXPECTED_ARTIFACTS = {

@@ -70,7 +70,7 @@ def test_a_full_artifact_store_fails_the_run_clearly_and_keeps_what_was_logged(t
 
     import mlflow
 
-    from melanoma_lab.store import TrackingUnavailableError, tracking_uri
+    from melanoma_lab.tracking.store import TrackingUnavailableError, tracking_uri
 
     def disk_full(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -92,7 +92,7 @@ def test_sigterm_during_training_leaves_the_run_killed(tmp_path, shared_cache):
 
     import mlflow
 
-    from melanoma_lab.store import tracking_uri
+    from melanoma_lab.tracking.store import tracking_uri
     from tests.conftest import TINY
 
     job = subprocess.Popen([sys.executable, "-m", "melanoma_lab", *TINY, "trainer.epochs=200", "tracking.log_model=false",

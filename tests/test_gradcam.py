@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from melanoma_lab import predict  # grad_cam as predict --out uses it (melanoma_lab/gradcam.py)
+from melanoma_lab.serving import predict  # grad_cam as predict --out uses it (melanoma_lab/gradcam.py)
 from tests.conftest import compose_config
 
 

@@ -17,7 +17,7 @@ from melanoma_lab.data.split import content_groups, fold_split, split_groups, tr
 from melanoma_lab.datasets import load_catalog
 from melanoma_lab.errors import ConfigError
 from melanoma_lab.experiment import run_experiment
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY_RUN, compose_config
 from tests.manifest_fixtures import ham_root, isic2019_root  # noqa: F401 (fixtures)
 

@@ -8,7 +8,7 @@ import pytest
 from melanoma_lab.config import ConfigError, validate
 from melanoma_lab.experiment import run_experiment
 from melanoma_lab.plugins import Range
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY_DATA, compose_config
 
 

@@ -5,8 +5,8 @@ import mlflow
 import pytest
 from PIL import Image
 
-from melanoma_lab import predict
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.serving import predict
+from melanoma_lab.tracking.store import tracking_uri
 
 
 def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model, tmp_path, capsys):
@@ -92,8 +92,7 @@ def test_unknown_model_is_one_clear_error(tmp_path, capsys):
 
 
 def test_promote_registers_the_champion_with_its_validation_threshold(trained_model, capsys):
-    from melanoma_lab import promote
-
+    from melanoma_lab.serving import promote
     uri, run, catalog, store = trained_model
     assert promote.main(["--study", "melanoma-study", "--tracking-uri", tracking_uri(None, store)]) == 0
     assert "version 1 (alias @champion)" in capsys.readouterr().out

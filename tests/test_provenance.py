@@ -9,8 +9,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from melanoma_lab.provenance import cpu_model, git_code_version, source_code_version
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking.provenance import cpu_model, git_code_version, source_code_version
+from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]

@@ -82,7 +82,7 @@ def test_cosine_with_warm_up_rises_linearly_then_decays_to_zero():
 def test_ema_weights_are_validated_selected_and_kept(tiny_cfg, tmp_path):
     from melanoma_lab.datasets import load_catalog
     from melanoma_lab.preparation import prepare_data
-    from melanoma_lab.tracking import RunTracker
+    from melanoma_lab.tracking.run import RunTracker
     from melanoma_lab.training import compile_model, train_model
 
     cfg = tiny_cfg("optimizer.use_ema=true", "optimizer.ema_momentum=0.5", "trainer.epochs=2", "imbalance=none",
@@ -125,7 +125,7 @@ def test_m5_composes_m4_with_the_new_ingredients_and_trains_end_to_end(tiny_cfg,
     import mlflow
 
     from melanoma_lab.experiment import run_experiment
-    from melanoma_lab.store import tracking_uri
+    from melanoma_lab.tracking.store import tracking_uri
 
     m4, m5 = (compose_config([f"experiment={name}"]) for name in ("m4", "m5"))
     assert (m5.lr_schedule.warmup_epochs, m5.lr_schedule._target_, m5.trainer.epochs) == (

@@ -9,7 +9,7 @@ from melanoma_lab.reporting import tables
 from melanoma_lab.reporting.runs import Study
 from melanoma_lab.reporting.statistics import balanced_accuracy_of, bootstrap_interval, paired_difference
 from melanoma_lab.study import run_study
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import CONF_DIR, TINY
 
 

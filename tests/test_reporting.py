@@ -13,7 +13,7 @@ from melanoma_lab.reporting import tables
 from melanoma_lab.reporting.render import write_report
 from melanoma_lab.reporting.runs import Study, StudyRun, load_study
 from melanoma_lab.reporting.statistics import bootstrap_interval, paired_difference
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking.store import tracking_uri
 
 CLASSES = ["melanoma", "nevus", "other"]
 

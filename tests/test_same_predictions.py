@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma_lab import predict, promote
+from melanoma_lab.serving import predict
+
+from melanoma_lab.serving import promote
 from melanoma_lab.datasets import load_catalog
 from melanoma_lab.experiment import run_experiment
-from melanoma_lab.serving import encode_image
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.serving.classifier import encode_image
+from melanoma_lab.tracking.store import tracking_uri
 
 
 def _only_run(store: Path):

@@ -1,4 +1,4 @@
-"""`python -m melanoma_lab.serve` (make serve): the champion answers raw images over REST."""
+"""`python -m melanoma_lab.serving.serve` (make serve): the champion answers raw images over REST."""
 
 import json
 import subprocess
@@ -9,10 +9,10 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from melanoma_lab import promote
-from melanoma_lab.serving import encode_image
-from melanoma_lab.store import tracking_uri
-from melanoma_lab.tracking_server import stop_group, wait_until_up
+from melanoma_lab.serving import promote
+from melanoma_lab.serving.classifier import encode_image
+from melanoma_lab.tracking.store import tracking_uri
+from melanoma_lab.tracking.server import stop_group, wait_until_up
 from melanoma_lab.tune_local_cluster import free_port
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ def test_served_champion_predicts_raw_real_size_images(trained_model, tmp_path):
         images.append(tmp_path / f"lesion{index}.{'jpg' if index == 0 else 'png'}")
         Image.open(path).resize(size).save(images[-1])  # ISIC-original sizes, not the model's 32 px
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "melanoma_lab.serve", f"paths.root_dir={tmp_path}",
+    server = subprocess.Popen([sys.executable, "-m", "melanoma_lab.serving.serve", f"paths.root_dir={tmp_path}",
                                f"serving.port={port}", f"hydra.run.dir={tmp_path / 'serve'}"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -49,7 +49,7 @@ def test_served_champion_predicts_raw_real_size_images(trained_model, tmp_path):
 
 
 def test_serving_without_a_champion_says_what_to_do(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "melanoma_lab.serve", f"paths.root_dir={tmp_path}",
+    result = subprocess.run([sys.executable, "-m", "melanoma_lab.serving.serve", f"paths.root_dir={tmp_path}",
                              f"hydra.run.dir={tmp_path / 'serve'}"], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert "python -m melanoma_lab.promote" in result.stderr
+    assert "python -m melanoma_lab.serving.promote" in result.stderr

@@ -12,8 +12,8 @@ import textwrap
 import mlflow
 
 from melanoma_lab.experiment import finished_twin, make_tracker
-from melanoma_lab.store import tracking_uri
-from melanoma_lab.tracking import RunTracker
+from melanoma_lab.tracking.store import tracking_uri
+from melanoma_lab.tracking.run import RunTracker
 
 def killed_run(uri: str) -> str:
     """A process that opens a run (another MLflow experiment, another config; tagged with its host and pid as
@@ -58,8 +58,8 @@ def test_a_killed_run_of_another_config_is_failed_when_any_run_starts(tiny_cfg, 
 
 
 def test_a_reused_pid_or_another_container_is_not_taken_for_the_runs_process(tmp_path):
-    from melanoma_lab.processes import start_time
-    from melanoma_lab.stale_runs import find_stale_runs
+    from melanoma_lab.tracking.processes import start_time
+    from melanoma_lab.tracking.stale_runs import find_stale_runs
 
     uri = tracking_uri(None, tmp_path / "mlruns")
     with RunTracker(True, uri, "exp", "live", None) as live:
@@ -76,7 +76,7 @@ def test_a_reused_pid_or_another_container_is_not_taken_for_the_runs_process(tmp
 
 
 def test_the_command_lists_then_repairs_stale_runs(tmp_path, capsys):
-    from melanoma_lab.stale_runs import main
+    from melanoma_lab.tracking.stale_runs import main
 
     uri = tracking_uri(None, tmp_path / "mlruns")
     client = mlflow.tracking.MlflowClient(uri)
@@ -97,7 +97,7 @@ def test_the_command_lists_then_repairs_stale_runs(tmp_path, capsys):
 
 
 def test_runs_record_the_slurm_job_that_scancel_names(monkeypatch):
-    from melanoma_lab.processes import owner_tags
+    from melanoma_lab.tracking.processes import owner_tags
 
     for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(name, raising=False)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from melanoma_lab.sweep import summary_table
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY
 
 

@@ -4,8 +4,8 @@ from contextlib import nullcontext
 import mlflow
 import pytest
 
-from melanoma_lab.store import tracking_uri
-from melanoma_lab.tracking import RunTracker, flatten
+from melanoma_lab.tracking.store import tracking_uri
+from melanoma_lab.tracking.run import RunTracker, flatten
 
 
 def test_flatten_nested_config_for_params():
@@ -45,14 +45,14 @@ def test_disabled_tracking_writes_nothing(tmp_path):
 
 
 def test_a_closed_tracking_server_fails_fast_with_the_ways_out(tmp_path):
-    from melanoma_lab.store import TrackingUnavailableError
+    from melanoma_lab.tracking.store import TrackingUnavailableError
 
     with pytest.raises(TrackingUnavailableError, match="tracking.enabled=false"):
         RunTracker(True, "http://127.0.0.1:9", "exp", "run", None)
 
 
 def test_an_unwritable_store_is_refused_before_training(tmp_path):
-    from melanoma_lab.store import TrackingUnavailableError
+    from melanoma_lab.tracking.store import TrackingUnavailableError
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(TrackingUnavailableError, match="paths.mlruns_dir"):
@@ -63,8 +63,7 @@ def test_an_interrupt_during_a_store_write_waits_for_the_write():
     import os
     import signal
 
-    from melanoma_lab import store
-
+    from melanoma_lab.tracking import store
     finished = []
 
     def write_interrupted_halfway():
@@ -86,8 +85,7 @@ def test_tracker_counts_the_seconds_spent_in_the_store_once(tmp_path, monkeypatc
 
     import numpy as np
 
-    from melanoma_lab import serving
-
+    from melanoma_lab.serving import classifier as serving
     monkeypatch.setattr(serving, "log_classifier", lambda *args: time.sleep(0.3))
     tracker = RunTracker(True, tracking_uri(None, tmp_path / "mlruns"), "exp", "run", tmp_path / "mlruns")
     with tracker:

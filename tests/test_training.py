@@ -115,7 +115,7 @@ def test_study_experiments_stop_early_and_keep_the_best_weights(experiment):
 
 
 def test_callbacks_come_from_the_callbacks_group_in_order(tmp_path):
-    from melanoma_lab.tracking import RunTracker
+    from melanoma_lab.tracking.run import RunTracker
     from melanoma_lab.training import build_callbacks
 
     cfg = compose_config(["experiment=m4", "callbacks.checkpoint=null",
@@ -130,7 +130,7 @@ def test_callbacks_come_from_the_callbacks_group_in_order(tmp_path):
 
 def test_early_stopping_ends_the_run_and_restores_the_best_epoch(tiny_cfg, tmp_path):
     from melanoma_lab.preparation import load_audited_data, prepare_data
-    from melanoma_lab.tracking import RunTracker
+    from melanoma_lab.tracking.run import RunTracker
     from melanoma_lab.training import train_model
 
     cfg = tiny_cfg("trainer.epochs=15", "callbacks.early_stopping.patience=1",

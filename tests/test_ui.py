@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from melanoma_lab.experiment import run_experiment
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY_AUGMENTOR
-from melanoma_lab.tracking_server import stop_group, wait_until_up
+from melanoma_lab.tracking.server import stop_group, wait_until_up
 from melanoma_lab.tune_local_cluster import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.ui]

@@ -101,4 +101,4 @@ def log_classifier(model: keras.Model, example_image: np.ndarray, config: dict[s
         mlflow.pyfunc.log_model(name="model", python_model=str(ENTRY_POINT), artifacts={KERAS_ARTIFACT: keras_file},
                                 model_config=config, metadata=config, input_example=example,
                                 signature=signature(list(config["classes"])),
-                                code_paths=[str(Path(__file__).parent)], pip_requirements=requirements)
+                                code_paths=[str(Path(__file__).parents[1])], pip_requirements=requirements)

@@ -1,6 +1,6 @@
 """Whole-study benchmark: the seeds' notebook procedure vs ``python -m melanoma_lab.study`` (M1 + M2 + M3, one seed).
 
-    python -m melanoma_lab.bench_study [--data PATH] [--out bench/study.json]      (make bench-study)
+    python -m melanoma_lab.bench.study [--data PATH] [--out bench/study.json]      (make bench-study)
 
 Each procedure runs in its own process on the same data (default: the real training copy when present, else
 synthetic 180 px images with ISIC-like counts), one after the other, never at the same time:
@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from melanoma_lab.bench import REAL_DATA, compose, data_overrides, peak_rss_mb, train_seed_pipeline
+from melanoma_lab.composition import compose
+from melanoma_lab.bench.throughput import REAL_DATA, data_overrides, peak_rss_mb, train_seed_pipeline
 
 SEED_EPOCHS = {"m1": 20, "m2": 20, "m3": 30}
 SEED_AUGMENTOR_PER_CLASS = 500
@@ -89,7 +90,7 @@ def study_stages(workdir: Path) -> list[dict[str, Any]]:
     """Per run of the melanoma_lab study, from its MLflow store: seconds, epochs, accuracy, peak RSS, tracking."""
     from mlflow.tracking import MlflowClient
 
-    from melanoma_lab.store import tracking_uri
+    from melanoma_lab.tracking.store import tracking_uri
 
     client = MlflowClient(tracking_uri(None, workdir / "mlruns"))
     experiment = client.get_experiment_by_name(STUDY)
@@ -115,7 +116,7 @@ def run_study_benchmark(data: str | None, out: Path) -> dict[str, Any]:
     print("melanoma_lab study:", " ".join(lab_command[1:]), flush=True)
     lab_wall, lab_rss = _timed_process(lab_command)
     seed_result = workdir / "seed.json"
-    seed_command = [sys.executable, "-m", "melanoma_lab.bench_study", "--seed-procedure", str(seed_result),
+    seed_command = [sys.executable, "-m", "melanoma_lab.bench.study", "--seed-procedure", str(seed_result),
                     "--workdir", str(workdir)] + (["--data", data] if data else [])
     print("seed notebook procedure", flush=True)
     seed_wall, seed_rss = _timed_process(seed_command)

@@ -1,11 +1,11 @@
 """Runs left RUNNING by a process that no longer exists (SIGKILL, the OOM killer, a power cut).
 
-Every run records its host, pid and process start time (:mod:`melanoma_lab.processes`). Each start of a run,
+Every run records its host, pid and process start time (:mod:`melanoma_lab.tracking.processes`). Each start of a run,
 a cross-validation, a sweep or a hyperparameter search marks FAILED, with an ``error`` tag, every RUNNING run
 of this host whose process is gone, in every MLflow experiment of the store and whatever its config (one
 search). Runs of other hosts cannot be judged from here and are left alone. By hand:
 
-    python -m melanoma_lab.stale_runs [--repair] [--tracking-uri URI]
+    python -m melanoma_lab.tracking.stale_runs [--repair] [--tracking-uri URI]
 
 lists this host's stale runs (``--repair`` marks them FAILED); the store is MLFLOW_TRACKING_URI or ./mlruns,
 as for ``python -m melanoma_lab`` run from the same folder.
@@ -23,9 +23,9 @@ from typing import Iterator
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
-from melanoma_lab.processes import owner_alive
-from melanoma_lab.store import retry_locked, tracking_uri
-from melanoma_lab.tracking import RunTracker
+from melanoma_lab.tracking.processes import owner_alive
+from melanoma_lab.tracking.store import retry_locked, tracking_uri
+from melanoma_lab.tracking.run import RunTracker
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CODE_FOLDERS = (PACKAGE_DIR.name, "conf")  # the package and its Hydra configs (``config_path="../conf"``)
 TRACKED_PACKAGES = ["melanoma-lab", "tensorflow-cpu", "tensorflow", "keras", "keras-tuner", "mlflow",
                     "hydra-core", "Augmentor", "numpy", "pandas", "scikit-learn", "pillow"]

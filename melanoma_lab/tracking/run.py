@@ -1,4 +1,4 @@
-"""A run in MLflow: its lifecycle, params, tags, metrics and artifacts (where runs are stored: :mod:`melanoma_lab.store`).
+"""A run in MLflow: its lifecycle, params, tags, metrics and artifacts (where runs are stored: :mod:`melanoma_lab.tracking.store`).
 
 A run that raises is marked FAILED, one interrupted by Ctrl-C or SIGTERM is marked KILLED: a run is
 never left RUNNING by an exception.
@@ -22,10 +22,10 @@ from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from melanoma_lab import serving
-from melanoma_lab.processes import owner_tags
-from melanoma_lab.provenance import package_versions
-from melanoma_lab.store import (TrackingUnavailableError, check_reachable, experiment_id, fluent_tracking_uri,
+from melanoma_lab.serving import classifier as serving
+from melanoma_lab.tracking.processes import owner_tags
+from melanoma_lab.tracking.provenance import package_versions
+from melanoma_lab.tracking.store import (TrackingUnavailableError, check_reachable, experiment_id, fluent_tracking_uri,
                                 interrupts_deferred, retry_locked, store_lock)
 
 MAX_PARAM_LENGTH = 6000
@@ -92,7 +92,7 @@ class RunTracker:
         except MlflowException as error:
             raise TrackingUnavailableError(f"the tracking store {uri} cannot record runs: {error}") from error
         self._tags, self._parent = dict(tags or {}), parent_run_id
-        self._tags |= owner_tags()  # host, pid, process start: see melanoma_lab.stale_runs
+        self._tags |= owner_tags()  # host, pid, process start: see melanoma_lab.tracking.stale_runs
 
     @_timed
     def finished_run_with(self, tags: dict[str, str]) -> mlflow.entities.Run | None:
@@ -249,7 +249,7 @@ class RunTracker:
 
     @_timed
     def log_classifier(self, model: keras.Model, example_image: np.ndarray, metadata: dict[str, Any]) -> None:
-        """Log the servable model (raw images in, see :mod:`melanoma_lab.serving`); ``metadata`` (class names,
+        """Log the servable model (raw images in, see :mod:`melanoma_lab.serving.classifier`); ``metadata`` (class names,
         input size, alert threshold) travels with it."""
         if not self.enabled:
             return

@@ -1,11 +1,11 @@
 """Register a trained model as the champion melanoma classifier in the MLflow Model Registry.
 
-    python -m melanoma_lab.promote --run RUN_ID
-    python -m melanoma_lab.promote --study NAME [--metric val_balanced_accuracy]
+    python -m melanoma_lab.serving.promote --run RUN_ID
+    python -m melanoma_lab.serving.promote --study NAME [--metric val_balanced_accuracy]
 
 The model version gets the alias ``champion`` and tags with its class names, input size and the melanoma
 alert threshold that was chosen on VALIDATION data (with the validation sensitivity and specificity at it).
-Nothing is retrained; ``python -m melanoma_lab.predict IMAGES`` then uses the champion by default.
+Nothing is retrained; ``python -m melanoma_lab.serving.predict IMAGES`` then uses the champion by default.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking.store import tracking_uri
 
 REGISTERED_NAME = "melanoma-classifier"
 ALIAS = "champion"

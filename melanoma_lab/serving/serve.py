@@ -1,11 +1,11 @@
-"""Serve a melanoma_lab model over REST with ``mlflow models serve``: ``python -m melanoma_lab.serve``.
+"""Serve a melanoma_lab model over REST with ``mlflow models serve``: ``python -m melanoma_lab.serving.serve``.
 
-    python -m melanoma_lab.serve [serving.port=5001] [serving.model_uri=runs:/<run_id>/model]
+    python -m melanoma_lab.serving.serve [serving.port=5001] [serving.model_uri=runs:/<run_id>/model]
 
-Default: the registered champion (``python -m melanoma_lab.promote``) on 127.0.0.1:5001. Query it with
+Default: the registered champion (``python -m melanoma_lab.serving.promote``) on 127.0.0.1:5001. Query it with
 ``POST /invocations`` and ``{"dataframe_records": [{"image": "<base64 of a JPEG/PNG file>"}]}``; each
 answer row has the nine class probabilities, ``top_class``, ``melanoma_probability``, ``melanoma_alert``
-and ``error`` (see :mod:`melanoma_lab.serving`).
+and ``error`` (see :mod:`melanoma_lab.serving.classifier`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import mlflow
 from omegaconf import DictConfig
 
 from melanoma_lab.config import register_configs, validate
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking.store import tracking_uri
 
 
 def serve_command(cfg: DictConfig) -> list[str]:
@@ -29,7 +29,7 @@ def serve_command(cfg: DictConfig) -> list[str]:
             "--env-manager", "local"]
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     validate(cfg)
     uri = tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir)
@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> None:
         metadata = mlflow.models.get_model_info(cfg.serving.model_uri).metadata or {}
     except mlflow.exceptions.MlflowException as error:
         sys.exit(f"error: cannot serve {cfg.serving.model_uri}: {error}\n"
-                 "Register a model first: python -m melanoma_lab.promote --study NAME (or --run RUN_ID), "
+                 "Register a model first: python -m melanoma_lab.serving.promote --study NAME (or --run RUN_ID), "
                  "or set serving.model_uri=runs:/<run_id>/model")
     if "classes" not in metadata:
         sys.exit(f"error: {cfg.serving.model_uri} was not logged by melanoma_lab (no class names in its metadata)")

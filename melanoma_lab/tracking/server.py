@@ -1,8 +1,8 @@
 """A lab's shared MLflow tracking server on this machine: a private PostgreSQL cluster as the backend store and
 ``mlflow server --serve-artifacts`` in front of it, both on 127.0.0.1 only.
 
-    make server                                         # = python -m melanoma_lab.tracking_server
-    python -m melanoma_lab.tracking_server --dir mlruns/server --port 5000 --db-port 5433
+    make server                                         # = python -m melanoma_lab.tracking.server
+    python -m melanoma_lab.tracking.server --dir mlruns/server --port 5000 --db-port 5433
 
 The first start creates the PostgreSQL cluster (``initdb`` under ``<dir>/postgres``, as the ``postgres`` user
 when run as root), a role and a database ``mlflow`` (its password in ``<dir>/postgres/mlflow.password``, mode
@@ -174,7 +174,7 @@ def tracking_server(folder: Path, port: int, db_port: int, workers: int = 1) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m melanoma_lab.tracking_server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m melanoma_lab.tracking.server", description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=Path("mlruns/server"), help="PostgreSQL data and artifacts")
     parser.add_argument("--port", type=int, default=5000, help="MLflow server port on 127.0.0.1")
     parser.add_argument("--db-port", type=int, default=5433, help="PostgreSQL port on 127.0.0.1")

@@ -1,9 +1,9 @@
 """Predict lesion classes for images, with a melanoma alert and optional Grad-CAM overlays.
 
-    python -m melanoma_lab.predict IMAGE_OR_FOLDER... [--model MODEL_URI] [--json] [--out DIR]
+    python -m melanoma_lab.serving.predict IMAGE_OR_FOLDER... [--model MODEL_URI] [--json] [--out DIR]
 
 ``MODEL_URI`` is any MLflow model URI of a model logged by melanoma_lab (default: the registered
-champion ``models:/melanoma-classifier@champion``, see ``python -m melanoma_lab.promote``; or
+champion ``models:/melanoma-classifier@champion``, see ``python -m melanoma_lab.serving.promote``; or
 ``runs:/<run_id>/model``, ``models:/<model_id>``). Class names, input size, test-time augmentation and the
 melanoma alert threshold (chosen on validation data) come from the model's metadata, and each image goes
 through the run's own evaluation path (:mod:`melanoma_lab.inference`), so a run's Test folder gives its
@@ -31,7 +31,7 @@ import numpy as np
 from melanoma_lab.data.pipeline import load_image
 from melanoma_lab.gradcam import grad_cam
 from melanoma_lab.inference import ModelSettings, preprocess
-from melanoma_lab.store import tracking_uri
+from melanoma_lab.tracking.store import tracking_uri
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 

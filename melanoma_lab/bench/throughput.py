@@ -1,6 +1,6 @@
 """Benchmark: the seeds' input pipeline vs melanoma_lab's, tracking overhead, Augmentor cache, scaling.
 
-    python -m melanoma_lab.bench [--data PATH] [--epochs 4] [--tracked-epochs 12] [--repeats 3] [--out bench/results.json]
+    python -m melanoma_lab.bench.throughput [--data PATH] [--epochs 4] [--tracked-epochs 12] [--repeats 3] [--out bench/results.json]
 
 Same data (default: the real training copy when present, else synthetic 180 px images with ISIC-like class
 counts) and the same M1 model for every variant, each in its own process, interleaved over ``--repeats``:
@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from melanoma_lab.composition import compose
 from melanoma_lab.data.staging import write_atomically
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic-9class-180px"
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "isic-9class-180px"
 SIZE, BATCH, SEED = 180, 32, 123
 VARIANTS = ("seed", "lab", "untracked", "float32", "disk")
 TRACKING_PAIR = ("lab", "untracked")  # trained for --tracked-epochs
@@ -44,17 +44,6 @@ DISK_BUDGET_MB = 64  # the "disk" variant's dataset.ram_budget_mb: below the dec
 def peak_rss_mb() -> float:
     """The peak resident memory of this process so far, in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def compose(overrides: list[str]):
-    """conf/config.yaml composed with ``overrides``, as the command line would."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from melanoma_lab.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def data_overrides(data: str | None, workdir: Path) -> list[str]:
@@ -228,7 +217,7 @@ def run_benchmark(data: str | None, epochs: int, tracked_epochs: int, repeats: i
         for variant in VARIANTS if repeat else ("untracked",):
             result_file = workdir / f"{variant}-{repeat}.json"
             variant_epochs = tracked_epochs if variant in TRACKING_PAIR else epochs
-            command = [sys.executable, "-m", "melanoma_lab.bench", "--variant", variant, "--epochs", str(variant_epochs),
+            command = [sys.executable, "-m", "melanoma_lab.bench.throughput", "--variant", variant, "--epochs", str(variant_epochs),
                        "--workdir", str(workdir), "--result", str(result_file)] + (["--data", data] if data else [])
             subprocess.run(command, check=True, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"})
             if repeat:

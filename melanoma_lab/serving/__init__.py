@@ -1,0 +1,1 @@
+"""The trained model in use: the MLflow pyfunc (classifier.py, served_model.py), predict, promote and serve."""
