@@ -26,6 +26,7 @@ from melanoma_lab.experiment import model_metadata
 from melanoma_lab.inference import predict_probabilities
 from melanoma_lab.oof import probabilities_of
 from melanoma_lab.preparation import decode_split
+from melanoma_lab.serving.classifier import log_classifier
 from melanoma_lab.tracking.run import RunTracker
 
 
@@ -78,6 +79,6 @@ def log_ensemble(cfg: DictConfig, parent: RunTracker, runs: list[Run], oof: pd.D
         metrics |= test_metrics
     parent.log_metrics(metrics)
     example = np.full((cfg.dataset.image_size, cfg.dataset.image_size, 3), 128, np.uint8)  # the input signature's
-    parent.log_classifier(ensemble, example, model_metadata(cfg, classes, alert)
-                          | {"ensemble_folds": len(runs), "alert_threshold_chosen_on": "out-of-fold predictions"})
+    parent.log_model(lambda: log_classifier(ensemble, example, model_metadata(cfg, classes, alert)
+                          | {"ensemble_folds": len(runs), "alert_threshold_chosen_on": "out-of-fold predictions"}))
     return metrics

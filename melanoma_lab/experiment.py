@@ -24,6 +24,7 @@ from melanoma_lab.evaluation import AlertCalibration, calibrate_alert, evaluate
 from melanoma_lab.evaluation_logging import evaluation_metrics, log_alert, log_evaluation
 from melanoma_lab.inference import predict_probabilities, tta_mode
 from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_data
+from melanoma_lab.serving.classifier import log_classifier
 from melanoma_lab.tracking.provenance import code_version, provenance_tags
 from melanoma_lab.tracking.stale_runs import repair_stale_runs
 from melanoma_lab.tracking.store import tracking_uri
@@ -195,7 +196,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         results["train_val_accuracy_gap"] = history["accuracy"][best] - history["val_accuracy"][best]
         tracker.log_metrics({"train_val_accuracy_gap": results["train_val_accuracy_gap"]}, step=final_step)
         if cfg.tracking.log_model:
-            tracker.log_classifier(model, data.validation.images[0], model_metadata(cfg, data.classes, alert))
+            tracker.log_model(lambda: log_classifier(model, data.validation.images[0],
+                                                           model_metadata(cfg, data.classes, alert)))
         costs = {"run_seconds": time.perf_counter() - started, "tracking_seconds": tracker.seconds,
                  "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         tracker.log_metrics(costs, step=final_step)

@@ -28,9 +28,12 @@ from PIL import Image
 
 from melanoma_lab.data.pipeline import load_image
 from melanoma_lab.inference import ModelSettings
+from melanoma_lab.tracking.provenance import package_versions
 
 IMAGE_COLUMN = "image"
 KERAS_ARTIFACT = "keras_model"
+# What a served model's environment pins (the versions of this environment).
+SERVED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "mlflow", "pillow", "pandas", "numpy")
 ENTRY_POINT = Path(__file__).with_name("served_model.py")
 
 
@@ -85,13 +88,13 @@ def signature(classes: list[str]) -> ModelSignature:
     return ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN)]), outputs=Schema(outputs))
 
 
-def log_classifier(model: keras.Model, example_image: np.ndarray, config: dict[str, Any],
-                   requirements: list[str]) -> None:
+def log_classifier(model: keras.Model, example_image: np.ndarray, config: dict[str, Any]) -> None:
     """Log ``model`` as a :class:`LesionClassifier` named ``model`` in the active MLflow run.
 
     The model is defined from code (``served_model.py`` plus this package), so loading it runs no pickle;
     ``config`` (class names, input size, alert threshold) is both the pyfunc's model config and its metadata.
     """
+    requirements = [f"{name}=={version}" for name, version in package_versions().items() if name in SERVED_PACKAGES]
     with tempfile.TemporaryDirectory() as scratch:
         keras_file = os.path.join(scratch, "classifier.keras")
         model.save(keras_file)

@@ -22,9 +22,7 @@ from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from melanoma_lab.serving import classifier as serving
 from melanoma_lab.tracking.processes import owner_tags
-from melanoma_lab.tracking.provenance import package_versions
 from melanoma_lab.tracking.store import (TrackingUnavailableError, check_reachable, experiment_id, fluent_tracking_uri,
                                 interrupts_deferred, retry_locked, store_lock)
 
@@ -248,14 +246,10 @@ class RunTracker:
         self.log_text(table.to_csv(index=False), artifact_file)
 
     @_timed
-    def log_classifier(self, model: keras.Model, example_image: np.ndarray, metadata: dict[str, Any]) -> None:
-        """Log the servable model (raw images in, see :mod:`melanoma_lab.serving.classifier`); ``metadata`` (class names,
-        input size, alert threshold) travels with it."""
-        if not self.enabled:
-            return
-        requirements = [f"{name}=={v}" for name, v in package_versions().items()
-                        if name in ("tensorflow-cpu", "tensorflow", "keras", "mlflow", "pillow", "pandas", "numpy")]
-        self._write("model", lambda: serving.log_classifier(model, example_image, metadata, requirements))
+    def log_model(self, write: Callable[[], object]) -> None:
+        """Log the run's model with ``write`` (e.g. :func:`melanoma_lab.serving.classifier.log_classifier`, which
+        logs to the active run), with the same handling of a full or unwritable store as every artifact."""
+        self._write("model", write)
 
 
 class EpochLogger(keras.callbacks.Callback):
