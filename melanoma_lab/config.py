@@ -85,6 +85,7 @@ class EvaluationConfig:
     fixed_sensitivity: float = 0.9
     calibration_bins: int = 10
     tta: str = "none"  # none | flip | dihedral (true/false: aliases of flip/none)
+    frequent_class_images: int = 10  # out-of-fold balanced accuracy is also reported over classes with >= this
 
 
 @dataclass
@@ -222,6 +223,7 @@ CHECKS: list[Check] = [
     ("evaluation.fixed_specificity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("evaluation.fixed_sensitivity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("evaluation.calibration_bins", lambda v: v >= 2, "must be at least 2"),
+    ("evaluation.frequent_class_images", lambda v: v >= 1, "must be at least 1"),
     ("evaluation.tta", lambda v: str(v).lower() in ("none", "flip", "dihedral", "true", "false"),
      "must be none, flip or dihedral (true/false: flip/none)"),
     ("dataset.colour_constancy_power", lambda v: v >= 1, "must be null (off) or a p-norm of at least 1 (6: usual)"),

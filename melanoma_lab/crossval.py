@@ -11,6 +11,7 @@ and with ``study.ensemble`` the fold ensemble as its model (:mod:`melanoma_lab.e
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -61,6 +62,7 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
     previous = finished_twin(cfg, parent, identity)
     if previous is not None:
         return previous
+    started = time.perf_counter()
     with parent:
         parent.log_params(flatten(resolved))
         parent.log_dict(resolved, "config/config.yaml")
@@ -72,13 +74,15 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
             metrics = run_experiment(cfg, fold_dir, overrides, fold=number - 1, parent_run_id=parent.run_id,
                                      audited=audited)
             fold_metrics.append({k: v for k, v in metrics.items()
-                                 if k.startswith(("val_", "final_val_", "train_val_", "fold_"))})
+                                 if k.startswith(("val_", "final_val_", "train_val_", "fold_")) or k == "run_seconds"})
             run = parent.finished_run_with(run_identity(cfg, audited.files, number - 1))  # just run, or reused
             runs.append(run)
             predictions[number] = fold_predictions(fold_dir, run, parent, nested)
         table, summary = summarise_folds(fold_metrics, selected)
         oof = out_of_fold(predictions)
         summary |= oof_metrics(oof, audited.catalog.classes, cfg)
+        parent.set_tags({k: v for run in runs if run is not None for k, v in run.data.tags.items()
+                         if k.startswith("runtime.")})  # backend, device, precision: as the folds ran
         parent.set_tags({"oof_threshold_chosen_on": "inner validation split of each fold" if nested
                          else "the scored fold itself (study.nested=false: optimistic)"})
         parent.log_metrics(summary)
@@ -88,4 +92,6 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
         write_atomically(output_dir / OOF_FILE, oof.to_csv(index=False))
         if cfg.study.get("ensemble", False):
             summary |= log_ensemble(cfg, parent, runs, oof, audited.catalog.classes, audited.files)
+        summary["cv_seconds"] = time.perf_counter() - started  # folds (cv_mean_run_seconds each) and ensemble
+        parent.log_metrics({"cv_seconds": summary["cv_seconds"]})
     return summary

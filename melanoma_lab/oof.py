@@ -19,9 +19,9 @@ from omegaconf import DictConfig
 
 from melanoma_lab.evaluation import Evaluation, alert_rates, evaluate
 from melanoma_lab.experiment import HELD_OUT_PREDICTIONS
+from melanoma_lab.reporting.runs import OOF_FILE  # noqa: F401 (re-exported: the name crossval logs under)
 from melanoma_lab.tracking.run import RunTracker
 
-OOF_FILE = "oof_predictions.csv"
 
 
 def fold_predictions(fold_dir: Path, run: Run | None, tracker: RunTracker, nested: bool) -> pd.DataFrame:
@@ -57,10 +57,25 @@ def score(table: pd.DataFrame, classes: list[str], cfg: DictConfig, alert_thresh
                     cfg.evaluation.calibration_bins, alert_threshold)
 
 
+def frequent_class_metrics(table: pd.DataFrame, classes: list[str], min_images: int) -> dict[str, float]:
+    """Balanced accuracy over the classes with at least ``min_images`` images in ``table`` (every Train image
+    after the audit policy, for out-of-fold predictions): a class of two images has a recall of 0, 0.5 or 1 and
+    swamps the mean. ``frequent_classes`` says how many classes that is."""
+    labels = table["label"].to_numpy()
+    counts = np.bincount(labels, minlength=len(classes))
+    frequent = np.flatnonzero(counts >= min_images)
+    predicted = probabilities_of(table, classes).argmax(axis=1)
+    recalls = [float((predicted[labels == c] == c).mean()) for c in frequent]
+    return {"balanced_accuracy_frequent": float(np.mean(recalls)) if recalls else float("nan"),
+            "frequent_classes": int(len(frequent))}
+
+
 def oof_metrics(table: pd.DataFrame, classes: list[str], cfg: DictConfig) -> dict[str, float]:
-    """``oof_<metric>`` on the out-of-fold predictions; the melanoma alert of each image at its own fold's
-    threshold (none where that fold had no threshold), and ``oof_folds_without_alert``."""
+    """``oof_<metric>`` on the out-of-fold predictions; balanced accuracy over the frequent classes
+    (``evaluation.frequent_class_images``); the melanoma alert of each image at its own fold's threshold (none
+    where that fold had no threshold), and ``oof_folds_without_alert``."""
     metrics = score(table, classes, cfg).metrics
+    metrics |= frequent_class_metrics(table, classes, cfg.evaluation.get("frequent_class_images", 10))
     melanoma = cfg.dataset.melanoma_class
     if melanoma in classes:
         thresholds = table["alert_threshold"].to_numpy(dtype=float)

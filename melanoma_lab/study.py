@@ -1,6 +1,8 @@
 """Run a whole study — every experiment for every seed — then write its report.
 
     python -m melanoma_lab.study [dataset.root=PATH | dataset=synthetic] [trainer=smoke] [study.seeds=[1,2,3]]
+    python -m melanoma_lab.study study.cv_folds=5 ...   # every experiment and seed cross-validated: the report
+                                                        # compares out-of-fold predictions of every Train image
 
 Runs already FINISHED with the same config and data are skipped (``tracking.skip_finished``), so an
 interrupted study resumes where it stopped. The report is built from MLflow alone
@@ -35,6 +37,7 @@ def missing_runs(experiments: list[str], seeds: list[int], study: Study) -> list
 def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> Path:
     """Train every (experiment, seed) of ``cfg.study`` in this process, then write the report. Every run
     this invocation launches is tagged ``launched_by=study`` and ``study_launch=<uuid of this invocation>`` (via ``study.launch``)."""
+    from melanoma_lab.crossval import run_cross_validation
     from melanoma_lab.experiment import run_experiment
     from melanoma_lab.reporting.render import write_report
     from melanoma_lab.reporting.runs import load_study
@@ -56,7 +59,8 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
             log.info("study %s: %s seed %s", cfg.study.name, experiment, seed)
             run_cfg = compose(overrides)
             run_cfg.study.launch = launch  # not an override: it tags the run, it is not part of its identity
-            run_experiment(run_cfg, output_dir / experiment / f"seed_{seed}", overrides)
+            run = run_cross_validation if run_cfg.study.cv_folds > 1 else run_experiment
+            run(run_cfg, output_dir / experiment / f"seed_{seed}", overrides)
     client = MlflowClient(tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir))
     study = load_study(client, cfg.study.name)
     missing = missing_runs(cfg.study.experiments, cfg.study.seeds, study)

@@ -108,3 +108,37 @@ def test_nested_cross_validation_parents_show_the_scored_folds_and_out_of_fold_m
     assert row["fold balanced acc"] == "0.600 ± 0.050" and row["OOF balanced acc"] == "0.620"
     assert (row["OOF melanoma ROC-AUC"], row["OOF alert sensitivity"], row["OOF alert specificity"]) == (
         "0.951", "0.900", "0.805")
+
+
+def test_a_cross_validated_study_reports_every_experiment_on_out_of_fold_predictions(tmp_path, shared_cache):
+    from melanoma_lab.composition import compose
+    from melanoma_lab.reporting.runs import load_study
+
+    overrides = TINY + [f"paths.cache_dir={shared_cache}", f"paths.root_dir={tmp_path}", "study.name=cv-study",
+                        "study.experiments=[m1,m2]", "study.seeds=[1,2]", "study.cv_folds=2",
+                        "study.bootstrap_samples=100", "tracking.log_model=false", "evaluation.frequent_class_images=12"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        path = run_study(compose(overrides), overrides, tmp_path / "study")
+    client = MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    study = load_study(client, "cv-study")
+    assert study.held_out == "oof"
+    assert sorted((r.experiment, r.seed) for r in study.runs) == [("m1", 1), ("m1", 2), ("m2", 1), ("m2", 2)]
+    for run in study.runs:  # the cross-validation parents, each with every Train image predicted once
+        oof = run.predictions["oof"]
+        assert run.tags["cv_folds"] == "2" and not oof["path"].duplicated().any() and set(oof["fold"]) == {1, 2}
+        labels, predicted = oof["label"].to_numpy(), oof.filter(like="p_").to_numpy().argmax(axis=1)
+        counts = np.bincount(labels, minlength=len(study.classes))
+        frequent = [c for c in range(len(study.classes)) if counts[c] >= 12]
+        assert 0 < len(frequent) < len(study.classes)  # some tiny classes are left out of that mean
+        assert run.metrics["oof_frequent_classes"] == len(frequent)
+        assert run.metrics["oof_balanced_accuracy_frequent"] == pytest.approx(
+            np.mean([(predicted[labels == c] == c).mean() for c in frequent]))
+        assert run.metrics["cv_seconds"] >= run.metrics["cv_mean_run_seconds"] > 0
+        assert run.tags["runtime.keras_backend"] == "tensorflow"  # the folds' runtime, on the parent
+    results = tables.results_table(study, 100, 0.95).set_index("experiment")
+    aucs = [r.metrics["oof_melanoma_roc_auc"] for r in study.of("m1")]
+    assert results.loc["m1", "seed range melanoma AUC"] == f"{max(aucs) - min(aucs):.3f}"
+    text = path.read_text()
+    for needle in ("oof balanced accuracy", "frequent classes)", "oof alert sensitivity", "oof alert specificity",
+                   "s per CV (median)", "m2 vs m1", "out-of-fold predictions"):
+        assert needle in text, needle

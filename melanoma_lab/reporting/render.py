@@ -31,7 +31,7 @@ CLEAN_NOTE = ("Clean: the held-out images without a byte-identical or near (pHas
 
 def figures(study: Study) -> dict[str, Figure]:
     names = study.experiments
-    mean_history = {name: {k: np.nanmean(_pad([r.history[k] for r in study.of(name)]), axis=0)
+    mean_history = {name: {k: _mean_curve([r.history[k] for r in study.of(name)])
                            for k in ("accuracy", "val_accuracy", "loss", "val_loss")} for name in names}
     confusion = {}
     for name in names:
@@ -44,6 +44,14 @@ def figures(study: Study) -> dict[str, Figure]:
     return {"learning_curves.png": plots.overlaid_learning_curves(mean_history),
             "confusion_matrices.png": plots.confusion_matrices_side_by_side(confusion, study.classes),
             "per_class_recall.png": plots.per_class_recall(recalls, study.classes)}
+
+
+def _mean_curve(series: list[list[float]]) -> np.ndarray:
+    """Epoch-wise mean over seeds (runs of different lengths padded with NaN); empty for runs without epochs
+    (a cross-validation parent: its folds have the curves)."""
+    if not any(series):
+        return np.array([])
+    return np.nanmean(_pad(series), axis=0)
 
 
 def _pad(series: list[list[float]]) -> np.ndarray:
@@ -84,7 +92,8 @@ def write_report(study: Study, out_dir: Path, samples: int = 1000, confidence: f
         plt.close(figure)
         write_atomically(out_dir / name, images[name])
     audit_text = audit_summary(study.audit) if study.audit else "no audit logged"
-    held = "Test split" if study.held_out == "test" else "own validation split (no Test split in this dataset)"
+    held = {"test": "Test split", "oof": "out-of-fold predictions of each cross-validation (every Train image once)",
+            "val": "own validation split (no Test split in this dataset)"}[study.held_out]
     intro = (f"{len(study.runs)} runs launched by the study (one per experiment and seed); experiments "
              f"{', '.join(study.experiments)}; held-out data: {held}.")
     runs = pd.DataFrame([{"experiment": r.experiment, "seed": r.seed, "run_id": r.run_id,

@@ -19,6 +19,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 RUNTIME_TAGS = ("code_version", "runtime.device", "runtime.cpu_cores", "runtime.keras_backend", "runtime.precision")
+OOF_FILE = "oof_predictions.csv"  # a cross-validation parent's out-of-fold predictions (melanoma_lab.oof)
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
 
 
@@ -40,7 +41,8 @@ class Study:
     runs: list[StudyRun]
     classes: list[str]
     audit: dict | None
-    held_out: str  # "test" when the dataset has a Test split, else "val"
+    held_out: str  # "test" when the dataset has a Test split, else "val"; "oof": a cross-validated study (every
+    #                Train image once, predicted by the fold model that never saw it)
     cross_validation: pd.DataFrame  # one row per cross-validation parent run (cv_mean_/cv_sd_ metrics)
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, experiment, seed, reason
     melanoma_class: str | None = None  # the dataset's melanoma label (param dataset.melanoma_class of the runs)
@@ -109,30 +111,36 @@ def load_study(client: MlflowClient, name: str) -> Study:
         raise LookupError(f"no MLflow experiment named {name!r}: run the study first (make reproduce)")
     found = client.search_runs([experiment.experiment_id], order_by=["start_time ASC"], max_results=5000)
     selected, dropped = select_runs(found)
+    cross_validated = bool(selected) and all("cv_folds" in r.data.tags for r in selected)
     runs, classes, audit, cv_rows = [], [], None, []
     for run in selected:
         run_id, tags = run.info.run_id, dict(run.data.tags)
         if "cv_folds" in tags:
             cv_rows.append({"experiment": tags.get("experiment"), "folds": int(tags["cv_folds"]),
                             "seed": tags.get("seed"), **run.data.metrics})
-            continue
-        artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
-        predictions = {split: _download_table(client, run_id, f"evaluation/{split}_predictions.csv")
-                       for split in ("val", "test") if f"evaluation/{split}_predictions.csv" in artifacts}
-        if "val" not in predictions:
+            if not cross_validated:  # single-split runs are the study's results; CV parents only their table
+                continue
+        artifacts = {a.path for a in client.list_artifacts(run_id)} | {
+            a.path for a in client.list_artifacts(run_id, "evaluation")}
+        wanted = {"oof": OOF_FILE} if cross_validated else {
+            split: f"evaluation/{split}_predictions.csv" for split in ("val", "test")}
+        predictions = {split: _download_table(client, run_id, path) for split, path in wanted.items()
+                       if path in artifacts}
+        first = "oof" if cross_validated else "val"
+        if first not in predictions:
             dropped.append({"run_id": run_id, "experiment": tags.get("experiment", ""), "seed": tags.get("seed", ""),
                             "reason": "no predictions logged"})
             continue
-        classes = [c[2:] for c in predictions["val"].columns if c.startswith("p_")]
+        classes = [c[2:] for c in predictions[first].columns if c.startswith("p_")]
         history = {key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
                    for key in HISTORY_KEYS}
-        if audit is None:
+        if audit is None and "data_audit.json" in artifacts:
             audit = json.loads(Path(client.download_artifacts(run_id, "data_audit.json")).read_text())
         runs.append(StudyRun(run_id, tags.get("experiment", run.info.run_name), int(tags.get("seed", 0)),
                              dict(run.data.params), dict(run.data.metrics), history, predictions, tags))
     if not runs:
         raise LookupError(f"experiment {name!r} has no FINISHED runs with predictions launched by "
                           "python -m melanoma_lab.study (tag launched_by=study): run the study (make reproduce)")
-    held_out = "test" if all("test" in r.predictions for r in runs) else "val"
+    held_out = "oof" if cross_validated else "test" if all("test" in r.predictions for r in runs) else "val"
     return Study(name, runs, classes, audit, held_out, pd.DataFrame(cv_rows), pd.DataFrame(dropped),
                  runs[-1].params.get("dataset.melanoma_class"))

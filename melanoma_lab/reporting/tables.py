@@ -37,6 +37,17 @@ def mean_sd(values: list[float | None], form: str = ".3f") -> str:
     return f"{np.mean(values):{form}} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:{form}}"
 
 
+def metric_of(run: StudyRun, key: str) -> float | None:
+    """A run's metric; for a cross-validation parent the mean over its folds (``cv_mean_<key>``)."""
+    return run.metrics.get(key, run.metrics.get(f"cv_mean_{key}"))
+
+
+def spread(values: list[float | None]) -> str:
+    """Largest minus smallest value over seeds (n/a with fewer than two)."""
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return f"{max(values) - min(values):.3f}" if len(values) > 1 else "n/a"
+
+
 def _median_epoch_seconds(runs: list[StudyRun]) -> str:
     seconds = [t for r in runs for t in r.history.get("epoch_seconds", [])]
     return f"{np.median(seconds):.1f}" if seconds else "n/a"
@@ -63,23 +74,45 @@ def results_table(study: Study, samples: int, confidence: float) -> pd.DataFrame
     for name in study.experiments:
         runs = study.of(name)
         row = {"experiment": name, "seeds": len(runs),
-               "val accuracy": mean_sd([r.metrics.get("final_val_accuracy") for r in runs]),
-               "val balanced acc": mean_sd([r.metrics.get("val_balanced_accuracy") for r in runs]),
-               "train-val gap": mean_sd([r.metrics.get("train_val_accuracy_gap") for r in runs]),
+               "val accuracy": mean_sd([metric_of(r, "final_val_accuracy") for r in runs]),
+               "val balanced acc": mean_sd([metric_of(r, "val_balanced_accuracy") for r in runs]),
+               "train-val gap": mean_sd([metric_of(r, "train_val_accuracy_gap") for r in runs]),
                "s/epoch (median)": _median_epoch_seconds(runs),
                "run s": mean_sd([r.metrics.get("run_seconds") for r in runs], ".0f"),
                "tracking share": mean_sd([_share(r.metrics, "tracking_seconds", "run_seconds") for r in runs])}
-        shown = HEADLINE if study.held_out == "test" else HEADLINE[2:]
+        shown = HEADLINE[2:] if study.held_out == "val" else HEADLINE
         for metric in shown:
             row[f"{study.held_out} {metric.replace('_', ' ')}"] = mean_sd(
                 [r.metrics.get(f"{study.held_out}_{metric}") for r in runs])
         row[f"{study.held_out} balanced acc {confidence:.0%} CI"] = _interval_text(
             {r.seed: r.predictions[study.held_out] for r in runs}, samples, confidence)
+        if study.held_out == "oof":
+            row |= oof_columns(runs)
         if study.melanoma_index is not None:
             row["melanomas found (per seed)"] = ", ".join(
                 _melanomas_found(r.predictions[study.held_out], study.melanoma_index) for r in runs)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def oof_columns(runs: list[StudyRun]) -> dict[str, str]:
+    """What a cross-validated study is judged on beyond the headline: balanced accuracy over the classes with
+    enough images, the melanoma alert at each fold's inner-validation threshold, and the spread over seeds."""
+    classes = {int(r.metrics["oof_frequent_classes"]) for r in runs if "oof_frequent_classes" in r.metrics}
+    return {f"oof balanced acc ({'/'.join(map(str, sorted(classes))) or '?'} frequent classes)":
+                mean_sd([r.metrics.get("oof_balanced_accuracy_frequent") for r in runs]),
+            "oof alert sensitivity": mean_sd([r.metrics.get("oof_melanoma_alert_sensitivity") for r in runs]),
+            "oof alert specificity": mean_sd([r.metrics.get("oof_melanoma_alert_specificity") for r in runs]),
+            "seed range melanoma AUC": spread([r.metrics.get("oof_melanoma_roc_auc") for r in runs]),
+            "seed range balanced acc (frequent)": spread([r.metrics.get("oof_balanced_accuracy_frequent")
+                                                          for r in runs]),
+            "s per fold (median)": _median([r.metrics.get("cv_mean_run_seconds") for r in runs]),
+            "s per CV (median)": _median([r.metrics.get("cv_seconds") for r in runs])}
+
+
+def _median(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return f"{np.median(values):.0f}" if values else "n/a"
 
 
 def _melanoma_auc(table: pd.DataFrame, melanoma: int) -> float:
@@ -166,8 +199,8 @@ def comparisons(study: Study, samples: int, confidence: float) -> list[dict]:
         diff = paired_difference({r.seed: r.predictions[study.held_out] for r in a},
                                  {r.seed: r.predictions[study.held_out] for r in b}, samples, confidence)
         out.append({"from": first, "to": second, "changes": changed_params(a[0], b[0]), **diff,
-                    "gap_from": nan_mean([r.metrics.get("train_val_accuracy_gap") for r in a]),
-                    "gap_to": nan_mean([r.metrics.get("train_val_accuracy_gap") for r in b]),
+                    "gap_from": nan_mean([metric_of(r, "train_val_accuracy_gap") for r in a]),
+                    "gap_to": nan_mean([metric_of(r, "train_val_accuracy_gap") for r in b]),
                     "rare_recall_from": class_recall(study, a, rare), "rare_recall_to": class_recall(study, b, rare)})
     return out
 
@@ -183,14 +216,15 @@ def conclusions(study: Study, compared: list[dict]) -> list[str]:
     lines = []
     for name in study.experiments:
         runs = study.of(name)
-        gap = nan_mean([r.metrics.get("train_val_accuracy_gap") for r in runs])
+        gap = nan_mean([metric_of(r, "train_val_accuracy_gap") for r in runs])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # runs without history: NaN, said as such
             best = np.mean([int(np.argmin(r.history["val_loss"])) + 1 for r in runs if r.history.get("val_loss")])
             epochs = np.mean([len(r.history.get("val_loss", [])) for r in runs])
         verdict = "overfits" if gap > 0.10 else "does not overfit much"
-        lines.append(f"**{name}** {verdict}: train-validation accuracy gap {gap:.3f} at the best epoch; validation "
-                     f"loss bottomed out at epoch {best:.1f} of {epochs:.0f}.")
+        where = (f"; validation loss bottomed out at epoch {best:.1f} of {epochs:.0f}" if epochs else
+                 " (mean over folds)")
+        lines.append(f"**{name}** {verdict}: train-validation accuracy gap {gap:.3f} at the best epoch{where}.")
     rare = ", ".join(rarest_classes(study))
     for c in compared:
         better = "better than" if c["low"] > 0 else ("worse than" if c["high"] < 0 else "not distinguishable from")
@@ -202,6 +236,10 @@ def conclusions(study: Study, compared: list[dict]) -> list[str]:
             f"{c['gap_to']:.3f} ({'reduced' if c['gap_to'] < c['gap_from'] else 'not reduced'}); recall of the "
             f"rarest classes ({rare}) {c['rare_recall_from']:.3f} → {c['rare_recall_to']:.3f} "
             f"({'lifted' if c['rare_recall_to'] > c['rare_recall_from'] else 'not lifted'}).")
+    if study.held_out == "oof":
+        lines.append("Cross-validated study: every number above is on out-of-fold predictions (every Train image "
+                     "once, predicted by the fold model that never saw it); each fold chose its best epoch and alert "
+                     "threshold on an inner validation split. Independent images may still score lower.")
     if study.held_out == "val":
         lines.append("This dataset has no Test split: every number above is on each seed's own validation split, "
                      "which also chose the best epoch. Expect held-out test numbers to be lower.")
