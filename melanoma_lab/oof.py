@@ -19,7 +19,6 @@ from omegaconf import DictConfig
 
 from melanoma_lab.evaluation import Evaluation, alert_rates, evaluate
 from melanoma_lab.experiment import HELD_OUT_PREDICTIONS
-from melanoma_lab.reporting.runs import OOF_FILE  # noqa: F401 (re-exported: the name crossval logs under)
 from melanoma_lab.tracking.run import RunTracker
 
 
