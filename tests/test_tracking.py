@@ -107,3 +107,21 @@ def test_a_run_leaves_no_tracking_uri_behind_for_the_next_store(tmp_path, monkey
     with RunTracker(True, first, "exp", "two", tmp_path / "first"):
         pass
     assert os.environ["MLFLOW_TRACKING_URI"] == first
+
+
+def test_a_run_that_cannot_start_leaves_the_tracking_uri_as_it_was(tmp_path, monkeypatch):
+    import os
+
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = RunTracker(True, tracking_uri(None, tmp_path / "mlruns"), "exp", "run", tmp_path / "mlruns")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("store refused the run")
+
+    monkeypatch.setattr(mlflow, "start_run", refuse)
+    with pytest.raises(RuntimeError, match="refused"):
+        with tracker:
+            pass
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # a later run of another store is not written into this one

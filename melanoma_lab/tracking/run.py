@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from functools import wraps
 from typing import Any, Callable, TypeVar
@@ -161,16 +162,19 @@ class RunTracker:
     def __enter__(self) -> "RunTracker":
         if self.enabled:
             tags = self._tags | ({"mlflow.parentRunId": self._parent} if self._parent else {})
-            self._fluent = fluent_tracking_uri(self.uri)
-            self._fluent.__enter__()
-            if self.resumed:
-                run = retry_locked(lambda: mlflow.start_run(run_id=self._resume, nested=self._parent is not None))
-                self.run_id = run.info.run_id
-                self.set_tags(tags | {"resumed": "true"})
-            else:
-                run = retry_locked(lambda: mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name,
-                                                      tags=tags, nested=self._parent is not None))
-                self.run_id = run.info.run_id
+            with ExitStack() as stack:  # a run that cannot start leaves the fluent URI as it found it
+                stack.enter_context(fluent_tracking_uri(self.uri))
+                if self.resumed:
+                    run = retry_locked(lambda: mlflow.start_run(run_id=self._resume,
+                                                                nested=self._parent is not None))
+                    self.run_id = run.info.run_id
+                    self.set_tags(tags | {"resumed": "true"})
+                else:
+                    run = retry_locked(lambda: mlflow.start_run(experiment_id=self.experiment_id,
+                                                                run_name=self.run_name, tags=tags,
+                                                                nested=self._parent is not None))
+                    self.run_id = run.info.run_id
+                self._fluent = stack.pop_all()
         return self
 
     @_timed
@@ -186,7 +190,7 @@ class RunTracker:
             try:
                 retry_locked(lambda: mlflow.end_run(status=status))
             finally:
-                self._fluent.__exit__(None, None, None)
+                self._fluent.close()
         return False
 
     @_timed
