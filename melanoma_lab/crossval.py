@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from melanoma_lab.config import ConfigError
 from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.ensemble import check_ensemble, log_ensemble
-from melanoma_lab.experiment import (config_hash, finished_twin, make_tracker, override_tags, run_experiment,
-                                     run_identity)
+from melanoma_lab.experiment import (config_hash, finished_twin, make_tracker, override_tags, reusable,
+                                     run_experiment, run_identity)
 from melanoma_lab.oof import fold_predictions, oof_metrics, out_of_fold
 from melanoma_lab.reporting.runs import OOF_FILE
 from melanoma_lab.preparation import load_audited_data
@@ -60,7 +60,8 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
                 "ensemble": str(bool(cfg.study.get("ensemble", False))).lower()}
     name = f"{cfg.name}-cv{folds}" + ("" if len(selected) == folds else "-folds" + "".join(map(str, selected)))
     parent = make_tracker(cfg, name, {"experiment": cfg.name, **identity, **override_tags(overrides)}, parent_run_id)
-    previous = finished_twin(cfg, parent, identity)
+    ensemble = bool(cfg.study.get("ensemble", False))
+    previous = finished_twin(cfg, parent, identity, needs_model=ensemble)
     if previous is not None:
         return previous
     started = time.perf_counter()
@@ -76,7 +77,8 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
                                      audited=audited)
             fold_metrics.append({k: v for k, v in metrics.items()
                                  if k.startswith(("val_", "final_val_", "train_val_", "fold_")) or k == "run_seconds"})
-            run = parent.finished_run_with(run_identity(cfg, audited.files, number - 1))  # just run, or reused
+            run = parent.finished_run_with(reusable(run_identity(cfg, audited.files, number - 1),  # just run,
+                                                    cfg.tracking.log_model))                       # or reused
             runs.append(run)
             predictions[number] = fold_predictions(fold_dir, run, parent, nested)
         table, summary = summarise_folds(fold_metrics, selected)
@@ -91,7 +93,7 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
         parent.log_table(oof, OOF_FILE)
         write_atomically(output_dir / "cv_folds.csv", table.to_csv(index=False))
         write_atomically(output_dir / OOF_FILE, oof.to_csv(index=False))
-        if cfg.study.get("ensemble", False):
+        if ensemble:
             summary |= log_ensemble(cfg, parent, runs, oof, audited.catalog.classes, audited.files)
         summary["cv_seconds"] = time.perf_counter() - started  # folds (cv_mean_run_seconds each) and ensemble
         parent.log_metrics({"cv_seconds": summary["cv_seconds"]})

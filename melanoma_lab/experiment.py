@@ -28,7 +28,7 @@ from melanoma_lab.serving.classifier import log_classifier
 from melanoma_lab.tracking.provenance import code_version, provenance_tags
 from melanoma_lab.tracking.stale_runs import repair_stale_runs
 from melanoma_lab.tracking.store import tracking_uri
-from melanoma_lab.tracking.run import RunTracker, flatten
+from melanoma_lab.tracking.run import MODEL_LOGGED, RunTracker, flatten
 from melanoma_lab.training import best_epoch, seed_everything, train_model
 from melanoma_lab.data.staging import write_atomically
 
@@ -83,11 +83,20 @@ def make_tracker(cfg: DictConfig, run_name: str, tags: dict[str, str], parent_ru
                       provenance | tags, parent_run_id)
 
 
-def finished_twin(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str]) -> dict[str, float] | None:
-    """Metrics of a FINISHED run with the same identity, when ``tracking.skip_finished`` allows reuse
-    (first marking FAILED every run of this host left RUNNING by a killed process, whatever its config)."""
+def reusable(identity: dict[str, str], needs_model: bool) -> dict[str, str]:
+    """The tags a FINISHED run must carry to stand in for a new one: its identity, and its logged model when this
+    run would log one (``tracking.log_model`` is not part of the identity: a twin that logged no model is not
+    reused, or a fold ensemble would find no fold model)."""
+    return identity | ({MODEL_LOGGED: "true"} if needs_model else {})
+
+
+def finished_twin(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str],
+                  needs_model: bool = False) -> dict[str, float] | None:
+    """Metrics of a FINISHED run with the same identity (and a logged model if ``needs_model``), when
+    ``tracking.skip_finished`` allows reuse (first marking FAILED every run of this host left RUNNING by a killed
+    process, whatever its config)."""
     repair_stale_runs(tracker)
-    previous = tracker.finished_run_with(identity) if cfg.tracking.skip_finished else None
+    previous = tracker.finished_run_with(reusable(identity, needs_model)) if cfg.tracking.skip_finished else None
     if previous is None:
         return None
     log.warning("reusing run %s for %s: it FINISHED with the same config, data and code (%s); "
@@ -135,7 +144,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
                            {"experiment": cfg.name, "output_dir": str(output_dir.resolve()), **identity,
                             **override_tags(overrides)},
                            parent_run_id)
-    previous = finished_twin(cfg, tracker, identity)
+    previous = finished_twin(cfg, tracker, identity, needs_model=cfg.tracking.log_model)
     if previous is not None:
         return previous
     backups = Path(cfg.paths.cache_dir).resolve() / "resume" / hashlib.sha256(

@@ -110,3 +110,15 @@ def test_an_ensemble_without_cross_validation_is_a_user_error_on_the_command_lin
     assert result.returncode == 2, result.stderr
     assert "study.ensemble=true averages the logged models of a cross-validation" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_folds_reused_from_a_run_without_models_train_again_for_the_ensemble(tiny_cfg, tmp_path):
+    without_models = tiny_cfg("experiment=m1", "study.cv_folds=2", "imbalance=none", "tracking.log_model=false")
+    run_cross_validation(without_models, tmp_path / "first")
+    cfg = tiny_cfg("experiment=m1", "study.cv_folds=2", "study.ensemble=true", "imbalance=none")
+    summary = run_cross_validation(cfg, tmp_path / "second")  # the folds' twins logged no model: trained again
+    assert summary["ensemble_folds"] == 2
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    folds = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment_name).experiment_id],
+                               "tags.fold != ''")
+    assert sorted(r.data.tags.get("model_logged", "false") for r in folds) == ["false", "false", "true", "true"]

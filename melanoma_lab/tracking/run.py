@@ -29,6 +29,7 @@ from melanoma_lab.tracking.store import (TrackingUnavailableError, check_reachab
 
 MAX_PARAM_LENGTH = 6000
 PARAMS_PER_BATCH = 100
+MODEL_LOGGED = "model_logged"  # tag of a run whose model was logged ("true")
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -254,6 +255,7 @@ class RunTracker:
         """Log the run's model with ``write`` (e.g. :func:`melanoma_lab.serving.classifier.log_classifier`, which
         logs to the active run), with the same handling of a full or unwritable store as every artifact."""
         self._write("model", write)
+        self.set_tags({MODEL_LOGGED: "true"})
 
 
 class EpochLogger(keras.callbacks.Callback):
