@@ -49,14 +49,15 @@ $(STAMP): pyproject.toml $(wildcard $(LOCK))
 	$(call install_lock,$(LOCK))
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv from the lock requirements/$(TF)-$(EXTRAS).txt (TF=cpu|cuda, EXTRAS=dev[,jax,torch])
+install: $(STAMP) ## create .venv from the lock requirements/<tf>-<extras>.txt (TF=cpu|cuda, EXTRAS=dev[,jax,torch])
 
 check-lock: ## check that .venv holds exactly the versions of the lock it was installed from (and one TensorFlow)
 	$(PY) -m melanoma_lab.tracking.lockfile $(VENV)/melanoma-lab.lock
 
 # Every requirements/*.txt (and the one TF/EXTRAS name) from pyproject.toml, resolved by uv for Linux x86-64 and
 # aarch64, macOS arm64 and Python 3.10-3.13 at once (--universal), with hashes; the cpu-dev lock constrains the
-# others so that shared packages have the same versions everywhere. Pins are kept unless UPGRADE=1.
+# others so that shared packages have the same versions everywhere. Pins are kept unless UPGRADE=1. A lock with the
+# torch extra takes torch's CPU wheels from download.pytorch.org (uv --torch-backend cpu; PyPI's Linux torch is CUDA).
 lock: ## refresh the lock files requirements/*.txt from pyproject.toml (UPGRADE=1: newest versions)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q 'uv==$(UV_VERSION)'
@@ -64,8 +65,9 @@ lock: ## refresh the lock files requirements/*.txt from pyproject.toml (UPGRADE=
 	set -e; for lock in requirements/cpu-dev.txt $(filter-out requirements/cpu-dev.txt,$(sort $(wildcard requirements/*.txt) $(LOCK))); do \
 	  extras=$$(basename $$lock .txt | tr - ' '); \
 	  base=$$([ $$lock = requirements/cpu-dev.txt ] || echo "-c requirements/cpu-dev.txt"); \
+	  torch=$$(case $$lock in *torch*) echo "--torch-backend cpu --emit-index-url";; esac); \
 	  $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version $(LOCK_PYTHON) --generate-hashes -q \
-	    $(if $(UPGRADE),--upgrade) $$(printf -- '--extra %s ' $$extras) $$base -o $$lock --custom-compile-command 'make lock'; \
+	    $(if $(UPGRADE),--upgrade) $$(printf -- '--extra %s ' $$extras) $$base $$torch -o $$lock --custom-compile-command 'make lock'; \
 	  echo "locked $$lock"; \
 	done
 
