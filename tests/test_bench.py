@@ -41,6 +41,14 @@ def test_table_ends_with_the_machine_readable_line():
     assert table[-1] == "speedup_vs_seed=1.75 tracking_overhead=0.012"
 
 
+def test_backends_option_names_keras_backends_and_rejects_others(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--backends", "tensorflow,mxnet"])
+    assert exit_info.value.code == 2 and "--backends takes tensorflow,jax,torch" in capsys.readouterr().err
+
+
 def _tiny_arrays(folder):
     rng = np.random.default_rng(0)
     for split, count in (("train", 64), ("val", 32)):

@@ -1,6 +1,7 @@
 """Benchmark: the seeds' input pipeline vs melanoma_lab's, tracking overhead, Augmentor cache, scaling.
 
     python -m melanoma_lab.bench.throughput [--data PATH] [--epochs 4] [--tracked-epochs 12] [--repeats 3] [--out bench/results.json]
+                                            [--backends tensorflow,jax,torch]
 
 Same data (default: the real training copy when present, else synthetic 180 px images with ISIC-like class
 counts) and the same M1 model for every variant, each in its own process, interleaved over ``--repeats``:
@@ -147,7 +148,8 @@ def _child(args: argparse.Namespace) -> None:
     Path(args.result).write_text(json.dumps(result))
 
 
-def run_benchmark(data: str | None, epochs: int, tracked_epochs: int, repeats: int, out: Path) -> dict[str, Any]:
+def run_benchmark(data: str | None, epochs: int, tracked_epochs: int, repeats: int, out: Path,
+                  keras_backends: tuple[str, ...] = backends.BACKENDS) -> dict[str, Any]:
     """Every variant in its own process, interleaved; then the Augmentor and scaling timings."""
     workdir = Path(tempfile.mkdtemp(prefix="melanoma-bench-"))
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
@@ -172,7 +174,8 @@ def run_benchmark(data: str | None, epochs: int, tracked_epochs: int, repeats: i
                                                       for r in lab),
                "tracking_overhead_wall": summary["lab"]["wall_s"] / summary["untracked"]["wall_s"] - 1,
                **time_augmentor(data, workdir), "scaling": time_scaling(data, workdir),
-               "backends": backends.compare_backends(backends.write_arrays(data, workdir), epochs, repeats)}
+               "backends": backends.compare_backends(backends.write_arrays(data, workdir), epochs, repeats,
+                                                     keras_backends) if keras_backends else {}}
     write_atomically(out, json.dumps(results, indent=2))
     return results
 
@@ -211,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="epochs of the lab and untracked runs (the tracking overhead is measured on them)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of every variant")
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    parser.add_argument("--backends", type=lambda text: tuple(filter(None, text.split(","))), default=backends.BACKENDS,
+                        help="Keras backends of the backend column, comma-separated ('' skips it)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -218,10 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.epochs, args.tracked_epochs) < 2 or args.repeats < 1:
         parser.error("--epochs and --tracked-epochs must be at least 2 (the first epoch is not timed) and --repeats "
                      "at least 1")
+    if set(args.backends) - set(backends.BACKENDS):
+        parser.error(f"--backends takes {','.join(backends.BACKENDS)} (comma-separated), not {','.join(args.backends)}")
     if args.variant:
         _child(args)
         return 0
-    print(format_table(run_benchmark(args.data, args.epochs, args.tracked_epochs, args.repeats, args.out)))
+    print(format_table(run_benchmark(args.data, args.epochs, args.tracked_epochs, args.repeats, args.out,
+                                     args.backends)))
     return 0
 
 
