@@ -2,7 +2,18 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+# TensorFlow extra (cpu | cuda) and further extras (comma-separated: dev, jax, torch): they name the lock file
+# requirements/<tf>-<extras>.txt that `make install` installs with hashes (README: Install). `make lock` writes it.
+TF ?= cpu
+EXTRAS ?= dev
+comma := ,
+PROFILE := $(TF)-$(subst $(comma),-,$(EXTRAS))
+LOCK := requirements/$(PROFILE).txt
+CLUSTER_LOCK := requirements/$(PROFILE)-cluster.txt
+STAMP := $(VENV)/.installed-$(PROFILE)
+UV_VERSION := 0.13.9
+# the lowest Python declared: one universal lock covers Python 3.10-3.13 on every platform
+LOCK_PYTHON := 3.10
 PORT ?= 5000
 DB_PORT ?= 5433
 DATA ?= $(or $(MELANOMA_LAB_DATA),data/isic9)
@@ -17,25 +28,55 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 TUNE_ARGS ?= experiment=m2 tuner=random tuner.max_trials=6 dataset=synthetic trainer=smoke study.name=demo
 WORKERS ?= 2
 
-.PHONY: help install install-cluster server demo test test-fast reproduce bench bench-study tune-distributed ui serve stale-runs data clean
+.PHONY: help install install-cluster check-lock lock server demo test test-fast reproduce bench bench-study tune-distributed ui serve stale-runs data clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# install_lock,<lock file>: the lock's exact pins (hashes checked), then melanoma_lab itself without dependencies,
+# a copy of the lock in the venv (runs log its hash) and the check that the environment matches it.
+define install_lock
+	@test -f $(1) || { echo "No lock file $(1) for TF=$(TF) EXTRAS=$(EXTRAS): create it with 'make lock TF=$(TF) EXTRAS=$(EXTRAS)'"; exit 2; }
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r $(1)
+	$(PY) -m pip install -q --no-deps -e .
+	cp $(1) $(VENV)/melanoma-lab.lock
+	$(PY) -m melanoma_lab.tracking.lockfile $(1)
+endef
+
+$(STAMP): pyproject.toml $(wildcard $(LOCK))
+	$(call install_lock,$(LOCK))
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install melanoma_lab with its dependencies
+install: $(STAMP) ## create .venv from the lock requirements/<tf>-<extras>.txt (TF=cpu|cuda, EXTRAS=dev[,jax,torch])
+
+check-lock: ## check that .venv holds exactly the versions of the lock it was installed from (and one TensorFlow)
+	$(PY) -m melanoma_lab.tracking.lockfile $(VENV)/melanoma-lab.lock
+
+# Every requirements/*.txt (and the one TF/EXTRAS name) from pyproject.toml, resolved by uv for Linux x86-64 and
+# aarch64, macOS arm64 and Python 3.10-3.13 at once (--universal), with hashes; the cpu-dev lock constrains the
+# others so that shared packages have the same versions everywhere. Pins are kept unless UPGRADE=1. A lock with the
+# torch extra takes torch's CPU wheels from download.pytorch.org (uv --torch-backend cpu; PyPI's Linux torch is CUDA).
+lock: ## refresh the lock files requirements/*.txt from pyproject.toml (UPGRADE=1: newest versions)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q 'uv==$(UV_VERSION)'
+	@mkdir -p requirements
+	set -e; for lock in requirements/cpu-dev.txt $(filter-out requirements/cpu-dev.txt,$(sort $(wildcard requirements/*.txt) $(LOCK))); do \
+	  extras=$$(basename $$lock .txt | tr - ' '); \
+	  base=$$([ $$lock = requirements/cpu-dev.txt ] || echo "-c requirements/cpu-dev.txt"); \
+	  torch=$$(case $$lock in *torch*) echo "--torch-backend cpu --emit-index-url";; esac); \
+	  $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version $(LOCK_PYTHON) --generate-hashes -q \
+	    $(if $(UPGRADE),--upgrade) $$(printf -- '--extra %s ' $$extras) $$base $$torch -o $$lock --custom-compile-command 'make lock'; \
+	  echo "locked $$lock"; \
+	done
 
 # hydra-ray-launcher 1.2.2 (the latest) pins cloudpickle<3 for its AWS launcher, which would downgrade the
 # cloudpickle 3 that mlflow/joblib/submitit use; hydra/launcher=ray never imports cloudpickle, so the plug-in
 # is installed without its pins (ray itself comes from the `cluster` extra).
-CLUSTER_STAMP := $(VENV)/.cluster-stamp
-$(CLUSTER_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,cluster]'
+CLUSTER_STAMP := $(VENV)/.installed-$(PROFILE)-cluster
+$(CLUSTER_STAMP): $(STAMP) $(wildcard $(CLUSTER_LOCK))
+	$(call install_lock,$(CLUSTER_LOCK))
 	$(PY) -m pip install -q --no-deps 'hydra-ray-launcher==1.2.2'
 	touch $(CLUSTER_STAMP)
 

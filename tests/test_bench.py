@@ -5,7 +5,10 @@ import time
 import keras
 import numpy as np
 
+from melanoma_lab.bench import backends
 from melanoma_lab.bench import throughput as bench
+
+
 def test_fit_timer_times_every_fit_in_the_process(monkeypatch):
     monkeypatch.setattr(keras.Model, "fit", keras.Model.fit)  # restored after the test
     timer = bench.FitTimer(time.perf_counter())
@@ -29,6 +32,47 @@ def test_table_ends_with_the_machine_readable_line():
                "tracked_epochs": 12, "tracking_seconds": 0.5, "tracking_overhead": 0.012, "tracking_overhead_wall": 0.02,
                "scaling": [{"factor": 1, "images": 10, "epoch_s": 1.0, "seconds_per_1000_images": 100.0}]}
     assert bench.format_table(results).splitlines()[-1] == "speedup_vs_seed=1.75 tracking_overhead=0.012"
+    results["backends"] = {"tensorflow": variant | {"status": "ok", "version": "2.21.0"},
+                           "jax": {"status": "failed", "error": "Traceback\nValueError: no"},
+                           "torch": {"status": "not installed"}}
+    table = bench.format_table(results).splitlines()
+    assert table[-4:-1] == ["tensorflow       700         2500     23.0    0.490  2.21.0", "jax        failed: ValueError: no",
+                            "torch      not installed"]
+    assert table[-1] == "speedup_vs_seed=1.75 tracking_overhead=0.012"
+
+
+def test_backends_option_names_keras_backends_and_rejects_others(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--backends", "tensorflow,mxnet"])
+    assert exit_info.value.code == 2 and "--backends takes tensorflow,jax,torch" in capsys.readouterr().err
+
+
+def _tiny_arrays(folder):
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 64), ("val", 32)):
+        backends.save_arrays(folder, split, rng.integers(0, 256, (count, 32, 32, 3)), np.arange(count) % 3)
+    return folder
+
+
+def test_each_installed_backend_trains_the_same_model_on_the_same_arrays(tmp_path):
+    results = backends.compare_backends(_tiny_arrays(tmp_path / "arrays"), epochs=2, repeats=1)
+    assert list(results) == list(backends.BACKENDS)
+    for name, result in results.items():
+        if not backends.installed(name):  # e.g. no jax / torch in this environment
+            assert result == {"status": "not installed"}
+            continue
+        assert result["status"] == "ok", result.get("error")
+        assert result["keras_backend"] == name and result["version"] != "unknown"
+        assert result["images_per_s"] > 0 and result["peak_rss_mb"] > 50 and result["final_val_accuracy"] is not None
+
+
+def test_a_backend_that_is_missing_or_fails_is_reported_not_raised(tmp_path, monkeypatch):
+    monkeypatch.setattr(backends, "installed", lambda name: name == "tensorflow")
+    results = backends.compare_backends(tmp_path / "no-arrays", epochs=2, repeats=1)
+    assert results["jax"] == results["torch"] == {"status": "not installed"}
+    assert results["tensorflow"]["status"] == "failed" and "No such file" in results["tensorflow"]["error"]
 
 
 def test_study_table_ends_with_the_machine_readable_line():

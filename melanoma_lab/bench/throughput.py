@@ -1,6 +1,7 @@
 """Benchmark: the seeds' input pipeline vs melanoma_lab's, tracking overhead, Augmentor cache, scaling.
 
     python -m melanoma_lab.bench.throughput [--data PATH] [--epochs 4] [--tracked-epochs 12] [--repeats 3] [--out bench/results.json]
+                                            [--backends tensorflow,jax,torch]
 
 Same data (default: the real training copy when present, else synthetic 180 px images with ISIC-like class
 counts) and the same M1 model for every variant, each in its own process, interleaved over ``--repeats``:
@@ -13,7 +14,8 @@ lab and untracked train ``--tracked-epochs`` (the others ``--epochs``): tracking
 run plus one store write per epoch, so its share is measured on a run of study length. The tracking overhead is
 the time the lab run spent in MLflow calls (``RunTracker.seconds``) over the rest of its run; the lab/untracked
 wall-time ratio is reported beside it as a cross-check (noisier: two processes, ±1-2 s).
-Then the Augmentor step of M3 cold and warm (cached) and a 1x/2x/4x scaling series of one training epoch.
+Then the Augmentor step of M3 cold and warm (cached), a 1x/2x/4x scaling series of one training epoch, and the
+backend column: the same M1 fit on the same uint8 arrays under KERAS_BACKEND=tensorflow|jax|torch (bench/backends.py).
 Prints a table and writes JSON; the last line is ``speedup_vs_seed=<lab/seed images/s> tracking_overhead=<f>``.
 """
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,76 +32,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from melanoma_lab.bench import backends
+from melanoma_lab.bench.measure import (BATCH, REAL_DATA, SEED, SIZE, FitTimer,  # noqa: F401 (study, tests use them)
+                                        data_overrides, peak_rss_mb)
 from melanoma_lab.composition import compose
 from melanoma_lab.data.staging import write_atomically
 
-REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "isic-9class-180px"
-SIZE, BATCH, SEED = 180, 32, 123
 VARIANTS = ("seed", "lab", "untracked", "float32", "disk")
 TRACKING_PAIR = ("lab", "untracked")  # trained for --tracked-epochs
 DISK_BUDGET_MB = 64  # the "disk" variant's dataset.ram_budget_mb: below the decoded training split
-
-
-def peak_rss_mb() -> float:
-    """The peak resident memory of this process so far, in MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def data_overrides(data: str | None, workdir: Path) -> list[str]:
-    """Hydra overrides selecting the benchmark data: a folder, or synthetic 180 px with ISIC-like counts."""
-    if data:
-        return [f"dataset.root={Path(data).resolve()}", f"paths.root_dir={workdir}"]
-    return ["dataset=synthetic", f"dataset.image_size={SIZE}", f"dataset.source.generated_size={SIZE}",
-            "dataset.source.train_images=2239", "dataset.source.test_images=90", f"paths.root_dir={workdir}"]
-
-
-class FitTimer:
-    """A Keras callback on every ``fit``: time to first batch, per-epoch training and validation seconds."""
-
-    def __init__(self, started: float) -> None:
-        import keras
-
-        timer = self
-
-        class _Callback(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                timer.epoch_start = time.perf_counter()
-
-            def on_train_batch_end(self, batch, logs=None):
-                timer.last_batch, timer.batches = time.perf_counter(), batch + 1
-                if timer.first_batch_s is None:
-                    timer.first_batch_s = timer.last_batch - started
-
-            def on_epoch_end(self, epoch, logs=None):  # runs after the other callbacks (validation included)
-                timer.epochs.append({"train_s": timer.last_batch - timer.epoch_start,
-                                     "validation_s": time.perf_counter() - timer.last_batch,
-                                     "images": timer.batches * BATCH,
-                                     "val_accuracy": (logs or {}).get("val_accuracy")})
-
-        self.callback = _Callback()
-        self.first_batch_s: float | None = None
-        self.epochs: list[dict[str, Any]] = []
-        self.epoch_start = self.last_batch = started
-        self.batches = 0
-
-    def install(self) -> None:
-        """Append the timer to the callbacks of every ``keras.Model.fit`` in this process."""
-        import keras
-
-        original, callback = keras.Model.fit, self.callback
-
-        def fit(model, *args, callbacks=None, **kwargs):
-            return original(model, *args, callbacks=[*(callbacks or []), callback], **kwargs)
-
-        keras.Model.fit = fit
-
-    def summary(self, wall_s: float) -> dict[str, Any]:
-        later = self.epochs[1:] or self.epochs
-        return {"images_per_s": statistics.median(e["images"] / e["train_s"] for e in later),
-                "time_to_first_batch_s": self.first_batch_s, "wall_s": wall_s,
-                "validation_s": statistics.median(e["validation_s"] for e in later),
-                "final_val_accuracy": self.epochs[-1]["val_accuracy"], "epochs": self.epochs,
-                "peak_rss_mb": peak_rss_mb()}
 
 
 def train_seed_pipeline(cfg, train_dir: Path, epochs: int) -> dict[str, list[float]]:
@@ -208,7 +148,8 @@ def _child(args: argparse.Namespace) -> None:
     Path(args.result).write_text(json.dumps(result))
 
 
-def run_benchmark(data: str | None, epochs: int, tracked_epochs: int, repeats: int, out: Path) -> dict[str, Any]:
+def run_benchmark(data: str | None, epochs: int, tracked_epochs: int, repeats: int, out: Path,
+                  keras_backends: tuple[str, ...] = backends.BACKENDS) -> dict[str, Any]:
     """Every variant in its own process, interleaved; then the Augmentor and scaling timings."""
     workdir = Path(tempfile.mkdtemp(prefix="melanoma-bench-"))
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
@@ -232,7 +173,9 @@ def run_benchmark(data: str | None, epochs: int, tracked_epochs: int, repeats: i
                "tracking_overhead": statistics.median(r["tracking_seconds"] / (r["run_seconds"] - r["tracking_seconds"])
                                                       for r in lab),
                "tracking_overhead_wall": summary["lab"]["wall_s"] / summary["untracked"]["wall_s"] - 1,
-               **time_augmentor(data, workdir), "scaling": time_scaling(data, workdir)}
+               **time_augmentor(data, workdir), "scaling": time_scaling(data, workdir),
+               "backends": backends.compare_backends(backends.write_arrays(data, workdir), epochs, repeats,
+                                                     keras_backends) if keras_backends else {}}
     write_atomically(out, json.dumps(results, indent=2))
     return results
 
@@ -256,6 +199,7 @@ def format_table(results: dict[str, Any]) -> str:
     rows.append(f"tracking ({results['tracked_epochs']}-epoch lab runs): {results['tracking_seconds']:.1f} s in MLflow "
                 f"calls per run = {results['tracking_overhead']:.3f} of the untracked time; lab/untracked wall "
                 f"{results['tracking_overhead_wall']:+.3f}")
+    rows += backends.format_rows(results.get("backends", {}))
     rows.append(f"speedup_vs_seed={results['speedup_vs_seed']:.2f} "
                 f"tracking_overhead={results['tracking_overhead']:.3f}")
     return "\n".join(rows)
@@ -270,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="epochs of the lab and untracked runs (the tracking overhead is measured on them)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of every variant")
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    parser.add_argument("--backends", type=lambda text: tuple(filter(None, text.split(","))), default=backends.BACKENDS,
+                        help="Keras backends of the backend column, comma-separated ('' skips it)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -277,10 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.epochs, args.tracked_epochs) < 2 or args.repeats < 1:
         parser.error("--epochs and --tracked-epochs must be at least 2 (the first epoch is not timed) and --repeats "
                      "at least 1")
+    if set(args.backends) - set(backends.BACKENDS):
+        parser.error(f"--backends takes {','.join(backends.BACKENDS)} (comma-separated), not {','.join(args.backends)}")
     if args.variant:
         _child(args)
         return 0
-    print(format_table(run_benchmark(args.data, args.epochs, args.tracked_epochs, args.repeats, args.out)))
+    print(format_table(run_benchmark(args.data, args.epochs, args.tracked_epochs, args.repeats, args.out,
+                                     args.backends)))
     return 0
 
 

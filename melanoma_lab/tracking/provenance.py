@@ -17,11 +17,13 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from melanoma_lab.tracking.lockfile import lock_tags
+
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CODE_FOLDERS = (PACKAGE_DIR.name, "conf")  # the package and its Hydra configs (``config_path="../conf"``)
 TRACKED_PACKAGES = ["melanoma-lab", "tensorflow-cpu", "tensorflow", "keras", "keras-tuner", "mlflow",
-                    "hydra-core", "Augmentor", "numpy", "pandas", "scikit-learn", "pillow"]
+                    "hydra-core", "Augmentor", "numpy", "pandas", "scikit-learn", "pillow", "jax", "jaxlib", "torch"]
 SHORT = 12
 
 
@@ -95,8 +97,9 @@ def code_version() -> str:
 
 
 def provenance_tags() -> dict[str, str]:
-    """Tags of every run: code version, git state of the package's checkout and package versions."""
-    return {"code_version": code_version(), **git_state(PACKAGE_DIR.parent),
+    """Tags of every run: code version, git state of the package's checkout, package versions and the hash of
+    the lock file the environment was installed from."""
+    return {"code_version": code_version(), **git_state(PACKAGE_DIR.parent), **lock_tags(),
             **{f"version.{k}": v for k, v in package_versions().items()}}
 
 
