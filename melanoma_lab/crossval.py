@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from melanoma_lab.config import ConfigError
 from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.ensemble import check_ensemble, log_ensemble
-from melanoma_lab.experiment import (config_hash, finished_twin, make_tracker, override_tags, run_experiment,
-                                     run_identity)
+from melanoma_lab.experiment import run_experiment
+from melanoma_lab.runs import config_hash, finished_twin, make_tracker, override_tags, run_identity
 from melanoma_lab.oof import OOF_FILE, fold_predictions, oof_metrics, out_of_fold
 from melanoma_lab.preparation import load_audited_data
 from melanoma_lab.tracking.provenance import code_version

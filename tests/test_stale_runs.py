@@ -11,7 +11,7 @@ import textwrap
 
 import mlflow
 
-from melanoma_lab.experiment import finished_twin, make_tracker
+from melanoma_lab.runs import finished_twin, make_tracker
 from melanoma_lab.tracking.store import tracking_uri
 from melanoma_lab.tracking.run import RunTracker
 

@@ -13,7 +13,6 @@ from functools import wraps
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
-import keras
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
@@ -252,19 +251,11 @@ class RunTracker:
         self._write("model", write)
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Log Keras' epoch logs (loss, accuracy, val_*, learning rate) and the epoch's wall time
-    (``epoch_seconds``, training plus validation) to the run, one batch per epoch."""
+def __getattr__(name: str):
+    """``EpochLogger`` moved to :mod:`melanoma_lab.tracking.epochs` (Keras loads only where epochs are logged);
+    ``from melanoma_lab.tracking.run import EpochLogger`` still finds it there."""
+    if name == "EpochLogger":
+        from melanoma_lab.tracking.epochs import EpochLogger
 
-    def __init__(self, tracker: RunTracker):
-        super().__init__()
-        self.tracker = tracker
-        self.started = time.perf_counter()
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        metrics = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
-        self.tracker.log_metrics(metrics | {"epoch_seconds": time.perf_counter() - self.started}, step=epoch)
-
+        return EpochLogger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
