@@ -44,7 +44,8 @@ def _run(cfg: DictConfig) -> float | None:
     validate(cfg)  # before TensorFlow loads: a mistyped value fails in a second
     from melanoma_lab.crossval import run_cross_validation
     from melanoma_lab.ensemble import check_ensemble
-    from melanoma_lab.experiment import KEY_METRICS, run_experiment
+    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.runs import KEY_METRICS
     from melanoma_lab.tuning import run_search
 
     check_ensemble(cfg)  # study.ensemble=true without cross-validation would be silently ignored

@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from melanoma_lab.config import ConfigError
 from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.ensemble import check_ensemble, log_ensemble
-from melanoma_lab.experiment import (config_hash, finished_twin, make_tracker, override_tags, reusable,
-                                     run_experiment, run_identity)
+from melanoma_lab.experiment import run_experiment
+from melanoma_lab.runs import config_hash, finished_twin, make_tracker, override_tags, reusable, run_identity
 from melanoma_lab.oof import fold_predictions, oof_metrics, out_of_fold
 from melanoma_lab.reporting.runs import OOF_FILE
 from melanoma_lab.preparation import load_audited_data

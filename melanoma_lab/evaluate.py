@@ -71,10 +71,10 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     from melanoma_lab.evaluation import evaluate
     from melanoma_lab.evaluation_logging import evaluation_metrics, log_evaluation
     from melanoma_lab.tracking.provenance import provenance_tags
-    from melanoma_lab.tracking.store import fluent_tracking_uri, tracking_uri
+    from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
     from melanoma_lab.tracking.run import RunTracker, flatten
 
-    store = tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir)
+    store = configured_tracking_uri(cfg)
     with fluent_tracking_uri(store):
         loaded, info = _load(cfg.model_uri)
     settings = loaded.settings

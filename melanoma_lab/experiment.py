@@ -12,30 +12,24 @@ from functools import partial
 from pathlib import Path
 
 import keras
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab import plots
 from melanoma_lab.audit import summary
 from melanoma_lab.config import validate
 from melanoma_lab.contamination import clean_test_metrics
-from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.evaluation import AlertCalibration, calibrate_alert, evaluate
 from melanoma_lab.evaluation_logging import evaluation_metrics, log_alert, log_evaluation
 from melanoma_lab.inference import predict_probabilities, tta_mode
 from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_data
 from melanoma_lab.serving.classifier import log_classifier
-from melanoma_lab.tracking.provenance import code_version, provenance_tags
-from melanoma_lab.tracking.stale_runs import repair_stale_runs
-from melanoma_lab.tracking.store import tracking_uri
-from melanoma_lab.tracking.run import MODEL_LOGGED, RunTracker, flatten
+from melanoma_lab.runs import finished_twin, make_tracker, override_tags, run_identity
+from melanoma_lab.tracking.run import RunTracker, flatten
 from melanoma_lab.training import best_epoch, seed_everything, train_model
 from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)
 UNTRACKED = "untracked"  # the backup folder of a run with tracking.enabled=false
-KEY_METRICS = ("final_val_accuracy", "val_balanced_accuracy", "val_melanoma_sensitivity", "val_melanoma_roc_auc",
-               "fold_balanced_accuracy", "fold_melanoma_roc_auc", "test_balanced_accuracy")
 HELD_OUT_PREDICTIONS = "heldout_predictions.csv"  # a fold run's scored fold (nested: ``fold``, else ``val``)
 
 
@@ -45,64 +39,6 @@ def model_metadata(cfg: DictConfig, classes: list[str], alert: AlertCalibration)
             "alert_target_sensitivity": cfg.evaluation.fixed_sensitivity, **alert.metadata(),
             "tta": tta_mode(cfg.evaluation.tta), "batch_size": cfg.dataset.batch_size,
             "colour_constancy_power": cfg.dataset.get("colour_constancy_power")}
-
-
-def run_identity(cfg: DictConfig, files: pd.DataFrame, fold: int | None = None) -> dict[str, str]:
-    """The tags that make two runs the same run: config, data, code (and the fold with how it was split)."""
-    identity = {"config_hash": config_hash(OmegaConf.to_container(cfg, resolve=True)),
-                "data_fingerprint": fingerprint(files), "code_version": code_version()}
-    if fold is not None:
-        identity["fold"] = f"{fold + 1}/{cfg.study.cv_folds}"
-        if cfg.study.get("nested", False):  # study.* is not in the config hash, and nesting changes the result
-            identity["nested"] = "true"
-    return identity
-
-
-def config_hash(resolved: dict) -> str:
-    """Hash of everything that can change a result (all groups but where files go and how runs are tracked;
-    ``trainer.resume`` only says whether an interrupted run continues)."""
-    relevant = {k: v for k, v in resolved.items() if k not in ("paths", "tracking", "study", "tuner")}
-    relevant["trainer"] = {k: v for k, v in relevant.get("trainer", {}).items() if k != "resume"}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def override_tags(overrides: list[str] | None) -> dict[str, str]:
-    """``overrides`` (all of them) plus ``override.<key>`` per override, so the UI can group runs by any of them."""
-    pairs = [o.lstrip("+~").split("=", 1) for o in overrides or [] if "=" in o]
-    return {"overrides": " ".join(overrides or []), **{f"override.{key}": value for key, value in pairs}}
-
-
-def make_tracker(cfg: DictConfig, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> RunTracker:
-    """A run in the configured store and MLflow experiment, tagged for provenance."""
-    provenance = {"study": cfg.study.name, "dataset": cfg.dataset.name, "seed": str(cfg.trainer.seed),
-                  **provenance_tags()}
-    if cfg.study.get("launch"):  # set by python -m melanoma_lab.study: the report uses only these runs
-        provenance |= {"launched_by": "study", "study_launch": cfg.study.launch}
-    return RunTracker(cfg.tracking.enabled, tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir),
-                      cfg.tracking.experiment_name, run_name, Path(cfg.paths.mlruns_dir).resolve(),
-                      provenance | tags, parent_run_id)
-
-
-def reusable(identity: dict[str, str], needs_model: bool) -> dict[str, str]:
-    """The tags a FINISHED run must carry to stand in for a new one: its identity, and its logged model when this
-    run would log one (``tracking.log_model`` is not part of the identity: a twin that logged no model is not
-    reused, or a fold ensemble would find no fold model)."""
-    return identity | ({MODEL_LOGGED: "true"} if needs_model else {})
-
-
-def finished_twin(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str],
-                  needs_model: bool = False) -> dict[str, float] | None:
-    """Metrics of a FINISHED run with the same identity (and a logged model if ``needs_model``), when
-    ``tracking.skip_finished`` allows reuse (first marking FAILED every run of this host left RUNNING by a killed
-    process, whatever its config)."""
-    repair_stale_runs(tracker)
-    previous = tracker.finished_run_with(reusable(identity, needs_model)) if cfg.tracking.skip_finished else None
-    if previous is None:
-        return None
-    log.warning("reusing run %s for %s: it FINISHED with the same config, data and code (%s); "
-                "tracking.skip_finished=false trains it again", previous.info.run_id, tracker.run_name,
-                identity.get("code_version"))
-    return dict(previous.data.metrics)
 
 
 def resume_or_restart(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str], backups: Path) -> None:

@@ -1,6 +1,6 @@
 """The study report, built only from what MLflow holds (no retraining).
 
-    python -m melanoma_lab.report --study NAME [--tracking-uri URI] [--out DIR]
+    python -m melanoma_lab.report [--study NAME] [--out DIR] [key=value ...]
 
 Writes ``report.md`` (figures as PNG files beside it) and ``report.html`` (figures embedded) with: the
 hardware and runtime of the runs, a results table (validation vs held-out test, accuracy vs balanced
@@ -8,7 +8,10 @@ accuracy, melanoma sensitivity / specificity / AUC, train-validation gap) as mea
 two-level bootstrap confidence intervals, full vs clean Test, paired comparisons between consecutive
 experiments, overlaid learning curves, confusion matrices side by side, per-class recall, the data audit,
 conclusions computed from those numbers, and the runs used and left out. It uses only the runs
-``python -m melanoma_lab.study`` launched (see :mod:`melanoma_lab.reporting.runs`).
+``python -m melanoma_lab.study`` launched (see :mod:`melanoma_lab.reporting.runs`). Like the study, it reads the
+store, and writes where, ``conf/`` says: ``key=value`` overrides (``paths.root_dir=DIR``, ``tracking.tracking_uri=
+URI``, ``study.bootstrap_samples=N``: :mod:`melanoma_lab.command_line`); the study defaults to ``study.name`` and
+the folder to ``study.reports_dir/<study>``.
 """
 
 from __future__ import annotations
@@ -24,23 +27,22 @@ from melanoma_lab.reporting.runs import load_study
 
 
 def main(argv: list[str] | None = None) -> int:
-    from melanoma_lab.tracking.store import tracking_uri
+    from melanoma_lab.command_line import parse_with_config
+    from melanoma_lab.tracking.store import configured_tracking_uri
 
     parser = argparse.ArgumentParser(description="Build a study report from MLflow (no retraining).")
-    parser.add_argument("--study", required=True, help="study name = MLflow experiment name")
-    parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or ./mlruns")
-    parser.add_argument("--out", type=Path, default=None, help="default: experiments/reports/<study>")
-    parser.add_argument("--bootstrap-samples", type=int, default=1000)
-    parser.add_argument("--confidence", type=float, default=0.95)
-    args = parser.parse_args(argv)
-    client = MlflowClient(tracking_uri(args.tracking_uri, "mlruns"))
+    parser.add_argument("--study", default=None, help="study name = MLflow experiment name (default: study.name)")
+    parser.add_argument("--out", type=Path, default=None, help="default: study.reports_dir/<study>")
+    args, cfg = parse_with_config(parser, argv)
+    name = args.study or cfg.study.name
+    client = MlflowClient(configured_tracking_uri(cfg))
     try:
-        study = load_study(client, args.study)
+        study = load_study(client, name)
     except LookupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    path = write_report(study, args.out or Path("experiments/reports") / args.study, args.bootstrap_samples,
-                        args.confidence)
+    path = write_report(study, args.out or Path(cfg.study.reports_dir) / name, cfg.study.bootstrap_samples,
+                        cfg.study.confidence)
     print(f"report written to {path} and {path.with_suffix('.html')}")
     return 0
 

@@ -41,7 +41,7 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
     from melanoma_lab.experiment import run_experiment
     from melanoma_lab.reporting.render import write_report
     from melanoma_lab.reporting.runs import load_study
-    from melanoma_lab.tracking.store import tracking_uri
+    from melanoma_lab.tracking.store import configured_tracking_uri
 
     from melanoma_lab.audit import audit_catalog, summary
     from melanoma_lab.audit import write_report as write_audit
@@ -61,7 +61,7 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
             run_cfg.study.launch = launch  # not an override: it tags the run, it is not part of its identity
             run = run_cross_validation if run_cfg.study.cv_folds > 1 else run_experiment
             run(run_cfg, output_dir / experiment / f"seed_{seed}", overrides)
-    client = MlflowClient(tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir))
+    client = MlflowClient(configured_tracking_uri(cfg))
     study = load_study(client, cfg.study.name)
     missing = missing_runs(cfg.study.experiments, cfg.study.seeds, study)
     if missing:  # e.g. skip_finished reused a FINISHED run that was logged by hand, not by a study

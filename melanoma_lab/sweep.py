@@ -90,7 +90,7 @@ class MlflowSweepCallback(Callback):
     """Parent/child MLflow runs for Hydra sweeps (configured in ``conf/hydra/default.yaml``)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from melanoma_lab.experiment import make_tracker
+        from melanoma_lab.runs import make_tracker
         from melanoma_lab.tracking.stale_runs import repair_stale_runs
 
         identity = sweep_identity(config)
@@ -132,7 +132,7 @@ class MlflowSweepCallback(Callback):
         job_return.status, job_return.return_value = JobStatus.COMPLETED, None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from melanoma_lab.experiment import KEY_METRICS, make_tracker
+        from melanoma_lab.runs import KEY_METRICS, make_tracker
 
         path = Path(config.hydra.sweep.dir) / PARENT_FILE
         if not path.is_file():

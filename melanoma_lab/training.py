@@ -20,7 +20,8 @@ from melanoma_lab.data.pipeline import make_dataset
 from melanoma_lab.plugins import build
 from melanoma_lab.preparation import PreparedData
 from melanoma_lab.tracking.provenance import runtime_tags
-from melanoma_lab.tracking.run import EpochLogger, RunTracker
+from melanoma_lab.tracking.epochs import EpochLogger
+from melanoma_lab.tracking.run import RunTracker
 
 log = logging.getLogger(__name__)
 MAXIMISED = ("val_accuracy", "val_bacc")

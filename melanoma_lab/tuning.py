@@ -31,11 +31,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab.config import ConfigError, validate
 from melanoma_lab.data.catalog import fingerprint
-from melanoma_lab.experiment import config_hash, make_tracker, run_experiment
+from melanoma_lab.experiment import run_experiment
+from melanoma_lab.runs import config_hash, make_tracker
 from melanoma_lab.preparation import PreparedData, load_audited_data, prepare_data
 from melanoma_lab.tracking.stale_runs import repair_stale_runs
 from melanoma_lab.tracking.provenance import code_version
-from melanoma_lab.tracking.run import EpochLogger, RunTracker, flatten
+from melanoma_lab.tracking.epochs import EpochLogger
+from melanoma_lab.tracking.run import RunTracker, flatten
 from melanoma_lab.training import MAXIMISED, build_loss, compile_model, seed_everything, steps_per_epoch, training_inputs
 from melanoma_lab.data.staging import write_atomically
 

@@ -20,7 +20,7 @@ def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model
     (folder / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
     # exit status 1: one input could not be read (the others are still predicted)
-    code = predict.main([str(folder), "--model", uri, "--out", str(out), "--tracking-uri", tracking_uri(None, store)])
+    code = predict.main([str(folder), "--model", uri, "--out", str(out), f"paths.mlruns_dir={store}"])
     assert code == 1
     captured = capsys.readouterr()
     assert captured.err.count("error:") == 1 and "broken.jpg" in captured.err
@@ -45,7 +45,7 @@ def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model
 def test_predict_json_output(trained_model, tmp_path, capsys):
     uri, _, catalog, store = trained_model
     image = catalog.split("test")["path"][0]
-    assert predict.main([image, "--model", uri, "--json", "--tracking-uri", tracking_uri(None, store)]) == 0
+    assert predict.main([image, "--model", uri, "--json", f"paths.mlruns_dir={store}"]) == 0
     payload = json.loads(capsys.readouterr().out)
     (only,) = payload["predictions"]
     assert only["path"] == image and abs(sum(only["probabilities"].values()) - 1) < 1e-4
@@ -59,7 +59,7 @@ def test_predict_json_answers_every_input_including_unreadable_files(trained_mod
     broken.write_bytes(b"not an image")
     missing = tmp_path / "missing.png"
     inputs = [good[0], str(broken), good[1], str(missing)]
-    code = predict.main(inputs + ["--model", uri, "--json", "--tracking-uri", tracking_uri(None, store)])
+    code = predict.main(inputs + ["--model", uri, "--json", f"paths.mlruns_dir={store}"])
     captured = capsys.readouterr()
     payload = json.loads(captured.out)
     assert [p["path"] for p in payload["predictions"]] == inputs  # main: only the two good files
@@ -71,7 +71,7 @@ def test_predict_json_answers_every_input_including_unreadable_files(trained_mod
             assert "cannot read as an image" in entry["error"] and entry["probabilities"] is None
     assert "2 of 4 files could not be read" in captured.err
     (tmp_path / "empty").mkdir()
-    assert predict.main([str(tmp_path / "empty"), "--model", uri, "--tracking-uri", tracking_uri(None, store)]) == 1
+    assert predict.main([str(tmp_path / "empty"), "--model", uri, f"paths.mlruns_dir={store}"]) == 1
     assert "no image files" in capsys.readouterr().err
 
 
@@ -87,14 +87,14 @@ def test_grad_cam_is_a_normalised_map_of_the_image_size(trained_model):
 
 def test_unknown_model_is_one_clear_error(tmp_path, capsys):
     assert predict.main([str(tmp_path), "--model", "runs:/0123456789abcdef/model",
-                         "--tracking-uri", tracking_uri(None, tmp_path / "mlruns")]) == 2
+                         f"paths.root_dir={tmp_path}"]) == 2
     assert "cannot load model" in capsys.readouterr().err
 
 
 def test_promote_registers_the_champion_with_its_validation_threshold(trained_model, capsys):
     from melanoma_lab.serving import promote
     uri, run, catalog, store = trained_model
-    assert promote.main(["--study", "melanoma-study", "--tracking-uri", tracking_uri(None, store)]) == 0
+    assert promote.main(["--study", "melanoma-study", f"paths.mlruns_dir={store}"]) == 0
     assert "version 1 (alias @champion)" in capsys.readouterr().out
     client = mlflow.tracking.MlflowClient(tracking_uri(None, store))
     version = client.get_model_version_by_alias("melanoma-classifier", "champion")
@@ -103,9 +103,29 @@ def test_promote_registers_the_champion_with_its_validation_threshold(trained_mo
     assert float(version.tags["melanoma_alert_threshold"]) == pytest.approx(
         run.data.metrics["val_melanoma_alert_threshold"])
     image = catalog.split("test")["path"][0]
-    assert predict.main([image, "--json", "--tracking-uri", tracking_uri(None, store)]) == 0  # default: champion
+    assert predict.main([image, "--json", f"paths.mlruns_dir={store}"]) == 0  # default: champion
     assert json.loads(capsys.readouterr().out)["predictions"][0]["path"] == image
-    assert promote.main(["--study", "nope", "--tracking-uri", tracking_uri(None, store)]) == 1
+    assert promote.main(["--study", "nope", f"paths.mlruns_dir={store}"]) == 1
+
+
+def test_predict_and_promote_find_the_store_that_paths_root_dir_names(trained_model, tmp_path, monkeypatch, capsys):
+    from melanoma_lab.serving import promote
+    uri, run, catalog, store = trained_model
+    assert store == tmp_path / "mlruns"  # logged with paths.root_dir=<tmp_path>
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the fixture's mlflow.set_tracking_uri set it
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the default store, ./mlruns, does not hold the run here
+    image = catalog.split("test")["path"][0]
+    assert predict.main([image, "--model", uri, "--json"]) == 2
+    assert promote.main(["--run", run.info.run_id]) == 1
+    capsys.readouterr()
+    assert predict.main([image, "--model", uri, "--json", f"paths.root_dir={tmp_path}"]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"][0]["path"] == image
+    assert promote.main(["--run", run.info.run_id, f"paths.root_dir={tmp_path}"]) == 0
+    capsys.readouterr()
+    assert predict.main([image, "--json", f"paths.root_dir={tmp_path}"]) == 0  # serving.model_uri: the champion
+    assert json.loads(capsys.readouterr().out)["predictions"][0]["path"] == image
 
 
 def test_the_alert_line_names_the_models_melanoma_class():

@@ -78,13 +78,12 @@ def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path
     assert page.count("data:image/png;base64,") == 3 and "<table" in page
 
     (path.parent / "report.md").unlink()
-    assert report.main(["--study", "tiny-study", "--tracking-uri", tracking_uri(None, tmp_path / "mlruns"),
-                        "--out", str(path.parent), "--bootstrap-samples", "100"]) == 0
+    assert report.main(["--study", "tiny-study", f"paths.root_dir={tmp_path}", "study.bootstrap_samples=100"]) == 0
     assert "| m2 " in path.read_text()
 
 
 def test_report_of_unknown_study_says_what_to_do(tmp_path, capsys):
-    assert report.main(["--study", "nope", "--tracking-uri", tracking_uri(None, tmp_path / "mlruns")]) == 1
+    assert report.main(["--study", "nope", f"paths.root_dir={tmp_path}"]) == 1
     assert "make reproduce" in capsys.readouterr().err
 
 

@@ -203,3 +203,15 @@ def test_study_warns_about_requested_runs_the_report_lacks(store):
 
     client, _ = store
     assert missing_runs(["m1", "m2", "m3"], [1, 2], load_study(client, "s")) == [("m3", 1), ("m3", 2)]
+
+
+def test_the_report_command_reads_and_writes_where_the_conf_overrides_say(store, tmp_path, monkeypatch, capsys):
+    from melanoma_lab import report
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the default store, ./mlruns, has no study here
+    assert report.main(["--study", "s"]) == 1 and "no MLflow experiment" in capsys.readouterr().err
+    assert report.main([f"paths.root_dir={tmp_path}", "study.name=s", "study.bootstrap_samples=50"]) == 0
+    written = tmp_path / "experiments" / "reports" / "s" / "report.md"  # study.reports_dir of the same root
+    assert written.is_file() and "| m2 " in written.read_text() and not (elsewhere / "experiments").exists()

@@ -43,7 +43,7 @@ def test_predict_and_served_model_reproduce_the_runs_test_predictions(tiny_cfg, 
     threshold = run.data.metrics["val_melanoma_alert_threshold"]
     test_folder = load_catalog(cfg.dataset).root / "Test"
 
-    code, payload = _predict_json([str(test_folder), "--model", uri, "--tracking-uri", store], capsys)
+    code, payload = _predict_json([str(test_folder), "--model", uri, f"tracking.tracking_uri={store}"], capsys)
     assert code == 0 and payload["threshold"] == threshold
     predicted = pd.DataFrame({p["path"]: p["probabilities"] for p in payload["predictions"]}).T[classes]
     assert sorted(predicted.index) == sorted(expected.index)
@@ -83,16 +83,16 @@ def test_no_melanoma_in_validation_means_no_alert_anywhere(tiny_cfg, tmp_path, c
     assert served.metadata.metadata["melanoma_alert_threshold"] is None
     images = sorted((root / "Test" / "melanoma").iterdir())[:3]
 
-    code, payload = _predict_json([str(p) for p in images] + ["--model", uri, "--tracking-uri", store], capsys)
+    code, payload = _predict_json([str(p) for p in images] + ["--model", uri, f"tracking.tracking_uri={store}"], capsys)
     assert code == 0 and payload["threshold"] is None and "no calibrated melanoma alert" in payload["alert_note"]
     assert [p["alert"] for p in payload["predictions"]] == [None] * 3
-    assert predict.main([str(images[0]), "--model", uri, "--tracking-uri", store]) == 0
+    assert predict.main([str(images[0]), "--model", uri, f"tracking.tracking_uri={store}"]) == 0
     out = capsys.readouterr().out
     assert "note: this model has no calibrated melanoma alert" in out and "MELANOMA ALERT" not in out
 
     table = served.predict(pd.DataFrame({"image": [encode_image(p) for p in images]}))
     assert table["melanoma_alert"].isna().all() and table["alert_note"].str.contains("validation holds no").all()
 
-    assert promote.main(["--run", run.info.run_id, "--tracking-uri", store]) == 0
+    assert promote.main(["--run", run.info.run_id, f"tracking.tracking_uri={store}"]) == 0
     version = mlflow.tracking.MlflowClient(store).get_model_version_by_alias("melanoma-classifier", "champion")
     assert version.tags["threshold_chosen_on"].startswith("none: this model has no calibrated melanoma alert")

@@ -11,7 +11,6 @@ from PIL import Image
 
 from melanoma_lab.serving import promote
 from melanoma_lab.serving.classifier import encode_image
-from melanoma_lab.tracking.store import tracking_uri
 from melanoma_lab.tracking.server import stop_group, wait_until_up
 from melanoma_lab.tune_local_cluster import free_port
 
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def test_served_champion_predicts_raw_real_size_images(trained_model, tmp_path):
     _, run, catalog, store = trained_model
-    assert promote.main(["--run", run.info.run_id, "--tracking-uri", tracking_uri(None, store)]) == 0
+    assert promote.main(["--run", run.info.run_id, f"paths.mlruns_dir={store}"]) == 0
     images = []
     for index, (path, size) in enumerate(zip(catalog.split("test")["path"][:2], [(1022, 767), (600, 450)])):
         images.append(tmp_path / f"lesion{index}.{'jpg' if index == 0 else 'png'}")

@@ -10,8 +10,9 @@ import sys
 import textwrap
 
 import mlflow
+import pytest
 
-from melanoma_lab.experiment import finished_twin, make_tracker
+from melanoma_lab.runs import finished_twin, make_tracker
 from melanoma_lab.tracking.store import tracking_uri
 from melanoma_lab.tracking.run import RunTracker
 
@@ -84,15 +85,15 @@ def test_the_command_lists_then_repairs_stale_runs(tmp_path, capsys):
     orphan = client.create_run(client.create_experiment("exp"), run_name="orphan",
                                tags={"host": socket.gethostname(), "pid": dead.stdout.strip()})
 
-    assert main(["--tracking-uri", uri]) == 0
+    assert main([f"tracking.tracking_uri={uri}"]) == 0
     listed = capsys.readouterr().out
     assert f"{orphan.info.run_id}  exp/orphan" in listed and "1 run(s)" in listed
     assert client.get_run(orphan.info.run_id).info.status == "RUNNING"  # listing changes nothing
 
-    assert main(["--tracking-uri", uri, "--repair"]) == 0
+    assert main([f"tracking.tracking_uri={uri}", "--repair"]) == 0
     assert "1 run(s) of host" in capsys.readouterr().out
     assert client.get_run(orphan.info.run_id).info.status == "FAILED"
-    main(["--tracking-uri", uri])
+    main([f"tracking.tracking_uri={uri}"])
     assert "0 run(s)" in capsys.readouterr().out
 
 
@@ -107,3 +108,24 @@ def test_runs_record_the_slurm_job_that_scancel_names(monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")  # a task of job array 40: its own id may be 40 (every task)
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
     assert owner_tags()["slurm_job_id"] == "40_1"
+
+
+def test_the_command_finds_the_store_that_the_conf_overrides_name(tmp_path, monkeypatch, capsys):
+    from melanoma_lab.tracking.stale_runs import main
+
+    root = tmp_path / "lab"  # runs logged with paths.root_dir=<root>
+    uri = tracking_uri(None, root / "mlruns")
+    client = mlflow.tracking.MlflowClient(uri)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = client.create_run(client.create_experiment("exp"), run_name="orphan",
+                               tags={"host": socket.gethostname(), "pid": dead.stdout.strip()}).info.run_id
+    monkeypatch.chdir(tmp_path)  # the default store, ./mlruns, is another (empty) one here
+    for store in ([], ["paths.root_dir=lab"], [f"paths.root_dir={root}"], [f"paths.mlruns_dir={root / 'mlruns'}"],
+                  [f"tracking.tracking_uri={uri}"], ["--tracking-uri", uri]):
+        assert main(store) == 0
+        assert ("1 run(s)" if store else "0 run(s)") in capsys.readouterr().out, store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # as for training, the variable names the store first
+    assert main([]) == 0 and f"{orphan}  exp/orphan" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit:
+        main(["paths.no_such_key=1"])
+    assert exit.value.code == 2 and "paths.no_such_key" in capsys.readouterr().err

@@ -1,7 +1,9 @@
 """Hydra sweeps: one MLflow parent run per sweep, jobs as children, a failing job does not stop the others."""
 
+import json
 import subprocess
 import sys
+import textwrap
 
 import mlflow
 import pandas as pd
@@ -25,6 +27,30 @@ def test_summary_keeps_the_newest_child_of_each_job():
     table = summary_table(children, ("val_balanced_accuracy", "test_balanced_accuracy"))
     assert list(table["run_name"]) == ["b2", "a2"] and list(table["status"]) == ["FINISHED", "FINISHED"]
     assert list(table["val_balanced_accuracy"]) == [0.6, 0.5] and table["test_balanced_accuracy"].isna().all()
+
+
+def test_the_sweep_callback_opens_and_closes_the_parent_run_without_tensorflow(tmp_path):
+    # the launcher process of a Ray or Slurm sweep never trains: its parent run must not load TensorFlow
+    script = textwrap.dedent(f"""
+        import json, sys
+        from hydra import compose, initialize_config_dir
+        from melanoma_lab.composition import CONF_DIR
+        from melanoma_lab.config import register_configs
+        from melanoma_lab.sweep import MlflowSweepCallback
+        register_configs()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=["paths.root_dir={tmp_path}", "hydra.sweep.dir={tmp_path}/sweep"],
+                          return_hydra_config=True)
+        MlflowSweepCallback().on_multirun_start(cfg)
+        MlflowSweepCallback().on_multirun_end(cfg)
+        print(json.dumps(sorted(name for name in ("tensorflow", "keras") if name in sys.modules)))
+        """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    [parent] = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id], "tags.kind = 'sweep'")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs"] == 0
 
 
 def _sweep(root, *swept):

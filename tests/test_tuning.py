@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from melanoma_lab.config import ConfigError
-from melanoma_lab.experiment import config_hash
+from melanoma_lab.runs import config_hash
 from melanoma_lab.tracking.store import tracking_uri
 from melanoma_lab.config import validate
 from melanoma_lab.tuning import check_search_space, tuned_experiment

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from melanoma_lab.composition import compose
-from melanoma_lab.bench.throughput import REAL_DATA, data_overrides, peak_rss_mb, train_seed_pipeline
+from melanoma_lab.bench.measure import REAL_DATA, data_overrides, peak_rss_mb
+from melanoma_lab.bench.throughput import train_seed_pipeline
 
 SEED_EPOCHS = {"m1": 20, "m2": 20, "m3": 30}
 SEED_AUGMENTOR_PER_CLASS = 500

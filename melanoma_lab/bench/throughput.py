@@ -33,8 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from melanoma_lab.bench import backends
-from melanoma_lab.bench.measure import (BATCH, REAL_DATA, SEED, SIZE, FitTimer,  # noqa: F401 (study, tests use them)
-                                        data_overrides, peak_rss_mb)
+from melanoma_lab.bench.measure import BATCH, REAL_DATA, SEED, SIZE, FitTimer, data_overrides
 from melanoma_lab.composition import compose
 from melanoma_lab.data.staging import write_atomically
 

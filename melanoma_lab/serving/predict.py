@@ -1,10 +1,11 @@
 """Predict lesion classes for images, with a melanoma alert and optional Grad-CAM overlays.
 
-    python -m melanoma_lab.serving.predict IMAGE_OR_FOLDER... [--model MODEL_URI] [--json] [--out DIR]
+    python -m melanoma_lab.serving.predict IMAGE_OR_FOLDER... [--model MODEL_URI] [--json] [--out DIR] [key=value ...]
 
-``MODEL_URI`` is any MLflow model URI of a model logged by melanoma_lab (default: the registered
-champion ``models:/melanoma-classifier@champion``, see ``python -m melanoma_lab.serving.promote``; or
-``runs:/<run_id>/model``, ``models:/<model_id>``). Class names, input size, test-time augmentation and the
+``MODEL_URI`` is any MLflow model URI of a model logged by melanoma_lab (default: ``serving.model_uri``, the
+registered champion ``models:/melanoma-classifier@champion``, see ``python -m melanoma_lab.serving.promote``; or
+``runs:/<run_id>/model``, ``models:/<model_id>``), in the store that ``key=value`` overrides of ``conf/`` name
+(``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``: :mod:`melanoma_lab.command_line`), as for training. Class names, input size, test-time augmentation and the
 melanoma alert threshold (chosen on validation data) come from the model's metadata, and each image goes
 through the run's own evaluation path (:mod:`melanoma_lab.inference`), so a run's Test folder gives its
 ``evaluation/test_predictions.csv``. A model whose validation held no melanoma has no calibrated alert: no
@@ -31,7 +32,8 @@ import numpy as np
 from melanoma_lab.data.pipeline import load_image
 from melanoma_lab.gradcam import grad_cam
 from melanoma_lab.inference import ModelSettings, preprocess
-from melanoma_lab.tracking.store import tracking_uri
+from melanoma_lab.command_line import parse_with_config
+from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -158,17 +160,17 @@ def write_csv(predictions: list[Prediction], classes: list[str], path: Path) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files or folders")
-    parser.add_argument("--model", default="models:/melanoma-classifier@champion",
-                        help="MLflow model URI (default: the champion; or runs:/<run_id>/model)")
-    parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or ./mlruns")
+    parser.add_argument("--model", default=None,
+                        help="MLflow model URI (default: serving.model_uri, the champion; or runs:/<run_id>/model)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--out", type=Path, help="folder for predictions.csv and Grad-CAM overlays")
-    args = parser.parse_args(argv)
-    mlflow.set_tracking_uri(tracking_uri(args.tracking_uri, "mlruns"))
+    args, cfg = parse_with_config(parser, argv)
+    model_uri = args.model or cfg.serving.model_uri
     try:
-        loaded = load_model(args.model)
+        with fluent_tracking_uri(configured_tracking_uri(cfg)):
+            loaded = load_model(model_uri)
     except Exception as error:  # noqa: BLE001 - any load failure is one clear message
-        print(f"error: cannot load model {args.model}: {error}", file=sys.stderr)
+        print(f"error: cannot load model {model_uri}: {error}", file=sys.stderr)
         return 2
     settings = loaded.settings
     paths = expand(args.inputs)

@@ -1,11 +1,13 @@
 """Register a trained model as the champion melanoma classifier in the MLflow Model Registry.
 
-    python -m melanoma_lab.serving.promote --run RUN_ID
-    python -m melanoma_lab.serving.promote --study NAME [--metric val_balanced_accuracy]
+    python -m melanoma_lab.serving.promote --run RUN_ID [key=value ...]
+    python -m melanoma_lab.serving.promote --study NAME [--metric val_balanced_accuracy] [key=value ...]
 
 The model version gets the alias ``champion`` and tags with its class names, input size and the melanoma
 alert threshold that was chosen on VALIDATION data (with the validation sensitivity and specificity at it).
-Nothing is retrained; ``python -m melanoma_lab.serving.predict IMAGES`` then uses the champion by default.
+Nothing is retrained; ``python -m melanoma_lab.serving.predict IMAGES`` then uses the champion by default. The
+store is the one ``key=value`` overrides of ``conf/`` name (``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``:
+:mod:`melanoma_lab.command_line`), as for training.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import sys
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from melanoma_lab.tracking.store import tracking_uri
+from melanoma_lab.command_line import parse_with_config
+from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
 
 REGISTERED_NAME = "melanoma-classifier"
 ALIAS = "champion"
@@ -66,14 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--run", help="MLflow run id whose model to promote")
     source.add_argument("--study", help="promote the best run of this study (MLflow experiment)")
     parser.add_argument("--metric", default="val_balanced_accuracy", help="what 'best' means with --study")
-    parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or ./mlruns")
-    args = parser.parse_args(argv)
-    uri = tracking_uri(args.tracking_uri, "mlruns")
-    mlflow.set_tracking_uri(uri)
+    args, cfg = parse_with_config(parser, argv)
+    uri = configured_tracking_uri(cfg)
     client = MlflowClient(uri)
     try:
-        run_id = args.run or best_run(client, args.study, args.metric)
-        version = promote(client, run_id)
+        with fluent_tracking_uri(uri):  # register_model, get_model_info and search_logged_models are fluent
+            run_id = args.run or best_run(client, args.study, args.metric)
+            version = promote(client, run_id)
     except (LookupError, mlflow.exceptions.MlflowException) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

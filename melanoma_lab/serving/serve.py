@@ -18,7 +18,7 @@ import mlflow
 from omegaconf import DictConfig
 
 from melanoma_lab.config import register_configs, validate
-from melanoma_lab.tracking.store import tracking_uri
+from melanoma_lab.tracking.store import configured_tracking_uri
 
 
 def serve_command(cfg: DictConfig) -> list[str]:
@@ -32,7 +32,7 @@ def serve_command(cfg: DictConfig) -> list[str]:
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     validate(cfg)
-    uri = tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir)
+    uri = configured_tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     try:
         metadata = mlflow.models.get_model_info(cfg.serving.model_uri).metadata or {}

@@ -14,7 +14,6 @@ from functools import wraps
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
-import keras
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
@@ -256,21 +255,4 @@ class RunTracker:
         logs to the active run), with the same handling of a full or unwritable store as every artifact."""
         self._write("model", write)
         self.set_tags({MODEL_LOGGED: "true"})
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """Log Keras' epoch logs (loss, accuracy, val_*, learning rate) and the epoch's wall time
-    (``epoch_seconds``, training plus validation) to the run, one batch per epoch."""
-
-    def __init__(self, tracker: RunTracker):
-        super().__init__()
-        self.tracker = tracker
-        self.started = time.perf_counter()
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        metrics = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
-        self.tracker.log_metrics(metrics | {"epoch_seconds": time.perf_counter() - self.started}, step=epoch)
 

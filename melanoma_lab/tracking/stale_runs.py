@@ -5,10 +5,11 @@ a cross-validation, a sweep or a hyperparameter search marks FAILED, with an ``e
 of this host whose process is gone, in every MLflow experiment of the store and whatever its config (one
 search). Runs of other hosts cannot be judged from here and are left alone. By hand:
 
-    python -m melanoma_lab.tracking.stale_runs [--repair] [--tracking-uri URI]
+    python -m melanoma_lab.tracking.stale_runs [--repair] [key=value ...]
 
-lists this host's stale runs (``--repair`` marks them FAILED); the store is MLFLOW_TRACKING_URI or ./mlruns,
-as for ``python -m melanoma_lab`` run from the same folder.
+lists this host's stale runs (``--repair`` marks them FAILED) in the store that ``key=value`` overrides of
+``conf/`` name (``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``: :mod:`melanoma_lab.command_line`), as for
+``python -m melanoma_lab`` with the same overrides.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from melanoma_lab.tracking.processes import owner_alive
-from melanoma_lab.tracking.store import retry_locked, tracking_uri
+from melanoma_lab.tracking.store import configured_tracking_uri, retry_locked
 from melanoma_lab.tracking.run import RunTracker
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,12 @@ def describe(run: Run, experiment_names: dict[str, str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from melanoma_lab.command_line import parse_with_config  # composes conf/: only the command line needs it
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repair", action="store_true", help="mark the stale runs FAILED (default: only list)")
-    parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or ./mlruns")
-    args = parser.parse_args(argv)
-    client = MlflowClient(tracking_uri(args.tracking_uri, "mlruns"))
+    args, cfg = parse_with_config(parser, argv)
+    client = MlflowClient(configured_tracking_uri(cfg))
     stale = fail_stale_runs(client) if args.repair else find_stale_runs(client)
     names = {e.experiment_id: e.name for e in _all_pages(client.search_experiments)}
     for run in stale:

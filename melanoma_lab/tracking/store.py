@@ -48,6 +48,12 @@ def tracking_uri(configured: str | None, mlruns_dir: str | Path) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
+def configured_tracking_uri(cfg) -> str:
+    """The store of a composed config (``cfg.tracking.tracking_uri``, ``cfg.paths.mlruns_dir``): the one resolution
+    every command uses, training or not (:func:`tracking_uri`)."""
+    return tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir)
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast (instead of MLflow's minutes of retries) when an HTTP tracking server does not answer."""
     parsed = urlparse(uri)
