@@ -29,7 +29,8 @@ from melanoma_lab.tracking.provenance import code_version, provenance_tags
 from melanoma_lab.tracking.stale_runs import repair_stale_runs
 from melanoma_lab.tracking.store import tracking_uri
 from melanoma_lab.tracking.run import RunTracker, flatten
-from melanoma_lab.training import best_epoch, seed_everything, train_model
+from melanoma_lab.runtime import runtime, seed_everything
+from melanoma_lab.training import best_epoch, train_model
 from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,15 @@ def override_tags(overrides: list[str] | None) -> dict[str, str]:
     return {"overrides": " ".join(overrides or []), **{f"override.{key}": value for key, value in pairs}}
 
 
-def make_tracker(cfg: DictConfig, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> RunTracker:
-    """A run in the configured store and MLflow experiment, tagged for provenance."""
+def make_tracker(cfg: DictConfig, run_name: str, tags: dict[str, str], parent_run_id: str | None = None,
+                 primary: bool = True) -> RunTracker:
+    """A run in the configured store and MLflow experiment, tagged for provenance (none in a process that trains
+    with others but is not their primary: only the primary logs, see :class:`melanoma_lab.runtime.Processes`)."""
     provenance = {"study": cfg.study.name, "dataset": cfg.dataset.name, "seed": str(cfg.trainer.seed),
                   **provenance_tags()}
     if cfg.study.get("launch"):  # set by python -m melanoma_lab.study: the report uses only these runs
         provenance |= {"launched_by": "study", "study_launch": cfg.study.launch}
-    return RunTracker(cfg.tracking.enabled, tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir),
+    return RunTracker(cfg.tracking.enabled and primary, tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir),
                       cfg.tracking.experiment_name, run_name, Path(cfg.paths.mlruns_dir).resolve(),
                       provenance | tags, parent_run_id)
 
@@ -122,19 +125,20 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
     final validation and test metrics."""
     started = time.perf_counter()
     validate(cfg)
+    keras.backend.clear_session()  # a fresh graph per run, also for several runs in one process (sweeps)
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # before the backend starts (GPU determinism)
+    processes = runtime().join(cfg.trainer.strategy)  # multi_worker: all processes of the run meet here
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     audited = audited or load_audited_data(cfg, output_dir)
     catalog, report, files = audited.catalog, audited.report, audited.files
 
-    keras.backend.clear_session()  # a fresh graph per run, also for several runs in one process (sweeps)
-    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     identity = run_identity(cfg, files, fold)
     tracker = make_tracker(cfg, cfg.name if fold is None else f"{cfg.name}-fold{fold + 1}",
                            {"experiment": cfg.name, "output_dir": str(output_dir.resolve()), **identity,
-                            **override_tags(overrides)},
-                           parent_run_id)
+                            **override_tags(overrides), "runtime.processes": str(processes.count)},
+                           parent_run_id, processes.primary)
     previous = finished_twin(cfg, tracker, identity)
     if previous is not None:
         return previous
