@@ -128,6 +128,12 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
     keras.backend.clear_session()  # a fresh graph per run, also for several runs in one process (sweeps)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # before the backend starts (GPU determinism)
     processes = runtime().join(cfg.trainer.strategy)  # multi_worker: all processes of the run meet here
+    if processes.count > 1 and (cfg.tracking.skip_finished or cfg.trainer.resume):
+        # only the primary process sees the store: a reuse or resume decided there alone would leave the others
+        # waiting for it forever
+        log.warning("trainer.strategy=%s with %d processes: every process trains from scratch (no reuse of a "
+                    "FINISHED run, no resume)", cfg.trainer.strategy, processes.count)
+        cfg = OmegaConf.merge(cfg, {"tracking": {"skip_finished": False}, "trainer": {"resume": False}})
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     audited = audited or load_audited_data(cfg, output_dir)

@@ -228,3 +228,20 @@ def test_multi_worker_trains_one_run_across_two_jax_processes(tmp_path):
     weights = [keras.saving.load_model(tmp_path / f"process{i}" / "checkpoints" / "best.keras").get_weights()
                for i in range(2)]
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
+
+
+def test_a_run_of_several_processes_always_trains(tiny_cfg, tmp_path, monkeypatch):
+    """Only process 0 sees the store: reusing a FINISHED twin there would leave the other processes waiting."""
+    import mlflow
+
+    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.tracking.store import tracking_uri
+
+    cfg = tiny_cfg("tracking.log_model=false")
+    run_experiment(cfg, tmp_path / "first")
+    monkeypatch.setattr(type(runtime()), "join", lambda self, strategy: Processes(0, 2))
+    run_experiment(cfg, tmp_path / "second")  # same config, data and code: reused if it ran alone
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted((run.data.tags["runtime.processes"], run.data.params["tracking.skip_finished"]) for run in runs) == [
+        ("1", "True"), ("2", "False")]
