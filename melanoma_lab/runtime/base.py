@@ -55,7 +55,7 @@ class BackendRuntime:
         if strategy != "default":
             raise ConfigError(f"trainer.strategy={strategy} is not available on the {self.backend} backend "
                               f"(KERAS_BACKEND={self.backend}); use trainer.strategy=default, or "
-                              "KERAS_BACKEND=jax / tensorflow (README: Distributed training)")
+                              "KERAS_BACKEND=jax / tensorflow (README: Several devices)")
         return contextlib.nullcontext()
 
     def training_batches(self, dataset: Any, batch_size: int) -> Any:

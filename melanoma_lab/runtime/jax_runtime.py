@@ -20,7 +20,7 @@ import jax
 import keras
 
 from melanoma_lab.errors import ConfigError
-from melanoma_lab.runtime.base import Accelerator, BackendRuntime, Processes
+from melanoma_lab.runtime.base import STRATEGIES, Accelerator, BackendRuntime, Processes
 
 log = logging.getLogger(__name__)
 ENVIRONMENT = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID")
@@ -34,6 +34,9 @@ def _capability(device: Any) -> tuple[int, int] | None:
 
 class JaxRuntime(BackendRuntime):
     backend = "jax"
+
+    def __init__(self) -> None:
+        self._twins: dict[int, keras.Model] = {}
 
     def accelerators(self) -> list[Accelerator]:
         return [Accelerator(device.device_kind, _capability(device)) for device in jax.local_devices()
@@ -52,7 +55,7 @@ class JaxRuntime(BackendRuntime):
             if missing:
                 raise ConfigError(f"trainer.strategy=multi_worker on the JAX backend needs {', '.join(missing)} in the "
                                   "environment of every process (coordinator host:port, number of processes, this "
-                                  "process's id 0..N-1; README: Distributed training)")
+                                  "process's id 0..N-1; README: Several devices)")
             jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process collectives on CPU
             keras.distribution.initialize()
             log.info("process %d of %d joined %s: %d global device(s), %d local", jax.process_index(),
@@ -62,7 +65,7 @@ class JaxRuntime(BackendRuntime):
     def scope(self, strategy: str) -> ContextManager[Any]:
         """``default``: no distribution; ``mirrored`` and ``multi_worker``: ``DataParallel`` over every device,
         local ones (one process) or global ones (after :meth:`join`). Set globally: ``fit`` reads it too."""
-        if strategy not in ("default", "mirrored", "multi_worker"):
+        if strategy not in STRATEGIES:
             return super().scope(strategy)
         keras.distribution.set_distribution(
             None if strategy == "default" else keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
@@ -78,9 +81,6 @@ class JaxRuntime(BackendRuntime):
             raise ConfigError(f"dataset.batch_size={batch_size} must be a multiple of the {count} processes of "
                               "trainer.strategy=multi_worker (each takes an equal slice of every batch)")
         return dataset.rebatch(batch_size, drop_remainder=True)
-
-    def __init__(self) -> None:
-        self._twins: dict[int, keras.Model] = {}
 
     def _twin(self, model: keras.Model) -> keras.Model:
         """A copy of ``model`` on this process's devices (built once, without the distribution), with its
