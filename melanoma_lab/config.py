@@ -65,8 +65,8 @@ class TrainerConfig:
     deterministic: bool = False
     monitor: str = "val_loss"  # picks the best epoch (early stopping, checkpoint); val_bacc: balanced accuracy
     resume: bool = False  # continue an interrupted (KILLED/FAILED) run of the same config from its last epoch
-    precision: str = "auto"  # float32 | mixed_bfloat16 | mixed_float16 | auto (mixed_float16 on a GPU)
-    strategy: str = "default"  # default | mirrored (all local GPUs) | multi_worker (machines in TF_CONFIG)
+    precision: str = "auto"  # float32 | mixed_bfloat16 | mixed_float16 | auto (by device: melanoma_lab.runtime)
+    strategy: str = "default"  # default | mirrored (all local devices) | multi_worker (processes; README)
     verbose: int = 2
 
 

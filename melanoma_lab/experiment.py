@@ -25,7 +25,8 @@ from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_dat
 from melanoma_lab.serving.classifier import log_classifier
 from melanoma_lab.runs import finished_twin, make_tracker, override_tags, run_identity
 from melanoma_lab.tracking.run import RunTracker, flatten
-from melanoma_lab.training import best_epoch, seed_everything, train_model
+from melanoma_lab.runtime import runtime, seed_everything
+from melanoma_lab.training import best_epoch, train_model
 from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)
@@ -67,19 +68,26 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
     final validation and test metrics."""
     started = time.perf_counter()
     validate(cfg)
+    keras.backend.clear_session()  # a fresh graph per run, also for several runs in one process (sweeps)
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # before the backend starts (GPU determinism)
+    processes = runtime().join(cfg.trainer.strategy)  # multi_worker: all processes of the run meet here
+    if processes.count > 1 and (cfg.tracking.skip_finished or cfg.trainer.resume):
+        # only the primary process sees the store: a reuse or resume decided there alone would leave the others
+        # waiting for it forever
+        log.warning("trainer.strategy=%s with %d processes: every process trains from scratch (no reuse of a "
+                    "FINISHED run, no resume)", cfg.trainer.strategy, processes.count)
+        cfg = OmegaConf.merge(cfg, {"tracking": {"skip_finished": False}, "trainer": {"resume": False}})
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     audited = audited or load_audited_data(cfg, output_dir)
     catalog, report, files = audited.catalog, audited.report, audited.files
 
-    keras.backend.clear_session()  # a fresh graph per run, also for several runs in one process (sweeps)
-    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     identity = run_identity(cfg, files, fold)
     tracker = make_tracker(cfg, cfg.name if fold is None else f"{cfg.name}-fold{fold + 1}",
                            {"experiment": cfg.name, "output_dir": str(output_dir.resolve()), **identity,
-                            **override_tags(overrides)},
-                           parent_run_id)
+                            **override_tags(overrides), "runtime.processes": str(processes.count)},
+                           parent_run_id, processes.primary)
     previous = finished_twin(cfg, tracker, identity, needs_model=cfg.tracking.log_model)
     if previous is not None:
         return previous

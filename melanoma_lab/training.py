@@ -1,10 +1,10 @@
-"""Fit a compiled Keras model: seeding, precision, loss, learning-rate schedule, callbacks and history."""
+"""Fit a compiled Keras model: loss, learning-rate schedule, callbacks and history (precision, seeding and
+distribution: :mod:`melanoma_lab.runtime`)."""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import keras
@@ -15,45 +15,16 @@ from omegaconf import DictConfig
 from sklearn.metrics import balanced_accuracy_score
 
 from melanoma_lab.augmentation import build_augmentation
-from melanoma_lab.config import ConfigError
 from melanoma_lab.data.pipeline import make_dataset
 from melanoma_lab.plugins import build
 from melanoma_lab.preparation import PreparedData
+from melanoma_lab.runtime import runtime, set_precision
 from melanoma_lab.tracking.provenance import runtime_tags
 from melanoma_lab.tracking.epochs import EpochLogger
 from melanoma_lab.tracking.run import RunTracker
 
 log = logging.getLogger(__name__)
 MAXIMISED = ("val_accuracy", "val_bacc")
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed Python, NumPy and TensorFlow; optionally force TensorFlow's deterministic ops."""
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-
-
-def cpu_has_bfloat16() -> bool:
-    """Whether this (Linux) CPU has native bfloat16 instructions (AVX-512 BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def set_precision(precision: str) -> str:
-    """Set Keras' global dtype policy. ``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with
-    native bfloat16, float32 otherwise."""
-    policy = precision
-    if precision == "auto":
-        if tf.config.list_physical_devices("GPU"):
-            policy = "mixed_float16"
-        else:
-            policy = "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
 
 
 def build_loss(cfg: DictConfig) -> keras.losses.Loss:
@@ -84,7 +55,8 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.one_hot = np.eye(num_classes, dtype=np.float32)[labels]
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        probabilities = self.model.predict(self.images, batch_size=self.batch_size, verbose=0)
+        with runtime().local_prediction(self.model) as model:
+            probabilities = model.predict(self.images, batch_size=self.batch_size, verbose=0)
         predicted = probabilities.argmax(axis=1)
         if logs is not None:
             logs["val_loss"] = float(self.loss(self.one_hot, probabilities))
@@ -113,21 +85,6 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, tracker: RunTracker, vali
     return [validation, LearningRateLogger(), EpochLogger(tracker), *configured]
 
 
-def distribution_strategy(name: str) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy of ``trainer.strategy``: ``default`` (one device), ``mirrored`` (every
-    local GPU, or the CPU) or ``multi_worker`` (several machines described by ``TF_CONFIG``)."""
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise ConfigError("trainer.strategy=multi_worker needs TF_CONFIG (cluster and task of this worker) in "
-                              "the environment of every worker; on one machine use trainer.strategy=mirrored")
-        log.warning("Keras %s cannot fit() under MultiWorkerMirroredStrategy yet (PerReplica error, "
-                    "keras-team/keras#20585); the strategy is built, training is expected to fail", keras.__version__)
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def steps_per_epoch(cfg: DictConfig, data: PreparedData) -> int:
     return math.ceil(len(data.train.labels) / cfg.dataset.batch_size)
 
@@ -136,7 +93,7 @@ def compile_model(cfg: DictConfig, num_classes: int, steps: int) -> tuple[keras.
     """The configured model, compiled with its loss and optimizer under ``trainer.strategy``."""
     size = cfg.dataset.image_size
     set_precision(cfg.trainer.precision)
-    with distribution_strategy(cfg.trainer.strategy).scope():
+    with runtime().scope(cfg.trainer.strategy):
         model = instantiate(cfg.model, input_shape=(size, size, 3), num_classes=num_classes, _convert_="all")
         loss = build_loss(cfg)
         rate = learning_rate(cfg, steps)
@@ -150,6 +107,7 @@ def training_inputs(cfg: DictConfig, data: PreparedData, loss: keras.losses.Loss
     """The augmented training batches, the per-epoch validation callback and the class weights of ``cfg``."""
     seed, batch, num_classes = cfg.trainer.seed, cfg.dataset.batch_size, len(data.classes)
     train_ds = make_dataset(data.train, num_classes, batch, True, seed, build_augmentation(cfg.augmentation, seed))
+    train_ds = runtime().training_batches(train_ds, batch)  # what this process feeds (all of it, but multi_worker)
     validation = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, num_classes,
                                    loss, batch)
     return train_ds, validation, data.class_weight
@@ -165,6 +123,7 @@ def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output
     if model.optimizer.use_ema:  # validate, select and keep the averaged weights (swapped in at each epoch's end)
         callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     history = fit(model, train_ds, cfg.trainer, callbacks, class_weight)
+    model = runtime().local_model(model)  # multi_worker: evaluate and save from this process alone
     if tracker.resumed:  # fit() only returns the epochs of this invocation; the run has them all
         history = tracker.epoch_history(list(history))
     return model, history

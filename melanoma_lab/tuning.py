@@ -36,9 +36,10 @@ from melanoma_lab.runs import config_hash, make_tracker
 from melanoma_lab.preparation import PreparedData, load_audited_data, prepare_data
 from melanoma_lab.tracking.stale_runs import repair_stale_runs
 from melanoma_lab.tracking.provenance import code_version
+from melanoma_lab.runtime import seed_everything
 from melanoma_lab.tracking.epochs import EpochLogger
 from melanoma_lab.tracking.run import RunTracker, flatten
-from melanoma_lab.training import MAXIMISED, build_loss, compile_model, seed_everything, steps_per_epoch, training_inputs
+from melanoma_lab.training import MAXIMISED, build_loss, compile_model, steps_per_epoch, training_inputs
 from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from melanoma_lab.errors import ConfigError
-from melanoma_lab.training import ValidationMetrics, best_epoch, build_loss, learning_rate, set_precision
+from melanoma_lab.runtime import cpu_has_bfloat16, set_precision
+from melanoma_lab.training import ValidationMetrics, best_epoch, build_loss, learning_rate
 from tests.conftest import compose_config
 
 
@@ -42,8 +43,6 @@ def test_loss_schedule_and_precision_come_from_config():
     try:
         assert set_precision("mixed_bfloat16") == "mixed_bfloat16"
         assert keras.mixed_precision.global_policy().compute_dtype == "bfloat16"
-        from melanoma_lab.training import cpu_has_bfloat16
-
         assert set_precision("auto") == ("mixed_bfloat16" if cpu_has_bfloat16() else "float32")
     finally:
         set_precision("float32")

@@ -118,7 +118,7 @@ def time_scaling(data: str | None, workdir: Path, factors: tuple[int, ...] = (1,
 
     from melanoma_lab.data.pipeline import DecodedImages, decode, make_dataset
     from melanoma_lab.datasets import load_catalog
-    from melanoma_lab.training import set_precision
+    from melanoma_lab.runtime import set_precision
 
     cfg = compose(["experiment=m1"] + data_overrides(data, workdir))
     set_precision(cfg.trainer.precision)

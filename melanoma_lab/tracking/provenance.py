@@ -122,14 +122,13 @@ def cpu_model() -> str:
 
 
 def device_name() -> str:
-    """The GPU(s) TensorFlow trains on (name, ``N x name`` for several), else the CPU model."""
-    import tensorflow as tf
+    """The GPU(s) the Keras backend trains on (name, ``N x name`` for several), else the CPU model."""
+    from melanoma_lab.runtime import runtime
 
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = runtime().accelerators()
     if not gpus:
         return cpu_model()
-    names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
-    return names[0] if len(gpus) == 1 else f"{len(gpus)} x {names[0]}"
+    return gpus[0].name if len(gpus) == 1 else f"{len(gpus)} x {gpus[0].name}"
 
 
 def runtime_tags(precision: str) -> dict[str, str]:
