@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # TensorFlow extra (cpu | cuda) and further extras (comma-separated: dev, jax, torch): they name the lock file
 # requirements/<tf>-<extras>.txt that `make install` installs with hashes (README: Install). `make lock` writes it.
 TF ?= cpu
-EXTRAS ?= dev
+EXTRAS ?= dev,jax
 comma := ,
 PROFILE := $(TF)-$(subst $(comma),-,$(EXTRAS))
 LOCK := requirements/$(PROFILE).txt
