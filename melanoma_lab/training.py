@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from sklearn.metrics import balanced_accuracy_score
 
 from melanoma_lab.augmentation import build_augmentation
+from melanoma_lab.backend import gpus
 from melanoma_lab.config import ConfigError
-from melanoma_lab.data.pipeline import make_dataset
+from melanoma_lab.data.batches import make_dataset
+from melanoma_lab.ema import SwapEMAWeights
 from melanoma_lab.plugins import build
 from melanoma_lab.preparation import PreparedData
 from melanoma_lab.tracking.provenance import runtime_tags
@@ -30,6 +34,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed Python, NumPy and TensorFlow; optionally force TensorFlow's deterministic ops."""
     keras.utils.set_random_seed(seed)
     if deterministic:
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
 
 
@@ -47,7 +53,7 @@ def set_precision(precision: str) -> str:
     native bfloat16, float32 otherwise."""
     policy = precision
     if precision == "auto":
-        if tf.config.list_physical_devices("GPU"):
+        if gpus():
             policy = "mixed_float16"
         else:
             policy = "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
@@ -112,9 +118,14 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, tracker: RunTracker, vali
     return [validation, LearningRateLogger(), EpochLogger(tracker), *configured]
 
 
-def distribution_strategy(name: str) -> tf.distribute.Strategy:
+def distribution_strategy(name: str):
     """The ``tf.distribute`` strategy of ``trainer.strategy``: ``default`` (one device), ``mirrored`` (every
-    local GPU, or the CPU) or ``multi_worker`` (several machines described by ``TF_CONFIG``)."""
+    local GPU, or the CPU) or ``multi_worker`` (several machines described by ``TF_CONFIG``). On another backend
+    ``default`` is no strategy (a scope that does nothing)."""
+    if name == "default" and keras.backend.backend() != "tensorflow":
+        return SimpleNamespace(scope=contextlib.nullcontext)
+    import tensorflow as tf
+
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
@@ -145,7 +156,7 @@ def compile_model(cfg: DictConfig, num_classes: int, steps: int) -> tuple[keras.
 
 
 def training_inputs(cfg: DictConfig, data: PreparedData, loss: keras.losses.Loss
-                    ) -> tuple[tf.data.Dataset, ValidationMetrics, dict[int, float] | None]:
+                    ) -> tuple[Any, ValidationMetrics, dict[int, float] | None]:
     """The augmented training batches, the per-epoch validation callback and the class weights of ``cfg``."""
     seed, batch, num_classes = cfg.trainer.seed, cfg.dataset.batch_size, len(data.classes)
     train_ds = make_dataset(data.train, num_classes, batch, True, seed, build_augmentation(cfg.augmentation, seed))
@@ -162,14 +173,14 @@ def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output
     train_ds, validation, class_weight = training_inputs(cfg, data, loss)
     callbacks = build_callbacks(cfg, output_dir, tracker, validation, backup_dir)
     if model.optimizer.use_ema:  # validate, select and keep the averaged weights (swapped in at each epoch's end)
-        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        callbacks.insert(0, SwapEMAWeights(swap_on_epoch=True))
     history = fit(model, train_ds, cfg.trainer, callbacks, class_weight)
     if tracker.resumed:  # fit() only returns the epochs of this invocation; the run has them all
         history = tracker.epoch_history(list(history))
     return model, history
 
 
-def fit(model: keras.Model, train: tf.data.Dataset, trainer: DictConfig,
+def fit(model: keras.Model, train: Any, trainer: DictConfig,
         callbacks: list[keras.callbacks.Callback], class_weight: dict[int, float] | None = None) -> dict[str, list]:
     """Train for ``trainer.epochs`` (validation runs in the callbacks); returns Keras' per-epoch history."""
     history = model.fit(train, epochs=trainer.epochs, callbacks=callbacks, class_weight=class_weight,

@@ -20,8 +20,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CODE_FOLDERS = (PACKAGE_DIR.name, "conf")  # the package and its Hydra configs (``config_path="../conf"``)
-TRACKED_PACKAGES = ["melanoma-lab", "tensorflow-cpu", "tensorflow", "keras", "keras-tuner", "mlflow",
-                    "hydra-core", "Augmentor", "numpy", "pandas", "scikit-learn", "pillow"]
+TRACKED_PACKAGES = ["melanoma-lab", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "torch", "keras", "keras-tuner",
+                    "mlflow", "hydra-core", "Augmentor", "numpy", "pandas", "scikit-learn", "pillow"]
 SHORT = 12
 
 
@@ -119,14 +119,13 @@ def cpu_model() -> str:
 
 
 def device_name() -> str:
-    """The GPU(s) TensorFlow trains on (name, ``N x name`` for several), else the CPU model."""
-    import tensorflow as tf
+    """The GPU(s) the Keras backend trains on (name, ``N x name`` for several), else the CPU model."""
+    from melanoma_lab.backend import gpus
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
+    names = gpus()
+    if not names:
         return cpu_model()
-    names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
-    return names[0] if len(gpus) == 1 else f"{len(gpus)} x {names[0]}"
+    return names[0] if len(names) == 1 else f"{len(names)} x {names[0]}"
 
 
 def runtime_tags(precision: str) -> dict[str, str]:
