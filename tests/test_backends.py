@@ -108,3 +108,25 @@ table = model.predict(pd.DataFrame({{"image": [encode_image({str(images[0])!r})]
 assert table["error"].tolist() == [""] and abs(table.iloc[0, :9].sum() - 1) < 1e-4, table
 """, cwd=root)
     assert served.returncode == 0, served.stderr[-4000:]
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_model_trained_with_ema_weights_still_predicts_after_fit(backend, tmp_path):
+    """Keras 3.15's own SwapEMAWeights leaves JAX models whose next predict fails ("Array has been deleted")."""
+    pytest.importorskip(backend)
+    result = without_tensorflow(backend, "-c", """
+import keras, numpy as np
+from melanoma_lab.ema import SwapEMAWeights
+x, y = np.random.rand(32, 8, 8, 3).astype("float32"), np.eye(3)[np.arange(32) % 3]
+model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
+                          keras.layers.Dense(3, activation="softmax")])
+model.compile(optimizer=keras.optimizers.Adam(use_ema=True), loss="categorical_crossentropy")
+validate = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: model.predict(x, verbose=0))  # as ours
+model.fit(x, y, batch_size=8, epochs=1, callbacks=[SwapEMAWeights(swap_on_epoch=True), validate], verbose=0)
+average = [keras.ops.convert_to_numpy(v) for v in model.optimizer._model_variables_moving_average]
+assert all(np.array_equal(a, keras.ops.convert_to_numpy(v)) for a, v in zip(average, model.trainable_variables))
+for _ in range(2):
+    assert np.isfinite(model.predict(x, verbose=0)).all()
+""", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
