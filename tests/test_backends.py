@@ -11,7 +11,7 @@ import mlflow
 import pytest
 
 from melanoma_lab.serving.classifier import served_requirements
-from melanoma_lab.tracking.provenance import package_versions
+from melanoma_lab.tracking.provenance import cpu_model, package_versions
 from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY, TINY_AUGMENTOR
 
@@ -86,6 +86,7 @@ def test_every_experiment_trains_on_the_backend_without_tensorflow(trained):
     for name in ("m1", "m2", "m3", "m4", "m5"):
         assert runs[name].data.tags["runtime.keras_backend"] == backend, name
         assert f"version.{backend}" in runs[name].data.tags
+        assert runs[name].data.tags["runtime.device"] == cpu_model()  # the backend sees no GPU on this machine
 
 
 @pytest.mark.backends
