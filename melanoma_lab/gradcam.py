@@ -8,13 +8,14 @@ the convolution's activations) and after it, so the gradient reaches that convol
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-Probe = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+from melanoma_lab.runtime import gradient
+
+Probe = Callable[[Any, Any], tuple[Any, Any]]  # (images, shift) -> (last convolution's activations + shift, output)
 
 
 def _last_convolution(model: keras.Model) -> tuple[keras.layers.Layer, keras.Model | None]:
@@ -31,22 +32,36 @@ def _last_convolution(model: keras.Model) -> tuple[keras.layers.Layer, keras.Mod
     raise ValueError(f"model {model.name} has no Conv2D layer for Grad-CAM")
 
 
-def _probe(model: keras.Model) -> Probe:
-    """A function: image batch -> (last convolution's activations, the model's output)."""
+def _shifted(graph: keras.Model, conv: keras.layers.Layer) -> Callable[[Any, Any], list]:
+    """``graph`` as a function of (inputs, shift) whose ``conv`` outputs its activations plus ``shift``: the gradient
+    with respect to the shift (at zero) is the gradient with respect to the activations, on every backend (JAX
+    differentiates functions of their arguments, not intermediate tensors)."""
+    def run(inputs: Any, shift: Any) -> list:
+        def shifted(operation: keras.Operation) -> Callable:
+            return (lambda *args, **kwargs: keras.ops.add(operation(*args, **kwargs), shift)) if operation is conv \
+                else operation
+        return graph._run_through_graph(inputs, operation_fn=shifted)  # Functional.call's own walk of its graph
+
+    return run
+
+
+def _probe(model: keras.Model) -> tuple[Probe, tuple[int, ...]]:
+    """A function: (image batch, shift) -> (last convolution's activations + shift, the model's output); and the
+    shape of those activations for one image."""
     conv, nested = _last_convolution(model)
+    shape = (1, *conv.output.shape[1:])
     if nested is None:
-        both = keras.Model(model.inputs, [conv.output, model.output])
-        return lambda images: both(images, training=False)
+        return _shifted(keras.Model(model.inputs, [conv.output, model.output]), conv), shape
     # Functional.input/output name the nested model's own Input; Operation's give the tensors it was called on
     before = keras.Model(model.inputs, keras.Operation.input.fget(nested))
-    inside = keras.Model(nested.inputs, [conv.output, nested.output])
+    inside = _shifted(keras.Model(nested.inputs, [conv.output, nested.output]), conv)
     after = keras.Model(keras.Operation.output.fget(nested), model.output)
 
-    def probe(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        features, embedding = inside(before(images, training=False), training=False)
+    def probe(images: Any, shift: Any) -> tuple[Any, Any]:
+        features, embedding = inside(before(images, training=False), shift)
         return features, after(embedding, training=False)
 
-    return probe
+    return probe, shape
 
 
 def _averaged_members(model: keras.Model) -> list[keras.Model]:
@@ -66,11 +81,15 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int) -> np.ndar
     members = _averaged_members(model)
     if members:
         return _normalised(np.mean([grad_cam(member, image, class_index) for member in members], axis=0))
-    probe = _probe(model)
-    with tf.GradientTape() as tape:
-        features, probabilities = probe(tf.constant(image[None], tf.float32))
-        score = probabilities[:, class_index]
-    gradients = tape.gradient(score, features)
-    weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2))
-    cam = tf.nn.relu(tf.reduce_sum(tf.cast(features, tf.float32) * weights[:, None, None, :], axis=-1))[0]
-    return _normalised(tf.image.resize(cam[..., None], image.shape[:2])[..., 0].numpy())
+    probe, shape = _probe(model)
+    images = keras.ops.convert_to_tensor(image[None], "float32")
+
+    def score(shift: Any) -> tuple[Any, Any]:
+        features, probabilities = probe(images, shift)
+        return keras.ops.cast(probabilities[0, class_index], "float32"), features
+
+    gradients, features = gradient(score, np.zeros(shape, np.float32))
+    features = keras.ops.convert_to_numpy(keras.ops.cast(features, "float32"))
+    cam = np.maximum((features * gradients.mean(axis=(1, 2))[:, None, None, :]).sum(axis=-1), 0)[0]
+    resized = keras.ops.image.resize(cam[..., None], image.shape[:2], interpolation="bilinear")
+    return _normalised(keras.ops.convert_to_numpy(resized)[..., 0])

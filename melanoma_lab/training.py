@@ -6,16 +6,17 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from sklearn.metrics import balanced_accuracy_score
 
 from melanoma_lab.augmentation import build_augmentation
-from melanoma_lab.data.pipeline import make_dataset
+from melanoma_lab.data.batches import make_dataset
+from melanoma_lab.ema import SwapEMAWeights
 from melanoma_lab.plugins import build
 from melanoma_lab.preparation import PreparedData
 from melanoma_lab.runtime import runtime, set_precision
@@ -103,7 +104,7 @@ def compile_model(cfg: DictConfig, num_classes: int, steps: int) -> tuple[keras.
 
 
 def training_inputs(cfg: DictConfig, data: PreparedData, loss: keras.losses.Loss
-                    ) -> tuple[tf.data.Dataset, ValidationMetrics, dict[int, float] | None]:
+                    ) -> tuple[Any, ValidationMetrics, dict[int, float] | None]:
     """The augmented training batches, the per-epoch validation callback and the class weights of ``cfg``."""
     seed, batch, num_classes = cfg.trainer.seed, cfg.dataset.batch_size, len(data.classes)
     train_ds = make_dataset(data.train, num_classes, batch, True, seed, build_augmentation(cfg.augmentation, seed))
@@ -121,7 +122,7 @@ def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output
     train_ds, validation, class_weight = training_inputs(cfg, data, loss)
     callbacks = build_callbacks(cfg, output_dir, tracker, validation, backup_dir)
     if model.optimizer.use_ema:  # validate, select and keep the averaged weights (swapped in at each epoch's end)
-        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        callbacks.insert(0, SwapEMAWeights(swap_on_epoch=True))
     history = fit(model, train_ds, cfg.trainer, callbacks, class_weight)
     model = runtime().local_model(model)  # multi_worker: evaluate and save from this process alone
     if tracker.resumed:  # fit() only returns the epochs of this invocation; the run has them all
@@ -129,7 +130,7 @@ def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output
     return model, history
 
 
-def fit(model: keras.Model, train: tf.data.Dataset, trainer: DictConfig,
+def fit(model: keras.Model, train: Any, trainer: DictConfig,
         callbacks: list[keras.callbacks.Callback], class_weight: dict[int, float] | None = None) -> dict[str, list]:
     """Train for ``trainer.epochs`` (validation runs in the callbacks); returns Keras' per-epoch history."""
     history = model.fit(train, epochs=trainer.epochs, callbacks=callbacks, class_weight=class_weight,

@@ -7,7 +7,8 @@ import pytest
 
 from melanoma_lab.data import synthetic
 from melanoma_lab.data.catalog import DatasetNotFoundError, fingerprint, scan
-from melanoma_lab.data.pipeline import decode, decode_to_disk, make_dataset
+from melanoma_lab.data.batches import ArrayBatches, make_dataset
+from melanoma_lab.data.pipeline import decode, decode_to_disk
 from melanoma_lab.datasets import load_catalog
 from melanoma_lab.data.split import fold_split, train_val_split
 
@@ -126,28 +127,87 @@ def test_split_of_one_over_k_is_the_split_it_always_was(fraction):
     assert list(val["path"]) == list(old_val["path"]) and list(train["path"]) == list(old_train["path"])
 
 
-def test_pipeline_shuffles_and_augments_only_training(tiny_cfg):
+LOADERS = {"backend's": make_dataset, "PyDataset": ArrayBatches}  # on the TF backend make_dataset is tf.data
+
+
+def _numpy(tensor) -> np.ndarray:
+    import keras
+
+    return keras.ops.convert_to_numpy(tensor)
+
+
+def _batches(dataset) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = zip(*[(_numpy(x), _numpy(y)) for x, y in dataset])
+    return np.concatenate(images), np.concatenate(labels)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_pipeline_shuffles_and_augments_only_training(tiny_cfg, loader):
     from melanoma_lab.augmentation import build_augmentation
 
+    make = LOADERS[loader]
     cfg = tiny_cfg("augmentation=flip_rotate_zoom")
     catalog = load_catalog(cfg.dataset)
     decoded = decode(catalog.split("train"), catalog.classes, 32)
     augment = build_augmentation(cfg.augmentation, seed=1)
-    plain = next(iter(make_dataset(decoded, 9, 200, training=False, seed=1, augment=augment)))
-    assert np.array_equal(plain[0].numpy(), decoded.images[: len(plain[0])].astype(np.float32))
-    assert np.array_equal(plain[1].numpy().argmax(axis=1), decoded.labels[: len(plain[0])])
-    shuffled = next(iter(make_dataset(decoded, 9, 200, training=True, seed=1, augment=augment)))
-    assert not np.array_equal(shuffled[0].numpy(), plain[0].numpy())
-    assert sorted(shuffled[1].numpy().argmax(axis=1)) == sorted(plain[1].numpy().argmax(axis=1))
+    plain = next(iter(make(decoded, 9, 200, training=False, seed=1, augment=augment)))
+    assert _numpy(plain[0]).dtype == np.float32 and _numpy(plain[1]).shape == (len(decoded.labels), 9)
+    assert np.array_equal(_numpy(plain[0]), decoded.images[: len(plain[0])].astype(np.float32))
+    assert np.array_equal(_numpy(plain[1]).argmax(axis=1), decoded.labels[: len(plain[0])])
+    shuffled = next(iter(make(decoded, 9, 200, training=True, seed=1, augment=augment)))
+    assert not np.array_equal(_numpy(shuffled[0]), _numpy(plain[0]))
+    assert sorted(_numpy(shuffled[1]).argmax(axis=1)) == sorted(_numpy(plain[1]).argmax(axis=1))
     assert build_augmentation(tiny_cfg().augmentation, seed=1) is None
 
 
-def _batches(dataset) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in dataset])
-    return np.concatenate(images), np.concatenate(labels)
+def test_the_pydataset_reshuffles_every_epoch_from_its_seed(tiny_cfg):
+    cfg = tiny_cfg()
+    catalog = load_catalog(cfg.dataset)
+    decoded = decode(catalog.split("train"), catalog.classes, 32)
+
+    def epochs(seed: int) -> list[np.ndarray]:
+        batches, orders = ArrayBatches(decoded, 9, 16, training=True, seed=seed), []
+        for _ in range(2):
+            orders.append(np.concatenate([_numpy(batches[i][1]).argmax(axis=1) for i in range(len(batches))]))
+            batches.on_epoch_end()
+        return orders
+
+    first, again, other = epochs(5), epochs(5), epochs(6)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))  # the same seed: the same epochs
+    assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[0], other[0])
+    assert sorted(first[0]) == sorted(first[1]) == sorted(decoded.labels)  # each epoch: every image once
+    assert len(ArrayBatches(decoded, 9, 16, training=True, seed=5)) == -(-len(decoded.labels) // 16)
 
 
-def test_a_split_decoded_to_disk_trains_like_one_in_ram_and_is_reused(tiny_cfg, tmp_path):
+def test_processes_training_together_each_take_their_slice_of_every_full_batch(tiny_cfg):
+    cfg = tiny_cfg()
+    catalog = load_catalog(cfg.dataset)
+    decoded = decode(catalog.split("train"), catalog.classes, 32)
+    whole = ArrayBatches(decoded, 9, 16, training=True, seed=3)
+    parts = [ArrayBatches(decoded, 9, 16, training=True, seed=3).shard(i, 2) for i in range(2)]
+    assert len(parts[0]) == len(parts[1]) == len(decoded.labels) // 16  # the short last batch is dropped
+    for step in range(len(parts[0])):
+        images = np.concatenate([_numpy(part[step][0]) for part in parts])
+        assert images.shape[0] == 16 and np.array_equal(images, _numpy(whole[step][0]))
+    with pytest.raises(ValueError, match="multiple of 3"):
+        whole.shard(0, 3)
+
+
+def test_the_running_backend_chooses_the_loader(tiny_cfg, monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    cfg = tiny_cfg()
+    catalog = load_catalog(cfg.dataset)
+    decoded = decode(catalog.split("train"), catalog.classes, 32)
+    assert isinstance(make_dataset(decoded, 9, 16, True, 1), tf.data.Dataset)
+    for other in ("jax", "torch"):
+        monkeypatch.setattr(keras.backend, "backend", lambda: other)
+        assert isinstance(make_dataset(decoded, 9, 16, True, 1), ArrayBatches)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_a_split_decoded_to_disk_trains_like_one_in_ram_and_is_reused(tiny_cfg, tmp_path, loader):
     cfg = tiny_cfg()
     catalog = load_catalog(cfg.dataset)
     files = catalog.split("train")[:70].copy()
@@ -159,8 +219,8 @@ def test_a_split_decoded_to_disk_trains_like_one_in_ram_and_is_reused(tiny_cfg, 
     assert np.array_equal(on_disk.images, in_ram.images) and np.array_equal(on_disk.labels, in_ram.labels)
     assert list(on_disk.failures) == [str(tmp_path / "broken.jpg")] and len(on_disk.files) == 70
     for training in (False, True):
-        ram_x, ram_y = _batches(make_dataset(in_ram, 9, 16, training=training, seed=3))
-        disk_x, disk_y = _batches(make_dataset(on_disk, 9, 16, training=training, seed=3))
+        ram_x, ram_y = _batches(LOADERS[loader](in_ram, 9, 16, training=training, seed=3))
+        disk_x, disk_y = _batches(LOADERS[loader](on_disk, 9, 16, training=training, seed=3))
         assert np.array_equal(ram_x, disk_x) and np.array_equal(ram_y, disk_y)  # same order for the same seed
     (cache_file,) = (tmp_path / "decoded").glob("*/images.u8")
     written = cache_file.stat().st_mtime_ns

@@ -116,7 +116,8 @@ def time_scaling(data: str | None, workdir: Path, factors: tuple[int, ...] = (1,
     import numpy as np
     from hydra.utils import instantiate
 
-    from melanoma_lab.data.pipeline import DecodedImages, decode, make_dataset
+    from melanoma_lab.data.batches import make_dataset
+    from melanoma_lab.data.pipeline import DecodedImages, decode
     from melanoma_lab.datasets import load_catalog
     from melanoma_lab.runtime import set_precision
 

@@ -1,4 +1,5 @@
-"""Decode images once into uint8 arrays, then feed them to Keras through tf.data."""
+"""Decode images once into uint8 arrays (in RAM or a memory-mapped file) and read batches of rows from them; the
+batches reach Keras through :mod:`melanoma_lab.data.batches`."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 import pandas as pd
-import keras
-import tensorflow as tf
 from PIL import Image
 
 from melanoma_lab.data.staging import staged_folder
@@ -109,7 +108,7 @@ def _decode_key(paths: list[str], size: int) -> str:
 def decode_to_disk(files: pd.DataFrame, classes: list[str], size: int, cache_dir: str | Path) -> DecodedImages:
     """Like :func:`decode`, for splits larger than RAM: the images go to a uint8 file under ``cache_dir``
     (content-addressed, reused by later runs, written atomically) and come back as a read-only memory map
-    that :func:`make_dataset` reads batch by batch."""
+    that :func:`melanoma_lab.data.batches.make_dataset` reads batch by batch."""
     paths = list(files["path"])
     target = Path(cache_dir).resolve() / _decode_key(paths, size)
     if not (target / "decoded.json").is_file():
@@ -125,7 +124,7 @@ def decode_to_disk(files: pd.DataFrame, classes: list[str], size: int, cache_dir
     return _decoded(files, classes, images, meta["failures"])
 
 
-def _row_reader(images: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+def row_reader(images: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Rows ``indices`` of ``images`` as one batch. An array in RAM is indexed in place; a decoded-images file is
     read with ``pread``, so only the batch in flight is in memory."""
     if not isinstance(images, np.memmap):
@@ -140,22 +139,3 @@ def _row_reader(images: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         return batch
     return read
 
-
-def make_dataset(data: DecodedImages, num_classes: int, batch_size: int, training: bool, seed: int,
-                 augment: keras.layers.Layer | None = None) -> tf.data.Dataset:
-    """Batches of (float32 image in [0, 255], one-hot label); shuffled and augmented only when ``training``.
-
-    Only image indices are shuffled and batched; each batch is then read from the decoded images (in RAM or a
-    memory-mapped file from :func:`decode_to_disk`), so the images are never copied into TensorFlow whole.
-    """
-    read, labels, size = _row_reader(data.images), tf.constant(data.labels), data.images.shape[1:]
-    dataset = tf.data.Dataset.range(len(data.labels))
-    if training:
-        dataset = dataset.shuffle(len(data.labels), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(
-        lambda i: (tf.ensure_shape(tf.numpy_function(read, [i], tf.uint8), [None, *size]), tf.gather(labels, i)),
-        num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)))
-    if training and augment is not None:
-        dataset = dataset.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import keras
+import numpy as np
 from hydra.utils import get_class
 
-from melanoma_lab.runtime.base import STRATEGIES, Accelerator, BackendRuntime, Processes
+from melanoma_lab.runtime.base import STRATEGIES, Accelerator, BackendRuntime, Processes, Scored
 
-__all__ = ["STRATEGIES", "Accelerator", "BackendRuntime", "Processes", "auto_policy", "cpu_has_bfloat16", "runtime",
+__all__ = ["STRATEGIES", "Accelerator", "BackendRuntime", "Processes", "PACKAGES", "auto_policy", "cpu_has_bfloat16", "gradient", "runtime",
            "seed_everything", "set_precision"]
 
+# The package(s) of each backend: tracked in every run's tags and pinned in a served model's environment.
+PACKAGES = {"tensorflow": ("tensorflow-cpu", "tensorflow"), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 IMPLEMENTATIONS = {
     "tensorflow": "melanoma_lab.runtime.tensorflow_runtime.TensorFlowRuntime",
     "jax": "melanoma_lab.runtime.jax_runtime.JaxRuntime",
@@ -30,6 +34,13 @@ def runtime(backend: str | None = None) -> BackendRuntime:
 @functools.cache
 def _runtime(backend: str) -> BackendRuntime:
     return get_class(IMPLEMENTATIONS[backend])() if backend in IMPLEMENTATIONS else BackendRuntime()
+
+
+def gradient(function: Scored, x: np.ndarray) -> tuple[np.ndarray, Any]:
+    """d score / d x at ``x`` (as float32 numpy) and what ``function`` kept, on the running backend
+    (``function(x) -> (score, kept)`` written in ``keras.ops`` or Keras layers)."""
+    result, kept = runtime().gradient(function, x)
+    return np.asarray(keras.ops.convert_to_numpy(result), np.float32), kept
 
 
 def cpu_has_bfloat16() -> bool:

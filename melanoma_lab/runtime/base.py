@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import keras
 
 from melanoma_lab.errors import ConfigError
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+Scored = Callable[[Any], tuple[Any, Any]]  # x -> (scalar score, anything else to keep), written in keras.ops
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class BackendRuntime:
     """Precision, determinism and distribution of one Keras backend. A backend overrides what it has."""
 
     backend = "none"
+
+    def gradient(self, function: Scored, x: Any) -> tuple[Any, Any]:
+        """d score / d x at ``x`` (a backend tensor) and what ``function`` kept, for ``function(x) -> (score, kept)``."""
+        raise NotImplementedError(f"no gradient on the Keras backend {self.backend!r}: use tensorflow, jax or torch")
 
     def accelerators(self) -> list[Accelerator]:
         """The GPUs this backend trains on (none: the CPU)."""

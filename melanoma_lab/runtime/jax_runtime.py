@@ -18,9 +18,10 @@ from typing import Any, ContextManager, Iterator
 
 import jax
 import keras
+import numpy as np
 
 from melanoma_lab.errors import ConfigError
-from melanoma_lab.runtime.base import STRATEGIES, Accelerator, BackendRuntime, Processes
+from melanoma_lab.runtime.base import STRATEGIES, Accelerator, BackendRuntime, Processes, Scored
 
 log = logging.getLogger(__name__)
 ENVIRONMENT = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID")
@@ -34,6 +35,9 @@ def _capability(device: Any) -> tuple[int, int] | None:
 
 class JaxRuntime(BackendRuntime):
     backend = "jax"
+
+    def gradient(self, function: Scored, x: np.ndarray) -> tuple[Any, Any]:
+        return jax.grad(function, has_aux=True)(jax.numpy.asarray(x))
 
     def __init__(self) -> None:
         self._twins: dict[int, keras.Model] = {}
@@ -68,19 +72,22 @@ class JaxRuntime(BackendRuntime):
         if strategy not in STRATEGIES:
             return super().scope(strategy)
         keras.distribution.set_distribution(
-            None if strategy == "default" else keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
+            None if strategy == "default" else keras.distribution.DataParallel(
+                devices=keras.distribution.list_devices(), auto_shard_dataset=jax.process_count() == 1))
         return contextlib.nullcontext()
 
     def training_batches(self, dataset: Any, batch_size: int) -> Any:
-        """Across processes every step must see a full global batch (a shorter last one would give the processes
-        different step counts, and they would wait for each other forever): the last partial batch is dropped."""
+        """Across processes each feeds its own slice of every global batch (Keras assembles the global batch from
+        the processes' slices: ``auto_shard_dataset=False``), and every step must see a full global batch (a
+        shorter last one would give the processes different step counts, and they would wait for each other
+        forever). Without TensorFlow the batches are :class:`melanoma_lab.data.batches.ArrayBatches`."""
         count = jax.process_count()
         if count == 1:
             return dataset
         if batch_size % count:
             raise ConfigError(f"dataset.batch_size={batch_size} must be a multiple of the {count} processes of "
                               "trainer.strategy=multi_worker (each takes an equal slice of every batch)")
-        return dataset.rebatch(batch_size, drop_remainder=True)
+        return dataset.shard(jax.process_index(), count)
 
     def _twin(self, model: keras.Model) -> keras.Model:
         """A copy of ``model`` on this process's devices (built once, without the distribution), with its

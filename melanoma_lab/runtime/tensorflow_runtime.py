@@ -8,16 +8,24 @@ import os
 from typing import Any, ContextManager
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from melanoma_lab.errors import ConfigError
-from melanoma_lab.runtime.base import Accelerator, BackendRuntime, Processes
+from melanoma_lab.runtime.base import Accelerator, BackendRuntime, Processes, Scored
 
 log = logging.getLogger(__name__)
 
 
 class TensorFlowRuntime(BackendRuntime):
     backend = "tensorflow"
+
+    def gradient(self, function: Scored, x: np.ndarray) -> tuple[Any, Any]:
+        x = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            score, kept = function(x)
+        return tape.gradient(score, x), kept
 
     def accelerators(self) -> list[Accelerator]:
         found = []

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
+import keras
+import numpy as np
 import torch
 
-from melanoma_lab.runtime.base import Accelerator, BackendRuntime
+from melanoma_lab.runtime.base import Accelerator, BackendRuntime, Scored
 
 
 class TorchRuntime(BackendRuntime):
     backend = "torch"
+
+    def gradient(self, function: Scored, x: np.ndarray) -> tuple[Any, Any]:
+        x = keras.ops.convert_to_tensor(x).detach().requires_grad_()  # on the device Keras computes on
+        score, kept = function(x)
+        (gradient,) = torch.autograd.grad(score, x)
+        return gradient, kept
 
     def accelerators(self) -> list[Accelerator]:
         if not torch.cuda.is_available():

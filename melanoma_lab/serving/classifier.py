@@ -5,7 +5,9 @@ e.g. ``POST /invocations {"dataframe_records": [{"image": "<base64>"}]}``; the m
 exactly like the run's evaluation (with its test-time augmentation), so no client needs to know the input size.
 A row that is not a readable image gets an ``error`` and no probabilities; the other rows are still predicted.
 A model whose validation held no melanoma has no calibrated alert: ``melanoma_alert`` is null and ``alert_note``
-says why. The Keras network inside is loaded with Keras safe mode: nothing is unpickled.
+says why. The Keras network inside is loaded with Keras safe mode: nothing is unpickled. Its environment pins the
+package of the Keras backend it was trained on (``keras_backend`` in its metadata), and a process that loads it
+before Keras is imported uses that backend unless ``KERAS_BACKEND`` says otherwise.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import mlflow
 import numpy as np
 from mlflow.models import ModelSignature
@@ -26,14 +27,18 @@ from mlflow.types import ColSpec, Schema
 import pandas as pd
 from PIL import Image
 
+from melanoma_lab.runtime import PACKAGES
 from melanoma_lab.data.pipeline import load_image
 from melanoma_lab.inference import ModelSettings
 from melanoma_lab.tracking.provenance import package_versions
 
+if TYPE_CHECKING:
+    import keras
+
 IMAGE_COLUMN = "image"
 KERAS_ARTIFACT = "keras_model"
-# What a served model's environment pins (the versions of this environment).
-SERVED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "mlflow", "pillow", "pandas", "numpy")
+# What a served model's environment pins (the versions of this environment), with its backend's PACKAGES.
+SERVED_PACKAGES = ("keras", "mlflow", "pillow", "pandas", "numpy")
 ENTRY_POINT = Path(__file__).with_name("served_model.py")
 
 
@@ -54,6 +59,9 @@ class LesionClassifier(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.settings = ModelSettings.from_metadata(context.model_config)
+        os.environ.setdefault("KERAS_BACKEND", context.model_config.get("keras_backend", "tensorflow"))
+        import keras  # after choosing the backend: a served environment may hold only the model's backend
+
         self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], safe_mode=True)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -88,13 +96,24 @@ def signature(classes: list[str]) -> ModelSignature:
     return ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN)]), outputs=Schema(outputs))
 
 
+def served_requirements(backend: str) -> list[str]:
+    """``name==version`` of the :data:`SERVED_PACKAGES` and ``backend``'s packages installed here (without a local
+    version label such as ``+cpu``, which only its maker's package index serves)."""
+    served = (*SERVED_PACKAGES, *PACKAGES.get(backend, ()))
+    return [f"{name}=={version.split('+')[0]}" for name, version in package_versions().items() if name in served]
+
+
 def log_classifier(model: keras.Model, example_image: np.ndarray, config: dict[str, Any]) -> None:
     """Log ``model`` as a :class:`LesionClassifier` named ``model`` in the active MLflow run.
 
     The model is defined from code (``served_model.py`` plus this package), so loading it runs no pickle;
-    ``config`` (class names, input size, alert threshold) is both the pyfunc's model config and its metadata.
+    ``config`` (class names, input size, alert threshold) and the Keras backend (``keras_backend``) are both the
+    pyfunc's model config and its metadata.
     """
-    requirements = [f"{name}=={version}" for name, version in package_versions().items() if name in SERVED_PACKAGES]
+    import keras
+
+    config = {**config, "keras_backend": keras.backend.backend()}
+    requirements = served_requirements(config["keras_backend"])
     with tempfile.TemporaryDirectory() as scratch:
         keras_file = os.path.join(scratch, "classifier.keras")
         model.save(keras_file)

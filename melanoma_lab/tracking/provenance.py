@@ -22,8 +22,8 @@ from melanoma_lab.tracking.lockfile import lock_tags
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CODE_FOLDERS = (PACKAGE_DIR.name, "conf")  # the package and its Hydra configs (``config_path="../conf"``)
-TRACKED_PACKAGES = ["melanoma-lab", "tensorflow-cpu", "tensorflow", "keras", "keras-tuner", "mlflow",
-                    "hydra-core", "Augmentor", "numpy", "pandas", "scikit-learn", "pillow", "jax", "jaxlib", "torch"]
+TRACKED_PACKAGES = ["melanoma-lab", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "torch", "keras", "keras-tuner",
+                    "mlflow", "hydra-core", "Augmentor", "numpy", "pandas", "scikit-learn", "pillow"]
 SHORT = 12
 
 
