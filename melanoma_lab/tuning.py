@@ -35,7 +35,7 @@ from melanoma_lab.experiment import run_experiment
 from melanoma_lab.runs import config_hash, make_tracker
 from melanoma_lab.preparation import PreparedData, load_audited_data, prepare_data
 from melanoma_lab.tracking.stale_runs import repair_stale_runs
-from melanoma_lab.tracking.provenance import code_version
+from melanoma_lab.tracking.provenance import code_version, runtime_tags
 from melanoma_lab.runtime import seed_everything
 from melanoma_lab.tracking.epochs import EpochLogger
 from melanoma_lab.tracking.run import RunTracker, flatten
@@ -139,6 +139,7 @@ class TrialRuns:
             tracker.log_params({k: str(v) for k, v in trial.hyperparameters.values.items()})
             self._epoch_logger = EpochLogger(tracker)
             histories = super().run_trial(trial, *args, **kwargs)
+            tracker.set_tags(runtime_tags(keras.mixed_precision.global_policy().name))  # as the trial's build set it
             objective = self.oracle.objective
             pick = max if objective.direction == "max" else min
             best = [pick(history.history[objective.name]) for history in histories]

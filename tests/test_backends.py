@@ -131,3 +131,17 @@ for _ in range(2):
     assert np.isfinite(model.predict(x, verbose=0)).all()
 """, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.backends
+def test_a_kerastuner_search_runs_on_jax_without_tensorflow(tmp_path):
+    pytest.importorskip("jax")
+    space = "tuner.search_space=[{key: model.dropout, type: float, min: 0.0, max: 0.5, step: 0.1}]"
+    result = without_tensorflow("jax", "melanoma_lab", "experiment=m2", *TINY, f"paths.root_dir={tmp_path}",
+                                "tuner=random", "tuner.max_trials=2", space, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (tmp_path / "conf" / "experiment" / "tuned" / "m2_random.yaml").is_file()
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "attributes.status = 'FINISHED'")
+    trials = [r for r in runs if r.data.tags.get("kind") == "tuner_trial"]
+    assert len(trials) == 2 and {r.data.tags.get("runtime.keras_backend") for r in trials} == {"jax"}
