@@ -106,17 +106,30 @@ def test_jax_multi_worker_needs_the_keras_distribution_variables(monkeypatch):
 @needs_jax
 def test_jax_processes_feed_only_full_batches_they_can_split(monkeypatch):
     import jax
-    import tensorflow as tf
+    import pandas as pd
 
+    from melanoma_lab.data.batches import ArrayBatches
+    from melanoma_lab.data.pipeline import DecodedImages
     from melanoma_lab.runtime.jax_runtime import JaxRuntime
 
-    batches = tf.data.Dataset.range(10).batch(4)  # 4, 4, 2
-    assert JaxRuntime().training_batches(batches, 4) is batches  # one process: everything
+    images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    decoded = DecodedImages(images, np.zeros(10, np.int32), pd.DataFrame(), {})
+
+    def batches():
+        return ArrayBatches(decoded, 2, 4, training=False, seed=0)  # 4, 4, 2 images
+
+    one = batches()
+    assert JaxRuntime().training_batches(one, 4) is one and len(one) == 3  # one process: everything
     monkeypatch.setattr(jax, "process_count", lambda: 2)
-    assert [len(b) for b in JaxRuntime().training_batches(batches, 4)] == [4, 4]  # no short step in one process
+    for index in range(2):
+        monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+        mine = JaxRuntime().training_batches(batches(), 4)
+        assert len(mine) == 2  # no short step in one process
+        assert [list(mine[step][0][:, 0, 0, 0]) for step in range(2)] == [
+            [4 * step + 2 * index, 4 * step + 2 * index + 1] for step in range(2)]  # its half of each batch
     monkeypatch.setattr(jax, "process_count", lambda: 3)
     with pytest.raises(ConfigError, match="dataset.batch_size=4 must be a multiple of the 3 processes"):
-        JaxRuntime().training_batches(batches, 4)
+        JaxRuntime().training_batches(batches(), 4)
 
 
 def test_a_backend_without_distribution_refuses_a_strategy():
