@@ -43,15 +43,26 @@ def _conv(x, width: int, kernel_size: int, batch_norm: bool, name: str, activate
     return x
 
 
+def _squeeze_excitation(x, width: int, ratio: int, name: str):
+    """Channel attention (Hu et al., 2018): each channel rescaled by a gate computed from all channels' means."""
+    import keras
+
+    gate = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(x)
+    gate = keras.layers.Dense(max(1, width // ratio), activation="relu", name=f"{name}_reduce")(gate)
+    gate = keras.layers.Dense(width, activation="sigmoid", name=f"{name}_expand")(gate)
+    return keras.layers.Multiply(name=f"{name}_excite")([x, gate])
+
+
 def build_cnn(input_shape: tuple[int, int, int], num_classes: int, name: str = "cnn",
               filters: list[Annotated[int, Range(1)]] = (16, 32, 64), kernel_size: Annotated[int, Range(1)] = 3,
               pooling: Literal["max", "avg"] = "max", batch_norm: bool = False,
               convs_per_block: Annotated[int, Range(1)] = 1, residual: bool = False,
               head: Literal["flatten", "global_avg"] = "flatten", dense_units: list[Annotated[int, Range(1)]] = (128,),
-              dropout: Dropout = 0.0) -> keras.Model:
+              dropout: Dropout = 0.0, squeeze_excitation: Annotated[int, Range(0)] = 0) -> keras.Model:
     """The seeds' CNN family: rescale to [0, 1]; per entry of ``filters`` a block of ``convs_per_block``
-    conv(+BN) layers (with a projected shortcut if ``residual``) and a pooling layer; then flatten (or
-    global average pooling), dropout, dense layers and a softmax."""
+    conv(+BN) layers (then squeeze-and-excitation with reduction ratio ``squeeze_excitation`` unless 0, and a
+    projected shortcut if ``residual``) and a pooling layer; then flatten (or global average pooling), dropout,
+    dense layers and a softmax."""
     import keras
 
     pool = {"max": keras.layers.MaxPooling2D, "avg": keras.layers.AveragePooling2D}[pooling]
@@ -63,6 +74,8 @@ def build_cnn(input_shape: tuple[int, int, int], num_classes: int, name: str = "
             last = layer == convs_per_block - 1
             suffix = "" if convs_per_block == 1 else f"_{layer}"
             x = _conv(x, width, kernel_size, batch_norm, f"conv{block}{suffix}", activate=not (residual and last))
+        if squeeze_excitation:
+            x = _squeeze_excitation(x, width, squeeze_excitation, f"se{block}")
         if residual:
             shortcut = _conv(shortcut, width, 1, batch_norm, f"shortcut{block}", activate=False)
             x = keras.layers.Activation("relu")(keras.layers.Add()([x, shortcut]))

@@ -160,6 +160,25 @@ def test_pipeline_shuffles_and_augments_only_training(tiny_cfg, loader):
     assert build_augmentation(tiny_cfg().augmentation, seed=1) is None
 
 
+@pytest.mark.parametrize("loader", LOADERS)
+def test_a_mixup_step_blends_labels_with_images_and_the_others_keep_them_one_hot(tiny_cfg, loader):
+    from melanoma_lab.augmentation import build_augmentation
+
+    make = LOADERS[loader]
+    catalog = load_catalog(tiny_cfg().dataset)
+    decoded = decode(catalog.split("train"), catalog.classes, 32)
+    plain = tiny_cfg("augmentation=flip_rotate_zoom")
+    images, labels = (_numpy(t) for t in next(iter(make(decoded, 9, 64, True, 1, build_augmentation(
+        plain.augmentation, seed=1)))))
+    assert set(np.unique(labels)) == {0.0, 1.0}  # geometric steps pass the labels through
+    mixing = tiny_cfg("augmentation=flip_rotate_zoom", "+augmentation.mixup._target_=keras.layers.MixUp",
+                      "+augmentation.mixup.alpha=0.8")
+    images, labels = (_numpy(t) for t in next(iter(make(decoded, 9, 64, True, 1, build_augmentation(
+        mixing.augmentation, seed=1)))))
+    assert np.allclose(labels.sum(axis=1), 1.0, atol=1e-5) and images.shape == (64, 32, 32, 3)
+    assert (labels.max(axis=1) < 0.99).mean() > 0.5  # most rows now carry two classes
+
+
 def test_the_pydataset_reshuffles_every_epoch_from_its_seed(tiny_cfg):
     cfg = tiny_cfg()
     catalog = load_catalog(cfg.dataset)

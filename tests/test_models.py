@@ -75,3 +75,18 @@ def test_residual_blocks_add_a_projected_shortcut_per_block():
     assert _conv_widths(model) == [8, 8, 8, 16, 16, 16]
     with pytest.raises(ConfigError, match="model.convs_per_block=0 must be >= 1"):
         validate(compose_config(["model.convs_per_block=0"]))
+
+
+def test_squeeze_excitation_gates_every_block_channelwise():
+    plain = build_cnn((32, 32, 3), 9, filters=[8, 16], batch_norm=True, residual=True, head="global_avg",
+                      dense_units=[])
+    gated = build_cnn((32, 32, 3), 9, filters=[8, 16], batch_norm=True, residual=True, head="global_avg",
+                      dense_units=[], squeeze_excitation=4)
+    assert not [l for l in plain.layers if isinstance(l, keras.layers.Multiply)]
+    assert [l.name for l in gated.layers if isinstance(l, keras.layers.Multiply)] == ["se0_excite", "se1_excite"]
+    # per block: reduce (width -> width/4, with bias) and expand (width/4 -> width, with bias)
+    extra = sum((w * (w // 4) + w // 4) + ((w // 4) * w + w) for w in (8, 16))
+    assert gated.count_params() - plain.count_params() == extra
+    assert gated.get_layer("se1_expand").activation.__name__ == "sigmoid"
+    with pytest.raises(ConfigError, match="model.squeeze_excitation=-1 must be >= 0"):
+        validate(compose_config(["model.squeeze_excitation=-1"]))

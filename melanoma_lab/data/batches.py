@@ -15,7 +15,7 @@ import math
 import keras
 import numpy as np
 
-from melanoma_lab.data.pipeline import DecodedImages, row_reader
+from melanoma_lab.data.pipeline import DecodedImages, augment_batch, row_reader
 
 # backend -> module whose make_batches() feeds it. tf.data trains M2 faster than the PyDataset on TensorFlow
 # (measured in the issue-17 work: README, "Backends"); the others get ArrayBatches.
@@ -56,10 +56,10 @@ class ArrayBatches(keras.utils.PyDataset):
         if self.parts > 1:
             share = self.batch_size // self.parts
             rows = rows[self.part * share:(self.part + 1) * share]
-        images = self.read(rows).astype(np.float32)
+        images, labels = self.read(rows).astype(np.float32), self.one_hot[self.labels[rows]]
         if self.augment is not None:
-            images = self.augment(images, training=True)
-        return images, self.one_hot[self.labels[rows]]
+            images, labels = augment_batch(self.augment, images, labels)
+        return images, labels
 
     def on_epoch_end(self) -> None:
         if self.training:

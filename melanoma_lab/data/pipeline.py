@@ -139,3 +139,10 @@ def row_reader(images: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         return batch
     return read
 
+
+def augment_batch(augment, images, labels) -> tuple:
+    """One training batch through ``augment`` (:mod:`melanoma_lab.augmentation`) as Keras' image preprocessing
+    layers take a batch with its labels (``{"images", "labels"}``): MixUp and CutMix blend the one-hot labels as
+    they blend the images; the other layers pass the labels through."""
+    out = augment({"images": images, "labels": labels}, training=True)
+    return out["images"], out["labels"]

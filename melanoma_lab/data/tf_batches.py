@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from melanoma_lab.data.pipeline import DecodedImages, row_reader
+from melanoma_lab.data.pipeline import DecodedImages, augment_batch, row_reader
 
 
 def make_batches(data: DecodedImages, num_classes: int, batch_size: int, training: bool, seed: int,
@@ -22,5 +22,5 @@ def make_batches(data: DecodedImages, num_classes: int, batch_size: int, trainin
         num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)))
     if training and augment is not None:
-        dataset = dataset.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(lambda x, y: augment_batch(augment, x, y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
