@@ -1,0 +1,151 @@
+"""Ablation tables from MLflow: cross-validation parents of one experiment on identical folds, each differing
+from a baseline by its own overrides, compared on their out-of-fold predictions (no retraining).
+
+Parents are on identical folds when they share experiment, ``cv_folds``, ``cv_run_folds``, nesting, seed and data
+fingerprint (the folds are drawn from the seed and the data). In such a group the *baseline* is the run whose
+overrides are the ones every run of the group has; each other run's *change* is what it overrides beyond them,
+e.g. ``optimizer.use_ema=false``. A run with the baseline's overrides run again is a replicate: its difference is
+the noise of training alone, against which the other differences can be read.
+
+Differences are paired by image (joined on path) with a bootstrap over the images: balanced accuracy over the
+classes with at least ``evaluation.frequent_class_images`` images, and melanoma-vs-rest ROC-AUC. Alert sensitivity
+and specificity are each run's own (every image at its own fold's threshold, chosen on inner validation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from melanoma_lab.reporting.runs import OOF_FILE
+from melanoma_lab.reporting.statistics import common_paths, probabilities
+
+GROUP_TAGS = ("experiment", "cv_folds", "cv_run_folds", "nested", "seed", "data_fingerprint")
+NOT_A_CHANGE = ("study.", "tracking.", "paths.", "hydra.")  # where runs go, not what they compute
+BASELINE = "baseline"
+
+
+@dataclass
+class Arm:
+    run_id: str
+    changes: tuple[str, ...]  # overrides beyond the group's common ones ("" for the baseline)
+    oof: pd.DataFrame
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    start_time: int
+    melanoma_class: str | None  # the run's dataset.melanoma_class
+
+    @property
+    def classes(self) -> list[str]:
+        return [c[2:] for c in self.oof.columns if c.startswith("p_")]
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.changes) or BASELINE
+
+
+def _overrides(run: Run) -> dict[str, str]:
+    return {k.removeprefix("override."): v for k, v in run.data.tags.items()
+            if k.startswith("override.") and not k.removeprefix("override.").lstrip("+~").startswith(NOT_A_CHANGE)}
+
+
+def load_groups(client: MlflowClient, study: str, experiment: str | None = None) -> dict[tuple, list[Arm]]:
+    """FINISHED cross-validation parents of ``study`` (of ``experiment`` only, if given) that logged out-of-fold
+    predictions, grouped by :data:`GROUP_TAGS`; in each group the baseline first, then by start time."""
+    found = client.get_experiment_by_name(study)
+    if found is None:
+        raise LookupError(f"no MLflow experiment named {study!r}: cross-validate first "
+                          "(python -m melanoma_lab experiment=... study.cv_folds=K)")
+    query = "attributes.status = 'FINISHED' and tags.cv_folds != ''"
+    if experiment:
+        query += f" and tags.experiment = '{experiment}'"
+    runs = [r for r in client.search_runs([found.experiment_id], query, max_results=5000) if "fold" not in r.data.tags]
+    by_group: dict[tuple, list[Run]] = {}
+    for run in runs:
+        by_group.setdefault(tuple(run.data.tags.get(t, "") for t in GROUP_TAGS), []).append(run)
+    groups = {}
+    for key, members in by_group.items():
+        overrides = [_overrides(r) for r in members]
+        common = set.intersection(*(set(o.items()) for o in overrides))
+        arms = []
+        for run, given in zip(members, overrides):
+            if OOF_FILE not in {a.path for a in client.list_artifacts(run.info.run_id)}:
+                continue
+            oof = pd.read_csv(client.download_artifacts(run.info.run_id, OOF_FILE))
+            changes = tuple(sorted(f"{k}={v}" for k, v in given.items() if (k, v) not in common))
+            arms.append(Arm(run.info.run_id, changes, oof, dict(run.data.metrics), dict(run.data.tags),
+                            run.info.start_time or 0, run.data.params.get("dataset.melanoma_class")))
+        if arms:
+            groups[key] = sorted(arms, key=lambda a: (bool(a.changes), a.start_time))
+    if not groups:
+        raise LookupError(f"{study!r} has no FINISHED cross-validation runs with out-of-fold predictions"
+                          + (f" of experiment {experiment!r}" if experiment else ""))
+    return groups
+
+
+def frequent_balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, frequent: np.ndarray) -> float:
+    """Mean recall over the ``frequent`` classes present in ``labels`` (a wrong guess of a rare class still counts)."""
+    recalls = [(predicted[labels == c] == c).mean() for c in frequent if (labels == c).any()]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def melanoma_auc(labels: np.ndarray, probs: np.ndarray, melanoma: int) -> float:
+    positive = labels == melanoma
+    return float(roc_auc_score(positive, probs[:, melanoma])) if 0 < positive.sum() < len(labels) else float("nan")
+
+
+def paired_deltas(base: pd.DataFrame, other: pd.DataFrame, melanoma: int | None, min_images: int, samples: int,
+                  confidence: float, seed: int = 0) -> dict[str, float]:
+    """``other`` minus ``base`` on the images both scored: balanced accuracy (frequent classes) and melanoma AUC,
+    each with a percentile bootstrap interval (the same image draws for both runs)."""
+    paths = common_paths([base, other])
+    a, b = base.set_index("path").loc[paths], other.set_index("path").loc[paths]
+    labels = a["label"].to_numpy()
+    if not np.array_equal(labels, b["label"].to_numpy()):
+        raise ValueError("the runs label the same image differently: were they cross-validated on the same data?")
+    pa, pb = probabilities(a.reset_index()), probabilities(b.reset_index())
+    frequent = np.flatnonzero(np.bincount(labels, minlength=pa.shape[1]) >= min_images)
+    scores = {"balanced_accuracy_frequent": lambda y, p: frequent_balanced_accuracy(y, p.argmax(axis=1), frequent)}
+    if melanoma is not None:
+        scores["melanoma_roc_auc"] = lambda y, p: melanoma_auc(y, p, melanoma)
+    draws = np.random.default_rng(seed).integers(0, len(labels), (samples, len(labels)))
+    alpha = (1 - confidence) / 2
+    out = {"images": float(len(labels))}
+    for name, score in scores.items():
+        out[f"delta_{name}"] = score(labels, pb) - score(labels, pa)
+        deltas = np.array([score(labels[i], pb[i]) - score(labels[i], pa[i]) for i in draws])
+        out[f"delta_{name}_low"], out[f"delta_{name}_high"] = np.nanquantile(deltas, [alpha, 1 - alpha])
+    return out
+
+
+def ablation_table(arms: list[Arm], min_images: int, samples: int, confidence: float) -> pd.DataFrame:
+    """One row per run of a group: its change, its out-of-fold scores and its paired differences from the
+    (first) baseline."""
+    base = arms[0]
+    if base.changes:
+        raise LookupError(f"no baseline among these runs (each overrides something the others do not: "
+                          f"{', '.join(a.name for a in arms)}): cross-validate the experiment with only their "
+                          "common overrides too")
+    classes, melanoma = base.classes, base.melanoma_class
+    index = classes.index(melanoma) if melanoma in classes else None
+    rows = []
+    for arm in arms:
+        labels, probs = arm.oof["label"].to_numpy(), probabilities(arm.oof)
+        frequent = np.flatnonzero(np.bincount(labels, minlength=len(classes)) >= min_images)
+        row = {"change": arm.name if arm is base or arm.changes else f"{BASELINE} (replicate)",
+               "run_id": arm.run_id, "code_version": arm.tags.get("code_version", ""), "images": len(labels),
+               "balanced_accuracy_frequent": frequent_balanced_accuracy(labels, probs.argmax(axis=1), frequent),
+               "frequent_classes": len(frequent),
+               "melanoma_roc_auc": melanoma_auc(labels, probs, index) if index is not None else float("nan"),
+               "alert_sensitivity": arm.metrics.get("oof_melanoma_alert_sensitivity", float("nan")),
+               "alert_specificity": arm.metrics.get("oof_melanoma_alert_specificity", float("nan")),
+               "fold_seconds": arm.metrics.get("cv_mean_run_seconds", float("nan"))}
+        if arm is not base:
+            row |= paired_deltas(base.oof, arm.oof, index, min_images, samples, confidence)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,98 @@
+"""Ablation tables from cross-validation parents in MLflow (synthetic out-of-fold predictions: no training)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from melanoma_lab.ablation import main
+from melanoma_lab.reporting.ablation import ablation_table, load_groups
+
+CLASSES = ["melanoma", "nevus", "keratosis", "rare"]
+LABELS = np.repeat(np.arange(4), [80, 80, 40, 4])  # "rare" has 4 images: not a frequent class
+SAME_FOLDS = {"experiment": "m5", "cv_folds": "5", "cv_run_folds": "1,2", "nested": "true", "seed": "1",
+              "data_fingerprint": "abc"}
+COMMON = {"override.experiment": "m5", "override.dataset.root": "/data", "override.study.cv_folds": "5"}
+
+
+def _oof(correct: float, seed: int) -> pd.DataFrame:
+    """Predictions right on a ``correct`` share of each class's images (the same images per share), else nevus
+    or melanoma; melanoma probability high on the right melanomas."""
+    rng = np.random.default_rng(seed)
+    probs = np.full((len(LABELS), 4), 0.05)
+    for c in range(4):
+        rows = np.flatnonzero(LABELS == c)
+        right = rows[: int(round(correct * len(rows)))]
+        probs[right, c] = 0.85
+        wrong = np.setdiff1d(rows, right)
+        probs[wrong, 1 if c != 1 else 0] = 0.85
+    probs += rng.uniform(0, 0.01, probs.shape)
+    probs /= probs.sum(axis=1, keepdims=True)
+    table = pd.DataFrame(probs, columns=[f"p_{c}" for c in CLASSES])
+    return table.assign(path=[f"Train/{i:04d}.jpg" for i in range(len(LABELS))], label=LABELS)[
+        ["path", "label", *table.columns]]
+
+
+def _parent(client, experiment_id, tmp_path, name, oof, tags, status="FINISHED"):
+    run = client.create_run(experiment_id, run_name=name, tags={**SAME_FOLDS, **COMMON, **tags})
+    client.log_param(run.info.run_id, "dataset.melanoma_class", "melanoma")
+    client.log_metric(run.info.run_id, "oof_melanoma_alert_sensitivity", 0.9)
+    client.log_metric(run.info.run_id, "oof_melanoma_alert_specificity", 0.7)
+    client.log_metric(run.info.run_id, "cv_mean_run_seconds", 600.0)
+    path = tmp_path / name / "oof_predictions.csv"
+    path.parent.mkdir()
+    oof.to_csv(path, index=False)
+    client.log_artifact(run.info.run_id, str(path))
+    client.set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("melanoma-study", artifact_location=(tmp_path / "artifacts").as_uri())
+    ids = {
+        "base": _parent(client, experiment, tmp_path, "base", _oof(0.6, 0), {"override.study.cv_run_folds": "[1,2]"}),
+        "no_ema": _parent(client, experiment, tmp_path, "no_ema", _oof(0.9, 1),
+                          {"override.optimizer.use_ema": "false", "override.tracking.enabled": "true"}),
+        "again": _parent(client, experiment, tmp_path, "again", _oof(0.6, 2), {}),
+        "failed": _parent(client, experiment, tmp_path, "failed", _oof(1.0, 3), {"override.model.residual": "false"},
+                          status="FAILED"),
+        "other_seed": _parent(client, experiment, tmp_path, "other_seed", _oof(0.5, 4), {"seed": "2"}),
+    }
+    return uri, client, ids
+
+
+def test_runs_on_identical_folds_are_compared_with_the_run_that_changes_nothing(store):
+    uri, client, ids = store
+    groups = load_groups(client, "melanoma-study", "m5")
+    assert len(groups) == 2  # seed 2 draws other folds: its own group
+    arms = groups[tuple(SAME_FOLDS.values())]
+    assert [a.run_id for a in arms] == [ids["base"], ids["again"], ids["no_ema"]]  # FAILED runs are left out
+    table = ablation_table(arms, min_images=10, samples=300, confidence=0.95)
+    assert list(table["change"]) == ["baseline", "baseline (replicate)", "optimizer.use_ema=false"]
+    assert list(table["frequent_classes"]) == [3, 3, 3]
+    base, again, no_ema = table.to_dict("records")
+    assert base["balanced_accuracy_frequent"] == pytest.approx(0.6, abs=0.01)  # "rare" (4 images) is left out
+    assert no_ema["delta_balanced_accuracy_frequent"] == pytest.approx(0.3, abs=0.01)
+    assert 0 < no_ema["delta_balanced_accuracy_frequent_low"] < 0.3 < no_ema["delta_balanced_accuracy_frequent_high"]
+    assert no_ema["delta_melanoma_roc_auc"] > 0 and no_ema["delta_melanoma_roc_auc_low"] > 0
+    assert again["delta_balanced_accuracy_frequent"] == pytest.approx(0.0, abs=1e-9)  # the noise floor row
+    assert np.isnan(base.get("delta_balanced_accuracy_frequent", np.nan)) and base["fold_seconds"] == 600
+
+
+def test_the_command_writes_the_table_and_names_a_missing_baseline(store, tmp_path, capsys):
+    uri, client, ids = store
+    out = tmp_path / "report"
+    assert main(["--experiment", "m5", "--out", str(out), f"tracking.tracking_uri={uri}",
+                 "study.bootstrap_samples=100"]) == 0
+    text = (out / "ablation.md").read_text()
+    assert "| optimizer.use_ema=false | 0.900 | +0.300 [" in text and "| baseline (replicate) |" in text
+    assert set(pd.read_csv(out / "ablation.csv")["seed"]) == {1, 2}
+    client.delete_run(ids["base"])
+    client.delete_run(ids["again"])
+    experiment = client.get_experiment_by_name("melanoma-study").experiment_id
+    _parent(client, experiment, tmp_path, "no_cc", _oof(0.7, 5), {"override.dataset.colour_constancy_power": "null"})
+    assert main(["--experiment", "m5", "--out", str(out), f"tracking.tracking_uri={uri}"]) == 1
+    assert "no baseline among these runs" in capsys.readouterr().err
