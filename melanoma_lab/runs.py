@@ -29,12 +29,26 @@ KEY_METRICS = ("final_val_accuracy", "val_balanced_accuracy", "val_melanoma_sens
 def run_identity(cfg: DictConfig, files: pd.DataFrame, fold: int | None = None) -> dict[str, str]:
     """The tags that make two runs the same run: config, data, code (and the fold with how it was split)."""
     identity = {"config_hash": config_hash(OmegaConf.to_container(cfg, resolve=True)),
-                "data_fingerprint": fingerprint(files), "code_version": code_version()}
+                "data_fingerprint": fingerprint(files), "code_version": code_version(), **input_file_tags(cfg)}
     if fold is not None:
         identity["fold"] = f"{fold + 1}/{cfg.study.cv_folds}"
         if cfg.study.get("nested", False):  # study.* is not in the config hash, and nesting changes the result
             identity["nested"] = "true"
     return identity
+
+
+def input_file_tags(cfg: DictConfig) -> dict[str, str]:
+    """The content hash of the model's weights file, when ``model.weights`` names one: the config holds only its
+    path, and a FINISHED run that started from other weights under the same path is no twin."""
+    weights = cfg.model.get("weights")
+    path = Path(str(weights)).expanduser() if weights not in (None, "imagenet") else None
+    if path is None or not path.is_file():
+        return {}
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"model_weights_sha256": digest.hexdigest()[:16]}
 
 
 def config_hash(resolved: dict) -> str:

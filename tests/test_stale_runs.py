@@ -129,3 +129,26 @@ def test_the_command_finds_the_store_that_the_conf_overrides_name(tmp_path, monk
     with pytest.raises(SystemExit) as exit:
         main(["paths.no_such_key=1"])
     assert exit.value.code == 2 and "paths.no_such_key" in capsys.readouterr().err
+
+
+def test_a_finished_run_from_other_weights_under_the_same_path_is_not_reused(tiny_cfg, tmp_path):
+    """model.weights is a path in the config: the identity holds the file's content hash, so new weights written
+    over the old file train again instead of reusing the old run's numbers."""
+    from melanoma_lab.datasets import load_catalog
+    from melanoma_lab.runs import run_identity
+    from tests.conftest import TINY_DATA, compose_config
+
+    weights = tmp_path / "backbone.weights.h5"
+    weights.write_bytes(b"first weights")
+    cfg = compose_config([*TINY_DATA, "model=transfer", f"model.weights={weights}"], root=tmp_path)
+    files = load_catalog(cfg.dataset).files
+    identity = run_identity(cfg, files)
+    with make_tracker(cfg, "transfer", identity) as tracker:
+        tracker.log_metrics({"val_accuracy": 0.5})
+    assert finished_twin(cfg, make_tracker(cfg, "transfer", identity), identity) == {"val_accuracy": 0.5}
+
+    weights.write_bytes(b"other weights, same path")
+    again = run_identity(cfg, files)
+    assert again["config_hash"] == identity["config_hash"]  # the config did not change, the input did
+    assert finished_twin(cfg, make_tracker(cfg, "transfer", again), again) is None
+    assert "model_weights_sha256" not in run_identity(compose_config([*TINY_DATA, "model=transfer"]), files)
