@@ -21,7 +21,6 @@ TRAINER ?=
 ARGS ?=
 STUDY ?= $(if $(filter synthetic,$(DATA)),synthetic,isic)-study$(if $(TRAINER),-$(TRAINER))
 DEMO_ARGS := dataset=synthetic trainer.epochs=8 study.name=demo
-MLFLOW_STORE := sqlite:///$(abspath mlruns)/mlflow.db
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
@@ -105,8 +104,8 @@ bench-study: install ## the seeds' whole notebook procedure vs the M1+M2+M3 stud
 tune-distributed: install ## KerasTuner chief + $(WORKERS) workers on 127.0.0.1 (TUNE_ARGS="experiment=m2 tuner=random ...")
 	$(PY) -m melanoma_lab.tune_local_cluster --workers $(WORKERS) $(TUNE_ARGS)
 
-ui: install ## open the local MLflow store at http://127.0.0.1:$(PORT)
-	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_STORE) --host 127.0.0.1 --port $(PORT)
+ui: install ## MLflow UI at http://127.0.0.1:$(PORT) over the store conf/ names (ARGS="paths.root_dir=DIR ...")
+	$(PY) -m melanoma_lab.ui --port $(PORT) $(ARGS)
 
 server: install-cluster ## MLflow server on 127.0.0.1:$(PORT) over a PostgreSQL store in mlruns/server (Ctrl-C stops both)
 	$(PY) -m melanoma_lab.tracking.server --dir mlruns/server --port $(PORT) --db-port $(DB_PORT)

@@ -125,3 +125,22 @@ def test_a_run_that_cannot_start_leaves_the_tracking_uri_as_it_was(tmp_path, mon
         with tracker:
             pass
     assert "MLFLOW_TRACKING_URI" not in os.environ  # a later run of another store is not written into this one
+
+
+def test_the_ui_serves_the_store_that_the_conf_overrides_name(tmp_path, monkeypatch, capsys):
+    """make ui used to serve ./mlruns whatever store training used; now it resolves paths.root_dir and
+    tracking.tracking_uri like every command, and names a tracking server instead of hiding it."""
+    import subprocess
+
+    from melanoma_lab import ui
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    served = []
+    monkeypatch.setattr(subprocess, "run", lambda command: served.append(command) or subprocess.CompletedProcess(
+        command, 0))
+    assert ui.main(["--port", "5123", f"paths.root_dir={tmp_path}"]) == 0
+    (command,) = served
+    assert command[1:] == ["ui", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+                           "--host", "127.0.0.1", "--port", "5123"]
+    assert ui.main(["tracking.tracking_uri=http://127.0.0.1:5999"]) == 2
+    assert "serves its own UI, open http://127.0.0.1:5999" in capsys.readouterr().err and len(served) == 1
