@@ -5,7 +5,8 @@
 Cross-validate an experiment once as it is and once per ingredient changed, on the same folds, e.g.::
 
     python -m melanoma_lab experiment=m5 study.cv_folds=5 study.cv_run_folds=[1,2] dataset.root=...
-    python -m melanoma_lab experiment=m5 study.cv_folds=5 study.cv_run_folds=[1,2] dataset.root=... optimizer.use_ema=false
+    python -m melanoma_lab experiment=m5 study.cv_folds=5 study.cv_run_folds=[1,2] dataset.root=... \
+        optimizer.use_ema=false
 
 then this writes ``ablation.md`` and ``ablation.csv`` (one table per group of runs on identical folds: see
 :mod:`melanoma_lab.reporting.ablation`) into ``study.reports_dir/<study>``. The store and folders come from

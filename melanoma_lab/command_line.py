@@ -1,4 +1,5 @@
-"""Flag-style command lines (predict, promote, report, ablation, ui, stale_runs) take the tracking store and paths from ``conf/``.
+"""Flag-style command lines (predict, promote, report, ablation, ui, stale_runs) take the store and paths from
+``conf/``.
 
 Besides its own flags, each such command takes trailing ``key=value`` overrides of ``conf/config.yaml`` in Hydra's
 syntax, composed exactly as for ``python -m melanoma_lab`` (:func:`melanoma_lab.composition.compose`)::
