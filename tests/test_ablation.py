@@ -61,13 +61,15 @@ def store(tmp_path):
                           status="FAILED"),
         "other_seed": _parent(client, experiment, tmp_path, "other_seed", _oof(0.5, 4), {"seed": "2"}),
     }
+    single = client.create_run(experiment, run_name="m5", tags={"experiment": "m5", "seed": "1"})  # no CV: not here
+    client.set_terminated(single.info.run_id, "FINISHED")
     return uri, client, ids
 
 
 def test_runs_on_identical_folds_are_compared_with_the_run_that_changes_nothing(store):
     uri, client, ids = store
     groups = load_groups(client, "melanoma-study", "m5")
-    assert len(groups) == 2  # seed 2 draws other folds: its own group
+    assert len(groups) == 2  # seed 2 draws other folds: its own group; the single-split run is in none
     arms = groups[tuple(SAME_FOLDS.values())]
     assert [a.run_id for a in arms] == [ids["base"], ids["again"], ids["no_ema"]]  # FAILED runs are left out
     table = ablation_table(arms, min_images=10, samples=300, confidence=0.95)
