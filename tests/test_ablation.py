@@ -82,6 +82,8 @@ def test_runs_on_identical_folds_are_compared_with_the_run_that_changes_nothing(
     assert no_ema["delta_melanoma_roc_auc"] > 0 and no_ema["delta_melanoma_roc_auc_low"] > 0
     assert again["delta_balanced_accuracy_frequent"] == pytest.approx(0.0, abs=1e-9)  # the noise floor row
     assert np.isnan(base.get("delta_balanced_accuracy_frequent", np.nan)) and base["fold_seconds"] == 600
+    (alone,) = groups[tuple({**SAME_FOLDS, "seed": "2"}.values())]
+    assert list(ablation_table([alone], 10, 100, 0.95)["change"]) == ["(the only run on these folds)"]
 
 
 def test_the_command_writes_the_table_and_names_a_missing_baseline(store, tmp_path, capsys):

@@ -130,7 +130,7 @@ def test_m5_composes_m4_with_the_new_ingredients_and_trains_end_to_end(tiny_cfg,
     m4, m5 = (compose_config([f"experiment={name}"]) for name in ("m4", "m5"))
     assert (m5.lr_schedule.warmup_epochs, m5.lr_schedule._target_, m5.trainer.epochs) == (
         3, "melanoma_lab.schedules.cosine", m4.trainer.epochs)
-    assert m5.optimizer.use_ema and m5.dataset.colour_constancy_power == 6 and m5.evaluation.tta == "dihedral"
+    assert m5.optimizer.use_ema and m5.dataset.colour_constancy_power is None and m5.evaluation.tta == "dihedral"
     assert m5.model.residual and not m4.model.residual and m5.model.filters == m4.model.filters  # m4 otherwise
     cfg = tiny_cfg("experiment=m5", "trainer.epochs=3", "dataset.image_size=32", "model.filters=[8,16]",
                    "lr_schedule.warmup_epochs=1")

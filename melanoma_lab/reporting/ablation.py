@@ -28,6 +28,7 @@ from melanoma_lab.reporting.statistics import common_paths, probabilities
 GROUP_TAGS = ("experiment", "cv_folds", "cv_run_folds", "nested", "seed", "data_fingerprint")
 NOT_A_CHANGE = ("study.", "tracking.", "paths.", "hydra.")  # where runs go, not what they compute
 BASELINE = "baseline"
+ALONE = "(the only run on these folds)"
 
 
 @dataclass
@@ -137,7 +138,8 @@ def ablation_table(arms: list[Arm], min_images: int, samples: int, confidence: f
     for arm in arms:
         labels, probs = arm.oof["label"].to_numpy(), probabilities(arm.oof)
         frequent = np.flatnonzero(np.bincount(labels, minlength=len(classes)) >= min_images)
-        row = {"change": arm.name if arm is base or arm.changes else f"{BASELINE} (replicate)",
+        alone = len(arms) == 1  # nothing to compare with: its own overrides are all "common"
+        row = {"change": ALONE if alone else arm.name if arm is base or arm.changes else f"{BASELINE} (replicate)",
                "run_id": arm.run_id, "code_version": arm.tags.get("code_version", ""), "images": len(labels),
                "balanced_accuracy_frequent": frequent_balanced_accuracy(labels, probs.argmax(axis=1), frequent),
                "frequent_classes": len(frequent),
