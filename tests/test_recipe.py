@@ -133,7 +133,7 @@ def test_m5_composes_m4_with_the_new_ingredients_and_trains_end_to_end(tiny_cfg,
     assert m5.optimizer.use_ema and m5.dataset.colour_constancy_power is None and m5.evaluation.tta == "dihedral"
     assert m5.model.residual and not m4.model.residual and m5.model.filters == m4.model.filters  # m4 otherwise
     cfg = tiny_cfg("experiment=m5", "trainer.epochs=3", "dataset.image_size=32", "model.filters=[8,16]",
-                   "lr_schedule.warmup_epochs=1")
+                   "lr_schedule.warmup_epochs=1", "dataset.colour_constancy_power=6")  # ablated out, still served
     results = run_experiment(cfg, tmp_path / "out")
     assert 0 <= results["val_balanced_accuracy"] <= 1
     client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
