@@ -24,6 +24,7 @@ import pandas as pd
 
 from melanoma_lab.reporting.ablation import GROUP_TAGS, ablation_table, load_groups
 
+
 def _difference(row: pd.Series, name: str) -> str:
     if pd.isna(row.get(f"delta_{name}")):
         return ""

@@ -123,6 +123,13 @@ def calibrate_alert(labels: np.ndarray, probabilities: np.ndarray, classes: list
     return AlertCalibration(threshold_for_sensitivity(is_mel, probabilities[:, mel], sensitivity), "calibrated")
 
 
+def frequent_balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, frequent: np.ndarray) -> float:
+    """Mean recall over the ``frequent`` classes present in ``labels`` (a wrong guess of a rare class still counts
+    as an error): balanced accuracy without classes too small to estimate a recall."""
+    recalls = [float((predicted[labels == c] == c).mean()) for c in frequent if (labels == c).any()]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
 def alert_rates(is_melanoma: np.ndarray, alerts: np.ndarray) -> dict[str, float]:
     """Sensitivity and specificity of melanoma ``alerts`` (NaN where there is no melanoma, or nothing else)."""
     return {"melanoma_alert_sensitivity": float(alerts[is_melanoma].mean()) if is_melanoma.any() else float("nan"),

@@ -17,10 +17,9 @@ import pandas as pd
 from mlflow.entities import Run
 from omegaconf import DictConfig
 
-from melanoma_lab.evaluation import Evaluation, alert_rates, evaluate
+from melanoma_lab.evaluation import Evaluation, alert_rates, evaluate, frequent_balanced_accuracy
 from melanoma_lab.experiment import HELD_OUT_PREDICTIONS
 from melanoma_lab.tracking.run import RunTracker
-
 
 
 def fold_predictions(fold_dir: Path, run: Run | None, tracker: RunTracker, nested: bool) -> pd.DataFrame:
@@ -64,8 +63,7 @@ def frequent_class_metrics(table: pd.DataFrame, classes: list[str], min_images: 
     counts = np.bincount(labels, minlength=len(classes))
     frequent = np.flatnonzero(counts >= min_images)
     predicted = probabilities_of(table, classes).argmax(axis=1)
-    recalls = [float((predicted[labels == c] == c).mean()) for c in frequent]
-    return {"balanced_accuracy_frequent": float(np.mean(recalls)) if recalls else float("nan"),
+    return {"balanced_accuracy_frequent": frequent_balanced_accuracy(labels, predicted, frequent),
             "frequent_classes": int(len(frequent))}
 
 

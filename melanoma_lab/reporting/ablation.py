@@ -22,6 +22,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
+from melanoma_lab.evaluation import frequent_balanced_accuracy
 from melanoma_lab.reporting.runs import OOF_FILE
 from melanoma_lab.reporting.statistics import common_paths, probabilities
 
@@ -87,12 +88,6 @@ def load_groups(client: MlflowClient, study: str, experiment: str | None = None)
         raise LookupError(f"{study!r} has no FINISHED cross-validation runs with out-of-fold predictions"
                           + (f" of experiment {experiment!r}" if experiment else ""))
     return groups
-
-
-def frequent_balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, frequent: np.ndarray) -> float:
-    """Mean recall over the ``frequent`` classes present in ``labels`` (a wrong guess of a rare class still counts)."""
-    recalls = [(predicted[labels == c] == c).mean() for c in frequent if (labels == c).any()]
-    return float(np.mean(recalls)) if recalls else float("nan")
 
 
 def melanoma_auc(labels: np.ndarray, probs: np.ndarray, melanoma: int) -> float:
