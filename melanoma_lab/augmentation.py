@@ -31,7 +31,9 @@ KERAS_ARGUMENTS: dict[str, dict[str, Any]] = {
 
 def build_augmentation(cfg: DictConfig, seed: int) -> keras.Sequential | None:
     """The configured steps as one ``keras.Sequential`` (step ``i`` seeded ``seed + i`` when it takes a seed), or
-    None without steps."""
+    None without steps. The steps compute in float32 whatever ``trainer.precision`` made the global policy: they
+    prepare inputs (the model casts them), and under a mixed policy a label-mixing step would meet float32 labels
+    with bfloat16 images and fail."""
     import keras
 
     layers = []
@@ -39,4 +41,9 @@ def build_augmentation(cfg: DictConfig, seed: int) -> keras.Sequential | None:
         if step is None:
             continue
         layers.append(build(step, f"augmentation.{name}", seed=seed + len(layers)))
-    return keras.Sequential(layers, name="augmentation") if layers else None
+    if not layers:
+        return None
+    stack = keras.Sequential(layers, name="augmentation")
+    for layer in (stack, *layers):
+        layer.dtype_policy = keras.DTypePolicy("float32")
+    return stack

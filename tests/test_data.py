@@ -160,8 +160,22 @@ def test_pipeline_shuffles_and_augments_only_training(tiny_cfg, loader):
     assert build_augmentation(tiny_cfg().augmentation, seed=1) is None
 
 
+@pytest.fixture
+def dtype_policy(request):
+    """The global Keras dtype policy set to ``request.param`` (as trainer.precision sets it), then restored."""
+    import keras
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(request.param)
+    yield request.param
+    keras.config.set_dtype_policy(before)
+
+
+@pytest.mark.parametrize("dtype_policy", ["float32", "mixed_bfloat16"], indirect=True)
 @pytest.mark.parametrize("loader", LOADERS)
-def test_a_mixup_step_blends_labels_with_images_and_the_others_keep_them_one_hot(tiny_cfg, loader):
+def test_a_mixup_step_blends_labels_with_images_and_the_others_keep_them_one_hot(tiny_cfg, loader, dtype_policy):
+    """Also under mixed precision: the steps compute in float32 (before, MixUp met float32 labels with bfloat16
+    images and failed in tf.data, so a mixup run with trainer.precision=auto on a bf16 CPU could not train)."""
     from melanoma_lab.augmentation import build_augmentation
 
     make = LOADERS[loader]
@@ -176,6 +190,7 @@ def test_a_mixup_step_blends_labels_with_images_and_the_others_keep_them_one_hot
     images, labels = (_numpy(t) for t in next(iter(make(decoded, 9, 64, True, 1, build_augmentation(
         mixing.augmentation, seed=1)))))
     assert np.allclose(labels.sum(axis=1), 1.0, atol=1e-5) and images.shape == (64, 32, 32, 3)
+    assert images.dtype == labels.dtype == np.float32
     assert (labels.max(axis=1) < 0.99).mean() > 0.5  # most rows now carry two classes
 
 
