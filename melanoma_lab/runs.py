@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from melanoma_lab.data.catalog import fingerprint
+from melanoma_lab.data.catalog import file_sha256, fingerprint
 from melanoma_lab.tracking.provenance import code_version, provenance_tags
 from melanoma_lab.tracking.run import MODEL_LOGGED, RunTracker
 from melanoma_lab.tracking.stale_runs import repair_stale_runs
@@ -44,11 +44,7 @@ def input_file_tags(cfg: DictConfig) -> dict[str, str]:
     path = Path(str(weights)).expanduser() if weights not in (None, "imagenet") else None
     if path is None or not path.is_file():
         return {}
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"model_weights_sha256": digest.hexdigest()[:16]}
+    return {"model_weights_sha256": file_sha256(path)[:16]}
 
 
 def config_hash(resolved: dict) -> str:

@@ -17,9 +17,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from melanoma_lab.errors import UserError
+from melanoma_lab.tracking.server import LOOPBACK
 from melanoma_lab.tracking.store import configured_tracking_uri
-
-LOOPBACK = "127.0.0.1"
 
 
 def ui_command(cfg: DictConfig, port: int) -> list[str]:

@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from sklearn.metrics import roc_auc_score
 
-from melanoma_lab.evaluation import frequent_balanced_accuracy
+from melanoma_lab.evaluation import _binary_auc, frequent_balanced_accuracy
 from melanoma_lab.reporting.runs import OOF_FILE
 from melanoma_lab.reporting.statistics import common_paths, probabilities
 
@@ -91,8 +90,7 @@ def load_groups(client: MlflowClient, study: str, experiment: str | None = None)
 
 
 def melanoma_auc(labels: np.ndarray, probs: np.ndarray, melanoma: int) -> float:
-    positive = labels == melanoma
-    return float(roc_auc_score(positive, probs[:, melanoma])) if 0 < positive.sum() < len(labels) else float("nan")
+    return _binary_auc(labels == melanoma, probs[:, melanoma])
 
 
 def paired_deltas(base: pd.DataFrame, other: pd.DataFrame, melanoma: int | None, min_images: int, samples: int,
@@ -129,11 +127,11 @@ def ablation_table(arms: list[Arm], min_images: int, samples: int, confidence: f
                           "common overrides too")
     classes, melanoma = base.classes, base.melanoma_class
     index = classes.index(melanoma) if melanoma in classes else None
+    alone = len(arms) == 1  # nothing to compare with: its own overrides are all "common"
     rows = []
     for arm in arms:
         labels, probs = arm.oof["label"].to_numpy(), probabilities(arm.oof)
         frequent = np.flatnonzero(np.bincount(labels, minlength=len(classes)) >= min_images)
-        alone = len(arms) == 1  # nothing to compare with: its own overrides are all "common"
         row = {"change": ALONE if alone else arm.name if arm is base or arm.changes else f"{BASELINE} (replicate)",
                "run_id": arm.run_id, "code_version": arm.tags.get("code_version", ""), "images": len(labels),
                "balanced_accuracy_frequent": frequent_balanced_accuracy(labels, probs.argmax(axis=1), frequent),
