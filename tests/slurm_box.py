@@ -3,12 +3,15 @@
 Debian's ``slurm-wlm`` and ``munge`` (``.ci/run`` installs them). Everything (key, sockets, state, logs, config)
 lives in the folder; daemons run in the foreground in their own process groups and are stopped afterwards.
 Clients find the cluster through ``SLURM_CONF`` (set in the environment for the duration of the block).
+Every process the box starts inherits that ``SLURM_CONF`` (the daemons, ``slurmstepd`` and the jobs): on the way
+out, after its jobs are cancelled and its daemons stopped, the box ends any such process still alive.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -83,6 +86,50 @@ def _wait_for_node(env: dict[str, str], daemons: list[subprocess.Popen], folder:
     raise TimeoutError(f"the Slurm node never became idle (sinfo: {state!r})")
 
 
+def processes_with_env(name: str, value: str) -> list[int]:
+    """The pids of the processes (other than this one) whose environment sets ``name=value``."""
+    marker, found = f"{name}={value}".encode(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environment = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+        if marker in environment.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def end_processes_with_env(name: str, value: str, grace: float = 10.0) -> list[int]:
+    """SIGTERM, then after ``grace`` seconds SIGKILL, every process whose environment sets ``name=value``. A
+    ``slurmstepd`` whose slurmd was stopped mid-cleanup is not in any daemon's process group and would outlive the
+    box. Returns the pids it found."""
+    found = processes_with_env(name, value)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        alive = processes_with_env(name, value)
+        for pid in alive:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = processes_with_env(name, value)
+    return found
+
+
+def _wait_for_empty_queue(env: dict[str, str], timeout: float) -> None:
+    """Until ``squeue`` lists no job (cancelled jobs take up to ``KillWait`` to end) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=env)
+        if listed.returncode == 0 and not listed.stdout.strip():
+            return
+        time.sleep(0.5)
+
+
 @contextmanager
 def slurm_box(folder: Path) -> Iterator[dict[str, str]]:
     """Start the cluster in ``folder``; yields the environment (``SLURM_CONF``) clients need. Sets
@@ -99,6 +146,7 @@ def slurm_box(folder: Path) -> Iterator[dict[str, str]]:
     env = os.environ | {"SLURM_CONF": str(conf)}
     previous = os.environ.get("SLURM_CONF")
     with ExitStack() as stack:
+        stack.callback(end_processes_with_env, "SLURM_CONF", str(conf))  # runs last, after the daemons stopped
         munged = _daemon([_tool("munged"), "--foreground", "--force", f"--socket={munge_socket}",
                           f"--key-file={key}", f"--pid-file={munge_dir}/munged.pid",
                           f"--seed-file={munge_dir}/munged.seed", f"--log-file={munge_dir}/munged.log"],
@@ -119,6 +167,7 @@ def slurm_box(folder: Path) -> Iterator[dict[str, str]]:
             yield env
         finally:
             subprocess.run(["scancel", "--partition", PARTITION], env=env, capture_output=True)
+            _wait_for_empty_queue(env, timeout=30)  # let slurmd and slurmstepd end the jobs before they stop
             if previous is None:
                 os.environ.pop("SLURM_CONF", None)
             else:

@@ -27,7 +27,7 @@ from melanoma_lab.tracking.run import flatten
 from melanoma_lab.tune_local_cluster import free_port
 from tests.conftest import TINY
 from tests.ray_box import ray_head
-from tests.slurm_box import PARTITION, missing_tools, slurm_box
+from tests.slurm_box import PARTITION, missing_tools, processes_with_env, slurm_box
 
 def _absent(*modules: str) -> list[str]:
     return [module for module in modules if importlib.util.find_spec(module.split(".")[0]) is None
@@ -153,6 +153,28 @@ def test_submitit_local_2x2_sweep_lands_as_parent_and_children(server, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     _show(study, seconds, *run_tree(server, study))
     _assert_2x2_landed(server, study)
+
+
+def test_the_slurm_box_leaves_no_process_of_its_own_behind(services_dir):
+    """CI found two ``slurmstepd`` ([7.batch], [7.0]) alive 19 minutes after the cluster tests: stepd runs in a
+    session of its own, outside every daemon's process group. A job still running when the box closes, and a
+    process in its own session under the box's ``SLURM_CONF`` (as stepd is), both end with the box."""
+    with slurm_box(services_dir / "slurm-teardown") as env:
+        conf = env["SLURM_CONF"]
+        stray = subprocess.Popen(["sleep", "600"], env=env, start_new_session=True)
+        job = subprocess.run(["sbatch", "--parsable", f"--partition={PARTITION}", "--wrap", "srun sleep 600"],
+                             env=env, capture_output=True, text=True, check=True).stdout.strip()
+        _wait_for(lambda: subprocess.run(["squeue", "-h", "-j", job, "-o", "%t"], env=env, capture_output=True,
+                                         text=True).stdout.strip() == "R", 60, f"job {job} running")
+        _wait_for(lambda: [pid for pid in processes_with_env("SLURM_CONF", conf) if pid != stray.pid
+                           and Path(f"/proc/{pid}/cmdline").read_bytes().endswith(b"sleep\x00600\x00")], 30,
+                  "the job step")
+    try:
+        stray.wait(timeout=5)
+    finally:
+        stray.kill()
+    left = processes_with_env("SLURM_CONF", conf)
+    assert left == [], [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
 
 
 def test_slurm_2x2_sweep_lands_as_parent_and_children(server, slurm, tmp_path):
