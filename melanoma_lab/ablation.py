@@ -1,6 +1,6 @@
 """Ablation tables of cross-validated runs, built only from what MLflow holds (no retraining).
 
-    python -m melanoma_lab.ablation [--experiment NAME] [--out DIR] [key=value ...]
+    python -m melanoma_lab.ablation [--experiment NAME] [--baseline KEY=VALUE ...] [--out DIR] [key=value ...]
 
 Cross-validate an experiment once as it is and once per ingredient changed, on the same folds, e.g.::
 
@@ -11,6 +11,8 @@ Cross-validate an experiment once as it is and once per ingredient changed, on t
 then this writes ``ablation.md`` and ``ablation.csv`` (one table per group of runs on identical folds: see
 :mod:`melanoma_lab.reporting.ablation`) into ``study.reports_dir/<study>``. The store and folders come from
 ``conf/`` and its ``key=value`` overrides, as for every command (:mod:`melanoma_lab.command_line`).
+``--baseline dataset.colour_constancy_power=null`` (repeatable) makes the run with those overrides the reference,
+e.g. once a recipe decision was taken on earlier rows and the next ingredient is ablated from the new recipe.
 """
 
 from __future__ import annotations
@@ -60,11 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Ablation tables of cross-validated runs (no retraining).")
     parser.add_argument("--study", default=None, help="study name = MLflow experiment name (default: study.name)")
     parser.add_argument("--experiment", default=None, help="only this experiment's runs (e.g. m5)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="KEY=VALUE",
+                        help="the reference run overrides this beyond the common overrides (repeatable)")
     parser.add_argument("--out", type=Path, default=None, help="default: study.reports_dir/<study>")
     args, cfg = parse_with_config(parser, argv)
     study = args.study or cfg.study.name
+    malformed = [item for item in args.baseline if "=" not in item]
+    if malformed:
+        parser.error(f"--baseline takes KEY=VALUE as the runs' overrides spell it, e.g. "
+                     f"dataset.colour_constancy_power=null; got {', '.join(malformed)}")
     try:
-        groups = load_groups(MlflowClient(configured_tracking_uri(cfg)), study, args.experiment)
+        groups = load_groups(MlflowClient(configured_tracking_uri(cfg)), study, args.experiment,
+                             tuple(args.baseline))
         tables = {key: ablation_table(arms, cfg.evaluation.frequent_class_images, cfg.study.bootstrap_samples,
                                       cfg.study.confidence) for key, arms in groups.items()}
     except LookupError as error:

@@ -44,8 +44,11 @@ def parse_with_config(parser: argparse.ArgumentParser,
     parser.add_argument("--tracking-uri", default=None, help="shorthand for tracking.tracking_uri=URI")
     parser.epilog = "\n".join(filter(None, [parser.epilog, OVERRIDES_HELP]))
     argv = sys.argv[1:] if argv is None else list(argv)
-    overrides = [argument for argument in argv if is_override(argument)]
-    args = parser.parse_args([argument for argument in argv if argument not in overrides])
+    takes_value = {flag for action in parser._actions for flag in action.option_strings if action.nargs != 0}
+    values = {i + 1 for i, argument in enumerate(argv) if argument in takes_value}  # "--baseline key=value"
+    is_config = [i not in values and is_override(argument) for i, argument in enumerate(argv)]
+    overrides = [argument for argument, config in zip(argv, is_config) if config]
+    args = parser.parse_args([argument for argument, config in zip(argv, is_config) if not config])
     try:
         cfg = compose(overrides)
     except (HydraException, UserError) as error:

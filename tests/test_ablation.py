@@ -100,3 +100,32 @@ def test_the_command_writes_the_table_and_names_a_missing_baseline(store, tmp_pa
     _parent(client, experiment, tmp_path, "no_cc", _oof(0.7, 5), {"override.dataset.colour_constancy_power": "null"})
     assert main(["--experiment", "m5", "--out", str(out), f"tracking.tracking_uri={uri}"]) == 1
     assert "no baseline among these runs" in capsys.readouterr().err
+
+
+def test_a_named_baseline_is_the_reference_and_other_runs_show_what_they_change_from_it(store, tmp_path, capsys):
+    """After a recipe decision (colour constancy off) the next ingredient is ablated from the new recipe."""
+    uri, client, ids = store
+    experiment = client.get_experiment_by_name("melanoma-study").experiment_id
+    cc_off = {"override.dataset.colour_constancy_power": "null"}
+    no_cc = _parent(client, experiment, tmp_path, "no_cc", _oof(0.7, 5), cc_off)
+    px144 = _parent(client, experiment, tmp_path, "px144", _oof(0.8, 6), {**cc_off, "override.dataset.image_size": "144"})
+    groups = load_groups(client, "melanoma-study", "m5", baseline=("dataset.colour_constancy_power=null",))
+    assert list(groups) == [tuple(SAME_FOLDS.values())]  # the seed-2 group has no such run: left out
+    arms = groups[tuple(SAME_FOLDS.values())]
+    assert [a.run_id for a in arms][:1] == [no_cc]
+    table = ablation_table(arms, min_images=10, samples=200, confidence=0.95).set_index("run_id")
+    assert table.loc[no_cc, "change"] == "baseline: dataset.colour_constancy_power=null"
+    assert table.loc[px144, "change"] == "dataset.image_size=144"
+    assert table.loc[px144, "delta_balanced_accuracy_frequent"] == pytest.approx(0.1, abs=0.01)
+    assert table.loc[ids["base"], "change"] == "dataset.colour_constancy_power=(default)"
+    assert table.loc[ids["no_ema"], "change"] == "dataset.colour_constancy_power=(default) optimizer.use_ema=false"
+
+    out = tmp_path / "report"  # the flag's value looks like an override: it is the flag's, not conf/'s
+    assert main(["--experiment", "m5", "--baseline", "dataset.colour_constancy_power=null", "--out", str(out),
+                 f"tracking.tracking_uri={uri}", "study.bootstrap_samples=100"]) == 0
+    assert "| dataset.image_size=144 | 0.800 | +0.100 [" in (out / "ablation.md").read_text()
+    assert main(["--experiment", "m5", "--baseline", "model.residual=false", f"tracking.tracking_uri={uri}"]) == 1
+    assert "overrides exactly model.residual=false" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["--baseline", "residual", f"tracking.tracking_uri={uri}"])
+    assert usage.value.code == 2 and "--baseline takes KEY=VALUE" in capsys.readouterr().err

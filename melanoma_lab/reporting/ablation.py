@@ -5,7 +5,10 @@ Parents are on identical folds when they share experiment, ``cv_folds``, ``cv_ru
 fingerprint (the folds are drawn from the seed and the data). In such a group the *baseline* is the run whose
 overrides are the ones every run of the group has; each other run's *change* is what it overrides beyond them,
 e.g. ``optimizer.use_ema=false``. A run with the baseline's overrides run again is a replicate: its difference is
-the noise of training alone, against which the other differences can be read.
+the noise of training alone, against which the other differences can be read. After a recipe decision, name the
+new reference explicitly (``baseline=("dataset.colour_constancy_power=null",)``): the baseline is then the run
+with the common overrides plus those, groups without such a run are left out, and a run that lacks one of them
+shows it as ``key=(default)``.
 
 Differences are paired by image (joined on path) with a bootstrap over the images: balanced accuracy over the
 classes with at least ``evaluation.frequent_class_images`` images, and melanoma-vs-rest ROC-AUC. Alert sensitivity
@@ -40,6 +43,7 @@ class Arm:
     tags: dict[str, str]
     start_time: int
     melanoma_class: str | None  # the run's dataset.melanoma_class
+    baseline: tuple[str, ...] = ()  # the overrides named as the reference beyond the common ones
 
     @property
     def classes(self) -> list[str]:
@@ -47,7 +51,7 @@ class Arm:
 
     @property
     def name(self) -> str:
-        return " ".join(self.changes) or BASELINE
+        return " ".join(self.changes) or (f"{BASELINE}: {' '.join(self.baseline)}" if self.baseline else BASELINE)
 
 
 def _overrides(run: Run) -> dict[str, str]:
@@ -55,9 +59,18 @@ def _overrides(run: Run) -> dict[str, str]:
             if k.startswith("override.") and not k.removeprefix("override.").lstrip("+~").startswith(NOT_A_CHANGE)}
 
 
-def load_groups(client: MlflowClient, study: str, experiment: str | None = None) -> dict[tuple, list[Arm]]:
+def _changes(given: dict[str, str], reference: dict[str, str]) -> tuple[str, ...]:
+    """What a run overrides beyond ``reference``, and the reference's overrides it lacks (as ``key=(default)``)."""
+    return tuple(sorted([f"{k}={v}" for k, v in given.items() if reference.get(k) != v]
+                        + [f"{k}=(default)" for k in reference if k not in given]))
+
+
+def load_groups(client: MlflowClient, study: str, experiment: str | None = None,
+                baseline: tuple[str, ...] = ()) -> dict[tuple, list[Arm]]:
     """FINISHED cross-validation parents of ``study`` (of ``experiment`` only, if given) that logged out-of-fold
-    predictions, grouped by :data:`GROUP_TAGS`; in each group the baseline first, then by start time."""
+    predictions, grouped by :data:`GROUP_TAGS`; in each group the baseline first, then by start time. With
+    ``baseline`` (``key=value`` overrides) only the groups holding a run with exactly those beyond the common ones."""
+    named = dict(item.split("=", 1) for item in baseline)
     found = client.get_experiment_by_name(study)
     if found is None:
         raise LookupError(f"no MLflow experiment named {study!r}: cross-validate first "
@@ -72,20 +85,22 @@ def load_groups(client: MlflowClient, study: str, experiment: str | None = None)
     groups = {}
     for key, members in by_group.items():
         overrides = [_overrides(r) for r in members]
-        common = set.intersection(*(set(o.items()) for o in overrides))
+        reference = dict(set.intersection(*(set(o.items()) for o in overrides))) | named
         arms = []
         for run, given in zip(members, overrides):
             if OOF_FILE not in {a.path for a in client.list_artifacts(run.info.run_id)}:
                 continue
             oof = pd.read_csv(client.download_artifacts(run.info.run_id, OOF_FILE))
-            changes = tuple(sorted(f"{k}={v}" for k, v in given.items() if (k, v) not in common))
-            arms.append(Arm(run.info.run_id, changes, oof, dict(run.data.metrics), dict(run.data.tags),
-                            run.info.start_time or 0, run.data.params.get("dataset.melanoma_class")))
-        if arms:
+            arms.append(Arm(run.info.run_id, _changes(given, reference), oof, dict(run.data.metrics),
+                            dict(run.data.tags), run.info.start_time or 0, run.data.params.get("dataset.melanoma_class"),
+                            tuple(baseline)))
+        if arms and (not baseline or any(not a.changes for a in arms)):
             groups[key] = sorted(arms, key=lambda a: (bool(a.changes), a.start_time))
     if not groups:
         raise LookupError(f"{study!r} has no FINISHED cross-validation runs with out-of-fold predictions"
-                          + (f" of experiment {experiment!r}" if experiment else ""))
+                          + (f" of experiment {experiment!r}" if experiment else "")
+                          + (f" among which one overrides exactly {' '.join(baseline)} beyond the runs' common "
+                             "overrides (the --baseline)" if baseline else ""))
     return groups
 
 
