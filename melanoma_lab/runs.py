@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -84,7 +85,8 @@ def finished_twin(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str]
                   needs_model: bool = False) -> dict[str, float] | None:
     """Metrics of a FINISHED run with the same identity (and a logged model if ``needs_model``), when
     ``tracking.skip_finished`` allows reuse (first marking FAILED every run of this host left RUNNING by a killed
-    process, whatever its config)."""
+    process, whatever its config). A study (``study.launch``) adopts a twin that was run by hand: the run it asked
+    for exists, so it is tagged ``launched_by=study`` and ``adopted_by_study=<launch>`` and counts in the report."""
     repair_stale_runs(tracker)
     previous = tracker.finished_run_with(reusable(identity, needs_model)) if cfg.tracking.skip_finished else None
     if previous is None:
@@ -92,4 +94,8 @@ def finished_twin(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str]
     log.warning("reusing run %s for %s: it FINISHED with the same config, data and code (%s); "
                 "tracking.skip_finished=false trains it again", previous.info.run_id, tracker.run_name,
                 identity.get("code_version"))
+    launch = cfg.study.get("launch")
+    if launch and previous.data.tags.get("launched_by") != "study":
+        tracker.set_tags({"launched_by": "study", "study_launch": launch, "adopted_by_study": launch,
+                          "adopted_at_ms": str(int(time.time() * 1000))}, run_id=previous.info.run_id)
     return dict(previous.data.metrics)

@@ -5,7 +5,8 @@
                                                         # compares out-of-fold predictions of every Train image
 
 Runs already FINISHED with the same config and data are skipped (``tracking.skip_finished``), so an
-interrupted study resumes where it stopped. The report is built from MLflow alone
+interrupted study resumes where it stopped; one run by hand (``python -m melanoma_lab experiment=... trainer.seed=...``)
+is adopted into the study (tag ``adopted_by_study``) instead of trained again. The report is built from MLflow alone
 (``python -m melanoma_lab.report --study NAME`` rebuilds it without retraining).
 """
 
@@ -64,8 +65,8 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
     client = MlflowClient(configured_tracking_uri(cfg))
     study = load_study(client, cfg.study.name)
     missing = missing_runs(cfg.study.experiments, cfg.study.seeds, study)
-    if missing:  # e.g. skip_finished reused a FINISHED run that was logged by hand, not by a study
-        log.warning("the report has no study-launched run for %s: rerun them with tracking.skip_finished=false",
+    if missing:  # e.g. a run of this invocation failed, or the store holds no MLflow tracking (tracking.enabled)
+        log.warning("the report has no study-launched run for %s: see the log above, or rerun them",
                     ", ".join(f"{e} seed {s}" for e, s in missing))
     return write_report(study, reports, cfg.study.bootstrap_samples, cfg.study.confidence)
 

@@ -162,7 +162,8 @@ def test_the_slurm_box_leaves_no_process_of_its_own_behind(services_dir):
     with slurm_box(services_dir / "slurm-teardown") as env:
         conf = env["SLURM_CONF"]
         stray = subprocess.Popen(["sleep", "600"], env=env, start_new_session=True)
-        job = subprocess.run(["sbatch", "--parsable", f"--partition={PARTITION}", "--wrap", "srun sleep 600"],
+        job = subprocess.run(["sbatch", "--parsable", f"--partition={PARTITION}", "--wrap", "srun sleep 600",
+                              f"--output={services_dir}/slurm-teardown/job-%j.out"],
                              env=env, capture_output=True, text=True, check=True).stdout.strip()
         _wait_for(lambda: subprocess.run(["squeue", "-h", "-j", job, "-o", "%t"], env=env, capture_output=True,
                                          text=True).stdout.strip() == "R", 60, f"job {job} running")

@@ -8,6 +8,7 @@ from melanoma_lab import report
 from melanoma_lab.reporting import tables
 from melanoma_lab.reporting.runs import Study
 from melanoma_lab.reporting.statistics import balanced_accuracy_of, bootstrap_interval, paired_difference
+from melanoma_lab.experiment import run_experiment
 from melanoma_lab.study import run_study
 from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import CONF_DIR, TINY
@@ -58,6 +59,9 @@ def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path
         from hydra import compose
 
         cfg = compose(config_name="config", overrides=overrides)
+        by_hand = ["experiment=m2", "trainer.seed=2"]  # run before the study: adopted by it, not trained again
+        run_experiment(compose(config_name="config", overrides=overrides + by_hand), tmp_path / "by_hand",
+                       overrides + by_hand)
         path = run_study(cfg, overrides, tmp_path / "study")
         client = MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
         experiment = client.get_experiment_by_name("tiny-study")
@@ -66,6 +70,9 @@ def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path
             ("m1", "1"), ("m1", "2"), ("m2", "1"), ("m2", "2")]
         assert {r.data.tags.get("launched_by") for r in runs} == {"study"}
         assert len({r.data.tags["study_launch"] for r in runs}) == 1
+        [adopted] = [r for r in runs if "adopted_by_study" in r.data.tags]
+        assert (adopted.data.tags["experiment"], adopted.data.tags["seed"]) == ("m2", "2")
+        assert adopted.data.tags["adopted_by_study"] == adopted.data.tags["study_launch"]
         run_study(cfg, overrides, tmp_path / "study")  # resumes: everything FINISHED is skipped
         assert len(client.search_runs([experiment.experiment_id])) == 4
 

@@ -5,7 +5,8 @@ reuses a FINISHED run of an earlier study invocation still counts). Of those, on
 seed): among runs with the same config and code version the newest FINISHED one is kept (the others are
 *duplicates*); when an (experiment, seed) ran under several configs or code versions, the newest run wins
 and the others are *superseded*. Every run left out is listed with the reason. Runs logged into the same
-MLflow experiment by hand (no ``launched_by`` tag) are ignored.
+MLflow experiment by hand (no ``launched_by`` tag) are ignored, unless a study asked for exactly such a run (same
+config, data and code) and adopted it instead of training it again (tag ``adopted_by_study``).
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def _key(run: Run, *tags: str) -> tuple:
     return tuple(run.data.tags.get(t, "") for t in tags)
 
 
+def study_time(run: Run) -> int:
+    """When the study took the run: its start, or when it adopted a run made by hand (ms since the epoch)."""
+    return int(run.data.tags.get("adopted_at_ms") or run.info.start_time or 0)
+
+
 def select_runs(runs: list[Run]) -> tuple[list[Run], list[dict]]:
     """The study-launched, FINISHED runs the report uses (one per experiment and seed), and every other
     study-launched run with why it was left out. Runs without ``launched_by=study`` are neither."""
@@ -85,7 +91,7 @@ def select_runs(runs: list[Run]) -> tuple[list[Run], list[dict]]:
                         "seed": run.data.tags.get("seed", ""), "reason": reason})
 
     launched = [r for r in runs if r.data.tags.get("launched_by") == "study" and "fold" not in r.data.tags]
-    for run in sorted(launched, key=lambda r: r.info.start_time or 0, reverse=True):  # newest first
+    for run in sorted(launched, key=study_time, reverse=True):  # newest first
         if run.info.status != "FINISHED":
             drop(run, f"status {run.info.status}")
             continue
@@ -97,7 +103,7 @@ def select_runs(runs: list[Run]) -> tuple[list[Run], list[dict]]:
         drop(run, f"duplicate of newer run {winner.info.run_id} (same config and code version)" if same else
              f"superseded by newer run {winner.info.run_id} (config {winner.data.tags.get('config_hash', '?')}, "
              f"code {winner.data.tags.get('code_version', 'not logged')})")
-    return sorted(kept.values(), key=lambda r: r.info.start_time or 0), dropped
+    return sorted(kept.values(), key=study_time), dropped
 
 
 def _download_table(client: MlflowClient, run_id: str, path: str) -> pd.DataFrame:

@@ -194,10 +194,11 @@ class RunTracker:
         return False
 
     @_timed
-    def set_tags(self, tags: dict[str, str]) -> None:
+    def set_tags(self, tags: dict[str, str], run_id: str | None = None) -> None:
+        """Tags on this run (or on the run ``run_id`` of the same store)."""
         if self.enabled:
             for key, value in tags.items():
-                retry_locked(lambda: self.client.set_tag(self.run_id, key, str(value)[:MAX_PARAM_LENGTH]))
+                retry_locked(lambda: self.client.set_tag(run_id or self.run_id, key, str(value)[:MAX_PARAM_LENGTH]))
 
     @_timed
     def log_params(self, params: dict[str, str]) -> None:
