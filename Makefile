@@ -107,8 +107,8 @@ tune-distributed: install ## KerasTuner chief + $(WORKERS) workers on 127.0.0.1 
 ui: install ## MLflow UI at http://127.0.0.1:$(PORT) over the store conf/ names (ARGS="paths.root_dir=DIR ...")
 	$(PY) -m melanoma_lab.ui --port $(PORT) $(ARGS)
 
-server: install-cluster ## MLflow server on 127.0.0.1:$(PORT) over a PostgreSQL store in mlruns/server (Ctrl-C stops both)
-	$(PY) -m melanoma_lab.tracking.server --dir mlruns/server --port $(PORT) --db-port $(DB_PORT)
+server: install-cluster ## MLflow server on 127.0.0.1:$(PORT), PostgreSQL store in paths.mlruns_dir/server (ARGS="paths.root_dir=DIR"; Ctrl-C stops both)
+	$(PY) -m melanoma_lab.tracking.server --port $(PORT) --db-port $(DB_PORT) $(ARGS)
 
 stale-runs: install ## list this host's runs left RUNNING by a killed process (ARGS=--repair marks them FAILED)
 	$(PY) -m melanoma_lab.tracking.stale_runs $(ARGS)

@@ -2,7 +2,10 @@
 ``mlflow server --serve-artifacts`` in front of it, both on 127.0.0.1 only.
 
     make server                                         # = python -m melanoma_lab.tracking.server
-    python -m melanoma_lab.tracking.server --dir mlruns/server --port 5000 --db-port 5433
+    python -m melanoma_lab.tracking.server --port 5000 --db-port 5433 [--dir DIR] [paths.root_dir=ROOT ...]
+
+``<dir>`` is ``paths.mlruns_dir/server`` of ``conf/`` and its ``key=value`` overrides (as for every command), unless
+``--dir`` names it.
 
 The first start creates the PostgreSQL cluster (``initdb`` under ``<dir>/postgres``, as the ``postgres`` user
 when run as root), a role and a database ``mlflow`` (its password in ``<dir>/postgres/mlflow.password``, mode
@@ -175,11 +178,15 @@ def tracking_server(folder: Path, port: int, db_port: int, workers: int = 1) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m melanoma_lab.tracking.server", description=__doc__.split("\n")[0])
-    parser.add_argument("--dir", type=Path, default=Path("mlruns/server"), help="PostgreSQL data and artifacts")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="PostgreSQL data and artifacts (default: paths.mlruns_dir/server)")
     parser.add_argument("--port", type=int, default=5000, help="MLflow server port on 127.0.0.1")
     parser.add_argument("--db-port", type=int, default=5433, help="PostgreSQL port on 127.0.0.1")
     parser.add_argument("--workers", type=int, default=2, help="MLflow server worker processes")
-    args = parser.parse_args(argv)
+    from melanoma_lab.command_line import parse_with_config
+
+    args, cfg = parse_with_config(parser, argv)
+    args.dir = args.dir or Path(cfg.paths.mlruns_dir) / "server"
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         with tracking_server(args.dir, args.port, args.db_port, args.workers) as uri:
