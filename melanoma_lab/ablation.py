@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from melanoma_lab.reporting.ablation import GROUP_TAGS, ablation_table, load_groups
+from melanoma_lab.reporting.ablation import GROUP_TAGS, NOT_A_CHANGE, ablation_table, load_groups
 
 
 def _difference(row: pd.Series, name: str) -> str:
@@ -67,10 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="default: study.reports_dir/<study>")
     args, cfg = parse_with_config(parser, argv)
     study = args.study or cfg.study.name
-    malformed = [item for item in args.baseline if "=" not in item]
+    keys = [item.split("=", 1)[0].lstrip("+~") for item in args.baseline]
+    malformed = [item for item, key in zip(args.baseline, keys) if "=" not in item or not key]
     if malformed:
         parser.error(f"--baseline takes KEY=VALUE as the runs' overrides spell it, e.g. "
                      f"dataset.colour_constancy_power=null; got {', '.join(malformed)}")
+    if len(set(keys)) < len(keys) or any(key.startswith(NOT_A_CHANGE) for key in keys):
+        parser.error(f"--baseline names each key once, and not {', '.join(NOT_A_CHANGE)} keys (where runs go, "
+                     f"not what they compute); got {' '.join(args.baseline)}")
     try:
         groups = load_groups(MlflowClient(configured_tracking_uri(cfg)), study, args.experiment,
                              tuple(args.baseline))

@@ -39,8 +39,10 @@ def is_override(argument: str) -> bool:
 
 def parse_with_config(parser: argparse.ArgumentParser,
                       argv: list[str] | None = None) -> tuple[argparse.Namespace, DictConfig]:
-    """``parser``'s arguments, and ``conf/config.yaml`` composed with the ``key=value`` overrides among ``argv``.
-    A bad override is a usage error (exit status 2) naming it."""
+    """``parser``'s arguments, and ``conf/config.yaml`` composed with the ``key=value`` overrides among ``argv``
+    (except a value-taking flag's value: ``--baseline key=value``). A bad override is a usage error (exit status 2)
+    naming it. Flags are not abbreviated: ``--base`` would take ``--baseline``'s value as an override."""
+    parser.allow_abbrev = False
     parser.add_argument("--tracking-uri", default=None, help="shorthand for tracking.tracking_uri=URI")
     parser.epilog = "\n".join(filter(None, [parser.epilog, OVERRIDES_HELP]))
     argv = sys.argv[1:] if argv is None else list(argv)

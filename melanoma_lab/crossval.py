@@ -56,7 +56,7 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
     audited = load_audited_data(cfg, output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     identity = {"config_hash": config_hash(resolved), "data_fingerprint": fingerprint(audited.files),
-                "code_version": code_version(), **input_file_tags(cfg), "cv_folds": str(folds),
+                "code_version": code_version(), **input_file_tags(cfg), "run_kind": "cv", "cv_folds": str(folds),
                 "cv_run_folds": ",".join(map(str, sorted(set(selected)))), "nested": str(nested).lower(),
                 "ensemble": str(bool(cfg.study.get("ensemble", False))).lower()}
     name = f"{cfg.name}-cv{folds}" + ("" if len(selected) == folds else "-folds" + "".join(map(str, selected)))

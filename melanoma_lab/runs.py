@@ -28,13 +28,16 @@ KEY_METRICS = ("final_val_accuracy", "val_balanced_accuracy", "val_melanoma_sens
 
 
 def run_identity(cfg: DictConfig, files: pd.DataFrame, fold: int | None = None) -> dict[str, str]:
-    """The tags that make two runs the same run: config, data, code (and the fold with how it was split)."""
+    """The tags that make two runs the same run: config, data, code, what kind of run (``run_kind``: a single split
+    or a fold of a cross-validation, whose parent is ``cv``) and for a fold which one and how it was split. Reuse
+    looks for a run carrying all these tags, so every kind names itself: without ``run_kind`` a fold (a superset of
+    a single run's tags) would stand in for a single-split run."""
     identity = {"config_hash": config_hash(OmegaConf.to_container(cfg, resolve=True)),
-                "data_fingerprint": fingerprint(files), "code_version": code_version(), **input_file_tags(cfg)}
-    if fold is not None:
-        identity["fold"] = f"{fold + 1}/{cfg.study.cv_folds}"
-        if cfg.study.get("nested", False):  # study.* is not in the config hash, and nesting changes the result
-            identity["nested"] = "true"
+                "data_fingerprint": fingerprint(files), "code_version": code_version(), **input_file_tags(cfg),
+                "run_kind": "single" if fold is None else "fold"}
+    if fold is not None:  # study.* is not in the config hash, and the fold and nesting change the result
+        identity |= {"fold": f"{fold + 1}/{cfg.study.cv_folds}",
+                     "nested": str(bool(cfg.study.get("nested", False))).lower()}
     return identity
 
 
@@ -96,6 +99,7 @@ def finished_twin(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str]
                 identity.get("code_version"))
     launch = cfg.study.get("launch")
     if launch and previous.data.tags.get("launched_by") != "study":
-        tracker.set_tags({"launched_by": "study", "study_launch": launch, "adopted_by_study": launch,
-                          "adopted_at_ms": str(int(time.time() * 1000))}, run_id=previous.info.run_id)
+        tracker.set_tags({"study_launch": launch, "adopted_by_study": launch,  # launched_by last: a half-written
+                          "adopted_at_ms": str(int(time.time() * 1000)),     # adoption is redone next time
+                          "launched_by": "study"}, run_id=previous.info.run_id)
     return dict(previous.data.metrics)

@@ -5,8 +5,9 @@
                                                         # compares out-of-fold predictions of every Train image
 
 Runs already FINISHED with the same config and data are skipped (``tracking.skip_finished``), so an
-interrupted study resumes where it stopped; one run by hand (``python -m melanoma_lab experiment=... trainer.seed=...``)
-is adopted into the study (tag ``adopted_by_study``) instead of trained again. The report is built from MLflow alone
+interrupted study resumes where it stopped. A run made by hand (``python -m melanoma_lab experiment=... trainer.seed=...``,
+with ``study.cv_folds=K`` for a cross-validated study) with exactly the study's config, data and code is adopted into
+the study (tag ``adopted_by_study``) instead of trained again. The report is built from MLflow alone
 (``python -m melanoma_lab.report --study NAME`` rebuilds it without retraining).
 """
 

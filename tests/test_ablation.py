@@ -129,3 +129,11 @@ def test_a_named_baseline_is_the_reference_and_other_runs_show_what_they_change_
     with pytest.raises(SystemExit) as usage:
         main(["--baseline", "residual", f"tracking.tracking_uri={uri}"])
     assert usage.value.code == 2 and "--baseline takes KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("baseline", [["a=1", "a=2"], ["study.cv_run_folds=[1]"], ["=1"]])
+def test_a_baseline_names_each_key_once_and_only_what_runs_compute(store, capsys, baseline):
+    uri, _, _ = store
+    with pytest.raises(SystemExit) as usage:
+        main([arg for item in baseline for arg in ("--baseline", item)] + [f"tracking.tracking_uri={uri}"])
+    assert usage.value.code == 2 and "--baseline" in capsys.readouterr().err

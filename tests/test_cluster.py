@@ -168,15 +168,27 @@ def test_the_slurm_box_leaves_no_process_of_its_own_behind(services_dir):
                              env=env, capture_output=True, text=True, check=True).stdout.strip()
         _wait_for(lambda: subprocess.run(["squeue", "-h", "-j", job, "-o", "%t"], env=env, capture_output=True,
                                          text=True).stdout.strip() == "R", 60, f"job {job} running")
-        _wait_for(lambda: [pid for pid in processes_with_env("SLURM_CONF", conf) if pid != stray.pid
-                           and Path(f"/proc/{pid}/cmdline").read_bytes().endswith(b"sleep\x00600\x00")], 30,
-                  "the job step")
+        _wait_for(lambda: {f"[{job}.batch]", f"[{job}.0]", "sleep 600"} <= {
+            _command_line(pid) for pid in processes_with_env("SLURM_CONF", conf) if pid != stray.pid}, 30,
+            "the batch step, step 0 and its sleep")
     try:
         stray.wait(timeout=5)
     finally:
         stray.kill()
     left = processes_with_env("SLURM_CONF", conf)
-    assert left == [], [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
+    assert left == [], [_command_line(pid) for pid in left]
+
+
+def _command_line(pid: int) -> str:
+    """A process's command line as ``ps`` shows it, with a slurmstepd as its step (``[7.0]``), sleep's path cut;
+    "" once the process is gone."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode(errors="replace").split("\0")
+    except OSError:
+        return ""
+    if words[0].startswith("slurmstepd: "):
+        return words[0].removeprefix("slurmstepd: ")
+    return " ".join([Path(words[0]).name, *words[1:]])
 
 
 def test_slurm_2x2_sweep_lands_as_parent_and_children(server, slurm, tmp_path):

@@ -6,6 +6,7 @@ import pytest
 from melanoma_lab.config import ConfigError
 from melanoma_lab.crossval import run_cross_validation, summarise_folds
 from melanoma_lab.datasets import load_catalog
+from melanoma_lab.experiment import run_experiment
 from melanoma_lab.data.split import content_groups, fold_split
 from melanoma_lab.tracking.store import tracking_uri
 
@@ -150,3 +151,21 @@ def test_out_of_fold_predictions_without_tracking(tiny_cfg, tmp_path):
     assert set(oof["path"]) == set(load_catalog(cfg.dataset).split("train")["path"])
     assert set(oof["fold"]) == {1, 2} and 0 <= summary["oof_balanced_accuracy"] <= 1
     assert list(oof.columns[:4]) == ["path", "label", "fold", "alert_threshold"]
+
+
+def test_a_run_stands_in_only_for_a_run_of_its_own_kind(tiny_cfg, tmp_path):
+    """A fold carries every identity tag of a single-split run with the same config, data and code (and more): it
+    must not be reused as one, nor a nested fold as a fold that is not nested."""
+    base = ("experiment=m1", "tracking.log_model=false", "imbalance=none")
+    one_fold = ("study.cv_folds=2", "study.cv_run_folds=[1]")
+    run_cross_validation(tiny_cfg(*base, *one_fold), tmp_path / "nested")  # study.nested=true by default
+    single = run_experiment(tiny_cfg(*base), tmp_path / "single")
+    run_cross_validation(tiny_cfg(*base, *one_fold, "study.nested=false"), tmp_path / "flat")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    runs = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    kinds = sorted((r.data.tags.get("run_kind"), r.data.tags.get("fold", ""), r.data.tags.get("nested", ""))
+                   for r in runs)
+    assert kinds == [("cv", "", "false"), ("cv", "", "true"), ("fold", "1/2", "false"), ("fold", "1/2", "true"),
+                     ("single", "", "")]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert not any(key.startswith("fold_") for key in single)  # its own metrics, not a fold's

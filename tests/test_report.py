@@ -75,6 +75,7 @@ def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path
         assert adopted.data.tags["adopted_by_study"] == adopted.data.tags["study_launch"]
         run_study(cfg, overrides, tmp_path / "study")  # resumes: everything FINISHED is skipped
         assert len(client.search_runs([experiment.experiment_id])) == 4
+        assert client.get_run(adopted.info.run_id).data.tags == adopted.data.tags  # adopted once, not again
 
     text = path.read_text()
     assert path == tmp_path / "experiments" / "reports" / "tiny-study" / "report.md"

@@ -198,6 +198,24 @@ def test_experiments_with_different_test_sets_are_compared_on_the_intersection(t
     assert "on the 150 test images both were scored on (their test sets differ: m1 has 200, m2 has 150)" in text
 
 
+def test_a_run_adopted_by_the_study_counts_from_when_the_study_took_it(tmp_path, labels):
+    """A run made by hand and adopted by a later study invocation (same identity) is that invocation's run: it
+    wins over a run the study started earlier, and the report orders it where the study asked for it."""
+    client = MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    experiment_id = client.create_experiment("s", artifact_location=str(tmp_path / "artifacts"))
+    by_hand = _log_run(client, experiment_id, tmp_path, "m1", 1, _table(labels, labels), {"code_version": "new"})
+    _log_run(client, experiment_id, tmp_path, "m2", 1, _table(labels, labels), STUDY)
+    earlier = _log_run(client, experiment_id, tmp_path, "m1", 1, _table(labels, labels), STUDY)
+    adopted = {"launched_by": "study", "study_launch": "second", "adopted_by_study": "second",
+               "adopted_at_ms": str(client.get_run(earlier).info.start_time + 60_000)}
+    for key, value in adopted.items():
+        client.set_tag(by_hand, key, value)
+    study = load_study(client, "s")
+    assert [(r.experiment, r.run_id) for r in study.runs][-1] == ("m1", by_hand) and study.experiments == ["m2", "m1"]
+    assert dict(zip(study.dropped["run_id"], study.dropped["reason"]))[earlier].startswith(
+        f"superseded by newer run {by_hand}")
+
+
 def test_study_warns_about_requested_runs_the_report_lacks(store):
     from melanoma_lab.study import missing_runs
 

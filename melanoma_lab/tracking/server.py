@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     from melanoma_lab.command_line import parse_with_config
 
     args, cfg = parse_with_config(parser, argv)
+    if args.tracking_uri:
+        parser.error("--tracking-uri names a store to write to; this command starts one (its URI is printed)")
     args.dir = args.dir or Path(cfg.paths.mlruns_dir) / "server"
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
