@@ -105,9 +105,8 @@ def end_processes_with_env(name: str, value: str, grace: float = 10.0) -> list[i
     """SIGTERM, then after ``grace`` seconds SIGKILL, every process whose environment sets ``name=value``. A
     ``slurmstepd`` whose slurmd was stopped mid-cleanup is not in any daemon's process group and would outlive the
     box. Returns the pids it found."""
-    found = processes_with_env(name, value)
+    found = alive = processes_with_env(name, value)
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        alive = processes_with_env(name, value)
         for pid in alive:
             try:
                 os.kill(pid, sig)
