@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="default: study.reports_dir/<study>")
     args, cfg = parse_with_config(parser, argv)
     study = args.study or cfg.study.name
-    keys = [item.split("=", 1)[0].lstrip("+~") for item in args.baseline]
+    args.baseline = [item.lstrip("+~") for item in args.baseline]  # as the runs' override tags spell the keys
+    keys = [item.split("=", 1)[0] for item in args.baseline]
     malformed = [item for item, key in zip(args.baseline, keys) if "=" not in item or not key]
     if malformed:
         parser.error(f"--baseline takes KEY=VALUE as the runs' overrides spell it, e.g. "

@@ -18,15 +18,12 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab.config import ConfigError
-from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.ensemble import check_ensemble, log_ensemble
 from melanoma_lab.experiment import run_experiment
-from melanoma_lab.runs import (config_hash, finished_twin, input_file_tags, make_tracker, override_tags, reusable,
-                               run_identity)
+from melanoma_lab.runs import finished_twin, make_tracker, override_tags, reusable, run_identity
 from melanoma_lab.oof import fold_predictions, oof_metrics, out_of_fold
 from melanoma_lab.reporting.runs import OOF_FILE
 from melanoma_lab.preparation import load_audited_data
-from melanoma_lab.tracking.provenance import code_version
 from melanoma_lab.tracking.run import flatten
 from melanoma_lab.data.staging import write_atomically
 
@@ -55,10 +52,9 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
     nested = bool(cfg.study.get("nested", False))
     audited = load_audited_data(cfg, output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    identity = {"config_hash": config_hash(resolved), "data_fingerprint": fingerprint(audited.files),
-                "code_version": code_version(), **input_file_tags(cfg), "run_kind": "cv", "cv_folds": str(folds),
-                "cv_run_folds": ",".join(map(str, sorted(set(selected)))), "nested": str(nested).lower(),
-                "ensemble": str(bool(cfg.study.get("ensemble", False))).lower()}
+    identity = run_identity(cfg, audited.files) | {
+        "run_kind": "cv", "cv_folds": str(folds), "cv_run_folds": ",".join(map(str, sorted(set(selected)))),
+        "nested": str(nested).lower(), "ensemble": str(bool(cfg.study.get("ensemble", False))).lower()}
     name = f"{cfg.name}-cv{folds}" + ("" if len(selected) == folds else "-folds" + "".join(map(str, selected)))
     parent = make_tracker(cfg, name, {"experiment": cfg.name, **identity, **override_tags(overrides)}, parent_run_id)
     ensemble = bool(cfg.study.get("ensemble", False))

@@ -124,6 +124,8 @@ def test_a_named_baseline_is_the_reference_and_other_runs_show_what_they_change_
     assert main(["--experiment", "m5", "--baseline", "dataset.colour_constancy_power=null", "--out", str(out),
                  f"tracking.tracking_uri={uri}", "study.bootstrap_samples=100"]) == 0
     assert "| dataset.image_size=144 | 0.800 | +0.100 [" in (out / "ablation.md").read_text()
+    assert main(["--experiment", "m5", "--baseline", "+dataset.colour_constancy_power=null", "--out", str(out),
+                 f"tracking.tracking_uri={uri}", "study.bootstrap_samples=100"]) == 0  # spelled as when appended
     assert main(["--experiment", "m5", "--baseline", "model.residual=false", f"tracking.tracking_uri={uri}"]) == 1
     assert "overrides exactly model.residual=false" in capsys.readouterr().err
     with pytest.raises(SystemExit) as usage:
