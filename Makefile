@@ -27,7 +27,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 TUNE_ARGS ?= experiment=m2 tuner=random tuner.max_trials=6 dataset=synthetic trainer=smoke study.name=demo
 WORKERS ?= 2
 
-.PHONY: help install install-cluster check-lock lock server demo test test-fast reproduce bench bench-study tune-distributed ui serve stale-runs data clean
+.PHONY: help install install-cluster check-lock lock server demo test test-all reproduce bench bench-study tune-distributed ui serve stale-runs data clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -85,13 +85,17 @@ demo: install ## M1 -> M2 -> M3 on the built-in synthetic lesions (a few minutes
 	$(PY) -m melanoma_lab --multirun experiment=m1,m2,m3 $(DEMO_ARGS)
 	@echo; echo "Open the MLflow UI: make ui  ->  http://127.0.0.1:$(PORT)/#/experiments  (experiment 'demo', Runs tab)"
 
-test: install-cluster ## run the test suite (the cluster tests need Debian postgresql slurm-wlm munge: .ci/run)
-	$(PY) -m pytest -q
+# Tiers (README: Tests). `make test`: the fast tier, a newcomer's check (no cluster extra, no torch, no Debian
+# packages: tests that need them are marked and skip here). `make test-all`: every tier, as CI runs it (.ci/run).
+# Both end with the unmarked tests that took over 30 s (tests/conftest.py); test-all also lists the 25 slowest.
+PYTEST_ARGS ?=
+test: install ## the fast tier: unit and fast integration tests, in minutes (no cluster extra, torch or services)
+	$(PY) -m pytest -q -rs -m "not slow" $(PYTEST_ARGS)
 
-test-fast: install ## the test suite without slow tests
-	$(PY) -m pytest -q -m "not slow"
+test-all: install-cluster ## every test, slow/cluster/backends/distribution/ui included (needs .ci/run's packages)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
-reproduce: install ## replay the study: audit, M1..M4 x seeds, report (DATA=path|synthetic, TRAINER=smoke: quick pass, ARGS=overrides)
+reproduce: install ## replay the study: audit, M1..M5 x seeds, report (DATA=path|synthetic, TRAINER=smoke: quick pass, ARGS=overrides)
 	$(PY) -m melanoma_lab.study study.name=$(STUDY) $(if $(TRAINER),trainer=$(TRAINER)) \
 	  $(if $(filter synthetic,$(DATA)),dataset=synthetic,dataset.root=$(abspath $(DATA))) $(ARGS)
 

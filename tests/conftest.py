@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,16 +24,89 @@ TINY_AUGMENTOR = ["imbalance.extra_per_class=6", "imbalance.workers=1"]  # with 
 register_configs()
 
 
+OUTSIDE_CHOICES = ("MLFLOW_TRACKING_URI", "MELANOMA_LAB_DATA")  # a user's store and data: never a test's
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _without_outside_choices():
+    saved = {name: os.environ.pop(name) for name in OUTSIDE_CHOICES if name in os.environ}
+    yield
+    os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking():
+    """No test sees, or leaves behind, a store chosen by the environment or by MLflow's fluent API.
+
+    ``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` (tracking.store.fluent_tracking_uri), which
+    :func:`~melanoma_lab.tracking.store.tracking_uri` prefers to any folder: left behind by one test, it sent the
+    next module-scoped fixture's search into that test's store (issue 23: the jax backend fixture found only an
+    unrelated m3). Cleared before each test and again after it, so fixtures of any scope start clean. It asks for
+    no other fixture, so it is set up first and torn down last: after the test's own ``monkeypatch`` has put
+    back whatever the test found (a test that deletes the variable that ``trained_model`` set restores it).
+    """
+    for name in OUTSIDE_CHOICES:
+        os.environ.pop(name, None)
+    yield
+    forget_tracking_state()
+    os.environ.pop("MELANOMA_LAB_DATA", None)
+
+
+def forget_tracking_state() -> None:
+    """End any active MLflow run and forget the store MLflow's fluent API and the environment point at."""
+    mlflow = sys.modules.get("mlflow")  # not imported: nothing of it to forget
+    if mlflow is not None:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)  # MLflow's own default again (and its variable unset)
+        forget_artifact_repositories()
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def forget_artifact_repositories() -> None:
+    """Empty MLflow's in-process cache of artifact repositories by run id (a copied store has the same ids)."""
+    from mlflow.tracking._tracking_service import utils
+
+    utils._artifact_repos_cache.clear()
+
+
 def compose_config(overrides: list[str], root: Path | None = None, config_name: str = "config") -> DictConfig:
     """Compose conf/<config_name>.yaml with ``overrides`` (as the CLI would), rooted at ``root``."""
     rooted = overrides + ([f"paths.root_dir={root}"] if root is not None else [])
     return compose(rooted, config_name)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_tracking(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MELANOMA_LAB_DATA", raising=False)
+@pytest.fixture(scope="session", autouse=True)
+def _store_schema_made_once(tmp_path_factory):
+    """A new SQLite MLflow store gets its tables by copying those MLflow made once this session (SQLite's backup
+    API) instead of running its ~50 migrations again: 1.2 s less for each of the ~100 stores the suite makes.
+    The copy is MLflow's own schema of the installed version, made by the same function; MLflow still verifies
+    it and creates the Default experiment in the new store as usual. Only this pytest process is affected."""
+    import sqlite3
+
+    import mlflow.store.db.utils as db_utils
+    import sqlalchemy
+
+    made_by_mlflow = db_utils._initialize_tables
+    template = tmp_path_factory.mktemp("store_schema") / "mlflow.db"
+    engine = sqlalchemy.create_engine(f"sqlite:///{template}")
+    made_by_mlflow(engine)
+    engine.dispose()
+
+    def initialize_tables(engine) -> None:
+        if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+            made_by_mlflow(engine)
+            return
+        connection = engine.raw_connection()
+        try:
+            with sqlite3.connect(template) as source:
+                source.backup(connection.driver_connection)
+        finally:
+            connection.close()
+
+    db_utils._initialize_tables = initialize_tables
+    yield
+    db_utils._initialize_tables = made_by_mlflow
 
 
 @pytest.fixture(scope="session")
@@ -62,18 +136,87 @@ def pytest_configure(config):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def copy_store(source: Path, target: Path) -> Path:
+    """Copy the MLflow store folder ``source`` (SQLite database and artifacts) to ``target``, a new folder: the
+    absolute paths the store records (artifact locations, logged-model URIs) are moved along, so the copy is a
+    store of its own that tests may write to without touching the source."""
+    import shutil
+    import sqlite3
+
+    shutil.copytree(source, target)
+    old, new = str(source.resolve()), str(target.resolve())
+    with sqlite3.connect(target / "mlflow.db") as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if column[2].upper().startswith(("VARCHAR", "TEXT", "CHAR")):
+                    db.execute(f'UPDATE "{table}" SET "{column[1]}" = REPLACE("{column[1]}", ?, ?) '
+                               f'WHERE "{column[1]}" LIKE ?', (old, new, f"%{old}%"))
+    forget_artifact_repositories()  # MLflow caches each run id's artifact folder: the copy has the same run ids
+    for path in target.rglob("*"):
+        if path.is_file() and path.suffix in ("", ".yaml", ".json", ".txt") and path.stat().st_size < 1_000_000:
+            text = path.read_bytes()
+            if old.encode() in text:
+                path.write_bytes(text.replace(old.encode(), new.encode()))
+    return target
+
+
+@pytest.fixture(scope="session")
+def _trained_store(tmp_path_factory, shared_cache):
+    """A tiny m2 trained and logged once per test run: (the composed config, its store folder)."""
+    from melanoma_lab.experiment import run_experiment
+
+    root = tmp_path_factory.mktemp("trained_model")
+    cfg = compose_config(TINY + [f"paths.cache_dir={shared_cache}", "experiment=m2", "trainer.epochs=2"], root=root)
+    run_experiment(cfg, root / "run")
+    forget_tracking_state()
+    return cfg, root / "mlruns"
+
+
 @pytest.fixture
-def trained_model(tiny_cfg, tmp_path):
-    """A tiny m2 model trained and logged into tmp_path/mlruns: (model URI, run, catalog, store folder)."""
+def trained_model(_trained_store, tmp_path):
+    """The session's tiny m2 in a copy of its store, tmp_path/mlruns, that the test may write to: (model URI, run,
+    catalog, store folder). MLflow's fluent API points at the copy for the test (and is reset after it)."""
     import mlflow
 
     from melanoma_lab.datasets import load_catalog
-    from melanoma_lab.experiment import run_experiment
     from melanoma_lab.tracking.store import tracking_uri
 
-    cfg = tiny_cfg("experiment=m2", "trainer.epochs=2")
-    run_experiment(cfg, tmp_path / "run")
-    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
-    run = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])[0]
-    mlflow.set_tracking_uri(tracking_uri(None, tmp_path / "mlruns"))
-    return f"runs:/{run.info.run_id}/model", run, load_catalog(cfg.dataset), tmp_path / "mlruns"
+    cfg, source = _trained_store
+    store = copy_store(source, tmp_path / "mlruns")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, store))
+    (run,) = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    mlflow.set_tracking_uri(tracking_uri(None, store))
+    return f"runs:/{run.info.run_id}/model", run, load_catalog(cfg.dataset), store
+
+
+# --- tiers (README: Tests) --------------------------------------------------------------------------------------
+# `make test` runs `-m "not slow"`; `make test-all` runs everything. A test that needs a service, several
+# processes, a browser or another backend is in the full tier by its marker alone: it is marked slow here.
+FULL_TIER_MARKERS = ("slow", "cluster", "backends", "distribution", "ui")
+
+
+def pytest_addoption(parser):
+    parser.addini("unmarked_slow_seconds", "report unmarked tests that took longer than this (setup + call + "
+                  "teardown), at the end of the run", default="30")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(name) for name in FULL_TIER_MARKERS[1:]) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """List the tests of the fast tier that took over ``unmarked_slow_seconds``: a report, not a failure."""
+    limit = float(config.getini("unmarked_slow_seconds"))
+    seconds: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) in ("setup", "call", "teardown") and "slow" not in report.keywords:
+                seconds[report.nodeid] = seconds.get(report.nodeid, 0.0) + report.duration
+    over = sorted(((s, nodeid) for nodeid, s in seconds.items() if s > limit), reverse=True)
+    if over:
+        terminalreporter.section(f"unmarked tests over {limit:g} s: mark them @pytest.mark.slow or slim them")
+        for spent, nodeid in over:
+            terminalreporter.write_line(f"{spent:7.1f} s  {nodeid}")

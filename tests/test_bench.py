@@ -4,6 +4,7 @@ import time
 
 import keras
 import numpy as np
+import pytest
 
 from melanoma_lab.bench import backends
 from melanoma_lab.bench import throughput as bench
@@ -56,6 +57,7 @@ def _tiny_arrays(folder):
     return folder
 
 
+@pytest.mark.slow
 def test_each_installed_backend_trains_the_same_model_on_the_same_arrays(tmp_path):
     results = backends.compare_backends(_tiny_arrays(tmp_path / "arrays"), epochs=2, repeats=1)
     assert list(results) == list(backends.BACKENDS)

@@ -74,6 +74,7 @@ def test_only_the_chosen_folds_run_and_a_bad_fold_number_is_refused_before_any_w
     assert list(pd.read_csv(tmp_path / "cv" / "cv_folds.csv")["fold"]) == [2]
 
 
+@pytest.mark.slow
 def test_a_fold_ablation_and_the_full_cross_validation_are_different_runs(tiny_cfg, tmp_path, caplog):
     base = ("experiment=m1", "study.cv_folds=2", "tracking.log_model=false", "imbalance=none")
     ablation = run_cross_validation(tiny_cfg(*base, "study.cv_run_folds=[1]"), tmp_path / "ablation")
@@ -97,6 +98,7 @@ def test_a_fold_ablation_and_the_full_cross_validation_are_different_runs(tiny_c
                and r.levelname == "WARNING" for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_nested_folds_choose_on_an_inner_split_and_the_parent_scores_out_of_fold(tiny_cfg, tmp_path):
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
@@ -153,6 +155,7 @@ def test_out_of_fold_predictions_without_tracking(tiny_cfg, tmp_path):
     assert list(oof.columns[:4]) == ["path", "label", "fold", "alert_threshold"]
 
 
+@pytest.mark.slow
 def test_a_run_stands_in_only_for_a_run_of_its_own_kind(tiny_cfg, tmp_path):
     """A fold carries every identity tag of a single-split run with the same config, data and code (and more): it
     must not be reused as one, nor a nested fold as a fold that is not nested."""

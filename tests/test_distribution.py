@@ -199,6 +199,7 @@ print(json.dumps({"distribution": type(keras.distribution.distribution()).__name
 
 
 @needs_jax
+@pytest.mark.distribution
 def test_mirrored_on_jax_trains_data_parallel_over_the_local_devices(tmp_path):
     overrides = [*TINY, "trainer.strategy=mirrored", "tracking.log_model=false", f"paths.root_dir={tmp_path}"]
     result = subprocess.run([sys.executable, "-c", MIRRORED_ON_JAX, *overrides], cwd=ROOT, capture_output=True,

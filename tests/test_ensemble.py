@@ -32,6 +32,7 @@ def test_an_ensemble_that_cannot_be_logged_is_refused_before_any_fold_trains(tin
     assert not (tmp_path / "cv").exists()
 
 
+@pytest.mark.slow
 def test_the_fold_ensemble_is_one_model_that_predict_serve_and_promote_use_unchanged(tiny_cfg, tmp_path, capsys):
     cfg = tiny_cfg("experiment=m1", "study.cv_folds=2", "study.ensemble=true", "imbalance=none",
                    "evaluation.tta=dihedral")
@@ -112,6 +113,7 @@ def test_an_ensemble_without_cross_validation_is_a_user_error_on_the_command_lin
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_folds_reused_from_a_run_without_models_train_again_for_the_ensemble(tiny_cfg, tmp_path):
     without_models = tiny_cfg("experiment=m1", "study.cv_folds=2", "imbalance=none", "tracking.log_model=false")
     run_cross_validation(without_models, tmp_path / "first")

@@ -13,7 +13,9 @@ from melanoma_lab.datasets import load_catalog
 from melanoma_lab.experiment import run_experiment
 from melanoma_lab.serving.classifier import encode_image
 from melanoma_lab.tracking.store import tracking_uri
-from tests.conftest import TINY, TINY_AUGMENTOR
+from tests.conftest import CONF_DIR, TINY, TINY_AUGMENTOR, TINY_DATA, TINY_RUN, compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 EXPECTED_ARTIFACTS = {
     "config/config.yaml", "config/overrides.txt", "data_audit.json", "data_audit.txt", "learning_curves.png",
@@ -105,6 +107,7 @@ def test_cli_without_data_explains_the_two_ways_out(tmp_path):
     assert not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.slow
 def test_cli_trains_one_experiment(tmp_path, shared_cache):
     result = subprocess.run([sys.executable, "-m", "melanoma_lab", "experiment=m1", *TINY,
                              f"paths.cache_dir={shared_cache}", f"paths.root_dir={tmp_path}",
@@ -237,3 +240,30 @@ def test_a_rerun_without_the_resume_flag_starts_over_and_says_so(tiny_cfg, tmp_p
     (killed,) = [r for r in runs if r.info.status == "KILLED"]
     assert any(killed.info.run_id in r.message and "starting over" in r.message and "trainer.resume=true" in r.message
                for r in caplog.records)
+
+
+def smoke_overrides(experiment: str) -> list[str]:
+    """The tiny synthetic set, one epoch, and the tiny sizes of whichever plug-ins the experiment chose that take
+    them (a CNN's filters, Augmentor's images per class): any experiment file trains in seconds."""
+    tiny = [f"experiment={experiment}", *TINY_DATA, "trainer=smoke"]
+    chosen = compose_config(tiny)
+    sizes = [o for o in TINY_RUN[1:] if o.split("=")[0].split(".")[1] in chosen.model]
+    sizes += [o for o in TINY_AUGMENTOR if o.split("=")[0].split(".")[1] in chosen.imbalance]
+    return tiny + sizes + (["study.cv_folds=2"] if chosen.study.cv_folds > 1 else [])
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_file_trains_a_smoke_run(experiment, tmp_path, shared_cache):
+    """Every conf/experiment/*.yaml, found on disk (a new one is trained without writing a test), takes one epoch
+    on the tiny synthetic set through the entry point's own choice of runner and leaves a FINISHED run."""
+    from melanoma_lab.crossval import run_cross_validation
+
+    cfg = compose_config([*smoke_overrides(experiment), f"paths.cache_dir={shared_cache}"], root=tmp_path)
+    run = run_cross_validation if cfg.study.cv_folds > 1 else run_experiment
+    results = run(cfg, tmp_path / "out", [f"experiment={experiment}"])
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    runs = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    (top,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert top.info.status == "FINISHED" and top.data.tags["experiment"] == experiment
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert 0 <= results.get("val_balanced_accuracy", results.get("cv_mean_val_balanced_accuracy")) <= 1

@@ -84,6 +84,7 @@ def test_a_full_artifact_store_fails_the_run_clearly_and_keeps_what_was_logged(t
     assert run.data.params["trainer.epochs"] == "2"
 
 
+@pytest.mark.slow
 def test_sigterm_during_training_leaves_the_run_killed(tmp_path, shared_cache):
     import signal
     import subprocess

@@ -142,6 +142,7 @@ def _finished_run(store: Path):
     return run
 
 
+@pytest.mark.slow
 def test_cli_m2_on_ham10000_leaves_a_finished_run(ham_root, tmp_path):
     result = subprocess.run([sys.executable, "-m", "melanoma_lab", "experiment=m2", "dataset=ham10000",
                              f"dataset.root={ham_root}", *TINY_RUN, *SMALL, "tracking.log_model=false",

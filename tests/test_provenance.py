@@ -65,6 +65,7 @@ def _run(clone: Path, workdir: Path, cache: Path) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_a_source_change_in_the_checkout_trains_again_an_unchanged_rerun_is_reused(tmp_path, shared_cache):
     clone, workdir = _repository(tmp_path / "clone"), tmp_path / "work"
     workdir.mkdir()

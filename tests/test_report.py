@@ -51,6 +51,7 @@ def test_paired_difference_detects_a_real_improvement_and_needs_same_images():
         paired_difference([_table(labels, worse)], [_table(labels, better, [f"x{i}" for i in range(400)])], 10, 0.9)
 
 
+@pytest.mark.slow
 def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path, shared_cache):
     overrides = TINY + [f"paths.cache_dir={shared_cache}", f"paths.root_dir={tmp_path}", "study.name=tiny-study",
                         "study.experiments=[m1,m2]", "study.seeds=[1,2]", "study.bootstrap_samples=100",
@@ -117,6 +118,7 @@ def test_nested_cross_validation_parents_show_the_scored_folds_and_out_of_fold_m
         "0.951", "0.900", "0.805")
 
 
+@pytest.mark.slow
 def test_a_cross_validated_study_reports_every_experiment_on_out_of_fold_predictions(tmp_path, shared_cache):
     from melanoma_lab.composition import compose
     from melanoma_lab.reporting.runs import load_study

@@ -59,6 +59,7 @@ def _sweep(root, *swept):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_jobs_failing_before_their_run_starts_fail_the_sweep_without_traceback(tmp_path):
     result = _sweep(tmp_path, "experiment=m2", "augmentation.flip.mode=diagonal,horizontal",
                     "dataset.root=/nonexistent")
