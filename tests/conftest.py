@@ -23,6 +23,14 @@ TINY_AUGMENTOR = ["imbalance.extra_per_class=6", "imbalance.workers=1"]  # with 
 
 register_configs()
 
+HOW_TO_INSTALL = {"torch": "make install EXTRAS=dev,jax,torch, or .ci/run, which adds the CPU torch wheel",
+                  "jax": "make install (its default EXTRAS=dev,jax)", "tensorflow": "make install"}
+
+
+def not_installed(package: str) -> str:
+    """The reason a test skips for want of ``package``, with how to get it."""
+    return f"{package} is not installed ({HOW_TO_INSTALL.get(package, 'make install-cluster')})"
+
 
 OUTSIDE_CHOICES = ("MLFLOW_TRACKING_URI", "MELANOMA_LAB_DATA")  # a user's store and data: never a test's
 

@@ -13,7 +13,7 @@ import pytest
 from melanoma_lab.serving.classifier import served_requirements
 from melanoma_lab.tracking.provenance import cpu_model, package_versions
 from melanoma_lab.tracking.store import tracking_uri
-from tests.conftest import TINY, TINY_AUGMENTOR
+from tests.conftest import TINY, TINY_AUGMENTOR, not_installed
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["jax", "torch"]
@@ -53,8 +53,7 @@ def test_the_hidden_tensorflow_cannot_be_imported(tmp_path):
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_a_served_model_pins_the_package_of_its_backend(backend):
     if backend != "tensorflow":
-        pytest.importorskip(backend, reason=f"{backend} is not installed (make install EXTRAS=dev,jax,{backend}, "
-                            "or .ci/run, which adds the CPU torch wheel)")
+        pytest.importorskip(backend, reason=not_installed(backend))
     installed = package_versions()
     requirements = served_requirements(backend)
     pinned = {line.split("==")[0] for line in requirements}
@@ -70,7 +69,7 @@ def trained(request, tmp_path_factory):
     """m1, m2, m4 and m5 in one sweep and m3 on its own, trained on ``backend`` without TensorFlow: (backend,
     project root, the finished runs by name)."""
     backend = request.param
-    pytest.importorskip(backend)
+    pytest.importorskip(backend, reason=not_installed(backend))
     root = tmp_path_factory.mktemp(backend)
     project = [*TINY, f"paths.root_dir={root}"]
     for args in (["--multirun", "experiment=m1,m2,m4,m5", *project], ["experiment=m3", *project, *TINY_AUGMENTOR]):
@@ -118,7 +117,7 @@ assert table["error"].tolist() == [""] and abs(table.iloc[0, :9].sum() - 1) < 1e
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_model_trained_with_ema_weights_still_predicts_after_fit(backend, tmp_path):
     """Keras 3.15's own SwapEMAWeights leaves JAX models whose next predict fails ("Array has been deleted")."""
-    pytest.importorskip(backend)
+    pytest.importorskip(backend, reason=not_installed(backend))
     result = without_tensorflow(backend, "-c", """
 import keras, numpy as np
 from melanoma_lab.ema import SwapEMAWeights
@@ -138,7 +137,7 @@ for _ in range(2):
 
 @pytest.mark.backends
 def test_a_kerastuner_search_runs_on_jax_without_tensorflow(tmp_path):
-    pytest.importorskip("jax")
+    pytest.importorskip("jax", reason=not_installed("jax"))
     space = "tuner.search_space=[{key: model.dropout, type: float, min: 0.0, max: 0.5, step: 0.1}]"
     result = without_tensorflow("jax", "melanoma_lab", "experiment=m2", *TINY, f"paths.root_dir={tmp_path}",
                                 "tuner=random", "tuner.max_trials=2", space, cwd=tmp_path)

@@ -18,10 +18,10 @@ from melanoma_lab.errors import ConfigError
 from melanoma_lab.runtime import Accelerator, BackendRuntime, Processes, auto_policy, runtime, set_precision
 from melanoma_lab.tracking.provenance import device_name
 from melanoma_lab.tune_local_cluster import free_port
-from tests.conftest import TINY
+from tests.conftest import TINY, not_installed
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason=not_installed("jax"))
 V100, A100 = Accelerator("Tesla V100-SXM2-16GB", (7, 0)), Accelerator("NVIDIA A100-SXM4-80GB", (8, 0))
 
 
@@ -161,7 +161,7 @@ print(json.dumps({"backend": keras.backend.backend(), "same_seed": same(first, a
 @pytest.mark.parametrize("backend", ["jax", "torch", "tensorflow"])
 def test_seeding_makes_two_fits_identical(backend):
     if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
+        pytest.skip(not_installed(backend))
     result = last_json(backend_python(backend, SEEDED_FITS))
     assert result == {"backend": backend, "same_seed": True, "other_seed": False}
 
@@ -176,7 +176,7 @@ DETERMINISM = {  # an expression: whether the backend's deterministic ops are on
 @pytest.mark.parametrize("backend", list(DETERMINISM))
 def test_deterministic_turns_on_the_backends_deterministic_ops(backend):
     if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
+        pytest.skip(not_installed(backend))
     state = DETERMINISM[backend]
     code = ("import json, os; from melanoma_lab.runtime import seed_everything; seed_everything(1, False); "
             f"before = {state}; seed_everything(1, True); print(json.dumps([before, {state}]))")

@@ -4,7 +4,7 @@ import pytest
 from hydra.utils import instantiate
 
 from melanoma_lab.serving import predict  # grad_cam as predict --out uses it (melanoma_lab/gradcam.py)
-from tests.conftest import compose_config
+from tests.conftest import compose_config, not_installed
 
 
 @pytest.mark.parametrize("frozen", [False, True])
@@ -26,7 +26,7 @@ def test_grad_cam_is_the_same_on_every_backend(backend, tmp_path):
     TensorFlow backend (this process) and on ``backend`` (a process without TensorFlow)."""
     from tests.test_backends import without_tensorflow
 
-    pytest.importorskip(backend)
+    pytest.importorskip(backend, reason=not_installed(backend))
     image = np.random.default_rng(0).uniform(0, 255, (64, 64, 3)).astype(np.float32)
     np.save(tmp_path / "image.npy", image)
     for name, overrides in {"cnn": ["experiment=m2"], "residual": ["experiment=m5"],
