@@ -44,6 +44,11 @@ def run_identity(cfg: DictConfig, files: pd.DataFrame, fold: int | None = None) 
 def input_file_tags(cfg: DictConfig) -> dict[str, str]:
     """The content hash of the model's weights file, when ``model.weights`` names one: the config holds only its
     path, and a FINISHED run that started from other weights under the same path is no twin."""
+    from melanoma_lab.plugins import resolve
+
+    weights_tags = getattr(resolve(cfg.model._target_, "model"), "weights_tags", None)
+    if weights_tags is not None:  # a builder that knows its own weights (melanoma_lab.efficientnet_lite)
+        return weights_tags(OmegaConf.to_container(cfg.model, resolve=True))
     weights = cfg.model.get("weights")
     path = Path(str(weights)).expanduser() if weights not in (None, "imagenet") else None
     if path is None or not path.is_file():
