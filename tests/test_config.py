@@ -5,9 +5,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from melanoma_lab.config import ConfigError, validate
-from tests.conftest import CONF_DIR, compose_config
-
-EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+from tests.conftest import CONF_DIR, EXPERIMENTS, compose_config
 
 
 def test_seed_study_experiments_exist():

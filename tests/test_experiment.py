@@ -13,9 +13,7 @@ from melanoma_lab.datasets import load_catalog
 from melanoma_lab.experiment import run_experiment
 from melanoma_lab.serving.classifier import encode_image
 from melanoma_lab.tracking.store import tracking_uri
-from tests.conftest import CONF_DIR, TINY, TINY_AUGMENTOR, TINY_DATA, TINY_RUN, compose_config
-
-EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+from tests.conftest import EXPERIMENTS, TINY, TINY_AUGMENTOR, TINY_DATA, TINY_RUN, compose_config
 
 EXPECTED_ARTIFACTS = {
     "config/config.yaml", "config/overrides.txt", "data_audit.json", "data_audit.txt", "learning_curves.png",
