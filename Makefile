@@ -27,7 +27,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 TUNE_ARGS ?= experiment=m2 tuner=random tuner.max_trials=6 dataset=synthetic trainer=smoke study.name=demo
 WORKERS ?= 2
 
-.PHONY: help install install-cluster check-lock lock server demo test test-all reproduce bench bench-study tune-distributed ui serve stale-runs data clean
+.PHONY: help install install-cluster check-lock lock server demo test test-all reproduce bench bench-models bench-study tune-distributed ui serve stale-runs data clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -101,6 +101,10 @@ reproduce: install ## replay the study: audit, M1..M5 x seeds, report (DATA=path
 
 bench: install ## seed pipeline vs melanoma_lab (speed, memory, tracking overhead, Augmentor cache): bench/results.json
 	$(PY) -m melanoma_lab.bench.throughput --out bench/results.json
+	$(PY) -m melanoma_lab.bench.models --out bench/models.json
+
+bench-models: install ## each recipe's model (m5, m6): training and prediction images/s, ~3 min: bench/models.json
+	$(PY) -m melanoma_lab.bench.models --out bench/models.json
 
 bench-study: install ## the seeds' whole notebook procedure vs the M1+M2+M3 study, one seed (~20 min): bench/study.json
 	$(PY) -m melanoma_lab.bench.study --out bench/study.json

@@ -8,6 +8,7 @@ on (see :mod:`melanoma_lab.sweep`).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -58,14 +59,16 @@ def _run(cfg: DictConfig) -> float | None:
     results = run(cfg, runtime.runtime.output_dir, list(runtime.overrides.task), parent_run_id=parent_run_id())
     prefix = "cv_mean_" if cfg.study.cv_folds > 1 else ""
     keys = [k if k.startswith("test_") else prefix + k for k in KEY_METRICS]
-    keys += ["oof_balanced_accuracy", "oof_melanoma_roc_auc", "oof_melanoma_alert_sensitivity",
-             "oof_melanoma_alert_specificity", "ensemble_test_balanced_accuracy"]
+    keys += ["oof_balanced_accuracy", "oof_balanced_accuracy_frequent", "oof_melanoma_roc_auc",
+             "oof_melanoma_alert_sensitivity", "oof_melanoma_alert_specificity", "ensemble_test_balanced_accuracy",
+             "oof_shift_worst_drop_colour_melanoma_roc_auc", "oof_shift_worst_drop_intensity_melanoma_roc_auc"]
     print(f"[{cfg.name}] " + "  ".join(f"{k}={results[k]:.4f}" for k in keys if k in results))
     # the sweepers' objective: the held-out fold's score when the fold was only scored (nested CV)
     return results.get(prefix + "fold_balanced_accuracy", results.get(prefix + "val_balanced_accuracy"))
 
 
 def main() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # model loads mid-run (ensemble, shifts)
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # SIGTERM ends the run as KILLED, like Ctrl-C
     app()
 

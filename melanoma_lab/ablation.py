@@ -13,6 +13,8 @@ then this writes ``ablation.md`` and ``ablation.csv`` (one table per group of ru
 ``conf/`` and its ``key=value`` overrides, as for every command (:mod:`melanoma_lab.command_line`).
 ``--baseline dataset.colour_constancy_power=null`` (repeatable) makes the run with those overrides the reference,
 e.g. once a recipe decision was taken on earlier rows and the next ingredient is ablated from the new recipe.
+``--experiment m5 --experiment m6`` compares two recipes on identical folds (same seed, folds and data), m5 the
+reference. Parents that ran the shift check show the worst drop per shift family beside the out-of-fold scores.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import pandas as pd
 
 from melanoma_lab.reporting.ablation import GROUP_TAGS, NOT_A_CHANGE, ablation_table, load_groups
 
+SHIFT = "shift_worst_drop_"
+
 
 def _difference(row: pd.Series, name: str) -> str:
     if pd.isna(row.get(f"delta_{name}")):
@@ -33,21 +37,39 @@ def _difference(row: pd.Series, name: str) -> str:
     return f"{row[f'delta_{name}']:+.3f} [{row[f'delta_{name}_low']:+.3f}, {row[f'delta_{name}_high']:+.3f}]"
 
 
+def _shift_families(table: pd.DataFrame) -> list[str]:
+    """The shift families whose worst drops some run of ``table`` logged (melanoma_lab.shift_check)."""
+    suffix = "_melanoma_roc_auc"
+    return sorted({c.removeprefix(SHIFT).removesuffix(suffix) for c in table.columns
+                   if c.startswith(SHIFT) and c.endswith(suffix)})
+
+
+def _shift_cell(row: pd.Series, family: str) -> str:
+    auc, bacc = (row.get(f"{SHIFT}{family}_{m}") for m in ("melanoma_roc_auc", "balanced_accuracy_frequent"))
+    return "" if auc is None or pd.isna(auc) else f"{auc:+.3f} / {bacc:+.3f}"
+
+
 def render(key: tuple, table: pd.DataFrame, confidence: float) -> str:
-    """A markdown section: which runs, then one line per run with its differences from the baseline."""
+    """A markdown section: which runs, then one line per run with its differences from the baseline and, where
+    the runs had the shift check, the worst drop (melanoma AUC / balanced accuracy) per shift family."""
     what = ", ".join(f"{tag} {value}" for tag, value in zip(GROUP_TAGS, key) if value)
     ci = f"{confidence:.0%} bootstrap CI over images"
+    families = _shift_families(table)
     lines = [f"## {key[0]}: {what}", "",
              f"{int(table['images'].iloc[0])} out-of-fold images; differences from the baseline, paired by image "
-             f"({ci}); alert at each fold's inner-validation threshold.", "",
+             f"({ci}); alert at each fold's inner-validation threshold."
+             + (" Shift check: the worst drop of melanoma AUC / balanced accuracy over each family's shifts "
+                "(positive: worse)." if families else ""), "",
              f"| change | bal. acc. ({int(table['frequent_classes'].iloc[0])} frequent classes) | difference | "
-             "melanoma AUC | difference | alert sens. | alert spec. | s / fold | run |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "melanoma AUC | difference | alert sens. | alert spec. | "
+             + "".join(f"{family} shift drop | " for family in families) + "s / fold | run |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(families) + "---|---|"]
     for _, row in table.iterrows():
         lines.append(f"| {row['change']} | {row['balanced_accuracy_frequent']:.3f} | "
                      f"{_difference(row, 'balanced_accuracy_frequent')} | {row['melanoma_roc_auc']:.3f} | "
                      f"{_difference(row, 'melanoma_roc_auc')} | {row['alert_sensitivity']:.3f} | "
-                     f"{row['alert_specificity']:.3f} | {row['fold_seconds']:.0f} | {row['run_id'][:8]} |")
+                     f"{row['alert_specificity']:.3f} | " + "".join(f"{_shift_cell(row, f)} | " for f in families)
+                     + f"{row['fold_seconds']:.0f} | {row['run_id'][:8]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -61,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Ablation tables of cross-validated runs (no retraining).")
     parser.add_argument("--study", default=None, help="study name = MLflow experiment name (default: study.name)")
-    parser.add_argument("--experiment", default=None, help="only this experiment's runs (e.g. m5)")
+    parser.add_argument("--experiment", action="append", default=[],
+                        help="only this experiment's runs (e.g. m5); repeated (--experiment m5 --experiment m6): "
+                             "compares the experiments on identical folds, the first as the reference")
     parser.add_argument("--baseline", action="append", default=[], metavar="KEY=VALUE",
                         help="the reference run overrides this beyond the common overrides (repeatable)")
     parser.add_argument("--out", type=Path, default=None, help="default: study.reports_dir/<study>")
@@ -77,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--baseline names each key once, and not {', '.join(NOT_A_CHANGE)} keys (where runs go, "
                      f"not what they compute); got {' '.join(args.baseline)}")
     try:
-        groups = load_groups(MlflowClient(configured_tracking_uri(cfg)), study, args.experiment,
+        groups = load_groups(MlflowClient(configured_tracking_uri(cfg)), study, tuple(args.experiment),
                              tuple(args.baseline))
         tables = {key: ablation_table(arms, cfg.evaluation.frequent_class_images, cfg.study.bootstrap_samples,
                                       cfg.study.confidence) for key, arms in groups.items()}

@@ -48,6 +48,7 @@ class OptimizerConfig:
     learning_rate: float = 1e-3
     use_ema: bool = False  # Keras' exponential moving average of the weights (validated and kept each epoch)
     ema_momentum: float = 0.99
+    weight_decay: Optional[float] = None  # decoupled weight decay (Keras: w -= lr * weight_decay * w); null: none
 
 
 @dataclass
@@ -68,6 +69,8 @@ class TrainerConfig:
     precision: str = "auto"  # float32 | mixed_bfloat16 | mixed_float16 | auto (by device: melanoma_lab.runtime)
     strategy: str = "default"  # default | mirrored (all local devices) | multi_worker (processes; README)
     verbose: int = 2
+    head_epochs: int = 0  # first train only the new head, the pretrained backbone frozen (then all of `epochs`)
+    head_learning_rate: float = 1e-3  # the head-only epochs' constant rate (optimizer.learning_rate: the rest)
 
 
 @dataclass
@@ -86,6 +89,8 @@ class EvaluationConfig:
     calibration_bins: int = 10
     tta: str = "none"  # none | flip | dihedral (true/false: aliases of flip/none)
     frequent_class_images: int = 10  # out-of-fold balanced accuracy is also reported over classes with >= this
+    shift_tta: str = "none"  # the views of the shift check's predictions
+    shifts: Any = None  # the shift check's acquisition shifts: family -> name -> {_target_, ...} (shifts.py)
 
 
 @dataclass
@@ -99,12 +104,13 @@ class AuditConfig:
 @dataclass
 class StudyConfig:
     name: str = "melanoma-study"  # also the MLflow experiment that holds the study's runs
-    experiments: list[str] = field(default_factory=lambda: ["m1", "m2", "m3", "m4"])
+    experiments: list[str] = field(default_factory=lambda: ["m1", "m2", "m3", "m4", "m5", "m6"])
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     cv_folds: int = 1  # K > 1: every experiment runs as K stratified, content-grouped folds
     cv_run_folds: Optional[list[int]] = None  # run only these folds (1-based), e.g. [1, 2] for quick ablations
     nested: bool = True  # CV: select epoch and alert threshold on an inner split of each fold's training part
     ensemble: bool = False  # CV: log the average of the fold models as one model (threshold from out-of-fold)
+    shift_check: bool = True  # CV: score the out-of-fold images again under evaluation.shifts (shift_check.py)
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     reports_dir: str = "${paths.experiments_dir}/reports"
@@ -146,7 +152,8 @@ class TunerConfig:
     directory: str = MISSING  # KerasTuner's state (oracle, trials, checkpoints)
     export_name: str = MISSING  # the tuned experiment: <export_dir>/experiment/tuned/<export_name>.yaml
     export_dir: str = MISSING  # a Hydra config folder (conf/, or one added with hydra.searchpath=[file://DIR])
-    search_space: list[SearchParameter] = field(default_factory=list)
+    search_space: list[SearchParameter] = field(default_factory=list)  # conf: spaces.<model.name>
+    spaces: dict[str, list[SearchParameter]] = field(default_factory=dict)  # the default space of each model
 
 
 @dataclass
@@ -203,6 +210,9 @@ CHECKS: list[Check] = [
     ("dataset.on_unreadable", lambda v: v in ("skip", "fail"), "must be 'skip' or 'fail'"),
     ("optimizer.learning_rate", lambda v: v > 0, "must be positive"),
     ("trainer.epochs", lambda v: v >= 1, "must be at least 1"),
+    ("trainer.head_epochs", lambda v: v >= 0, "must not be negative (0: no head-only epochs)"),
+    ("trainer.head_learning_rate", lambda v: v > 0, "must be positive"),
+    ("optimizer.weight_decay", lambda v: v >= 0, "must be null (none) or not negative"),
     ("trainer.monitor", lambda v: v in ("val_loss", "val_accuracy", "val_bacc"),
      "must be val_loss, val_accuracy or val_bacc"),
     ("trainer.precision", lambda v: v in ("float32", "mixed_bfloat16", "mixed_float16", "auto"),
@@ -224,6 +234,8 @@ CHECKS: list[Check] = [
     ("evaluation.fixed_sensitivity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("evaluation.calibration_bins", lambda v: v >= 2, "must be at least 2"),
     ("evaluation.frequent_class_images", lambda v: v >= 1, "must be at least 1"),
+    ("evaluation.shift_tta", lambda v: str(v).lower() in ("none", "flip", "dihedral"),
+     "must be none, flip or dihedral"),
     ("evaluation.tta", lambda v: str(v).lower() in ("none", "flip", "dihedral", "true", "false"),
      "must be none, flip or dihedral (true/false: flip/none)"),
     ("dataset.colour_constancy_power", lambda v: v >= 1, "must be null (off) or a p-norm of at least 1 (6: usual)"),
@@ -249,5 +261,9 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if value is not None and not is_valid(value):
             problems.append(f"{key}={value!r} {requirement}")
+    head, epochs = (OmegaConf.select(cfg, f"trainer.{k}", default=None) for k in ("head_epochs", "epochs"))
+    if head and epochs and head >= epochs:
+        problems.append(f"trainer.head_epochs={head} must be fewer than trainer.epochs={epochs} (the epochs in all, "
+                        "head-only ones included): the backbone would never be fine-tuned")
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))

@@ -11,6 +11,7 @@ and with ``study.ensemble`` the fold ensemble as its model (:mod:`melanoma_lab.e
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -26,6 +27,22 @@ from melanoma_lab.reporting.runs import OOF_FILE
 from melanoma_lab.preparation import load_audited_data
 from melanoma_lab.tracking.run import flatten
 from melanoma_lab.data.staging import write_atomically
+from melanoma_lab.shift_check import log_shift_check, oof_shift_table
+
+
+def shift_check(cfg: DictConfig, parent, runs: list, selected: list[int], oof: pd.DataFrame,
+                classes: list[str]) -> dict[str, float]:
+    """The shift check (:mod:`melanoma_lab.shift_check`) of this CV's fold models on their out-of-fold images,
+    logged on the parent; nothing (and a warning) where the fold models were not logged."""
+    if any(run is None for run in runs) or not cfg.tracking.log_model:
+        log.warning("study.shift_check: skipped, the fold models are not logged (tracking.enabled and "
+                    "tracking.log_model must be true)")
+        return {}
+    models = {number: f"runs:/{run.info.run_id}/model" for number, run in zip(selected, runs)}
+    table = oof_shift_table(cfg, oof, models, classes)
+    return log_shift_check(table, parent.log_metrics, parent.log_table, parent.log_text)
+
+log = logging.getLogger(__name__)
 
 
 def summarise_folds(fold_metrics: list[dict[str, float]],
@@ -92,6 +109,8 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
         write_atomically(output_dir / OOF_FILE, oof.to_csv(index=False))
         if ensemble:
             summary |= log_ensemble(cfg, parent, runs, oof, audited.catalog.classes, audited.files)
+        if cfg.study.get("shift_check", False):
+            summary |= shift_check(cfg, parent, runs, selected, oof, audited.catalog.classes)
         summary["cv_seconds"] = time.perf_counter() - started  # folds (cv_mean_run_seconds each) and ensemble
         parent.log_metrics({"cv_seconds": summary["cv_seconds"]})
     return summary

@@ -8,7 +8,9 @@ dataset's labels are renamed with ``class_map`` (``conf/class_map/*.yaml``); ima
 of the model are not scored but counted per class (metric ``eval_unknown_class_images``, ``evaluation/
 unknown_class_counts.json``) and listed (``evaluation/unknown_classes.csv``). The run (named ``evaluate-<dataset>``)
 holds the full metrics (``eval_*``, melanoma_* for the model's melanoma class) and figures, and is tagged with
-``source_model_uri`` and ``source_run_id``.
+``source_model_uri`` and ``source_run_id``. ``shift_check=true`` also scores the images under each acquisition
+shift of ``evaluation.shifts`` (:mod:`melanoma_lab.shifts`): ``eval_shift_*`` metrics and
+``evaluation/eval_shift_check.csv`` / ``.md``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from melanoma_lab.config import register_configs, validate
 from melanoma_lab.errors import USER_ERROR_STATUS, ConfigError, UserError
 from melanoma_lab.data.staging import write_atomically
+from melanoma_lab.shifts import render, shift_metrics
 
 log = logging.getLogger(__name__)
 SPLITS = ("all", "train", "test")
@@ -57,6 +60,32 @@ def _load(uri: str):
         raise ModelNotLoadableError(f"cannot load model_uri={uri}: {error}\nGive a model logged by melanoma_lab: "
                                     "runs:/<run id>/model or models:/melanoma-classifier@champion, in the store of "
                                     "tracking.tracking_uri / paths.mlruns_dir") from None
+
+
+def shift_check(cfg: DictConfig, model, settings, images, labels) -> pd.DataFrame:
+    """The shift check (:mod:`melanoma_lab.shifts`) of the scored images: the headline metrics after each shift of
+    ``evaluation.shifts`` at the model's own alert threshold, with ``evaluation.shift_tta`` views."""
+    import dataclasses
+
+    import numpy as np
+
+    from melanoma_lab.evaluation import evaluate, frequent_balanced_accuracy
+    from melanoma_lab.shifts import HEADLINE, build_shifts, shift_table
+
+    settings = dataclasses.replace(settings, tta=cfg.evaluation.shift_tta)
+    images, labels = np.asarray(images), np.asarray(labels)
+    frequent = np.flatnonzero(np.bincount(labels, minlength=len(settings.classes))
+                              >= cfg.evaluation.frequent_class_images)
+
+    def score(probabilities):
+        found = evaluate(labels, probabilities, settings.classes, settings.melanoma_class,
+                         cfg.evaluation.fixed_specificity, cfg.evaluation.fixed_sensitivity,
+                         cfg.evaluation.calibration_bins, alert_threshold=settings.threshold).metrics
+        found["balanced_accuracy_frequent"] = frequent_balanced_accuracy(labels, probabilities.argmax(axis=1), frequent)
+        return {name: found.get(name, float("nan")) for name in HEADLINE}
+
+    return shift_table(lambda shift: settings.probabilities(model, list(images if shift is None else shift(images))),
+                       score, build_shifts(cfg.evaluation.shifts))
 
 
 def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
@@ -99,6 +128,9 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     metrics = evaluation_metrics(result, "eval", {}) | {
         "eval_images": len(decoded.labels), "eval_unknown_class_images": len(unknown),
         "eval_skipped_unreadable": len(decoded.failures)}
+    shifted = shift_check(cfg, loaded.model, settings, decoded.images, decoded.labels) if cfg.shift_check else None
+    if shifted is not None:
+        metrics |= shift_metrics(shifted, "eval_")
     resolved = OmegaConf.to_container(cfg, resolve=True)
     tags = {"evaluation": "external", "source_model_uri": cfg.model_uri, "source_run_id": info.run_id or "",
             "source_model_id": str(getattr(info, "model_id", "") or ""), "dataset": cfg.dataset.name,
@@ -112,6 +144,9 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
         log_evaluation(tracker, result, metrics, "eval", decoded.files, settings.classes, settings.melanoma_class,
                        cfg.evaluation.calibration_bins, step=0)
         tracker.log_table(unknown, "evaluation/unknown_classes.csv")
+        if shifted is not None:
+            tracker.log_table(shifted, "evaluation/eval_shift_check.csv")
+            tracker.log_text(render(shifted), "evaluation/eval_shift_check.md")
         tracker.log_dict(unknown_counts, "evaluation/unknown_class_counts.json")
         if decoded.failures:
             tracker.log_dict(decoded.failures, "skipped_unreadable.json")
@@ -133,7 +168,8 @@ def app(cfg: DictConfig) -> None:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(USER_ERROR_STATUS) from None
-    keys = ("eval_images", "eval_unknown_class_images", "eval_balanced_accuracy", "eval_melanoma_roc_auc")
+    keys = ("eval_images", "eval_unknown_class_images", "eval_balanced_accuracy", "eval_melanoma_roc_auc",
+            "eval_shift_worst_drop_colour_melanoma_roc_auc", "eval_shift_worst_drop_intensity_melanoma_roc_auc")
     print(f"[{cfg.name}] " + "  ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics))
 
 

@@ -145,7 +145,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
                 write_atomically(output_dir / HELD_OUT_PREDICTIONS,
                                  predictions.assign(alert_threshold=alert.threshold).to_csv(index=False))
             results |= metrics
-        best = best_epoch(history, cfg.trainer.monitor)
+        best = best_epoch(history, cfg.trainer.monitor, first=min(cfg.trainer.head_epochs, final_step - 1))
         results["train_val_accuracy_gap"] = history["accuracy"][best] - history["val_accuracy"][best]
         tracker.log_metrics({"train_val_accuracy_gap": results["train_val_accuracy_gap"]}, step=final_step)
         if cfg.tracking.log_model:

@@ -17,6 +17,7 @@ from sklearn.metrics import balanced_accuracy_score
 from melanoma_lab.augmentation import build_augmentation
 from melanoma_lab.data.batches import make_dataset
 from melanoma_lab.ema import SwapEMAWeights
+from melanoma_lab.errors import ConfigError
 from melanoma_lab.plugins import build
 from melanoma_lab.preparation import PreparedData
 from melanoma_lab.runtime import runtime, set_precision
@@ -34,15 +35,18 @@ def build_loss(cfg: DictConfig) -> keras.losses.Loss:
 
 
 def learning_rate(cfg: DictConfig, steps_per_epoch: int):
-    """The optimizer's learning rate as the ``lr_schedule`` group makes it from ``optimizer.learning_rate``."""
+    """The optimizer's learning rate as the ``lr_schedule`` group makes it from ``optimizer.learning_rate``, over
+    the epochs after the head-only ones (``trainer.head_epochs``, which have a constant rate of their own)."""
+    epochs = cfg.trainer.epochs - cfg.trainer.get("head_epochs", 0)
     return build(cfg.lr_schedule, "lr_schedule", learning_rate=cfg.optimizer.learning_rate,
-                 total_steps=cfg.trainer.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
+                 total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
 
 
-def best_epoch(history: dict[str, list[float]], monitor: str) -> int:
-    """Index of the best epoch by ``monitor`` (highest for accuracies, lowest for losses)."""
-    values = np.asarray(history[monitor])
-    return int(np.argmax(values) if monitor in MAXIMISED else np.argmin(values))
+def best_epoch(history: dict[str, list[float]], monitor: str, first: int = 0) -> int:
+    """Index of the best epoch by ``monitor`` (highest for accuracies, lowest for losses), from epoch ``first`` on
+    (the head-only epochs of a fine-tuned model are never selected)."""
+    values = np.asarray(history[monitor][first:])
+    return first + int(np.argmax(values) if monitor in MAXIMISED else np.argmin(values))
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -73,6 +77,10 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
+HEAD_CALLBACKS = (ValidationMetrics, LearningRateLogger, EpochLogger)  # what the head-only epochs run: no stopping,
+# checkpoint or backup (those select among, and resume, the fine-tuning epochs)
+
+
 def build_callbacks(cfg: DictConfig, output_dir: Path, tracker: RunTracker, validation: ValidationMetrics,
                     backup_dir: Path) -> list[keras.callbacks.Callback]:
     """Validation metrics first (the others read them), then logging, then the ``callbacks`` group in order (by
@@ -97,10 +105,16 @@ def compile_model(cfg: DictConfig, num_classes: int, steps: int) -> tuple[keras.
     with runtime().scope(cfg.trainer.strategy):
         model = instantiate(cfg.model, input_shape=(size, size, 3), num_classes=num_classes, _convert_="all")
         loss = build_loss(cfg)
-        rate = learning_rate(cfg, steps)
+        recompile(model, cfg, loss, learning_rate(cfg, steps))
+    return model, loss
+
+
+def recompile(model: keras.Model, cfg: DictConfig, loss: keras.losses.Loss, rate: Any) -> None:
+    """Compile ``model`` with a new optimizer of the ``optimizer`` group at ``rate`` (its trainable flags as they
+    are now), under ``trainer.strategy``."""
+    with runtime().scope(cfg.trainer.strategy):
         optimizer = instantiate(cfg.optimizer, _partial_=True)(learning_rate=rate)
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-    return model, loss
 
 
 def training_inputs(cfg: DictConfig, data: PreparedData, loss: keras.losses.Loss
@@ -123,17 +137,60 @@ def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output
     callbacks = build_callbacks(cfg, output_dir, tracker, validation, backup_dir)
     if model.optimizer.use_ema:  # validate, select and keep the averaged weights (swapped in at each epoch's end)
         callbacks.insert(0, SwapEMAWeights(swap_on_epoch=True))
-    history = fit(model, train_ds, cfg.trainer, callbacks, class_weight)
+    history: dict[str, list[float]] = {}
+    head_epochs = cfg.trainer.head_epochs
+    if head_epochs and not (tracker.resumed and any(Path(backup_dir).glob("*"))):  # a backup is of later epochs
+        head = [callback for callback in callbacks if isinstance(callback, HEAD_CALLBACKS)]
+        history = fit_head(model, cfg, loss, train_ds, head, class_weight)
+    later = fit(model, train_ds, cfg.trainer, callbacks, class_weight, initial_epoch=head_epochs)
+    history = {key: history.get(key, []) + values for key, values in later.items()}
     model = runtime().local_model(model)  # multi_worker: evaluate and save from this process alone
     if tracker.resumed:  # fit() only returns the epochs of this invocation; the run has them all
         history = tracker.epoch_history(list(history))
     return model, history
 
 
-def fit(model: keras.Model, train: Any, trainer: DictConfig,
-        callbacks: list[keras.callbacks.Callback], class_weight: dict[int, float] | None = None) -> dict[str, list]:
-    """Train for ``trainer.epochs`` (validation runs in the callbacks); returns Keras' per-epoch history."""
+def fit(model: keras.Model, train: Any, trainer: DictConfig, callbacks: list[keras.callbacks.Callback],
+        class_weight: dict[int, float] | None = None, initial_epoch: int = 0) -> dict[str, list]:
+    """Train up to epoch ``trainer.epochs`` from ``initial_epoch`` (validation runs in the callbacks); returns
+    Keras' per-epoch history."""
     history = model.fit(train, epochs=trainer.epochs, callbacks=callbacks, class_weight=class_weight,
-                        verbose=trainer.verbose)
+                        verbose=trainer.verbose, initial_epoch=initial_epoch)
+    return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def backbones(model: keras.Model) -> list[keras.Model]:
+    """The pretrained parts of ``model``: the models nested in it (an EfficientNet-Lite or keras.applications
+    backbone under its new head)."""
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)]
+
+
+def fit_head(model: keras.Model, cfg: DictConfig, loss: keras.losses.Loss, train: Any,
+             callbacks: list[keras.callbacks.Callback], class_weight: dict[int, float] | None) -> dict[str, list]:
+    """``trainer.head_epochs`` of the new head alone, the backbone frozen (its batch norm in inference mode as
+    always), at the constant ``trainer.head_learning_rate``: a random head's first large gradients would otherwise
+    run through the pretrained weights. Then the model's trainable flags are as configured again, and it is
+    compiled with the run's own optimizer and schedule for the epochs after."""
+    frozen = backbones(model)
+    if not frozen:
+        raise ConfigError(f"trainer.head_epochs={cfg.trainer.head_epochs} trains a new head on a frozen pretrained "
+                          f"backbone, but model={cfg.model.get('name', cfg.model._target_)} has none: use "
+                          "model=efficientnet_lite or model=transfer, or trainer.head_epochs=0")
+    flags = [(layer, layer.trainable) for layer in frozen] + [(layer, layer.trainable) for backbone in frozen
+                                                              for layer in backbone.layers]
+    for backbone in frozen:
+        backbone.trainable = False
+    optimizer = model.optimizer
+    recompile(model, cfg, loss, cfg.trainer.head_learning_rate)
+    if optimizer.use_ema:
+        callbacks = [SwapEMAWeights(swap_on_epoch=True), *callbacks]
+    log.info("head-only epochs: %d, backbone frozen, learning rate %g", cfg.trainer.head_epochs,
+             cfg.trainer.head_learning_rate)
+    history = model.fit(train, epochs=cfg.trainer.head_epochs, callbacks=callbacks, class_weight=class_weight,
+                        verbose=cfg.trainer.verbose)
+    for layer, trainable in flags:  # a model's flag sets all its layers': the model first, then each layer
+        layer.trainable = trainable
+    with runtime().scope(cfg.trainer.strategy):
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 

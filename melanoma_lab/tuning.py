@@ -59,11 +59,19 @@ def role() -> str:
     return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
 
 
+def dimensions(cfg: DictConfig) -> list[DictConfig]:
+    """The entries of ``tuner.search_space`` (by default the chosen model's ``tuner.spaces``), each with every
+    field of :class:`melanoma_lab.config.SearchParameter` (its defaults where the entry leaves one out)."""
+    from melanoma_lab.config import SearchParameter
+
+    return [OmegaConf.merge(OmegaConf.structured(SearchParameter), entry) for entry in cfg.tuner.search_space]
+
+
 def check_search_space(cfg: DictConfig, overrides: list[str]) -> None:
     """Raise :class:`ConfigError` for an entry of ``tuner.search_space`` that cannot be searched."""
     problems = []
     set_on_command_line = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    for index, entry in enumerate(cfg.tuner.search_space):
+    for index, entry in enumerate(dimensions(cfg)):
         where = f"tuner.search_space[{index}] (key {entry.key})"
         if OmegaConf.select(cfg, entry.key, default=ABSENT) is ABSENT:
             problems.append(f"{where}: {entry.key} is not a config key or group; e.g. model.dropout or optimizer")
@@ -239,7 +247,7 @@ def run_search(cfg: DictConfig, output_dir: str | Path, overrides: list[str],
                                                               "search_hash": identity["search_hash"]},
                             search_run_id(directory))
 
-    hypermodel = ConfiguredHyperModel(list(cfg.tuner.search_space), compose_trial, data)
+    hypermodel = ConfiguredHyperModel(dimensions(cfg), compose_trial, data)
     fit_kwargs: dict[str, Any] = {"epochs": cfg.tuner.max_epochs, "callbacks": []}
     if cfg.tuner.patience is not None:
         mode = "max" if cfg.tuner.objective in MAXIMISED else "min"
@@ -266,7 +274,7 @@ def run_search(cfg: DictConfig, output_dir: str | Path, overrides: list[str],
         tuner.search(**fit_kwargs)
         table = trials_table(tuner)
         search.log_table(table, "tuner_trials.csv")
-        best = trial_overrides(list(cfg.tuner.search_space), tuner.get_best_hyperparameters(1)[0])
+        best = trial_overrides(dimensions(cfg), tuner.get_best_hyperparameters(1)[0])
         best_trial = tuner.oracle.get_best_trials(1)[0]
         search.log_metrics({"search_seconds": time.perf_counter() - started, "trials": len(table),
                             f"best_{cfg.tuner.objective}": best_trial.score})

@@ -139,3 +139,25 @@ def test_a_baseline_names_each_key_once_and_only_what_runs_compute(store, capsys
     with pytest.raises(SystemExit) as usage:
         main([arg for item in baseline for arg in ("--baseline", item)] + [f"tracking.tracking_uri={uri}"])
     assert usage.value.code == 2 and "--baseline" in capsys.readouterr().err
+
+
+def test_two_experiments_on_identical_folds_are_compared_with_the_first_as_reference_and_their_shift_drops(
+        store, tmp_path):
+    uri, client, ids = store
+    experiment = client.get_experiment_by_name("melanoma-study").experiment_id
+    tags = {"experiment": "m6", "override.experiment": "m6", "override.study.cv_run_folds": "[1,2]"}
+    m6 = _parent(client, experiment, tmp_path, "m6", _oof(0.8, 5), tags)
+    client.log_metric(m6, "oof_shift_worst_drop_colour_melanoma_roc_auc", 0.012)
+    client.log_metric(m6, "oof_shift_worst_drop_colour_balanced_accuracy_frequent", 0.021)
+    assert all(key[0] == "m5" for key in load_groups(client, "melanoma-study", "m5"))  # one experiment: as before
+
+    groups = load_groups(client, "melanoma-study", ("m5", "m6"))
+    (key,) = [k for k in groups if k[4] == "1"]  # seed 1: base, no_ema, again and m6
+    table = ablation_table(groups[key], 10, 200, 0.95).set_index("change")
+    assert table.loc["baseline: experiment=m5", "run_id"] == ids["base"]
+    assert table.loc["experiment=m6", "delta_balanced_accuracy_frequent"] > 0
+    assert table.loc["experiment=m6", "shift_worst_drop_colour_melanoma_roc_auc"] == pytest.approx(0.012)
+    out = tmp_path / "both"
+    assert main(["--experiment", "m5", "--experiment", "m6", "--out", str(out), f"tracking.tracking_uri={uri}"]) == 0
+    text = (out / "ablation.md").read_text()
+    assert "colour shift drop" in text and "| experiment=m6 |" in text and "+0.012 / +0.021" in text

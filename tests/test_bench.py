@@ -101,3 +101,17 @@ def test_timed_process_reports_wall_time_and_peak_memory_and_fails_loudly():
     assert wall >= 0.2 and peak_mb >= 300
     with pytest.raises(subprocess.CalledProcessError):
         _timed_process([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_the_model_rows_time_a_recipe_as_its_runs_build_it(shared_cache, capsys):
+    from melanoma_lab.bench import models
+
+    row = models.measure(["experiment=m6", "dataset.image_size=64", f"paths.cache_dir={shared_cache}"], 16, 1)
+    assert row["precision"] == "float32" and row["tta"] == "dihedral" and row["tta_views"] == 8
+    assert 0 < row["trainable_weights"] < 4_000_000  # the top 11 blocks and the head, not the whole Lite0
+    assert row["train_images_per_s"] > 0 and row["predict_images_per_s"] > 0 < row["predict_tta_images_per_s"]
+    table = models.format_table({"m6": row})
+    assert "| m6 | 64 | float32 |" in table and "(dihedral, 8 views)" in table
+    with pytest.raises(SystemExit):
+        models.main(["--rows", "m7"])
+    assert "--rows takes m5, m6" in capsys.readouterr().err

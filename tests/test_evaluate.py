@@ -122,12 +122,21 @@ def test_evaluate_scores_exactly_as_the_run_did_with_colour_constancy_and_dihedr
     client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
     (run,) = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
     cfg = compose_config([f"model_uri=runs:/{run.info.run_id}/model", *TINY_DATA, "split=test",
-                          f"paths.cache_dir={trained.paths.cache_dir}"], root=tmp_path,
+                          f"paths.cache_dir={trained.paths.cache_dir}", "shift_check=true",
+                          "evaluation.shift_tta=dihedral", "evaluation.shifts.quality=null"], root=tmp_path,
                          config_name="evaluate")
-    run_evaluation(cfg, tmp_path / "eval")
+    metrics = run_evaluation(cfg, tmp_path / "eval")
+    assert {"eval_shift_worst_drop_colour_melanoma_roc_auc", "eval_shift_warm_melanoma_alert_sensitivity",
+            "eval_shift_worst_drop_intensity_melanoma_roc_auc"} <= set(metrics)
+    assert not any("quality" in key for key in metrics)
     client, evaluation = _evaluation_run(tmp_path / "mlruns", cfg.name)
     ours = _table(client, evaluation, "evaluation/eval_predictions.csv").set_index("path").sort_index()
     theirs = _table(client, run, "evaluation/test_predictions.csv").set_index("path").sort_index()
     columns = [c for c in theirs.columns if c.startswith("p_")]
     assert list(ours.index) == list(theirs.index)
     assert np.abs(ours[columns].to_numpy() - theirs[columns].to_numpy()).max() <= 1e-4
+    table = _table(client, evaluation, "evaluation/eval_shift_check.csv")  # unshifted, with the same 8 views
+    assert table.loc[0, "shift"] == "none" and table.loc[0, "melanoma_roc_auc"] == pytest.approx(
+        metrics["eval_melanoma_roc_auc"], abs=1e-6)
+    assert metrics["eval_shift_worst_drop_colour_melanoma_roc_auc"] == pytest.approx(
+        table.loc[table["family"] == "colour", "drop_melanoma_roc_auc"].max())

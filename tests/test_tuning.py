@@ -12,7 +12,7 @@ from melanoma_lab.runs import config_hash
 from melanoma_lab.tracking.store import tracking_uri
 from melanoma_lab.config import validate
 from melanoma_lab.tuning import check_search_space, tuned_experiment
-from tests.conftest import TINY, compose_config
+from tests.conftest import CONF_DIR, TINY, compose_config
 
 SPACE = ("tuner.search_space=[{key: model.dropout, type: float, min: 0.0, max: 0.5, step: 0.1},"
          "{key: optimizer, type: choice, values: [adam, sgd]},"
@@ -123,3 +123,16 @@ def test_distributed_search_with_a_chief_and_two_workers_on_loopback(tmp_path):
     assert all(r.info.status == "FINISHED" for r in trials)
     assert search.data.tags["pid"] not in {r.data.tags["pid"] for r in trials}  # the workers ran the trials
     assert (tmp_path / "conf" / "experiment" / "tuned" / "m2_random.yaml").is_file()
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
+def test_the_default_search_space_fits_every_model(model):
+    """tuner=random with any conf/model file searches only keys that model has (was: the CNN's space for all)."""
+    from melanoma_lab.tuning import dimensions
+
+    cfg = compose_config(["tuner=random", f"model={model}"])
+    check_search_space(cfg, [])
+    keys = [entry.key for entry in dimensions(cfg)]
+    assert all(OmegaConf.select(cfg, key, default="absent") != "absent" for key in keys if key.startswith("model."))
+    assert any(key.startswith("model.") for key in keys) and all(e.sampling in ("linear", "log")
+                                                                  for e in dimensions(cfg))

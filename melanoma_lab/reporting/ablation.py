@@ -10,6 +10,11 @@ new reference explicitly (``baseline=("dataset.colour_constancy_power=null",)``)
 with the common overrides plus those, groups without such a run are left out, and a run that lacks one of them
 shows it as ``key=(default)``.
 
+Experiments are compared the same way: with several experiments (``experiment=("m5", "m6")``) the group
+leaves the ``experiment`` tag out, each run's ``experiment=<name>`` override is one of its changes, and the first
+experiment named is the reference unless a ``baseline`` says otherwise. Where a parent ran the shift check
+(:mod:`melanoma_lab.shift_check`), its worst drop per shift family is a column too.
+
 Differences are paired by image (joined on path) with a bootstrap over the images: balanced accuracy over the
 classes with at least ``evaluation.frequent_class_images`` images, and melanoma-vs-rest ROC-AUC. Alert sensitivity
 and specificity are each run's own (every image at its own fold's threshold, chosen on inner validation).
@@ -32,6 +37,7 @@ GROUP_TAGS = ("experiment", "cv_folds", "cv_run_folds", "nested", "seed", "data_
 NOT_A_CHANGE = ("study.", "tracking.", "paths.", "hydra.")  # where runs go, not what they compute
 BASELINE = "baseline"
 ALONE = "(the only run on these folds)"
+SHIFT_DROPS = "oof_shift_worst_drop_"  # the shift check's worst drop per family (melanoma_lab.shift_check)
 
 
 @dataclass
@@ -65,26 +71,35 @@ def _changes(given: dict[str, str], reference: dict[str, str]) -> tuple[str, ...
                         + [f"{k}=(default)" for k in reference if k not in given]))
 
 
-def load_groups(client: MlflowClient, study: str, experiment: str | None = None,
+def load_groups(client: MlflowClient, study: str, experiment: str | tuple[str, ...] | None = None,
                 baseline: tuple[str, ...] = ()) -> dict[tuple, list[Arm]]:
     """FINISHED cross-validation parents of ``study`` (of ``experiment`` only, if given) that logged out-of-fold
     predictions, grouped by :data:`GROUP_TAGS`; in each group the baseline first, then by start time. With
-    ``baseline`` (``key=value`` overrides) only the groups holding a run with exactly those beyond the common ones."""
+    ``baseline`` (``key=value`` overrides) only the groups holding a run with exactly those beyond the common ones.
+    Several experiments are grouped together (the experiment is then a change; the first is the reference)."""
+    experiments = (experiment,) if isinstance(experiment, str) else tuple(experiment or ())
+    across = len(experiments) > 1
+    if across and not any(item.startswith("experiment=") for item in baseline):
+        baseline = (f"experiment={experiments[0]}", *baseline)
     named = dict(item.split("=", 1) for item in baseline)
     found = client.get_experiment_by_name(study)
     if found is None:
         raise LookupError(f"no MLflow experiment named {study!r}: cross-validate first "
                           "(python -m melanoma_lab experiment=... study.cv_folds=K)")
     query = "attributes.status = 'FINISHED' and tags.cv_folds != ''"
-    if experiment:
-        query += f" and tags.experiment = '{experiment}'"
-    runs = [r for r in client.search_runs([found.experiment_id], query, max_results=5000) if "fold" not in r.data.tags]
+    if len(experiments) == 1:
+        query += f" and tags.experiment = '{experiments[0]}'"
+    runs = [r for r in client.search_runs([found.experiment_id], query, max_results=5000) if "fold" not in r.data.tags
+            and (not experiments or r.data.tags.get("experiment") in experiments)]  # MLflow has no IN for tags
     by_group: dict[tuple, list[Run]] = {}
     for run in runs:
-        by_group.setdefault(tuple(run.data.tags.get(t, "") for t in GROUP_TAGS), []).append(run)
+        key = tuple(("+".join(experiments) if t == "experiment" and across else run.data.tags.get(t, ""))
+                    for t in GROUP_TAGS)
+        by_group.setdefault(key, []).append(run)
     groups = {}
     for key, members in by_group.items():
-        overrides = [_overrides(r) for r in members]
+        overrides = [_overrides(r) | ({"experiment": r.data.tags.get("experiment", "")} if across else {})
+                     for r in members]
         reference = dict(set.intersection(*(set(o.items()) for o in overrides))) | named
         arms = []
         for run, given in zip(members, overrides):
@@ -154,7 +169,9 @@ def ablation_table(arms: list[Arm], min_images: int, samples: int, confidence: f
                "melanoma_roc_auc": melanoma_auc(labels, probs, index) if index is not None else float("nan"),
                "alert_sensitivity": arm.metrics.get("oof_melanoma_alert_sensitivity", float("nan")),
                "alert_specificity": arm.metrics.get("oof_melanoma_alert_specificity", float("nan")),
-               "fold_seconds": arm.metrics.get("cv_mean_run_seconds", float("nan"))}
+               "fold_seconds": arm.metrics.get("cv_mean_run_seconds", float("nan")),
+               **{key.removeprefix("oof_"): value for key, value in arm.metrics.items()
+                  if key.startswith(SHIFT_DROPS)}}
         if arm is not base:
             row |= paired_deltas(base.oof, arm.oof, index, min_images, samples, confidence)
         rows.append(row)
