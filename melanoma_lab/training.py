@@ -105,15 +105,15 @@ def compile_model(cfg: DictConfig, num_classes: int, steps: int) -> tuple[keras.
     with runtime().scope(cfg.trainer.strategy):
         model = instantiate(cfg.model, input_shape=(size, size, 3), num_classes=num_classes, _convert_="all")
         loss = build_loss(cfg)
-        recompile(model, cfg, loss, learning_rate(cfg, steps))
+        optimizer = instantiate(cfg.optimizer, _partial_=True)(learning_rate=learning_rate(cfg, steps))
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model, loss
 
 
-def recompile(model: keras.Model, cfg: DictConfig, loss: keras.losses.Loss, rate: Any) -> None:
-    """Compile ``model`` with a new optimizer of the ``optimizer`` group at ``rate`` (its trainable flags as they
-    are now), under ``trainer.strategy``."""
-    with runtime().scope(cfg.trainer.strategy):
-        optimizer = instantiate(cfg.optimizer, _partial_=True)(learning_rate=rate)
+def recompile(model: keras.Model, loss: keras.losses.Loss, optimizer: keras.optimizers.Optimizer) -> None:
+    """Compile the built ``model`` again with ``optimizer`` (its trainable flags as they are now), under the
+    strategy it was built with."""
+    with runtime().model_scope(model):
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
 
@@ -181,7 +181,9 @@ def fit_head(model: keras.Model, cfg: DictConfig, loss: keras.losses.Loss, train
     for backbone in frozen:
         backbone.trainable = False
     optimizer = model.optimizer
-    recompile(model, cfg, loss, cfg.trainer.head_learning_rate)
+    with runtime().model_scope(model):
+        head_optimizer = instantiate(cfg.optimizer, _partial_=True)(learning_rate=cfg.trainer.head_learning_rate)
+    recompile(model, loss, head_optimizer)
     if optimizer.use_ema:
         callbacks = [SwapEMAWeights(swap_on_epoch=True), *callbacks]
     log.info("head-only epochs: %d, backbone frozen, learning rate %g", cfg.trainer.head_epochs,
@@ -190,7 +192,6 @@ def fit_head(model: keras.Model, cfg: DictConfig, loss: keras.losses.Loss, train
                         verbose=cfg.trainer.verbose)
     for layer, trainable in flags:  # a model's flag sets all its layers': the model first, then each layer
         layer.trainable = trainable
-    with runtime().scope(cfg.trainer.strategy):
-        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    recompile(model, loss, optimizer)
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 

@@ -13,7 +13,7 @@ import pytest
 from melanoma_lab.serving.classifier import served_requirements
 from melanoma_lab.tracking.provenance import cpu_model, package_versions
 from melanoma_lab.tracking.store import tracking_uri
-from tests.conftest import TINY, TINY_AUGMENTOR, not_installed
+from tests.conftest import TINY, TINY_AUGMENTOR, TINY_DATA, not_installed
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["jax", "torch"]
@@ -66,13 +66,15 @@ def test_a_served_model_pins_the_package_of_its_backend(backend):
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def trained(request, tmp_path_factory):
-    """m1, m2, m4 and m5 in one sweep and m3 on its own, trained on ``backend`` without TensorFlow: (backend,
-    project root, the finished runs by name)."""
+    """m1, m2, m4 and m5 in one sweep, m3 and m6 (a head-only epoch, then fine-tuning) on their own, trained on
+    ``backend`` without TensorFlow: (backend, project root, the finished runs by name)."""
     backend = request.param
     pytest.importorskip(backend, reason=not_installed(backend))
     root = tmp_path_factory.mktemp(backend)
     project = [*TINY, f"paths.root_dir={root}"]
-    for args in (["--multirun", "experiment=m1,m2,m4,m5", *project], ["experiment=m3", *project, *TINY_AUGMENTOR]):
+    for args in (["--multirun", "experiment=m1,m2,m4,m5", *project], ["experiment=m3", *project, *TINY_AUGMENTOR],
+                 ["experiment=m6", *TINY_DATA, "trainer=smoke", "trainer.epochs=2", "trainer.head_epochs=1",
+                  f"paths.root_dir={root}"]):
         result = without_tensorflow(backend, "melanoma_lab", *args, cwd=root)
         assert result.returncode == 0, result.stderr[-4000:]
     client = mlflow.tracking.MlflowClient(tracking_uri(None, root / "mlruns"))
@@ -84,8 +86,9 @@ def trained(request, tmp_path_factory):
 @pytest.mark.backends
 def test_every_experiment_trains_on_the_backend_without_tensorflow(trained):
     backend, root, runs = trained
-    assert {"m1", "m2", "m3", "m4", "m5"} <= set(runs)
-    for name in ("m1", "m2", "m3", "m4", "m5"):
+    assert {"m1", "m2", "m3", "m4", "m5", "m6"} <= set(runs)
+    assert runs["m6"].data.params["trainer.head_epochs"] == "1" and "model_weights_sha256" in runs["m6"].data.tags
+    for name in ("m1", "m2", "m3", "m4", "m5", "m6"):
         assert runs[name].data.tags["runtime.keras_backend"] == backend, name
         assert f"version.{backend}" in runs[name].data.tags
         assert runs[name].data.tags["runtime.device"] == cpu_model()  # the backend sees no GPU on this machine

@@ -106,3 +106,18 @@ def test_best_epoch_skips_the_head_epochs():
     history = {"val_bacc": [0.9, 0.5, 0.7, 0.6], "val_loss": [0.1, 0.9, 0.5, 0.6]}
     assert best_epoch(history, "val_bacc") == 0 and best_epoch(history, "val_bacc", first=1) == 2
     assert best_epoch(history, "val_loss", first=2) == 2
+
+
+def test_head_epochs_under_the_mirrored_strategy_recompile_in_the_models_own_strategy(shared_cache):
+    import tensorflow as tf
+
+    from melanoma_lab.training import compile_model, fit_head
+
+    cfg = _lite_cfg(shared_cache, "trainer.epochs=2", "trainer.head_epochs=1", "trainer.strategy=mirrored")
+    model, loss = compile_model(cfg, 9, steps=1)
+    strategy = model.distribute_strategy
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices((rng.uniform(0, 255, (16, 32, 32, 3)).astype(np.float32),
+                                               np.eye(9, dtype=np.float32)[rng.integers(0, 9, 16)])).batch(8)
+    fit_head(model, cfg, loss, data, [], None)  # was: "Mixing different tf.distribute.Strategy objects"
+    assert model.distribute_strategy is strategy and model.fit(data, epochs=1, verbose=0).history["loss"]

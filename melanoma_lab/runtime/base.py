@@ -63,6 +63,10 @@ class BackendRuntime:
                               "KERAS_BACKEND=jax / tensorflow (README: Several devices)")
         return contextlib.nullcontext()
 
+    def model_scope(self, model: keras.Model) -> ContextManager[Any]:
+        """The context in which an already built ``model`` is compiled again (the strategy it was built under)."""
+        return contextlib.nullcontext()
+
     def training_batches(self, dataset: Any, batch_size: int) -> Any:
         """The training batches as this process must feed them to ``fit`` (all of them in one process)."""
         return dataset

@@ -60,6 +60,9 @@ class TensorFlowRuntime(BackendRuntime):
             return tf.distribute.MultiWorkerMirroredStrategy().scope()
         return tf.distribute.get_strategy().scope()
 
+    def model_scope(self, model: keras.Model) -> ContextManager[Any]:
+        return model.distribute_strategy.scope()  # a new MirroredStrategy would not take the model's variables
+
 
 def tf_config() -> dict:
     """``TF_CONFIG`` (cluster and task of this worker), which ``multi_worker`` needs on the TensorFlow backend."""
