@@ -101,6 +101,7 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     from melanoma_lab.evaluation_logging import evaluation_metrics, log_evaluation
     from melanoma_lab.tracking.provenance import provenance_tags
     from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
+    from melanoma_lab.tracking.lineage import log_inputs
     from melanoma_lab.tracking.run import RunTracker, flatten
 
     store = configured_tracking_uri(cfg)
@@ -144,6 +145,8 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
         log_evaluation(tracker, result, metrics, "eval", decoded.files, settings.classes, settings.melanoma_class,
                        cfg.evaluation.calibration_bins, step=0)
         tracker.log_table(unknown, "evaluation/unknown_classes.csv")
+        if tracker.enabled:
+            log_inputs(tracker.client, tracker.run_id, {"evaluation": decoded.files}, cfg.dataset.name)
         if shifted is not None:
             tracker.log_table(shifted, "evaluation/eval_shift_check.csv")
             tracker.log_text(render(shifted), "evaluation/eval_shift_check.md")

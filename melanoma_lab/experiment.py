@@ -24,6 +24,7 @@ from melanoma_lab.inference import predict_probabilities, tta_mode
 from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_data
 from melanoma_lab.serving.classifier import log_classifier
 from melanoma_lab.runs import finished_twin, make_tracker, override_tags, run_identity
+from melanoma_lab.tracking.lineage import log_inputs
 from melanoma_lab.tracking.run import RunTracker, flatten
 from melanoma_lab.runtime import runtime, seed_everything
 from melanoma_lab.training import best_epoch, train_model
@@ -105,6 +106,11 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         tracker.log_text(summary(report), "data_audit.txt")
 
         data = prepare_data(cfg, catalog, files, fold)
+        if tracker.enabled:  # lineage: the images behind every number of this run (the UI's Dataset column)
+            log_inputs(tracker.client, tracker.run_id, {
+                "training": data.train.files, "validation": data.validation.files,
+                "held_out": None if data.held_out is None else data.held_out.files,
+                "test": None if data.test is None else data.test.files}, cfg.dataset.name)
         tracker.log_metrics({"train_images": len(data.train.labels), "val_images": len(data.validation.labels),
                              "test_images": 0 if data.test is None else len(data.test.labels),
                              "skipped_unreadable": len(data.skipped), "test_unscored_images": len(data.test_unscored)})

@@ -135,6 +135,8 @@ def test_evaluate_scores_exactly_as_the_run_did_with_colour_constancy_and_dihedr
     columns = [c for c in theirs.columns if c.startswith("p_")]
     assert list(ours.index) == list(theirs.index)
     assert np.abs(ours[columns].to_numpy() - theirs[columns].to_numpy()).max() <= 1e-4
+    (scored,) = evaluation.inputs.dataset_inputs  # lineage: the evaluated images
+    assert [t.value for t in scored.tags] == ["evaluation"] and scored.dataset.name == "synthetic-evaluation"
     table = _table(client, evaluation, "evaluation/eval_shift_check.csv")  # unshifted, with the same 8 views
     assert table.loc[0, "shift"] == "none" and table.loc[0, "melanoma_roc_auc"] == pytest.approx(
         metrics["eval_melanoma_roc_auc"], abs=1e-6)
