@@ -80,6 +80,7 @@ class TrackingConfig:
     experiment_name: str = "${study.name}"
     log_model: bool = True
     skip_finished: bool = True  # a run whose config, data and code match a FINISHED run is reused
+    system_metrics: bool = True  # training runs: MLflow's system/* metrics (CPU, memory, disk, network, GPU)
 
 
 @dataclass

@@ -88,7 +88,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
     tracker = make_tracker(cfg, cfg.name if fold is None else f"{cfg.name}-fold{fold + 1}",
                            {"experiment": cfg.name, "output_dir": str(output_dir.resolve()), **identity,
                             **override_tags(overrides), "runtime.processes": str(processes.count)},
-                           parent_run_id, processes.primary)
+                           parent_run_id, processes.primary, trains=True)
     previous = finished_twin(cfg, tracker, identity, needs_model=cfg.tracking.log_model)
     if previous is not None:
         return previous

@@ -71,15 +71,17 @@ def override_tags(overrides: list[str] | None) -> dict[str, str]:
 
 
 def make_tracker(cfg: DictConfig, run_name: str, tags: dict[str, str], parent_run_id: str | None = None,
-                 primary: bool = True) -> RunTracker:
+                 primary: bool = True, trains: bool = False) -> RunTracker:
     """A run in the configured store and MLflow experiment, tagged for provenance (none in a process that trains
-    with others but is not their primary: only the primary logs, see :class:`melanoma_lab.runtime.Processes`)."""
+    with others but is not their primary: only the primary logs, see :class:`melanoma_lab.runtime.Processes`);
+    a run that ``trains`` records system metrics if ``tracking.system_metrics``."""
     provenance = {"study": cfg.study.name, "dataset": cfg.dataset.name, "seed": str(cfg.trainer.seed),
                   **provenance_tags()}
     if cfg.study.get("launch"):  # set by python -m melanoma_lab.study: the report uses only these runs
         provenance |= {"launched_by": "study", "study_launch": cfg.study.launch}
     return RunTracker(cfg.tracking.enabled and primary, configured_tracking_uri(cfg), cfg.tracking.experiment_name, run_name,
-                      Path(cfg.paths.mlruns_dir).resolve(), provenance | tags, parent_run_id)
+                      Path(cfg.paths.mlruns_dir).resolve(), provenance | tags, parent_run_id,
+                      system_metrics=trains and bool(cfg.tracking.get("system_metrics", False)))
 
 
 def reusable(identity: dict[str, str], needs_model: bool) -> dict[str, str]:

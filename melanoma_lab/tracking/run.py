@@ -74,8 +74,8 @@ class RunTracker:
 
     @_timed
     def __init__(self, enabled: bool, uri: str, experiment: str, run_name: str, artifact_root: Path | None,
-                 tags: dict[str, str] | None = None, parent_run_id: str | None = None):
-        self.enabled = enabled
+                 tags: dict[str, str] | None = None, parent_run_id: str | None = None, system_metrics: bool = False):
+        self.enabled, self.system_metrics = enabled, system_metrics
         self.run_id: str | None = None
         self.run_name = run_name
         self._resume: str | None = None
@@ -165,14 +165,15 @@ class RunTracker:
             with ExitStack() as stack:  # a run that cannot start leaves the fluent URI as it found it
                 stack.enter_context(fluent_tracking_uri(self.uri))
                 if self.resumed:
-                    run = retry_locked(lambda: mlflow.start_run(run_id=self._resume,
-                                                                nested=self._parent is not None))
+                    run = retry_locked(lambda: mlflow.start_run(run_id=self._resume, nested=self._parent is not None,
+                                                                log_system_metrics=self.system_metrics))
                     self.run_id = run.info.run_id
                     self.set_tags(tags | {"resumed": "true"})
                 else:
                     run = retry_locked(lambda: mlflow.start_run(experiment_id=self.experiment_id,
                                                                 run_name=self.run_name, tags=tags,
-                                                                nested=self._parent is not None))
+                                                                nested=self._parent is not None,
+                                                                log_system_metrics=self.system_metrics))
                     self.run_id = run.info.run_id
                 self._fluent = stack.pop_all()
         return self
