@@ -50,6 +50,7 @@ def test_predict_json_output(trained_model, tmp_path, capsys):
     (only,) = payload["predictions"]
     assert only["path"] == image and abs(sum(only["probabilities"].values()) - 1) < 1e-4
     assert only["top_class"] == max(only["probabilities"], key=only["probabilities"].get)
+    assert payload["model"]["uri"] == uri and payload["model"]["version"] is None  # a run's model: no card
 
 
 def test_predict_json_answers_every_input_including_unreadable_files(trained_model, tmp_path, capsys):
@@ -102,9 +103,21 @@ def test_promote_registers_the_champion_with_its_validation_threshold(trained_mo
     assert version.tags["melanoma_class"] == "melanoma"  # the model's own melanoma class, from its metadata
     assert float(version.tags["melanoma_alert_threshold"]) == pytest.approx(
         run.data.metrics["val_melanoma_alert_threshold"])
+    card = version.description  # the model card, from the run's logged facts
+    assert card.startswith("# melanoma-classifier version 1") and run.info.run_id in card
+    assert f"{run.data.metrics['val_melanoma_alert_threshold']:.4f}" in card and "## Intended use" in card
+    assert "not a diagnostic device" in card and "`config/config.yaml`" in card and run.data.tags["code_version"] in card
+    assert f"| validation balanced accuracy | {run.data.metrics['val_balanced_accuracy']:.3f} |" in card
+    assert "fewer than 10 training images" in card  # the tiny set's rare classes, from the run's data audit
+    logged = client.download_artifacts(run.info.run_id, "model_card.md")
+    assert open(logged).read() == card
     image = catalog.split("test")["path"][0]
     assert predict.main([image, "--json", f"paths.mlruns_dir={store}"]) == 0  # default: champion
-    assert json.loads(capsys.readouterr().out)["predictions"][0]["path"] == image
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["predictions"][0]["path"] == image
+    assert payload["model"]["version"] == "1" and payload["model"]["model_card"] is True
+    assert payload["model"]["melanoma_alert_threshold"] == pytest.approx(float(version.tags["melanoma_alert_threshold"]))
+    assert "not a diagnostic device" in payload["model"]["intended_use"]
     assert promote.main(["--study", "nope", f"paths.mlruns_dir={store}"]) == 1
 
 

@@ -34,6 +34,7 @@ from melanoma_lab.gradcam import grad_cam
 from melanoma_lab.inference import ModelSettings, preprocess
 from melanoma_lab.command_line import parse_with_config
 from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
+from melanoma_lab.serving.model_card import card_summary
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -185,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     predictions = predict(loaded, images, [str(p) for p in paths], errors)
     failures = sum(error is not None for error in errors)
     if args.json:
-        print(json.dumps({"threshold": settings.threshold, "alert_note": settings.alert_note or None,
+        with fluent_tracking_uri(configured_tracking_uri(cfg)):
+            model = card_summary(model_uri)
+        print(json.dumps({"model": model, "threshold": settings.threshold, "alert_note": settings.alert_note or None,
                           "tta": settings.tta, "failed": failures, "predictions": [vars(p) for p in predictions]},
                          indent=2))
     else:

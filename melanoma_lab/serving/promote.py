@@ -3,8 +3,9 @@
     python -m melanoma_lab.serving.promote --run RUN_ID [key=value ...]
     python -m melanoma_lab.serving.promote --study NAME [--metric val_balanced_accuracy] [key=value ...]
 
-The model version gets the alias ``champion`` and tags with its class names, input size and the melanoma
-alert threshold that was chosen on VALIDATION data (with the validation sensitivity and specificity at it).
+The model version gets the alias ``champion``, tags with its class names, input size and the melanoma alert
+threshold that was chosen on VALIDATION data (with the validation sensitivity and specificity at it), and a model
+card (:mod:`melanoma_lab.serving.model_card`) as its description and as the run's ``model_card.md``.
 Nothing is retrained; ``python -m melanoma_lab.serving.predict IMAGES`` then uses the champion by default. The
 store is the one ``key=value`` overrides of ``conf/`` name (``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``:
 :mod:`melanoma_lab.command_line`), as for training.
@@ -19,6 +20,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from melanoma_lab.command_line import parse_with_config
+from melanoma_lab.serving.model_card import model_card
 from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
 
 REGISTERED_NAME = "melanoma-classifier"
@@ -59,6 +61,9 @@ def promote(client: MlflowClient, run_id: str) -> str:
     tags |= {k: v for k, v in metrics.items() if k in OOF_TAGS}  # a fold ensemble: its out-of-fold estimate
     for key, value in tags.items():
         client.set_model_version_tag(REGISTERED_NAME, version, key, str(value))
+    card = model_card(client, run, metadata, REGISTERED_NAME, version)
+    client.update_model_version(REGISTERED_NAME, version, description=card)  # shown in the MLflow UI
+    client.log_text(run_id, card, "model_card.md")
     client.set_registered_model_alias(REGISTERED_NAME, ALIAS, version)
     return version
 

@@ -1,0 +1,118 @@
+"""The model card of a registered model version, written by ``promote`` from what its run logged (nothing is
+recomputed): what it was trained on, its numbers on data it did not train on, the alert's operating point, what
+it is for and where it is known to fail, and the command that reproduces it. It becomes the model version's
+description (Markdown, shown in the MLflow UI) and the run's ``model_card.md``; ``predict --json`` carries its
+summary (:func:`card_summary`)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+INTENDED_USE = ("Research and decision support on dermoscopic images of skin lesions: it ranks lesions by their "
+                "probability of melanoma and flags those at or above the alert threshold for a dermatologist's "
+                "review. It is not a diagnostic device and was not validated prospectively or clinically.")
+RARE_IMAGES = 10  # a class with fewer training images than this cannot be trusted (nor measured)
+# (metric, label) of the numbers a card quotes, where the run logged them
+NUMBERS = [("val_balanced_accuracy", "validation balanced accuracy"),
+           ("val_melanoma_roc_auc", "validation melanoma ROC-AUC"),
+           ("test_balanced_accuracy", "Test balanced accuracy"), ("test_melanoma_roc_auc", "Test melanoma ROC-AUC"),
+           ("clean_test_balanced_accuracy", "clean-Test balanced accuracy (no Train twin)"),
+           ("test_melanoma_alert_sensitivity", "Test alert sensitivity"),
+           ("test_melanoma_alert_specificity", "Test alert specificity"),
+           ("oof_balanced_accuracy_frequent", "out-of-fold balanced accuracy (classes with >= 10 images)"),
+           ("oof_melanoma_roc_auc", "out-of-fold melanoma ROC-AUC"),
+           ("oof_melanoma_alert_sensitivity", "out-of-fold alert sensitivity"),
+           ("oof_melanoma_alert_specificity", "out-of-fold alert specificity"),
+           ("ensemble_test_balanced_accuracy", "fold ensemble, Test balanced accuracy"),
+           ("ensemble_test_melanoma_roc_auc", "fold ensemble, Test melanoma ROC-AUC")]
+SHIFTS = "oof_shift_worst_drop_"
+
+
+def _artifact(client: MlflowClient, run_id: str, path: str) -> str | None:
+    if path not in {a.path for a in client.list_artifacts(run_id, str(Path(path).parent) if "/" in path else None)}:
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        return Path(client.download_artifacts(run_id, path, scratch)).read_text()
+
+
+def rare_classes(client: MlflowClient, run: Run) -> dict[str, int]:
+    """Classes with fewer than :data:`RARE_IMAGES` Train images in the run's data audit."""
+    audit = _artifact(client, run.info.run_id, "data_audit.json")
+    counts = (json.loads(audit).get("class_counts", {}).get("train", {}) if audit else {})
+    return {name: int(count) for name, count in counts.items() if int(count) < RARE_IMAGES}
+
+
+def model_card(client: MlflowClient, run: Run, metadata: dict, name: str, version: str) -> str:
+    """The Markdown card of model ``name`` version ``version``, logged by ``run`` with ``metadata``."""
+    tags, metrics = run.data.tags, run.data.metrics
+    overrides = (_artifact(client, run.info.run_id, "config/overrides.txt") or "").split()
+    threshold = metadata.get("melanoma_alert_threshold")
+    lines = [f"# {name} version {version}", "", "## Intended use", "", INTENDED_USE, "",
+             "## What it is", "",
+             f"- experiment `{tags.get('experiment', '?')}`, run `{run.info.run_id}`"
+             + (f" (cross-validation parent, {tags['cv_folds']} folds: the fold ensemble)" if tags.get("cv_folds")
+                and "fold" not in tags else ""),
+             f"- classes: {', '.join(metadata.get('classes', []))}; input {metadata.get('image_size')} px, "
+             f"test-time views: {metadata.get('tta', 'none')}",
+             f"- trained on dataset `{tags.get('dataset', '?')}` (data fingerprint `{tags.get('data_fingerprint', '?')}`"
+             f"), seed {tags.get('seed', '?')}, code `{tags.get('code_version', '?')}`",
+             f"- backend {tags.get('runtime.keras_backend', '?')} on {tags.get('runtime.device', '?')}, precision "
+             f"{tags.get('runtime.precision', '?')}"]
+    if tags.get("model_weights_sha256"):
+        lines.append(f"- pretrained weights sha256 `{tags['model_weights_sha256']}` (source "
+                     f"`{tags.get('model_weights_source_sha256', '?')}`)")
+    lines += ["", "## Melanoma alert (operating point)", ""]
+    if threshold is None:
+        lines.append(f"No alert: {metadata.get('melanoma_alert_note', 'no threshold in the metadata')}.")
+    else:
+        lines.append(f"Alert when p({metadata.get('melanoma_class', 'melanoma')}) >= {float(threshold):.4f}, chosen on "
+                     f"{metadata.get('alert_threshold_chosen_on', 'validation data')} for sensitivity "
+                     f">= {metadata.get('alert_target_sensitivity', '?')}; never tuned on Test.")
+    quoted = [(label, metrics[key]) for key, label in NUMBERS if key in metrics]
+    lines += ["", "## Numbers (on images it did not train on)", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {label} | {value:.3f} |" for label, value in quoted] or ["| (none logged) | |"]
+    lines += ["", "Point estimates as logged; the study report (`python -m melanoma_lab.report`) gives intervals.",
+              "", "## Known limits", ""]
+    rare = rare_classes(client, run)
+    if rare:
+        lines.append("- classes with fewer than 10 training images are not reliable and their recall is not "
+                     "measurable: " + ", ".join(f"{k} ({v})" for k, v in sorted(rare.items())))
+    drops = {key.removeprefix(SHIFTS): value for key, value in metrics.items() if key.startswith(SHIFTS)}
+    if drops:
+        lines.append("- acquisition shifts (shift check, worst drop per family): " + ", ".join(
+            f"{key.replace('_', ' ')} {value:+.3f}" for key, value in sorted(drops.items())))
+    lines += ["- out-of-distribution input (clinical photographs, other body sites, non-skin images) gets a "
+              "confident-looking answer all the same: it is not detected",
+              "- trained on one public collection: no subgroup metadata (age, sex, site, skin type), so performance "
+              "by subgroup is unknown", "", "## Reproduce", ""]
+    if overrides:
+        lines += ["```bash", "python -m melanoma_lab " + " ".join(overrides), "```", ""]
+    lines += [f"The complete config is the run's `config/config.yaml` (code `{tags.get('code_version', '?')}`, data "
+              f"fingerprint `{tags.get('data_fingerprint', '?')}`)" + ("." if overrides else
+                                                                      "; the run was started without command-line "
+                                                                      "overrides (from Python)."), ""]
+    return "\n".join(lines)
+
+
+def card_summary(uri: str) -> dict:
+    """What ``predict --json`` says of the model at ``uri`` (fluent store): its registered version (for a
+    ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI), operating point and intended use, and whether the
+    version has a card."""
+    import mlflow
+
+    metadata = mlflow.models.get_model_info(uri).metadata or {}
+    version, description = None, None
+    if uri.startswith("models:/"):
+        name, _, rest = uri.removeprefix("models:/").partition("@")
+        client = MlflowClient()
+        found = (client.get_model_version_by_alias(name, rest) if rest else
+                 client.get_model_version(*name.rsplit("/", 1)))
+        version, description = str(found.version), found.description
+    return {"uri": uri, "version": version, "melanoma_alert_threshold": metadata.get("melanoma_alert_threshold"),
+            "threshold_chosen_on": metadata.get("alert_threshold_chosen_on", "validation"),
+            "intended_use": INTENDED_USE, "model_card": bool(description)}
