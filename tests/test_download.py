@@ -100,7 +100,8 @@ def test_ham10000_from_a_dataverse_style_bundle_of_zips(tmp_path):
     catalog = load_catalog(compose_config(["dataset=ham10000", f"dataset.root={dest}"]).dataset)
     assert len(catalog.files) == len((source / "HAM10000_metadata.csv").read_text().splitlines()) - 1
     assert not catalog.unexpected and (dest / "SOURCE.json").is_file()
-    assert [p.name for p in (tmp_path / "data").iterdir()] == ["ham10000"]  # no staging folder left
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["downloads.json", "ham10000"]  # no staging
+    assert bundle.as_uri() in (tmp_path / "data" / "downloads.json").read_text()  # checked on the next fetch
 
 
 def test_isic2019_from_its_three_files_and_a_missing_file_leaves_nothing(tmp_path, capsys):
@@ -123,3 +124,56 @@ def test_isic2019_from_its_three_files_and_a_missing_file_leaves_nothing(tmp_pat
     assert "MEL" in catalog.classes and len(catalog.files) == len(truth.read_text().splitlines()) - 1
     assert main(["--dataset", "isic2019", "--dest", str(dest)]) == 0  # already there: nothing downloaded
     assert "nothing to do" in capsys.readouterr().out
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A folder served over HTTP on 127.0.0.1 (a stand-in for the dataset's host): (folder, base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_download_is_checked_against_its_known_hash_and_a_wrong_one_leaves_nothing(served, archive, tmp_path):
+    from melanoma_lab.data.archives import sha256
+
+    folder, base = served
+    (folder / "isic.zip").write_bytes(archive.read_bytes())
+    good = sha256(archive)
+    dest = tmp_path / "data" / "isic9.zip"
+    assert download(f"{base}/isic.zip", dest, known_hash=good) == dest and sha256(dest) == good
+    wrong = tmp_path / "other" / "isic9.zip"
+    with pytest.raises(ArchiveError, match="is not the file expected .* Nothing was kept"):
+        download(f"{base}/isic.zip", wrong, known_hash="0" * 64)
+    assert list(wrong.parent.iterdir()) == []  # no partial, no unverified file
+
+
+def test_the_first_download_records_its_hash_and_a_changed_source_is_refused(served, archive, tmp_path, capsys):
+    import json
+
+    from melanoma_lab.data.archives import REGISTRY, sha256
+
+    folder, base = served
+    (folder / "isic.zip").write_bytes(archive.read_bytes())
+    dest = tmp_path / "data" / "isic9"
+    assert main(["--url", f"{base}/isic.zip", "--dest", str(dest)]) == 0  # download, verify the layout, extract
+    assert (dest / "Train").is_dir()
+    recorded = json.loads((dest.parent / REGISTRY).read_text())
+    assert recorded == {f"{base}/isic.zip": sha256(archive)}
+    (folder / "isic.zip").write_bytes(archive.read_bytes() + b"tampered")  # the host now serves other bytes
+    again = tmp_path / "data" / "isic9.zip"
+    again.unlink()
+    with pytest.raises(ArchiveError, match="not the file expected"):
+        download(f"{base}/isic.zip", again)
+    assert not again.exists() and json.loads((dest.parent / REGISTRY).read_text()) == recorded

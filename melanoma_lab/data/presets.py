@@ -96,7 +96,8 @@ def fetch(name: str, dest: Path, sources: list[str] | None = None) -> Path:
         staging.mkdir()
         record = []
         for source in sources or list(preset.urls):
-            file = download(source, work / _name(source), what=_name(source)) if "://" in source else Path(source)
+            file = (download(source, work / _name(source), what=_name(source), registry=dest.parent)
+                    if "://" in source else Path(source))  # hashes recorded beside the dataset folders
             record.append({"source": source, "sha256": hashlib.sha256(file.read_bytes()).hexdigest()})
             _place(file, staging, preset)
         folder = _dataset_folder(staging, preset)
