@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from melanoma_lab.plugins import Annotated, Range
 
+TENSORBOARD = "tensorboard"  # the folder (in the run folder) and the artifact path of TensorBoard's logs
+
 if TYPE_CHECKING:
     import keras
 
@@ -33,6 +35,15 @@ def best_checkpoint(monitor: str, mode: str, output_dir: Path) -> keras.callback
     (Path(output_dir) / "checkpoints").mkdir(parents=True, exist_ok=True)
     return keras.callbacks.ModelCheckpoint(Path(output_dir) / "checkpoints" / "best.keras", monitor=monitor,
                                            mode=mode, save_best_only=True)
+
+
+def tensorboard(output_dir: Path, histogram_freq: Annotated[int, Range(0)] = 0) -> keras.callbacks.Callback:
+    """TensorBoard logs of the run in ``<run folder>/tensorboard`` (attached to the MLflow run as ``tensorboard/``
+    when training ends; ``tensorboard --logdir`` reads either). Off by default: add it with
+    ``+callbacks.tensorboard._target_=melanoma_lab.callbacks.tensorboard``."""
+    import keras
+
+    return keras.callbacks.TensorBoard(log_dir=str(Path(output_dir) / TENSORBOARD), histogram_freq=histogram_freq)
 
 
 def backup_and_restore(backup_dir: Path) -> keras.callbacks.Callback:

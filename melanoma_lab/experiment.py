@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab import plots
 from melanoma_lab.audit import summary
+from melanoma_lab.callbacks import TENSORBOARD
 from melanoma_lab.config import validate
 from melanoma_lab.contamination import clean_test_metrics
 from melanoma_lab.evaluation import AlertCalibration, calibrate_alert, evaluate
@@ -124,6 +125,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
                            "data/samples_per_class.png")
 
         model, history = train_model(cfg, data, tracker, output_dir, backups / (tracker.run_id or UNTRACKED))
+        if (output_dir / TENSORBOARD).is_dir():  # the optional TensorBoard callback's logs
+            tracker.log_folder(output_dir / TENSORBOARD, TENSORBOARD)
         tracker.log_figure(plots.learning_curves(history, cfg.name), "learning_curves.png")
         tracker.log_dict(history, "history.json")
 

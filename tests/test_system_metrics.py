@@ -1,4 +1,4 @@
-"""Training runs record MLflow's system metrics (tracking.system_metrics), and only when asked."""
+"""What a training run records besides its metrics: system metrics (tracking.system_metrics) and, when added, TensorBoard logs."""
 
 from __future__ import annotations
 
@@ -22,3 +22,15 @@ def test_a_training_run_records_system_metrics_unless_switched_off(tiny_cfg, tmp
         assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
     else:
         assert not system
+
+
+def test_the_optional_tensorboard_callback_attaches_its_logs_to_the_run(tiny_cfg, tmp_path):
+    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.tracking.store import tracking_uri
+
+    run_experiment(tiny_cfg("experiment=m1", "tracking.log_model=false", "tracking.system_metrics=false",
+                            "+callbacks.tensorboard._target_=melanoma_lab.callbacks.tensorboard"), tmp_path / "run")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    (run,) = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    logged = [a.path for a in client.list_artifacts(run.info.run_id, "tensorboard/train")]
+    assert any("events.out.tfevents" in path for path in logged)

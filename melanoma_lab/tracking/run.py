@@ -251,6 +251,10 @@ class RunTracker:
     def log_table(self, table: pd.DataFrame, artifact_file: str) -> None:
         self.log_text(table.to_csv(index=False), artifact_file)
 
+    def log_folder(self, folder: Path, artifact_path: str) -> None:
+        """Every file under ``folder``, as artifacts under ``artifact_path`` (e.g. TensorBoard's logs)."""
+        self._write(artifact_path, lambda: self.client.log_artifacts(self.run_id, str(folder), artifact_path))
+
     @_timed
     def log_model(self, write: Callable[[], object]) -> None:
         """Log the run's model with ``write`` (e.g. :func:`melanoma_lab.serving.classifier.log_classifier`, which
