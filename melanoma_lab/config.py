@@ -90,6 +90,8 @@ class EvaluationConfig:
     calibration_bins: int = 10
     tta: str = "none"  # none | flip | dihedral (true/false: aliases of flip/none)
     frequent_class_images: int = 10  # out-of-fold balanced accuracy is also reported over classes with >= this
+    subgroup_min_images: int = 30  # a metadata subgroup smaller than this is listed, not scored (subgroups.py)
+    age_bins: list[float] = field(default_factory=lambda: [0, 30, 45, 60, 75, 120])
     shift_tta: str = "none"  # the views of the shift check's predictions
     shifts: Any = None  # the shift check's acquisition shifts: family -> name -> {_target_, ...} (shifts.py)
 

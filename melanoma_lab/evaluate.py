@@ -101,6 +101,7 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     from melanoma_lab.evaluation_logging import evaluation_metrics, log_evaluation
     from melanoma_lab.tracking.provenance import provenance_tags
     from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
+    from melanoma_lab.subgroups import log_subgroups
     from melanoma_lab.tracking.lineage import log_inputs
     from melanoma_lab.tracking.run import RunTracker, flatten
 
@@ -147,6 +148,8 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
         tracker.log_table(unknown, "evaluation/unknown_classes.csv")
         if tracker.enabled:
             log_inputs(tracker.client, tracker.run_id, {"evaluation": decoded.files}, cfg.dataset.name)
+        log_subgroups(tracker, "eval", decoded.files, decoded.labels, probabilities, settings.classes,
+                      settings.melanoma_class, settings.threshold, cfg.evaluation)
         if shifted is not None:
             tracker.log_table(shifted, "evaluation/eval_shift_check.csv")
             tracker.log_text(render(shifted), "evaluation/eval_shift_check.md")

@@ -24,6 +24,7 @@ from melanoma_lab.evaluation_logging import evaluation_metrics, log_alert, log_e
 from melanoma_lab.inference import predict_probabilities, tta_mode
 from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_data
 from melanoma_lab.serving.classifier import log_classifier
+from melanoma_lab.subgroups import log_subgroups
 from melanoma_lab.runs import finished_twin, make_tracker, override_tags, run_identity
 from melanoma_lab.tracking.lineage import log_inputs
 from melanoma_lab.tracking.run import RunTracker, flatten
@@ -145,6 +146,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
                             fixed_sensitivity=cfg.evaluation.fixed_sensitivity,
                             calibration_bins=cfg.evaluation.calibration_bins, alert_threshold=alert.threshold)
             result = score(part.labels, probabilities)
+            log_subgroups(tracker, prefix, part.files, part.labels, probabilities, data.classes,
+                          cfg.dataset.melanoma_class, alert.threshold, cfg.evaluation)
             metrics = evaluation_metrics(result, prefix, history)
             if prefix == "test":  # also on the Test images without a Train twin
                 metrics |= clean_test_metrics(part.files, part.labels, probabilities, score)

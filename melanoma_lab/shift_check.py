@@ -117,14 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from melanoma_lab.command_line import parse_with_config
     from melanoma_lab.errors import USER_ERROR_STATUS
-    from melanoma_lab.tracking.store import configured_tracking_uri
+    from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="the run id of a cross-validation parent")
     args, cfg = parse_with_config(parser, argv)
-    client = MlflowClient(configured_tracking_uri(cfg))
+    store = configured_tracking_uri(cfg)
+    client = MlflowClient(store)
     try:
-        table = check_logged_cv(cfg, client, args.run)
+        with fluent_tracking_uri(store):  # the fold models load through MLflow's fluent API
+            table = check_logged_cv(cfg, client, args.run)
     except (LookupError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USER_ERROR_STATUS

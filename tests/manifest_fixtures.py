@@ -31,6 +31,9 @@ def _save(path: Path, style: str, size: int, seed: list[int]) -> None:
     Image.fromarray(render_lesion(STYLES[style], size, np.random.default_rng(seed))).save(path, quality=92)
 
 
+AGES = ["25.0", "40.0", "55.0", "70.0", "85.0", ""]  # as published: ages in 5-year steps, some missing
+
+
 def write_ham10000(root: Path, lesions_per_class: int = 4, size: int = 32, seed: int = 0) -> Path:
     """``HAM10000_metadata.csv`` (lesion_id,image_id,dx,dx_type,age,sex,localization) and the images
     ``<image_id>.jpg``, half in ``HAM10000_images_part_1/``, half in ``HAM10000_images_part_2/``."""
@@ -40,7 +43,8 @@ def write_ham10000(root: Path, lesions_per_class: int = 4, size: int = 32, seed:
             image_id = f"ISIC_{index:07d}"
             part = 1 + index % 2
             _save(root / f"HAM10000_images_part_{part}" / f"{image_id}.jpg", HAM_STYLES[dx], size, [seed, index])
-            rows.append([f"HAM_{lesion_number:07d}", image_id, dx, "histo", "45.0", "male", "back"])
+            rows.append([f"HAM_{lesion_number:07d}", image_id, dx, "histo", AGES[index % len(AGES)],
+                         ("male", "female")[index % 2], ("back", "face", "lower extremity")[index % 3]])
             index += 1
     with (root / "HAM10000_metadata.csv").open("w", newline="") as out:
         writer = csv.writer(out)
@@ -59,8 +63,8 @@ def write_isic2019(root: Path, lesions_per_class: int = 4, size: int = 32, seed:
             image = f"ISIC_{index:07d}"
             _save(root / "ISIC_2019_Training_Input" / f"{image}.jpg", ISIC2019_STYLES[column], size, [seed, index])
             truth.append([image] + ["1.0" if c == column else "0.0" for c in ISIC2019_COLUMNS])
-            meta.append([image, "55.0", "anterior torso", "" if index % 5 == 4 else f"BCN_{lesion_number:07d}",
-                         "female"])
+            meta.append([image, AGES[index % len(AGES)], ("anterior torso", "head/neck")[index % 2],
+                         "" if index % 5 == 4 else f"BCN_{lesion_number:07d}", ("female", "male", "")[index % 3]])
             index += 1
     for name, header, rows in (("ISIC_2019_Training_GroundTruth.csv", ["image", *ISIC2019_COLUMNS], truth),
                                ("ISIC_2019_Training_Metadata.csv",

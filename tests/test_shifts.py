@@ -68,6 +68,7 @@ def test_a_cross_validation_checks_its_fold_models_under_every_shift_and_the_com
     from melanoma_lab import shift_check
     from melanoma_lab.crossval import run_cross_validation
     from melanoma_lab.tracking.store import tracking_uri
+    from tests.conftest import forget_tracking_state
 
     cfg = tiny_cfg("study.cv_folds=2", "evaluation.shifts.quality=null")
     summary = run_cross_validation(cfg, tmp_path / "cv")
@@ -83,6 +84,7 @@ def test_a_cross_validation_checks_its_fold_models_under_every_shift_and_the_com
         parent.data.metrics["oof_melanoma_roc_auc"], abs=1e-9)  # unshifted = the CV's own out-of-fold (TTA none)
     assert len(shift_check.fold_runs(client, parent)) == 2
 
+    forget_tracking_state()  # a new process: no fluent store, no cached artifact locations
     status = shift_check.main(["--run", parent.info.run_id, f"paths.root_dir={tmp_path}",
                                "evaluation.shifts.colour=null", "evaluation.shifts.intensity=null"])
     assert status == 0 and "| quality | blur |" in capsys.readouterr().out

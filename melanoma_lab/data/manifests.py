@@ -56,8 +56,10 @@ def _locate(root: Path, names: pd.Series, image_dirs: tuple[str, ...], extension
 
 
 def manifest_catalog(root: Path, images: pd.Series, labels: pd.Series, groups: pd.Series | None,
-                     splits: pd.Series | None, image_dirs: tuple[str, ...], extension: str, manifest: Path) -> Catalog:
-    """A catalog from manifest columns; rows whose image file is missing are listed in ``unexpected``."""
+                     splits: pd.Series | None, image_dirs: tuple[str, ...], extension: str, manifest: Path,
+                     metadata: pd.DataFrame | None = None) -> Catalog:
+    """A catalog from manifest columns; rows whose image file is missing are listed in ``unexpected``. The
+    columns of ``metadata`` (age, sex, site...) are kept as ``meta_<name>`` (:mod:`melanoma_lab.subgroups`)."""
     if splits is None:
         splits = pd.Series("train", index=images.index)
     splits = splits.str.strip().str.lower()
@@ -87,31 +89,37 @@ def manifest_catalog(root: Path, images: pd.Series, labels: pd.Series, groups: p
     files["sha256"] = [file_sha256(Path(p)) for p in files["path"]]
     files["source"], files["parent"] = "original", ""
     files[GROUP_COLUMN] = groups[keep].str.strip().to_numpy() if groups is not None else ""
-    return Catalog(root=root, classes=classes, files=files[COLUMNS + [GROUP_COLUMN]], unexpected=unexpected)
+    extra = [] if metadata is None else [f"meta_{name}" for name in metadata.columns]
+    for name in ([] if metadata is None else metadata.columns):
+        files[f"meta_{name}"] = metadata[name][keep].fillna("").astype(str).to_numpy()
+    return Catalog(root=root, classes=classes, files=files[COLUMNS + [GROUP_COLUMN] + extra], unexpected=unexpected)
 
 
 def csv_manifest(root: str, manifest: str, image_column: str, label_column: str, group_column: str | None = None,
                  split_column: str | None = None, image_dirs: tuple[str, ...] = (".",),
-                 extension: str = "") -> Catalog:
+                 extension: str = "", metadata_columns: tuple[str, ...] = ()) -> Catalog:
     """Images named by ``image_column`` (an id or a relative path, found as ``<id><extension>`` in the first of
     ``image_dirs`` that has it, relative to ``root``), labelled by ``label_column``; ``group_column`` (lesion or
     patient id) keeps a group's images on one side of every split; ``split_column`` (train | test) marks a held-out
-    Test set."""
+    Test set; ``metadata_columns`` (e.g. age, sex, localization) are kept for performance by subgroup."""
     base = Path(root).expanduser().resolve()
     path = base / manifest
     table = read_manifest(path)
     _require(table, {"image_column": image_column, "label_column": label_column, "group_column": group_column,
-                     "split_column": split_column}, path)
+                     "split_column": split_column} | {f"metadata_columns ({c})": c for c in metadata_columns}, path)
     return manifest_catalog(base, table[image_column], table[label_column],
                             table[group_column] if group_column else None,
-                            table[split_column] if split_column else None, tuple(image_dirs), extension, path)
+                            table[split_column] if split_column else None, tuple(image_dirs), extension, path,
+                            table[list(metadata_columns)] if metadata_columns else None)
 
 
 def isic2019(root: str, ground_truth: str = "ISIC_2019_Training_GroundTruth.csv",
              metadata: str | None = "ISIC_2019_Training_Metadata.csv", image_dir: str = "ISIC_2019_Training_Input",
-             extension: str = ".jpg") -> Catalog:
+             extension: str = ".jpg",
+             metadata_columns: tuple[str, ...] = ("age_approx", "sex", "anatom_site_general")) -> Catalog:
     """The ISIC 2019 training set: the label of each ``image`` is its one-hot column (MEL, NV, BCC, AK, BKL, DF,
-    VASC, SCC, UNK); ``lesion_id`` comes from ``metadata`` (images without one are groups of their own)."""
+    VASC, SCC, UNK); ``lesion_id`` and the ``metadata_columns`` (for performance by subgroup) come from
+    ``metadata`` (images without a lesion id are groups of their own)."""
     base = Path(root).expanduser().resolve()
     truth_path = base / ground_truth
     truth = read_manifest(truth_path)
@@ -126,10 +134,14 @@ def isic2019(root: str, ground_truth: str = "ISIC_2019_Training_GroundTruth.csv"
         raise ManifestError(f"{truth_path}: {int(unlabelled.sum())} rows have no class set to 1 (e.g. "
                             f"{truth['image'][unlabelled].iloc[0]}); remove them")
     labels = pd.Series(np.array(columns)[one_hot.argmax(axis=1)], index=truth.index)
-    groups = None
+    groups, extra = None, None
     if metadata:
         meta_path = base / metadata
         meta = read_manifest(meta_path)
-        _require(meta, {"metadata (image column)": "image", "metadata (lesion_id column)": "lesion_id"}, meta_path)
+        _require(meta, {"metadata (image column)": "image", "metadata (lesion_id column)": "lesion_id"}
+                 | {f"metadata_columns ({c})": c for c in metadata_columns}, meta_path)
         groups = truth["image"].map(dict(zip(meta["image"], meta["lesion_id"]))).fillna("")
-    return manifest_catalog(base, truth["image"], labels, groups, None, (image_dir,), extension, truth_path)
+        by_image = meta.set_index("image")
+        extra = pd.DataFrame({c: truth["image"].map(by_image[c]).fillna("") for c in metadata_columns},
+                             index=truth.index) if metadata_columns else None
+    return manifest_catalog(base, truth["image"], labels, groups, None, (image_dir,), extension, truth_path, extra)

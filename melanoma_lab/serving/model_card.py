@@ -87,9 +87,15 @@ def model_card(client: MlflowClient, run: Run, metadata: dict, name: str, versio
         lines.append("- acquisition shifts (shift check, worst drop per family): " + ", ".join(
             f"{key.replace('_', ' ')} {value:+.3f}" for key, value in sorted(drops.items())))
     lines += ["- out-of-distribution input (clinical photographs, other body sites, non-skin images) gets a "
-              "confident-looking answer all the same: it is not detected",
-              "- trained on one public collection: no subgroup metadata (age, sex, site, skin type), so performance "
-              "by subgroup is unknown", "", "## Reproduce", ""]
+              "confident-looking answer all the same: it is not detected"]
+    subgroups = next((text for text in (_artifact(client, run.info.run_id, f"evaluation/{split}_subgroups.md")
+                                        for split in ("test", "fold", "val")) if text), None)
+    if subgroups is None:
+        lines.append("- its dataset carries no subgroup metadata (age, sex, site, skin type): performance by "
+                     "subgroup is unknown")
+    else:
+        lines += ["", "## Performance by subgroup (its held-out images; 95% intervals)", "", subgroups.rstrip()]
+    lines += ["", "## Reproduce", ""]
     if overrides:
         lines += ["```bash", "python -m melanoma_lab " + " ".join(overrides), "```", ""]
     lines += [f"The complete config is the run's `config/config.yaml` (code `{tags.get('code_version', '?')}`, data "
