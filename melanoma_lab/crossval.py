@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab.config import ConfigError
 from melanoma_lab.ensemble import check_ensemble, log_ensemble
+from melanoma_lab.evaluation_logging import headline
 from melanoma_lab.experiment import run_experiment
 from melanoma_lab.runs import finished_twin, make_tracker, override_tags, reusable, run_identity
 from melanoma_lab.oof import fold_predictions, oof_metrics, out_of_fold
@@ -112,5 +113,5 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
         if cfg.study.get("shift_check", False):
             summary |= shift_check(cfg, parent, runs, selected, oof, audited.catalog.classes)
         summary["cv_seconds"] = time.perf_counter() - started  # folds (cv_mean_run_seconds each) and ensemble
-        parent.log_metrics({"cv_seconds": summary["cv_seconds"]})
+        parent.log_metrics({"cv_seconds": summary["cv_seconds"]} | headline(summary))
     return summary

@@ -16,6 +16,21 @@ from melanoma_lab.tracking.run import RunTracker
 log = logging.getLogger(__name__)
 
 
+# The numbers a reader looks for first; each is also logged as headline/<name>, so the MLflow UI lists them together
+# (the run page's metrics, a "headline" section in the charts, easy to pick as run-table columns).
+HEADLINE = ("val_balanced_accuracy", "val_melanoma_roc_auc", "val_melanoma_alert_sensitivity",
+            "val_melanoma_alert_specificity", "test_balanced_accuracy", "test_melanoma_roc_auc",
+            "test_melanoma_alert_sensitivity", "test_melanoma_alert_specificity", "test_clean_balanced_accuracy",
+            "fold_balanced_accuracy", "fold_melanoma_roc_auc", "oof_balanced_accuracy_frequent",
+            "oof_melanoma_roc_auc", "oof_melanoma_alert_sensitivity", "oof_melanoma_alert_specificity",
+            "ensemble_test_balanced_accuracy", "ensemble_test_melanoma_roc_auc")
+
+
+def headline(metrics: dict[str, float]) -> dict[str, float]:
+    """The :data:`HEADLINE` metrics among ``metrics``, as ``headline/<name>``."""
+    return {f"headline/{name}": metrics[name] for name in HEADLINE if name in metrics}
+
+
 def evaluation_metrics(result: Evaluation, prefix: str, history: dict[str, list]) -> dict[str, float]:
     """``<prefix>_<metric>``; a name Keras already logs per epoch (val_accuracy) gets a ``final_`` prefix."""
     named = {f"{prefix}_{k}": v for k, v in result.metrics.items()}

@@ -20,7 +20,7 @@ from melanoma_lab.callbacks import TENSORBOARD
 from melanoma_lab.config import validate
 from melanoma_lab.contamination import clean_test_metrics
 from melanoma_lab.evaluation import AlertCalibration, calibrate_alert, evaluate
-from melanoma_lab.evaluation_logging import evaluation_metrics, log_alert, log_evaluation
+from melanoma_lab.evaluation_logging import evaluation_metrics, headline, log_alert, log_evaluation
 from melanoma_lab.inference import predict_probabilities, tta_mode
 from melanoma_lab.preparation import AuditedData, load_audited_data, prepare_data
 from melanoma_lab.serving.classifier import log_classifier
@@ -163,6 +163,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         if cfg.tracking.log_model:
             tracker.log_model(lambda: log_classifier(model, data.validation.images[0],
                                                            model_metadata(cfg, data.classes, alert)))
+        tracker.log_metrics(headline(results), step=final_step)
         costs = {"run_seconds": time.perf_counter() - started, "tracking_seconds": tracker.seconds,
                  "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         tracker.log_metrics(costs, step=final_step)

@@ -21,6 +21,9 @@ def test_a_run_logs_its_training_validation_and_test_images_with_their_fingerpri
     run = client.get_run(source.info.run_id)
     inputs = _inputs(run)
     assert set(inputs) == {"training", "validation", "test"}
+    metrics = run.data.metrics  # the headline numbers also under headline/ (grouped in the MLflow UI)
+    assert metrics["headline/val_balanced_accuracy"] == metrics["val_balanced_accuracy"]
+    assert metrics["headline/test_clean_balanced_accuracy"] == metrics["test_clean_balanced_accuracy"]
     assert inputs["training"].name.endswith("-training") and inputs["test"].name.endswith("-test")
     with_rows = client.download_artifacts(run.info.run_id, "evaluation/test_predictions.csv")
     tested = pd.read_csv(with_rows)

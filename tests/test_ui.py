@@ -97,13 +97,14 @@ def test_study_runs_metrics_and_confusion_matrix_in_the_mlflow_ui(browser, study
     assert sorted(runs) == ["m1", "m2", "m3"]
 
     browser.get(f"{base}/#/experiments/{experiment}/runs")
-    _page_shows(browser, ["m1", "m2", "m3", "3 matching runs"])
+    _page_shows(browser, ["m1", "m2", "m3", "3 matching runs", "synthetic-training"])  # lineage: Dataset column
     browser.save_screenshot(str(shots / "ui_runs.png"))
 
     m3 = runs["m3"]["info"]["run_id"]
     balanced = {m["key"]: m["value"] for m in runs["m3"]["data"]["metrics"]}["val_balanced_accuracy"]
     browser.get(f"{base}/#/experiments/{experiment}/runs/{m3}")
-    _page_shows(browser, ["val_balanced_accuracy", f"{balanced:.4f}"[:5], "test_melanoma_sensitivity"])
+    _page_shows(browser, ["val_balanced_accuracy", f"{balanced:.4f}"[:5], "test_melanoma_sensitivity",
+                          "headline/val_balanced_accuracy", "headline/test_melanoma_roc_auc"])
     browser.save_screenshot(str(shots / "ui_run_metrics.png"))
 
     browser.get(f"{base}/#/experiments/{experiment}/runs/{m3}/artifacts")

@@ -21,7 +21,7 @@ RARE_IMAGES = 10  # a class with fewer training images than this cannot be trust
 NUMBERS = [("val_balanced_accuracy", "validation balanced accuracy"),
            ("val_melanoma_roc_auc", "validation melanoma ROC-AUC"),
            ("test_balanced_accuracy", "Test balanced accuracy"), ("test_melanoma_roc_auc", "Test melanoma ROC-AUC"),
-           ("clean_test_balanced_accuracy", "clean-Test balanced accuracy (no Train twin)"),
+           ("test_clean_balanced_accuracy", "clean-Test balanced accuracy (no Train twin)"),
            ("test_melanoma_alert_sensitivity", "Test alert sensitivity"),
            ("test_melanoma_alert_specificity", "Test alert specificity"),
            ("oof_balanced_accuracy_frequent", "out-of-fold balanced accuracy (classes with >= 10 images)"),
