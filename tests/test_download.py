@@ -128,19 +128,25 @@ def test_isic2019_from_its_three_files_and_a_missing_file_leaves_nothing(tmp_pat
 
 @pytest.fixture
 def served(tmp_path):
-    """A folder served over HTTP on 127.0.0.1 (a stand-in for the dataset's host): (folder, base URL)."""
+    """A folder served over HTTP on 127.0.0.1 (a stand-in for the dataset's host): (folder, base URL, the paths
+    requested so far)."""
     import functools
     import http.server
     import threading
 
     folder = tmp_path / "served"
     folder.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    handler = functools.partial(Handler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}", requests
     server.shutdown()
     server.server_close()
 
@@ -148,11 +154,13 @@ def served(tmp_path):
 def test_a_download_is_checked_against_its_known_hash_and_a_wrong_one_leaves_nothing(served, archive, tmp_path):
     from melanoma_lab.data.archives import sha256
 
-    folder, base = served
+    folder, base, requests = served
     (folder / "isic.zip").write_bytes(archive.read_bytes())
     good = sha256(archive)
     dest = tmp_path / "data" / "isic9.zip"
     assert download(f"{base}/isic.zip", dest, known_hash=good) == dest and sha256(dest) == good
+    assert download(f"{base}/isic.zip", dest, known_hash=good) == dest  # there and verified: not fetched again
+    assert requests == ["/isic.zip"]
     wrong = tmp_path / "other" / "isic9.zip"
     with pytest.raises(ArchiveError, match="is not the file expected .* Nothing was kept"):
         download(f"{base}/isic.zip", wrong, known_hash="0" * 64)
@@ -164,7 +172,7 @@ def test_the_first_download_records_its_hash_and_a_changed_source_is_refused(ser
 
     from melanoma_lab.data.archives import REGISTRY, sha256
 
-    folder, base = served
+    folder, base, _ = served
     (folder / "isic.zip").write_bytes(archive.read_bytes())
     dest = tmp_path / "data" / "isic9"
     assert main(["--url", f"{base}/isic.zip", "--dest", str(dest)]) == 0  # download, verify the layout, extract

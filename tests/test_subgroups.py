@@ -66,3 +66,20 @@ def test_an_evaluation_on_ham10000_logs_its_subgroups(trained_model, tmp_path):
     assert set(table["column"]) == {"age", "sex", "localization"}
     assert set(table.loc[table["column"] == "sex", "subgroup"]) == {"male", "female"}
     assert (table["status"] == "scored").any()
+
+
+def test_a_training_run_on_a_ham10000_format_fixture_logs_its_subgroup_tables(tmp_path, shared_cache):
+    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.tracking.store import tracking_uri
+    from tests.conftest import TINY_RUN
+
+    root = write_ham10000(tmp_path / "ham", lesions_per_class=8)
+    cfg = compose_config(["experiment=m2", "dataset=ham10000", f"dataset.root={root}", "dataset.image_size=32",
+                          *TINY_RUN, "tracking.log_model=false", "evaluation.subgroup_min_images=5",
+                          f"paths.cache_dir={shared_cache}"], root=tmp_path)
+    run_experiment(cfg, tmp_path / "run")
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    (run,) = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])
+    table = pd.read_csv(client.download_artifacts(run.info.run_id, "evaluation/val_subgroups.csv", str(tmp_path)))
+    assert set(table["column"]) == {"age", "sex", "localization"} and table["images"].sum() == 3 * int(
+        run.data.metrics["val_images"])

@@ -48,8 +48,8 @@ def browser(tmp_path):
 @pytest.fixture
 def study_ui(tiny_cfg, tmp_path):
     """A study with m1, m2, m3 runs and `mlflow ui` serving its store: (base URL, experiment id, runs by name)."""
-    for name in ("m1", "m2", "m3"):
-        run_experiment(tiny_cfg(f"experiment={name}", "study.name=ui-study", "tracking.log_model=false",
+    for name in ("m1", "m2", "m3"):  # m3 logs its model, registered with its card below
+        run_experiment(tiny_cfg(f"experiment={name}", "study.name=ui-study", f"tracking.log_model={name == 'm3'}",
                                 *(TINY_AUGMENTOR if name == "m3" else [])),
                        tmp_path / name)
     port = free_port()
@@ -120,3 +120,10 @@ def test_study_runs_metrics_and_confusion_matrix_in_the_mlflow_ui(browser, study
         time.sleep(0.5)
     browser.save_screenshot(str(shots / "ui_confusion_matrix.png"))
     assert (shots / "ui_confusion_matrix.png").stat().st_size > 10_000
+
+    from melanoma_lab.serving import promote
+
+    assert promote.main(["--run", m3, f"tracking.tracking_uri={base}"]) == 0  # registered, with its model card
+    browser.get(f"{base}/#/models/{promote.REGISTERED_NAME}/versions/1")
+    _page_shows(browser, ["Intended use", "not a diagnostic device", "Melanoma alert (operating point)"])
+    browser.save_screenshot(str(shots / "ui_model_card.png"))
