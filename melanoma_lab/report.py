@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     client = MlflowClient(configured_tracking_uri(cfg))
     try:
         study = load_study(client, name)
+        study.frequent_class_images = cfg.evaluation.frequent_class_images
     except LookupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

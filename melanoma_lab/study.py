@@ -65,6 +65,7 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
             run(run_cfg, output_dir / experiment / f"seed_{seed}", overrides)
     client = MlflowClient(configured_tracking_uri(cfg))
     study = load_study(client, cfg.study.name)
+    study.frequent_class_images = cfg.evaluation.frequent_class_images
     missing = missing_runs(cfg.study.experiments, cfg.study.seeds, study)
     if missing:  # e.g. a run of this invocation failed, or the store holds no MLflow tracking (tracking.enabled)
         log.warning("the report has no study-launched run for %s: see the log above, or rerun them",

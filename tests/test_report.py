@@ -41,7 +41,7 @@ def test_paired_difference_detects_a_real_improvement_and_needs_same_images():
     worse = np.where(rng.random(400) < 0.5, labels, (labels + 1) % 3)
     better = np.where(rng.random(400) < 0.9, labels, (labels + 1) % 3)
     diff = paired_difference([_table(labels, worse)], [_table(labels, better)], 300, 0.95)
-    assert diff["delta"] > 0.3 and diff["low"] > 0 and diff["p_not_better"] == 0.0
+    assert diff["delta"] > 0.3 and diff["low"] > 0 and diff["share_not_better"] == 0.0
     same = paired_difference([_table(labels, worse)], [_table(labels, worse)], 100, 0.95)
     assert same["delta"] == 0 and same["low"] == same["high"] == 0
     assert diff["images"] == 400
@@ -151,3 +151,18 @@ def test_a_cross_validated_study_reports_every_experiment_on_out_of_fold_predict
     for needle in ("oof balanced accuracy", "frequent classes)", "oof alert sensitivity", "oof alert specificity",
                    "s per CV (median)", "m2 vs m1", "out-of-fold predictions"):
         assert needle in text, needle
+
+
+def test_intervals_and_paired_differences_average_one_fixed_set_of_frequent_classes():
+    """A class of two held-out images is in some bootstrap replicates and not in others: averaged in, it would
+    change what balanced accuracy means from replicate to replicate. With min_images the set is fixed (issue 26)."""
+    rng = np.random.default_rng(3)
+    labels = np.concatenate([rng.integers(0, 3, 300), [3, 3]])  # class 3: two images, always missed
+    predicted = np.where(labels == 3, 0, labels)  # every frequent image right
+    assert bootstrap_interval([_table(labels, predicted)], 200, 0.95, min_images=10) == (1.0, 1.0)
+    low, _ = bootstrap_interval([_table(labels, predicted)], 200, 0.95)  # min_images=1: the rare class counts
+    assert low < 0.8
+    worse = np.where(rng.random(len(labels)) < 0.8, predicted, (predicted + 1) % 3)
+    fixed = paired_difference([_table(labels, worse)], [_table(labels, predicted)], 200, 0.95, min_images=10)
+    every = paired_difference([_table(labels, worse)], [_table(labels, predicted)], 200, 0.95)
+    assert fixed["high"] - fixed["low"] < every["high"] - every["low"]

@@ -47,6 +47,7 @@ class Study:
     cross_validation: pd.DataFrame  # one row per cross-validation parent run (cv_mean_/cv_sd_ metrics)
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, experiment, seed, reason
     melanoma_class: str | None = None  # the dataset's melanoma label (param dataset.melanoma_class of the runs)
+    frequent_class_images: int = 10  # intervals and verdicts: balanced accuracy over classes with this many images
 
     @property
     def melanoma_index(self) -> int | None:

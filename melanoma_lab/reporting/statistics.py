@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
+from melanoma_lab.evaluation import frequent_balanced_accuracy
+
 Tables = Mapping[int, pd.DataFrame] | Sequence[pd.DataFrame]
 Score = Callable[[np.ndarray, np.ndarray], float]  # (labels, predicted classes) -> score
 
@@ -64,6 +66,14 @@ def aligned(tables: Sequence[pd.DataFrame], paths: list[str]) -> tuple[np.ndarra
     return labels, np.array(predicted)
 
 
+def fixed_class_score(labels: np.ndarray, min_images: int) -> Score:
+    """Balanced accuracy over one fixed set of classes, those with at least ``min_images`` of ``labels`` (all the
+    held-out images, before any resampling): a class of two images, present in one replicate and absent from the
+    next, would otherwise change what is averaged from replicate to replicate."""
+    frequent = np.flatnonzero(np.bincount(np.asarray(labels, dtype=int)) >= min_images)
+    return lambda y, predicted: frequent_balanced_accuracy(y, predicted, frequent)
+
+
 def _draws(rng: np.random.Generator, samples: int, images: int, seeds: int) -> tuple[np.ndarray, np.ndarray]:
     """Image indices (samples, images) first, then seed indices (samples, seeds): the image draws do not
     depend on how many seeds there are."""
@@ -83,23 +93,28 @@ def _interval(values: Sequence[float], confidence: float) -> tuple[float, float]
 
 
 def bootstrap_interval(tables: Tables, samples: int, confidence: float, seed: int = 0,
-                       score: Score = balanced_accuracy_score) -> tuple[float, float]:
-    """Percentile CI of the seed-mean score (balanced accuracy by default) by a two-level bootstrap: per
-    replicate, seeds drawn with replacement and one draw of the images (common to every seed, joined on
-    path) applied to all of them."""
+                       score: Score | None = None, min_images: int = 1) -> tuple[float, float]:
+    """Percentile CI of the seed-mean score by a two-level bootstrap: per replicate, seeds drawn with replacement
+    and one draw of the images (common to every seed, joined on path) applied to all of them. The score is by
+    default balanced accuracy over the classes with at least ``min_images`` held-out images
+    (:func:`fixed_class_score`: the same classes in every replicate)."""
     by_seed = list(_by_seed(tables).values())
     labels, predicted = aligned(by_seed, common_paths(by_seed))
     if not len(labels):
         raise ValueError("the runs share no held-out image: nothing to resample")
+    score = score or fixed_class_score(labels, min_images)
     image_draws, seed_draws = _draws(np.random.default_rng(seed), samples, len(labels), len(by_seed))
     means = [_seed_mean(score, labels, predicted, index, draw) for index, draw in zip(image_draws, seed_draws)]
     return _interval(means, confidence)
 
 
-def paired_difference(a: Tables, b: Tables, samples: int, confidence: float, seed: int = 0) -> dict:
-    """Balanced accuracy of B minus A, paired by seed (the seeds both ran) and by image (the held-out images
-    every one of those runs was evaluated on), with a two-level bootstrap CI and the share of replicates in
-    which B is not better (a one-sided bootstrap p-value). ``images`` is the number of common images;
+def paired_difference(a: Tables, b: Tables, samples: int, confidence: float, seed: int = 0,
+                      min_images: int = 1) -> dict:
+    """Balanced accuracy (over the classes with at least ``min_images`` common held-out images, the same set in
+    every replicate) of B minus A, paired by seed (the seeds both ran) and by image (the held-out images every one
+    of those runs was evaluated on), with a two-level bootstrap CI and ``share_not_better``, the share of
+    replicates in which B is not better (a bootstrap summary, not a p-value). ``images`` is the number of common
+    images;
     ``images_a`` / ``images_b`` how many each experiment's runs share on their own (they differ when the
     experiments were evaluated on different held-out sets)."""
     a, b = _by_seed(a), _by_seed(b)
@@ -114,16 +129,17 @@ def paired_difference(a: Tables, b: Tables, samples: int, confidence: float, see
     _, predicted_b = aligned(runs_b, paths)
     both = np.concatenate([predicted_a, predicted_b])  # rows 0..k-1: A per seed, k..2k-1: B per seed
     k = len(seeds)
+    score = fixed_class_score(labels, min_images)
 
     def delta(index: np.ndarray, seed_draw: np.ndarray) -> float:
-        scores = {s: balanced_accuracy_score(labels[index], both[s, index]) for s in np.unique(seed_draw)}
-        scores |= {s + k: balanced_accuracy_score(labels[index], both[s + k, index]) for s in np.unique(seed_draw)}
+        scores = {s: score(labels[index], both[s, index]) for s in np.unique(seed_draw)}
+        scores |= {s + k: score(labels[index], both[s + k, index]) for s in np.unique(seed_draw)}
         return float(np.mean([scores[s + k] - scores[s] for s in seed_draw]))
 
     observed = delta(np.arange(len(labels)), np.arange(k))
     image_draws, seed_draws = _draws(np.random.default_rng(seed), samples, len(labels), k)
     deltas = np.array([delta(index, draw) for index, draw in zip(image_draws, seed_draws)])
     low, high = _interval(deltas, confidence)
-    return {"delta": observed, "low": low, "high": high, "p_not_better": float(np.mean(deltas <= 0)),
+    return {"delta": observed, "low": low, "high": high, "share_not_better": float(np.mean(deltas <= 0)),
             "images": len(paths), "images_a": len(common_paths(runs_a)), "images_b": len(common_paths(runs_b)),
             "seeds": seeds}

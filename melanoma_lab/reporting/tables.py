@@ -64,8 +64,8 @@ def _melanomas_found(table: pd.DataFrame, melanoma: int) -> str:
     return f"{int((is_melanoma & flagged).sum())}/{int(is_melanoma.sum())}"
 
 
-def _interval_text(tables: dict[int, pd.DataFrame], samples: int, confidence: float) -> str:
-    low, high = bootstrap_interval(tables, samples, confidence)
+def _interval_text(tables: dict[int, pd.DataFrame], samples: int, confidence: float, min_images: int = 1) -> str:
+    low, high = bootstrap_interval(tables, samples, confidence, min_images=min_images)
     return f"[{low:.3f}, {high:.3f}]"
 
 
@@ -84,8 +84,9 @@ def results_table(study: Study, samples: int, confidence: float) -> pd.DataFrame
         for metric in shown:
             row[f"{study.held_out} {metric.replace('_', ' ')}"] = mean_sd(
                 [r.metrics.get(f"{study.held_out}_{metric}") for r in runs])
-        row[f"{study.held_out} balanced acc {confidence:.0%} CI"] = _interval_text(
-            {r.seed: r.predictions[study.held_out] for r in runs}, samples, confidence)
+        row[f"{study.held_out} balanced acc (classes >= {study.frequent_class_images} images) {confidence:.0%} CI"] = (
+            _interval_text({r.seed: r.predictions[study.held_out] for r in runs}, samples, confidence,
+                           study.frequent_class_images))
         if study.held_out == "oof":
             row |= oof_columns(runs)
         if study.melanoma_index is not None:
@@ -126,7 +127,8 @@ def _part_columns(tables: dict[int, pd.DataFrame] | None, study: Study, label: s
     images = len(common_paths(list(tables.values())))
     out = {f"{label} images": str(images),
            f"{label} balanced acc": mean_sd([balanced_accuracy_of(t) for t in tables.values()]),
-           f"{label} {confidence:.0%} CI": _interval_text(tables, samples, confidence) if images else "n/a"}
+           f"{label} {confidence:.0%} CI (classes >= {study.frequent_class_images} images)":
+               _interval_text(tables, samples, confidence, study.frequent_class_images) if images else "n/a"}
     if study.melanoma_index is not None:
         out[f"{label} melanoma AUC"] = mean_sd([_melanoma_auc(t, study.melanoma_index) for t in tables.values()])
     return out
@@ -197,7 +199,8 @@ def comparisons(study: Study, samples: int, confidence: float) -> list[dict]:
         a = [r for r in a if r.seed in common]
         b = [r for r in b if r.seed in common]
         diff = paired_difference({r.seed: r.predictions[study.held_out] for r in a},
-                                 {r.seed: r.predictions[study.held_out] for r in b}, samples, confidence)
+                                 {r.seed: r.predictions[study.held_out] for r in b}, samples, confidence,
+                                 min_images=study.frequent_class_images)
         out.append({"from": first, "to": second, "changes": changed_params(a[0], b[0]), **diff,
                     "gap_from": nan_mean([metric_of(r, "train_val_accuracy_gap") for r in a]),
                     "gap_to": nan_mean([metric_of(r, "train_val_accuracy_gap") for r in b]),
@@ -230,9 +233,11 @@ def conclusions(study: Study, compared: list[dict]) -> list[str]:
         better = "better than" if c["low"] > 0 else ("worse than" if c["high"] < 0 else "not distinguishable from")
         lines.append(
             f"**{c['to']} vs {c['from']}** ({'; '.join(c['changes']) or 'same config'}): {study.held_out} balanced "
-            f"accuracy {c['delta']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] over seeds {c['seeds']}, "
+            f"accuracy (classes with >= {study.frequent_class_images} images) {c['delta']:+.3f} "
+            f"[{c['low']:+.3f}, {c['high']:+.3f}] over seeds {c['seeds']}, "
             f"{_images_note(c, study.held_out)} — {c['to']} is {better} {c['from']}"
-            f" (bootstrap p(not better) = {c['p_not_better']:.3f}); train-validation gap {c['gap_from']:.3f} → "
+            f" (not better in {c['share_not_better']:.1%} of the bootstrap replicates; not a p-value); "
+            f"train-validation gap {c['gap_from']:.3f} → "
             f"{c['gap_to']:.3f} ({'reduced' if c['gap_to'] < c['gap_from'] else 'not reduced'}); recall of the "
             f"rarest classes ({rare}) {c['rare_recall_from']:.3f} → {c['rare_recall_to']:.3f} "
             f"({'lifted' if c['rare_recall_to'] > c['rare_recall_from'] else 'not lifted'}).")
