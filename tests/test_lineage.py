@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mlflow
 import pandas as pd
+import pytest
 
 from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.tracking.lineage import CONTEXT_TAG, digest
@@ -53,3 +54,31 @@ def test_a_nested_fold_logs_its_outer_fold_as_held_out(tiny_cfg, tmp_path):
     inputs = _inputs(fold)
     assert {"training", "validation", "held_out"} <= set(inputs)
     assert inputs["held_out"].source == inputs["training"].source
+
+
+def test_two_runs_storing_the_same_dataset_at_once_both_log_it(tmp_path, monkeypatch):
+    """MLflow looks a dataset up, then inserts it: two sweep jobs logging the same split at the same moment race,
+    and the loser's insert breaks the unique key (seen with PostgreSQL in the Slurm sweep). Its retry finds it."""
+    from mlflow.exceptions import MlflowException
+
+    from melanoma_lab.tracking import lineage
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri()))
+    real, calls = client.log_inputs, []
+
+    def racing(run_id, datasets=None, models=None):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise MlflowException('(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint '
+                                  '"dataset_pk"')
+        return real(run_id, datasets=datasets)
+
+    monkeypatch.setattr(client, "log_inputs", racing)
+    files = pd.DataFrame({"path": [str(tmp_path / "Train" / "a.jpg")], "label": ["a"], "split": ["train"],
+                          "sha256": ["x" * 64]})
+    lineage.log_inputs(client, run.info.run_id, {"training": files}, "d")
+    assert len(calls) == 2 and _inputs(client.get_run(run.info.run_id))["training"].name == "d-training"
+    monkeypatch.setattr(client, "log_inputs", lambda *a, **k: (_ for _ in ()).throw(MlflowException("disk full")))
+    with pytest.raises(MlflowException, match="disk full"):  # anything else is not retried
+        lineage.log_inputs(client, run.info.run_id, {"training": files}, "d")

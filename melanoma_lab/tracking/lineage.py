@@ -13,15 +13,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import warnings
 from pathlib import Path
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from melanoma_lab.data.catalog import fingerprint
 
 log = logging.getLogger(__name__)
 COLUMNS = ("path", "label", "split", "sha256", "group")
+RACE_RETRIES = 5
+DUPLICATE_KEY = ("unique constraint", "duplicate key", "integrityerror")  # PostgreSQL, SQLite, SQLAlchemy
 CONTEXT_TAG = "mlflow.data.context"  # what mlflow.log_input(dataset, context=...) sets
 
 
@@ -56,5 +60,17 @@ def log_inputs(client, run_id: str | None, parts: dict[str, pd.DataFrame | None]
         return
     if source is None:
         source = os.path.commonpath([str(Path(p).resolve().parent) for files in parts.values() for p in files["path"]])
-    client.log_inputs(run_id, datasets=[dataset_input(files, f"{dataset}-{context}", source, context)
-                                        for context, files in parts.items()])
+    inputs = [dataset_input(files, f"{dataset}-{context}", source, context) for context, files in parts.items()]
+    for attempt in range(RACE_RETRIES):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as error:
+            # MLflow stores a dataset once per experiment, name and digest, looked up then inserted: runs of a sweep
+            # logging the same split at once race, and the loser's insert breaks the unique key. Its retry finds
+            # the dataset the winner stored.
+            if attempt + 1 == RACE_RETRIES or not any(text in str(error).lower() for text in DUPLICATE_KEY):
+                raise
+            log.info("dataset inputs of run %s: another run stored the same dataset at the same moment; retrying",
+                     run_id)
+            time.sleep(0.2 * (attempt + 1))
