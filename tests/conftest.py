@@ -61,6 +61,17 @@ def _isolated_tracking():
     os.environ.pop("MELANOMA_LAB_DATA", None)
 
 
+@pytest.fixture(autouse=True)
+def _float32_policy():
+    """Every test starts in Keras' float32 policy: ``trainer.precision=auto`` (mixed_bfloat16 on this CPU) sets the
+    global dtype policy for the whole process, and a model built later in another test was then bfloat16 (the
+    Grad-CAM cross-backend test compared a bfloat16 TensorFlow map with a float32 JAX one after test_fine_tuning)."""
+    yield
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def forget_tracking_state() -> None:
     """End any active MLflow run and forget the store MLflow's fluent API and the environment point at."""
     mlflow = sys.modules.get("mlflow")  # not imported: nothing of it to forget

@@ -54,3 +54,15 @@ def test_a_copied_store_records_only_its_own_paths_and_leaves_the_source_alone(_
     assert model.artifact_location.startswith(copy.as_uri()) and model.source_run_id == run.info.run_id
     client.log_artifact(run.info.run_id, __file__)  # a write to the copy ...
     assert sorted(p.relative_to(source) for p in source.rglob("*")) == before  # ... is not a write to the source
+
+
+def test_a_test_that_sets_mixed_precision_leaves_float32_behind_1():
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as compile_model does with trainer.precision=auto
+
+
+def test_a_test_that_sets_mixed_precision_leaves_float32_behind_2():
+    import keras
+
+    assert keras.mixed_precision.global_policy().name == "float32"
