@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/melanoma-lab
 # TensorFlow extra (cpu | cuda) and further extras (comma-separated: dev, jax, torch): they name the lock file
 # requirements/<tf>-<extras>.txt that `make install` installs with hashes (README: Install). `make lock` writes it.
 TF ?= cpu
@@ -41,7 +42,7 @@ define install_lock
 	$(PY) -m pip install -q --require-hashes -r $(1)
 	$(PY) -m pip install -q --no-deps -e .
 	cp $(1) $(VENV)/melanoma-lab.lock
-	$(PY) -m melanoma_lab.tracking.lockfile $(1)
+	$(CLI) check-lock $(1)
 endef
 
 $(STAMP): pyproject.toml $(wildcard $(LOCK))
@@ -51,7 +52,7 @@ $(STAMP): pyproject.toml $(wildcard $(LOCK))
 install: $(STAMP) ## create .venv from the lock requirements/<tf>-<extras>.txt (TF=cpu|cuda, EXTRAS=dev[,jax,torch])
 
 check-lock: ## check that .venv holds exactly the versions of the lock it was installed from (and one TensorFlow)
-	$(PY) -m melanoma_lab.tracking.lockfile $(VENV)/melanoma-lab.lock
+	$(CLI) check-lock $(VENV)/melanoma-lab.lock
 
 # Every requirements/*.txt (and the one TF/EXTRAS name) from pyproject.toml, resolved by uv for Linux x86-64 and
 # aarch64, macOS arm64 and Python 3.10-3.13 at once (--universal), with hashes; the cpu-dev lock constrains the
@@ -82,7 +83,7 @@ $(CLUSTER_STAMP): $(STAMP) $(wildcard $(CLUSTER_LOCK))
 install-cluster: $(CLUSTER_STAMP) ## install the `cluster` extra: Slurm/Ray launchers, Optuna sweeper, PostgreSQL driver
 
 demo: install ## M1 -> M2 -> M3 on the built-in synthetic lesions (a few minutes), tracked in MLflow
-	$(PY) -m melanoma_lab --multirun experiment=m1,m2,m3 $(DEMO_ARGS)
+	$(CLI) --multirun experiment=m1,m2,m3 $(DEMO_ARGS)
 	@echo; echo "Open the MLflow UI: make ui  ->  http://127.0.0.1:$(PORT)/#/experiments  (experiment 'demo', Runs tab)"
 
 # Tiers (README: Tests). `make test`: the fast tier, a newcomer's check (no cluster extra, no torch, no Debian
@@ -96,36 +97,36 @@ test-all: install-cluster ## every test, slow/cluster/backends/distribution/ui i
 	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 reproduce: install ## replay the study: audit, M1..M5 x seeds, report (DATA=path|synthetic, TRAINER=smoke: quick pass, ARGS=overrides)
-	$(PY) -m melanoma_lab.study study.name=$(STUDY) $(if $(TRAINER),trainer=$(TRAINER)) \
+	$(CLI) study study.name=$(STUDY) $(if $(TRAINER),trainer=$(TRAINER)) \
 	  $(if $(filter synthetic,$(DATA)),dataset=synthetic,dataset.root=$(abspath $(DATA))) $(ARGS)
 
 bench: install ## seed pipeline vs melanoma_lab (speed, memory, tracking overhead, Augmentor cache): bench/results.json
-	$(PY) -m melanoma_lab.bench.throughput --out bench/results.json
-	$(PY) -m melanoma_lab.bench.models --out bench/models.json
+	$(CLI) bench --out bench/results.json
+	$(CLI) bench-models --out bench/models.json
 
 bench-models: install ## each recipe's model (m5, m6): training and prediction images/s, ~3 min: bench/models.json
-	$(PY) -m melanoma_lab.bench.models --out bench/models.json
+	$(CLI) bench-models --out bench/models.json
 
 bench-study: install ## the seeds' whole notebook procedure vs the M1+M2+M3 study, one seed (~20 min): bench/study.json
-	$(PY) -m melanoma_lab.bench.study --out bench/study.json
+	$(CLI) bench-study --out bench/study.json
 
 tune-distributed: install ## KerasTuner chief + $(WORKERS) workers on 127.0.0.1 (TUNE_ARGS="experiment=m2 tuner=random ...")
-	$(PY) -m melanoma_lab.tune_local_cluster --workers $(WORKERS) $(TUNE_ARGS)
+	$(CLI) tune-distributed --workers $(WORKERS) $(TUNE_ARGS)
 
 ui: install ## MLflow UI at http://127.0.0.1:$(PORT) over the store conf/ names (ARGS="paths.root_dir=DIR ...")
-	$(PY) -m melanoma_lab.ui --port $(PORT) $(ARGS)
+	$(CLI) ui --port $(PORT) $(ARGS)
 
 server: install-cluster ## MLflow server on 127.0.0.1:$(PORT), PostgreSQL store in paths.mlruns_dir/server (ARGS="paths.root_dir=DIR"; Ctrl-C stops both)
-	$(PY) -m melanoma_lab.tracking.server --port $(PORT) --db-port $(DB_PORT) $(ARGS)
+	$(CLI) server --port $(PORT) --db-port $(DB_PORT) $(ARGS)
 
 stale-runs: install ## list this host's runs left RUNNING by a killed process (ARGS=--repair marks them FAILED)
-	$(PY) -m melanoma_lab.tracking.stale_runs $(ARGS)
+	$(CLI) stale-runs $(ARGS)
 
 serve: install ## serve the champion model over REST on 127.0.0.1:5001 (promote one first; see README)
-	$(PY) -m melanoma_lab.serving.serve
+	$(CLI) serve
 
 data: install ## download a dataset into data/<name>: DATASET=isic9 (default) | ham10000 | isic2019 (needs internet)
-	$(PY) -m melanoma_lab.data.download --dataset $(or $(DATASET),isic9)
+	$(CLI) data --dataset $(or $(DATASET),isic9)
 
 clean: ## remove run folders and caches (keeps mlruns/ and data/isic9)
 	rm -rf experiments/runs experiments/multiruns data/cache .pytest_cache

@@ -1,77 +1,8 @@
-"""Command line: ``python -m melanoma_lab experiment=m2 [key=value ...]``.
+"""``python -m melanoma_lab <command> ...``: the same command line as ``melanoma-lab`` (:mod:`melanoma_lab.cli`)."""
 
-A user error (:class:`melanoma_lab.errors.UserError`: a config value out of range, a missing dataset, an
-unreachable tracking store) ends a single run with its message on stderr, no traceback, and exit status 2;
-config values are checked before TensorFlow loads. In a ``--multirun`` sweep the job fails and the sweep goes
-on (see :mod:`melanoma_lab.sweep`).
-"""
-
-from __future__ import annotations
-
-import os
-import signal
 import sys
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
-
-from melanoma_lab.config import register_configs, validate
-from melanoma_lab.errors import USER_ERROR_STATUS, UserError
-from melanoma_lab.sweep import parent_run_id
-
-register_configs()
-
-
-def _interrupt_on_sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt(f"received signal {signum}")
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def app(cfg: DictConfig) -> float | None:
-    """Train one experiment (cross-validate it, or search its hyperparameters with ``tuner=...``); the return
-    value is the objective for sweepers."""
-    try:
-        return _run(cfg)
-    except UserError as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweep callback reports the failed job and the sweep goes on
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(USER_ERROR_STATUS) from None
-
-
-def _run(cfg: DictConfig) -> float | None:
-    validate(cfg)  # before TensorFlow loads: a mistyped value fails in a second
-    from melanoma_lab.crossval import run_cross_validation
-    from melanoma_lab.ensemble import check_ensemble
-    from melanoma_lab.experiment import run_experiment
-    from melanoma_lab.runs import KEY_METRICS
-    from melanoma_lab.tuning import run_search
-
-    check_ensemble(cfg)  # study.ensemble=true without cross-validation would be silently ignored
-
-    runtime = HydraConfig.get()
-    if cfg.tuner is not None:
-        run = run_search
-    else:
-        run = run_cross_validation if cfg.study.cv_folds > 1 else run_experiment
-    results = run(cfg, runtime.runtime.output_dir, list(runtime.overrides.task), parent_run_id=parent_run_id())
-    prefix = "cv_mean_" if cfg.study.cv_folds > 1 else ""
-    keys = [k if k.startswith("test_") else prefix + k for k in KEY_METRICS]
-    keys += ["oof_balanced_accuracy", "oof_balanced_accuracy_frequent", "oof_melanoma_roc_auc",
-             "oof_melanoma_alert_sensitivity", "oof_melanoma_alert_specificity", "ensemble_test_balanced_accuracy",
-             "oof_shift_worst_drop_colour_melanoma_roc_auc", "oof_shift_worst_drop_intensity_melanoma_roc_auc"]
-    print(f"[{cfg.name}] " + "  ".join(f"{k}={results[k]:.4f}" for k in keys if k in results))
-    # the sweepers' objective: the held-out fold's score when the fold was only scored (nested CV)
-    return results.get(prefix + "fold_balanced_accuracy", results.get(prefix + "val_balanced_accuracy"))
-
-
-def main() -> None:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # model loads mid-run (ensemble, shifts)
-    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # SIGTERM ends the run as KILLED, like Ctrl-C
-    app()
-
+from melanoma_lab.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

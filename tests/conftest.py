@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from melanoma_lab.composition import CONF_DIR, compose
-from melanoma_lab.config import register_configs
+from melanoma_lab.config.compose import CONF_DIR, compose
+from melanoma_lab.config.schema import register_configs
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic-9class-180px"
 
@@ -184,7 +184,7 @@ def copy_store(source: Path, target: Path) -> Path:
 @pytest.fixture(scope="session")
 def _trained_store(tmp_path_factory, shared_cache):
     """A tiny m2 trained and logged once per test run: (the composed config, its store folder)."""
-    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.study.experiment import run_experiment
 
     root = tmp_path_factory.mktemp("trained_model")
     cfg = compose_config(TINY + [f"paths.cache_dir={shared_cache}", "experiment=m2", "trainer.epochs=2"], root=root)
@@ -199,7 +199,7 @@ def trained_model(_trained_store, tmp_path):
     catalog, store folder). MLflow's fluent API points at the copy for the test (and is reset after it)."""
     import mlflow
 
-    from melanoma_lab.datasets import load_catalog
+    from melanoma_lab.data.sources import load_catalog
     from melanoma_lab.tracking.store import tracking_uri
 
     cfg, source = _trained_store

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from melanoma_lab.imbalance import Rebalanced
-from melanoma_lab.plugins import Annotated, Range
+from melanoma_lab.components.imbalance import Rebalanced
+from melanoma_lab.config.plugins import Annotated, Range
 
 
 def build_tiny(input_shape: tuple[int, int, int], num_classes: int, width: Annotated[int, Range(1)] = 4):

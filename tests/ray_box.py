@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from melanoma_lab.tracking.server import stop_group
-from melanoma_lab.tune_local_cluster import free_port
+from melanoma_lab.study.tune_cluster import free_port
 
 
 def ray_command() -> str | None:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from melanoma_lab.ablation import main
+from melanoma_lab.cli.ablation import main
 from melanoma_lab.reporting.ablation import ablation_table, load_groups
 
 CLASSES = ["melanoma", "nevus", "keratosis", "rare"]

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from melanoma_lab.audit import DataAuditError, apply_policy, audit_catalog, summary
+from melanoma_lab.data.audit import DataAuditError, apply_policy, audit_catalog, summary
 from melanoma_lab.data.catalog import scan
 from melanoma_lab.data.synthetic import generate
 
@@ -59,7 +59,7 @@ def test_conflict_policies(defective):
 
 def test_audit_command_writes_audit_json(defective, tmp_path):
     out = tmp_path / "audit_out"
-    result = subprocess.run([sys.executable, "-m", "melanoma_lab.audit", f"dataset.root={defective}",
+    result = subprocess.run([sys.executable, "-m", "melanoma_lab.data.audit", f"dataset.root={defective}",
                              f"audit.out={out}", f"paths.root_dir={tmp_path}"],
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -72,7 +72,7 @@ def test_audit_command_writes_audit_json(defective, tmp_path):
 
 def test_a_refused_audit_is_a_user_error_the_cli_prints_without_traceback(defective):
     from melanoma_lab.errors import UserError
-    from melanoma_lab.preparation import UnreadableImagesError
+    from melanoma_lab.study.preparation import UnreadableImagesError
 
     catalog = scan(defective, [".jpg"])
     with pytest.raises(UserError, match="conflict_policy"):

@@ -123,7 +123,7 @@ def test_a_model_trained_with_ema_weights_still_predicts_after_fit(backend, tmp_
     pytest.importorskip(backend, reason=not_installed(backend))
     result = without_tensorflow(backend, "-c", """
 import keras, numpy as np
-from melanoma_lab.ema import SwapEMAWeights
+from melanoma_lab.training.ema import SwapEMAWeights
 x, y = np.random.rand(32, 8, 8, 3).astype("float32"), np.eye(3)[np.arange(32) % 3]
 model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
                           keras.layers.Dense(3, activation="softmax")])

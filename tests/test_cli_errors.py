@@ -53,9 +53,9 @@ def test_unreachable_tracking_server_is_a_user_error(tmp_path):
 
 
 def test_a_bug_keeps_its_traceback_without_the_sweep_callback_warning(tmp_path):
-    patch = ("import melanoma_lab.experiment\n"
+    patch = ("import melanoma_lab.study.experiment\n"
              "        def broken(*args, **kwargs): raise RuntimeError('a bug in the code')\n"
-             "        melanoma_lab.experiment.run_experiment = broken")
+             "        melanoma_lab.study.experiment.run_experiment = broken")
     result = run_cli(tmp_path, "dataset=synthetic", patch=patch)
     assert result.returncode == 1, result.stderr
     assert "Traceback" in result.stderr and "RuntimeError: a bug in the code" in result.stderr

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from melanoma_lab.tracking.server import (PostgresStore, postgres_bin, start_mlflow_server, stop_group,
                                           tracking_server, wait_until_up)
 from melanoma_lab.tracking.run import flatten
-from melanoma_lab.tune_local_cluster import free_port
+from melanoma_lab.study.tune_cluster import free_port
 from tests.conftest import TINY
 from tests.ray_box import ray_head
 from tests.slurm_box import PARTITION, missing_tools, processes_with_env, slurm_box

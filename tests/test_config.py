@@ -4,7 +4,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from melanoma_lab.config import ConfigError, validate
+from melanoma_lab.config.schema import ConfigError, validate
 from tests.conftest import CONF_DIR, EXPERIMENTS, compose_config
 
 
@@ -23,8 +23,8 @@ def test_experiments_differ_as_in_the_seeds():
     m1, m2, m3 = (compose_config([f"experiment={n}"]) for n in ("m1", "m2", "m3"))
     assert not m1.augmentation and m1.model.dropout == 0
     assert m2.augmentation.flip.mode == "horizontal_and_vertical" and m2.model.dropout > 0
-    assert m2.imbalance._target_ == "melanoma_lab.imbalance.unchanged"
-    assert m3.imbalance._target_ == "melanoma_lab.imbalance.augmentor" and m3.imbalance.extra_per_class == 500
+    assert m2.imbalance._target_ == "melanoma_lab.components.imbalance.unchanged"
+    assert m3.imbalance._target_ == "melanoma_lab.components.imbalance.augmentor" and m3.imbalance.extra_per_class == 500
     assert m3.trainer.epochs == 30 and m1.trainer.epochs == 20
 
 
@@ -61,7 +61,7 @@ def test_wrong_type_is_rejected(override):
 @pytest.mark.parametrize("override,message", [
     ("model.batch_norm=maybe", "model.batch_norm='maybe' must be true or false"),
     ("model.filters=[8,0]", "model.filters=[8, 0] contains 0, which must be >= 1"),
-    ("+model.dropoutt=0.3", "model.dropoutt: unknown key; melanoma_lab.models.build_cnn takes"),
+    ("+model.dropoutt=0.3", "model.dropoutt: unknown key; melanoma_lab.components.models.build_cnn takes"),
     ("loss.label_smoothing=1.0", "loss.label_smoothing=1.0 must be in [0.0, 1.0)"),
     ("+callbacks.early_stopping.patiencee=3", "callbacks.early_stopping.patiencee: unknown key"),
     ("imbalance=augmentor;imbalance.workers=0", "imbalance.workers=0 must be >= 1"),

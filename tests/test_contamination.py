@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from melanoma_lab.audit import audit_catalog, summary
+from melanoma_lab.data.audit import audit_catalog, summary
 from melanoma_lab.data.synthetic import ISIC_CLASSES
 from melanoma_lab.data.catalog import scan
 from melanoma_lab.data.synthetic import generate
-from melanoma_lab.experiment import run_experiment
-from melanoma_lab.preparation import load_audited_data, prepare_data
+from melanoma_lab.study.experiment import run_experiment
+from melanoma_lab.study.preparation import load_audited_data, prepare_data
 from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY_RUN, compose_config
 
@@ -115,7 +115,7 @@ def test_every_test_image_not_scored_is_listed_with_the_reason(contaminated, tmp
 
 
 def test_an_unknown_contamination_mode_is_refused_with_the_choices(tmp_path):
-    from melanoma_lab.config import ConfigError, validate
+    from melanoma_lab.config.schema import ConfigError, validate
 
     with pytest.raises(ConfigError, match="audit.test_contamination='drop' must be exclude or keep"):
         validate(compose_config(["audit.test_contamination=drop"], root=tmp_path))

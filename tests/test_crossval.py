@@ -3,10 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma_lab.config import ConfigError
-from melanoma_lab.crossval import run_cross_validation, summarise_folds
-from melanoma_lab.datasets import load_catalog
-from melanoma_lab.experiment import run_experiment
+from melanoma_lab.config.schema import ConfigError
+from melanoma_lab.study.crossval import run_cross_validation, summarise_folds
+from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.study.experiment import run_experiment
 from melanoma_lab.data.split import content_groups, fold_split
 from melanoma_lab.tracking.store import tracking_uri
 

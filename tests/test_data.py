@@ -9,7 +9,7 @@ from melanoma_lab.data import synthetic
 from melanoma_lab.data.catalog import DatasetNotFoundError, fingerprint, scan
 from melanoma_lab.data.batches import ArrayBatches, make_dataset
 from melanoma_lab.data.pipeline import decode, decode_to_disk
-from melanoma_lab.datasets import load_catalog
+from melanoma_lab.data.sources import load_catalog
 from melanoma_lab.data.split import fold_split, train_val_split
 
 
@@ -143,7 +143,7 @@ def _batches(dataset) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("loader", LOADERS)
 def test_pipeline_shuffles_and_augments_only_training(tiny_cfg, loader):
-    from melanoma_lab.augmentation import build_augmentation
+    from melanoma_lab.components.augmentation import build_augmentation
 
     make = LOADERS[loader]
     cfg = tiny_cfg("augmentation=flip_rotate_zoom")
@@ -176,7 +176,7 @@ def dtype_policy(request):
 def test_a_mixup_step_blends_labels_with_images_and_the_others_keep_them_one_hot(tiny_cfg, loader, dtype_policy):
     """Also under mixed precision: the steps compute in float32 (before, MixUp met float32 labels with bfloat16
     images and failed in tf.data, so a mixup run with trainer.precision=auto on a bf16 CPU could not train)."""
-    from melanoma_lab.augmentation import build_augmentation
+    from melanoma_lab.components.augmentation import build_augmentation
 
     make = LOADERS[loader]
     catalog = load_catalog(tiny_cfg().dataset)
@@ -263,7 +263,7 @@ def test_a_split_decoded_to_disk_trains_like_one_in_ram_and_is_reused(tiny_cfg, 
 
 
 def test_a_training_split_over_the_ram_budget_is_read_from_the_disk_cache(tiny_cfg):
-    from melanoma_lab.preparation import load_audited_data, prepare_data
+    from melanoma_lab.study.preparation import load_audited_data, prepare_data
 
     cfg = tiny_cfg("dataset.ram_budget_mb=0.1")  # the tiny training split needs ~0.28 MB decoded
     audited = load_audited_data(cfg, Path(cfg.paths.root_dir) / "out")

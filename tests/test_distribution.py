@@ -17,7 +17,7 @@ import pytest
 from melanoma_lab.errors import ConfigError
 from melanoma_lab.runtime import Accelerator, BackendRuntime, Processes, auto_policy, runtime, set_precision
 from melanoma_lab.tracking.provenance import device_name
-from melanoma_lab.tune_local_cluster import free_port
+from melanoma_lab.study.tune_cluster import free_port
 from tests.conftest import TINY, not_installed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,8 +186,8 @@ def test_deterministic_turns_on_the_backends_deterministic_ops(backend):
 MIRRORED_ON_JAX = """
 import json, sys, keras
 from tests.conftest import compose_config
-from melanoma_lab.experiment import run_experiment
-from melanoma_lab.training import compile_model
+from melanoma_lab.study.experiment import run_experiment
+from melanoma_lab.training.fit import compile_model
 
 cfg = compose_config(sys.argv[1:])
 compile_model(cfg, 9, steps=2)
@@ -248,7 +248,7 @@ def test_a_run_of_several_processes_always_trains(tiny_cfg, tmp_path, monkeypatc
     """Only process 0 sees the store: reusing a FINISHED twin there would leave the other processes waiting."""
     import mlflow
 
-    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.study.experiment import run_experiment
     from melanoma_lab.tracking.store import tracking_uri
 
     cfg = tiny_cfg("tracking.log_model=false")

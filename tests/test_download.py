@@ -86,7 +86,7 @@ def _zip_files(archive: Path, files: dict[str, Path | bytes]) -> Path:
 
 def test_ham10000_from_a_dataverse_style_bundle_of_zips(tmp_path):
     from melanoma_lab.data.presets import fetch
-    from melanoma_lab.datasets import load_catalog
+    from melanoma_lab.data.sources import load_catalog
     from tests.conftest import compose_config
     from tests.manifest_fixtures import write_ham10000
 
@@ -105,7 +105,7 @@ def test_ham10000_from_a_dataverse_style_bundle_of_zips(tmp_path):
 
 
 def test_isic2019_from_its_three_files_and_a_missing_file_leaves_nothing(tmp_path, capsys):
-    from melanoma_lab.datasets import load_catalog
+    from melanoma_lab.data.sources import load_catalog
     from tests.conftest import compose_config
     from tests.manifest_fixtures import write_isic2019
 

@@ -10,9 +10,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from melanoma_lab import efficientnet_lite as lite
+from melanoma_lab.components import efficientnet_lite as lite
 from melanoma_lab.data.catalog import file_sha256
-from melanoma_lab.torch_legacy import LegacyCheckpointError, read_legacy_state_dict
+from melanoma_lab.components.torch_legacy import LegacyCheckpointError, read_legacy_state_dict
 from tests.fixtures.make_efficientnet_lite_reference import OUT as REFERENCE
 from tests.fixtures.make_efficientnet_lite_reference import SIZES, inputs
 
@@ -181,7 +181,7 @@ def test_transfer_with_imagenet_weights_offline_is_one_clear_error_naming_the_lo
     from keras.src.utils import file_utils
 
     from melanoma_lab.errors import ConfigError
-    from melanoma_lab.models import build_transfer
+    from melanoma_lab.components.models import build_transfer
 
     def offline(*args, **kwargs):
         raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3] Temporary "
@@ -196,7 +196,7 @@ def test_transfer_with_imagenet_weights_offline_is_one_clear_error_naming_the_lo
 def test_efficientnet_lite_trains_offline_and_the_run_records_the_weights_hashes(shared_cache, tmp_path):
     import mlflow
 
-    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.study.experiment import run_experiment
     from melanoma_lab.tracking.store import tracking_uri
     from tests.conftest import TINY_DATA, compose_config
 

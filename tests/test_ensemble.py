@@ -13,13 +13,13 @@ from sklearn.metrics import balanced_accuracy_score
 from melanoma_lab.serving import predict
 
 from melanoma_lab.serving import promote
-from melanoma_lab.config import ConfigError
-from melanoma_lab.crossval import run_cross_validation
+from melanoma_lab.config.schema import ConfigError
+from melanoma_lab.study.crossval import run_cross_validation
 from melanoma_lab.data.pipeline import load_image
-from melanoma_lab.datasets import load_catalog
-from melanoma_lab.evaluation import threshold_for_sensitivity
-from melanoma_lab.gradcam import grad_cam
-from melanoma_lab.inference import predict_probabilities
+from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.evaluation.metrics import threshold_for_sensitivity
+from melanoma_lab.evaluation.gradcam import grad_cam
+from melanoma_lab.evaluation.inference import predict_probabilities
 from melanoma_lab.serving.classifier import encode_image
 from melanoma_lab.tracking.store import tracking_uri
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma_lab.evaluation import (
+from melanoma_lab.evaluation.metrics import (
     calibrate_alert,
     evaluate,
     expected_calibration_error,

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma_lab.datasets import load_catalog
-from melanoma_lab.experiment import run_experiment
+from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.study.experiment import run_experiment
 from melanoma_lab.serving.classifier import encode_image
 from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import EXPERIMENTS, TINY, TINY_AUGMENTOR, TINY_DATA, TINY_RUN, compose_config
@@ -47,7 +47,7 @@ def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
     for key in ("val_balanced_accuracy", "val_melanoma_sensitivity", "test_balanced_accuracy",
                 "test_melanoma_roc_auc", "val_macro_f1", "val_ece"):
         assert key in run.data.metrics
-    assert run.data.params["imbalance._target_"] == "melanoma_lab.imbalance.augmentor"
+    assert run.data.params["imbalance._target_"] == "melanoma_lab.components.imbalance.augmentor"
     assert run.data.params["model.dropout"] == "0.2"
     costs = run.data.metrics  # what the run cost: wall seconds, of which in MLflow calls, and peak memory
     assert 0 < costs["tracking_seconds"] < costs["run_seconds"] and costs["process_peak_rss_mb"] > 100
@@ -76,7 +76,7 @@ def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
 
 
 def test_a_crash_marks_the_run_failed(tiny_cfg, tmp_path, monkeypatch):
-    import melanoma_lab.experiment as experiment
+    import melanoma_lab.study.experiment as experiment
 
     def explode(*args, **kwargs):
         raise RuntimeError("disk on fire")
@@ -143,7 +143,7 @@ def test_synthetic_data_is_learnable_but_not_trivial(tmp_path, shared_cache):
 
 
 def test_same_seed_gives_same_split_and_identical_metrics_when_deterministic(tiny_cfg, tmp_path):
-    from melanoma_lab.preparation import load_audited_data, prepare_data
+    from melanoma_lab.study.preparation import load_audited_data, prepare_data
 
     def split_and_metrics(seed: int, name: str) -> tuple[list[str], dict]:
         cfg = tiny_cfg("experiment=m2", f"trainer.seed={seed}", "tracking.enabled=false", "trainer.epochs=2",
@@ -162,7 +162,7 @@ def test_same_seed_gives_same_split_and_identical_metrics_when_deterministic(tin
 
 def _with_callback(monkeypatch, callback) -> None:
     """Append ``callback`` to every run's Keras callbacks."""
-    import melanoma_lab.training as training
+    import melanoma_lab.training.fit as training
 
     original = getattr(training.build_callbacks, "original", training.build_callbacks)
     patched = lambda *a, **k: original(*a, **k) + [callback]  # noqa: E731
@@ -254,7 +254,7 @@ def smoke_overrides(experiment: str) -> list[str]:
 def test_every_experiment_file_trains_a_smoke_run(experiment, tmp_path, shared_cache):
     """Every conf/experiment/*.yaml, found on disk (a new one is trained without writing a test), takes one epoch
     on the tiny synthetic set through the entry point's own choice of runner and leaves a FINISHED run."""
-    from melanoma_lab.crossval import run_cross_validation
+    from melanoma_lab.study.crossval import run_cross_validation
 
     cfg = compose_config([*smoke_overrides(experiment), f"paths.cache_dir={shared_cache}"], root=tmp_path)
     run = run_cross_validation if cfg.study.cv_folds > 1 else run_experiment

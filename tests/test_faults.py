@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from melanoma_lab.audit import audit_catalog
+from melanoma_lab.data.audit import audit_catalog
 from melanoma_lab.data.catalog import scan
 from melanoma_lab.data.pipeline import decode
 from melanoma_lab.data.synthetic import generate
-from melanoma_lab.experiment import run_experiment
-from melanoma_lab.preparation import UnreadableImagesError
+from melanoma_lab.study.experiment import run_experiment
+from melanoma_lab.study.preparation import UnreadableImagesError
 
 pytestmark = pytest.mark.faults
 

@@ -29,7 +29,7 @@ def test_the_head_epochs_leave_the_backbone_untouched_then_fine_tuning_trains_on
     import keras
     from hydra.utils import instantiate
 
-    from melanoma_lab.training import compile_model, fit_head
+    from melanoma_lab.training.fit import compile_model, fit_head
 
     cfg = _lite_cfg(shared_cache, "trainer.epochs=2", "trainer.head_epochs=1", "trainer.precision=float32")
     model, loss = compile_model(cfg, 9, steps=2)
@@ -60,7 +60,7 @@ def test_the_head_epochs_leave_the_backbone_untouched_then_fine_tuning_trains_on
 
 
 def test_a_run_with_head_epochs_logs_them_at_their_own_rate_and_never_selects_them(shared_cache, tmp_path):
-    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.study.experiment import run_experiment
     from melanoma_lab.tracking.store import tracking_uri
 
     cfg = _lite_cfg(shared_cache, "trainer.epochs=3", "trainer.head_epochs=1", "trainer.head_learning_rate=0.002",
@@ -79,7 +79,7 @@ def test_a_run_with_head_epochs_logs_them_at_their_own_rate_and_never_selects_th
 
 def test_head_epochs_without_a_pretrained_backbone_is_a_clear_error(tiny_cfg):
     from melanoma_lab.errors import ConfigError
-    from melanoma_lab.training import compile_model, fit_head
+    from melanoma_lab.training.fit import compile_model, fit_head
 
     cfg = tiny_cfg("trainer.epochs=2", "trainer.head_epochs=1")
     model, loss = compile_model(cfg, 9, steps=1)
@@ -93,7 +93,7 @@ def test_head_epochs_without_a_pretrained_backbone_is_a_clear_error(tiny_cfg):
     (["optimizer=adamw", "optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1 must be null"),
 ])
 def test_fine_tuning_settings_out_of_range_are_named(tiny_cfg, overrides, message):
-    from melanoma_lab.config import validate
+    from melanoma_lab.config.schema import validate
     from melanoma_lab.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
@@ -101,7 +101,7 @@ def test_fine_tuning_settings_out_of_range_are_named(tiny_cfg, overrides, messag
 
 
 def test_best_epoch_skips_the_head_epochs():
-    from melanoma_lab.training import best_epoch
+    from melanoma_lab.training.fit import best_epoch
 
     history = {"val_bacc": [0.9, 0.5, 0.7, 0.6], "val_loss": [0.1, 0.9, 0.5, 0.6]}
     assert best_epoch(history, "val_bacc") == 0 and best_epoch(history, "val_bacc", first=1) == 2
@@ -111,7 +111,7 @@ def test_best_epoch_skips_the_head_epochs():
 def test_head_epochs_under_the_mirrored_strategy_recompile_in_the_models_own_strategy(shared_cache):
     import tensorflow as tf
 
-    from melanoma_lab.training import compile_model, fit_head
+    from melanoma_lab.training.fit import compile_model, fit_head
 
     cfg = _lite_cfg(shared_cache, "trainer.epochs=2", "trainer.head_epochs=1", "trainer.strategy=mirrored")
     model, loss = compile_model(cfg, 9, steps=1)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from melanoma_lab.serving import predict  # grad_cam as predict --out uses it (melanoma_lab/gradcam.py)
+from melanoma_lab.serving import predict  # grad_cam as predict --out uses it (melanoma_lab/evaluation/gradcam.py)
 from tests.conftest import compose_config, not_installed
 
 
@@ -42,7 +42,7 @@ def test_grad_cam_is_the_same_on_every_backend(backend, tmp_path):
         np.save(tmp_path / f"{name}.npy", heatmap)
     result = without_tensorflow(backend, "-c", """
 import keras, numpy as np
-from melanoma_lab.gradcam import grad_cam
+from melanoma_lab.evaluation.gradcam import grad_cam
 image = np.load("image.npy")
 for name in ("cnn", "residual", "transfer"):
     heatmap = grad_cam(keras.saving.load_model(name + ".keras"), image, 3)

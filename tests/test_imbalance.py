@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma_lab.config import ConfigError
-from melanoma_lab.datasets import load_catalog
-from melanoma_lab.preparation import DataLeakError, check_no_leak, prepare_data
-from melanoma_lab.imbalance import balanced_class_weights, build_pipeline, extra_counts, generate_augmentor_images
+from melanoma_lab.config.schema import ConfigError
+from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.study.preparation import DataLeakError, check_no_leak, prepare_data
+from melanoma_lab.components.imbalance import balanced_class_weights, build_pipeline, extra_counts, generate_augmentor_images
 
 
 def test_extra_counts_fixed_or_up_to_target():

@@ -9,14 +9,14 @@ import mlflow
 import pandas as pd
 import pytest
 
-from melanoma_lab.audit import audit_catalog
-from melanoma_lab.contamination import set_aside_train_twins
+from melanoma_lab.data.audit import audit_catalog
+from melanoma_lab.data.contamination import set_aside_train_twins
 from melanoma_lab.data.catalog import GROUP_COLUMN, DatasetNotFoundError, fingerprint
 from melanoma_lab.data.manifests import ManifestError
 from melanoma_lab.data.split import content_groups, fold_split, split_groups, train_val_split
-from melanoma_lab.datasets import load_catalog
+from melanoma_lab.data.sources import load_catalog
 from melanoma_lab.errors import ConfigError
-from melanoma_lab.experiment import run_experiment
+from melanoma_lab.study.experiment import run_experiment
 from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY_RUN, compose_config
 from tests.manifest_fixtures import ham_root, isic2019_root  # noqa: F401 (fixtures)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from melanoma_lab.config import ConfigError, validate
-from melanoma_lab.models import build_cnn, build_transfer
+from melanoma_lab.config.schema import ConfigError, validate
+from melanoma_lab.components.models import build_cnn, build_transfer
 from tests.conftest import compose_config
 
 

@@ -5,9 +5,9 @@ import keras
 import mlflow
 import pytest
 
-from melanoma_lab.config import ConfigError, validate
-from melanoma_lab.experiment import run_experiment
-from melanoma_lab.plugins import Range
+from melanoma_lab.config.schema import ConfigError, validate
+from melanoma_lab.study.experiment import run_experiment
+from melanoma_lab.config.plugins import Range
 from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY_DATA, compose_config
 
@@ -52,7 +52,7 @@ def test_range_describes_its_bounds():
 
 
 def test_augmentation_presets_are_keras_layer_lists_seeded_in_order():
-    from melanoma_lab.augmentation import build_augmentation
+    from melanoma_lab.components.augmentation import build_augmentation
 
     stack = build_augmentation(compose_config(["experiment=m4"]).augmentation, seed=10)
     layers = {type(layer).__name__: layer for layer in stack.layers}
@@ -68,7 +68,7 @@ def test_augmentation_presets_are_keras_layer_lists_seeded_in_order():
 
 
 def test_a_keras_layer_argument_is_checked_when_the_stack_is_built():
-    from melanoma_lab.augmentation import build_augmentation
+    from melanoma_lab.components.augmentation import build_augmentation
 
     cfg = compose_config(["experiment=m2", "+augmentation.flip.modee=vertical"])
     validate(cfg)  # Keras' own arguments are known only once Keras is imported

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from melanoma_lab.audit import audit_catalog
+from melanoma_lab.data.audit import audit_catalog
 from melanoma_lab.data.catalog import scan
-from melanoma_lab.experiment import run_experiment
+from melanoma_lab.study.experiment import run_experiment
 from tests.conftest import TINY_RUN, compose_config
 
 pytestmark = pytest.mark.real_data

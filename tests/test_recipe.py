@@ -5,11 +5,11 @@ import keras
 import numpy as np
 import pytest
 
-from melanoma_lab.config import ConfigError, validate
+from melanoma_lab.config.schema import ConfigError, validate
 from melanoma_lab.data.colour import shades_of_gray
-from melanoma_lab.inference import ModelSettings, predict_probabilities, tta_mode, tta_views
-from melanoma_lab.schedules import cosine
-from melanoma_lab.training import learning_rate
+from melanoma_lab.evaluation.inference import ModelSettings, predict_probabilities, tta_mode, tta_views
+from melanoma_lab.components.schedules import cosine
+from melanoma_lab.training.fit import learning_rate
 from tests.conftest import compose_config
 
 
@@ -40,8 +40,8 @@ def test_colour_constancy_is_a_validated_config_value():
 
 
 def test_prepared_images_are_colour_corrected_like_every_prediction(tiny_cfg):
-    from melanoma_lab.datasets import load_catalog
-    from melanoma_lab.preparation import prepare_data
+    from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.study.preparation import prepare_data
 
     plain_cfg, corrected_cfg = tiny_cfg("imbalance=none"), tiny_cfg("imbalance=none", "dataset.colour_constancy_power=4")
     catalog = load_catalog(plain_cfg.dataset)
@@ -57,8 +57,8 @@ def test_prepared_images_are_colour_corrected_like_every_prediction(tiny_cfg):
 
 
 def test_colour_constancy_refuses_a_training_split_read_from_disk(tiny_cfg):
-    from melanoma_lab.datasets import load_catalog
-    from melanoma_lab.preparation import prepare_data
+    from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.study.preparation import prepare_data
 
     cfg = tiny_cfg("imbalance=none", "dataset.colour_constancy_power=6", "dataset.ram_budget_mb=0.01")
     catalog = load_catalog(cfg.dataset)
@@ -80,10 +80,10 @@ def test_cosine_with_warm_up_rises_linearly_then_decays_to_zero():
 
 
 def test_ema_weights_are_validated_selected_and_kept(tiny_cfg, tmp_path):
-    from melanoma_lab.datasets import load_catalog
-    from melanoma_lab.preparation import prepare_data
+    from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.study.preparation import prepare_data
     from melanoma_lab.tracking.run import RunTracker
-    from melanoma_lab.training import compile_model, train_model
+    from melanoma_lab.training.fit import compile_model, train_model
 
     cfg = tiny_cfg("optimizer.use_ema=true", "optimizer.ema_momentum=0.5", "trainer.epochs=2", "imbalance=none",
                    "trainer.precision=float32", "tracking.enabled=false")
@@ -124,12 +124,12 @@ def test_tta_views_none_flip_and_the_eight_dihedral_views():
 def test_m5_composes_m4_with_the_new_ingredients_and_trains_end_to_end(tiny_cfg, tmp_path):
     import mlflow
 
-    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.study.experiment import run_experiment
     from melanoma_lab.tracking.store import tracking_uri
 
     m4, m5 = (compose_config([f"experiment={name}"]) for name in ("m4", "m5"))
     assert (m5.lr_schedule.warmup_epochs, m5.lr_schedule._target_, m5.trainer.epochs) == (
-        3, "melanoma_lab.schedules.cosine", m4.trainer.epochs)
+        3, "melanoma_lab.components.schedules.cosine", m4.trainer.epochs)
     assert m5.optimizer.use_ema and m5.dataset.colour_constancy_power is None and m5.evaluation.tta == "dihedral"
     assert m5.model.residual and not m4.model.residual and m5.model.filters == m4.model.filters  # m4 otherwise
     cfg = tiny_cfg("experiment=m5", "trainer.epochs=3", "dataset.image_size=32", "model.filters=[8,16]",

@@ -4,12 +4,12 @@ import pytest
 from hydra import initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from melanoma_lab import report
+from melanoma_lab.cli import report
 from melanoma_lab.reporting import tables
-from melanoma_lab.reporting.runs import Study
+from melanoma_lab.reporting.selection import Study
 from melanoma_lab.reporting.statistics import balanced_accuracy_of, bootstrap_interval, paired_difference
-from melanoma_lab.experiment import run_experiment
-from melanoma_lab.study import run_study
+from melanoma_lab.study.experiment import run_experiment
+from melanoma_lab.study.runner import run_study
 from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import CONF_DIR, TINY
 
@@ -120,8 +120,8 @@ def test_nested_cross_validation_parents_show_the_scored_folds_and_out_of_fold_m
 
 @pytest.mark.slow
 def test_a_cross_validated_study_reports_every_experiment_on_out_of_fold_predictions(tmp_path, shared_cache):
-    from melanoma_lab.composition import compose
-    from melanoma_lab.reporting.runs import load_study
+    from melanoma_lab.config.compose import compose
+    from melanoma_lab.reporting.selection import load_study
 
     overrides = TINY + [f"paths.cache_dir={shared_cache}", f"paths.root_dir={tmp_path}", "study.name=cv-study",
                         "study.experiments=[m1,m2]", "study.seeds=[1,2]", "study.cv_folds=2",

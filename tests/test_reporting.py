@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from melanoma_lab.reporting import tables
 from melanoma_lab.reporting.render import write_report
-from melanoma_lab.reporting.runs import Study, StudyRun, load_study
+from melanoma_lab.reporting.selection import Study, StudyRun, load_study
 from melanoma_lab.reporting.statistics import bootstrap_interval, paired_difference
 from melanoma_lab.tracking.store import tracking_uri
 
@@ -217,14 +217,14 @@ def test_a_run_adopted_by_the_study_counts_from_when_the_study_took_it(tmp_path,
 
 
 def test_study_warns_about_requested_runs_the_report_lacks(store):
-    from melanoma_lab.study import missing_runs
+    from melanoma_lab.study.runner import missing_runs
 
     client, _ = store
     assert missing_runs(["m1", "m2", "m3"], [1, 2], load_study(client, "s")) == [("m3", 1), ("m3", 2)]
 
 
 def test_the_report_command_reads_and_writes_where_the_conf_overrides_say(store, tmp_path, monkeypatch, capsys):
-    from melanoma_lab import report
+    from melanoma_lab.cli import report
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

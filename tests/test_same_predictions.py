@@ -13,8 +13,8 @@ import pytest
 from melanoma_lab.serving import predict
 
 from melanoma_lab.serving import promote
-from melanoma_lab.datasets import load_catalog
-from melanoma_lab.experiment import run_experiment
+from melanoma_lab.data.sources import load_catalog
+from melanoma_lab.study.experiment import run_experiment
 from melanoma_lab.serving.classifier import encode_image
 from melanoma_lab.tracking.store import tracking_uri
 

@@ -12,7 +12,7 @@ from PIL import Image
 from melanoma_lab.serving import promote
 from melanoma_lab.serving.classifier import encode_image
 from melanoma_lab.tracking.server import stop_group, wait_until_up
-from melanoma_lab.tune_local_cluster import free_port
+from melanoma_lab.study.tune_cluster import free_port
 
 pytestmark = pytest.mark.slow
 

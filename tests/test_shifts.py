@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma_lab import shifts
+from melanoma_lab.evaluation import shifts
 
 
 def _images(n=4, size=16, seed=0):
@@ -50,9 +50,9 @@ def test_the_table_reports_each_drop_and_the_worst_per_family():
         return {"melanoma_roc_auc": float(np.mean(probabilities[:, 1])), "balanced_accuracy_frequent": 0.5}
 
     table = shifts.shift_table(predict, score, shifts.build_shifts({
-        "colour": {"redder": {"_target_": "melanoma_lab.shifts.channel_gains", "gains": [1.2, 1, 1]},
-                   "bluer": {"_target_": "melanoma_lab.shifts.channel_gains", "gains": [0.8, 1, 1.2]}},
-        "quality": {"blur": {"_target_": "melanoma_lab.shifts.gaussian_blur", "sigma": 1.0}}}))
+        "colour": {"redder": {"_target_": "melanoma_lab.evaluation.shifts.channel_gains", "gains": [1.2, 1, 1]},
+                   "bluer": {"_target_": "melanoma_lab.evaluation.shifts.channel_gains", "gains": [0.8, 1, 1.2]}},
+        "quality": {"blur": {"_target_": "melanoma_lab.evaluation.shifts.gaussian_blur", "sigma": 1.0}}}))
     assert list(table["shift"]) == ["none", "redder", "bluer", "blur"] and len(labels) == 20
     bluer = table.set_index("shift").loc["bluer"]
     assert bluer["drop_melanoma_roc_auc"] > 0.05  # less red: lower "AUC" here, a positive drop
@@ -65,8 +65,8 @@ def test_the_table_reports_each_drop_and_the_worst_per_family():
 
 def test_a_cross_validation_checks_its_fold_models_under_every_shift_and_the_command_redoes_it(tiny_cfg, tmp_path,
                                                                                                 capsys):
-    from melanoma_lab import shift_check
-    from melanoma_lab.crossval import run_cross_validation
+    from melanoma_lab.study import shift_check
+    from melanoma_lab.study.crossval import run_cross_validation
     from melanoma_lab.tracking.store import tracking_uri
     from tests.conftest import forget_tracking_state
 

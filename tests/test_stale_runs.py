@@ -12,7 +12,7 @@ import textwrap
 import mlflow
 import pytest
 
-from melanoma_lab.runs import finished_twin, make_tracker
+from melanoma_lab.tracking.identity import finished_twin, make_tracker
 from melanoma_lab.tracking.store import tracking_uri
 from melanoma_lab.tracking.run import RunTracker
 
@@ -134,8 +134,8 @@ def test_the_command_finds_the_store_that_the_conf_overrides_name(tmp_path, monk
 def test_a_finished_run_from_other_weights_under_the_same_path_is_not_reused(tiny_cfg, tmp_path):
     """model.weights is a path in the config: the identity holds the file's content hash, so new weights written
     over the old file train again instead of reusing the old run's numbers."""
-    from melanoma_lab.datasets import load_catalog
-    from melanoma_lab.runs import run_identity
+    from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.tracking.identity import run_identity
     from tests.conftest import TINY_DATA, compose_config
 
     weights = tmp_path / "backbone.weights.h5"

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma_lab.subgroups import TOO_SMALL, render, subgroup_table
+from melanoma_lab.evaluation.subgroups import TOO_SMALL, render, subgroup_table
 from tests.conftest import compose_config
 from tests.manifest_fixtures import write_ham10000, write_isic2019
 
 
 def test_manifests_keep_their_metadata_columns_for_subgroups(tmp_path):
-    from melanoma_lab.datasets import load_catalog
+    from melanoma_lab.data.sources import load_catalog
 
     ham = load_catalog(compose_config(["dataset=ham10000",
                                        f"dataset.root={write_ham10000(tmp_path / 'ham')}"]).dataset)
@@ -50,7 +50,7 @@ def test_the_table_scores_each_subgroup_with_intervals_and_lists_small_ones():
 
 
 def test_an_evaluation_on_ham10000_logs_its_subgroups(trained_model, tmp_path):
-    from melanoma_lab.evaluate import run_evaluation
+    from melanoma_lab.study.external import run_evaluation
     from melanoma_lab.tracking.store import tracking_uri
 
     uri, _, _, store = trained_model
@@ -69,7 +69,7 @@ def test_an_evaluation_on_ham10000_logs_its_subgroups(trained_model, tmp_path):
 
 
 def test_a_training_run_on_a_ham10000_format_fixture_logs_its_subgroup_tables(tmp_path, shared_cache):
-    from melanoma_lab.experiment import run_experiment
+    from melanoma_lab.study.experiment import run_experiment
     from melanoma_lab.tracking.store import tracking_uri
     from tests.conftest import TINY_RUN
 

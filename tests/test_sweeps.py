@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from melanoma_lab.sweep import summary_table
+from melanoma_lab.study.sweep import summary_table
 from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY
 
@@ -34,9 +34,9 @@ def test_the_sweep_callback_opens_and_closes_the_parent_run_without_tensorflow(t
     script = textwrap.dedent(f"""
         import json, sys
         from hydra import compose, initialize_config_dir
-        from melanoma_lab.composition import CONF_DIR
-        from melanoma_lab.config import register_configs
-        from melanoma_lab.sweep import MlflowSweepCallback
+        from melanoma_lab.config.compose import CONF_DIR
+        from melanoma_lab.config.schema import register_configs
+        from melanoma_lab.study.sweep import MlflowSweepCallback
         register_configs()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=["paths.root_dir={tmp_path}", "hydra.sweep.dir={tmp_path}/sweep"],

@@ -132,7 +132,7 @@ def test_the_ui_serves_the_store_that_the_conf_overrides_name(tmp_path, monkeypa
     tracking.tracking_uri like every command, and names a tracking server instead of hiding it."""
     import subprocess
 
-    from melanoma_lab import ui
+    from melanoma_lab.cli import ui
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     served = []

@@ -6,7 +6,7 @@ import pytest
 
 from melanoma_lab.errors import ConfigError
 from melanoma_lab.runtime import cpu_has_bfloat16, set_precision
-from melanoma_lab.training import ValidationMetrics, best_epoch, build_loss, learning_rate
+from melanoma_lab.training.fit import ValidationMetrics, best_epoch, build_loss, learning_rate
 from tests.conftest import compose_config
 
 
@@ -49,7 +49,7 @@ def test_loss_schedule_and_precision_come_from_config():
 
 
 def test_tta_averages_the_image_and_its_flips():
-    from melanoma_lab.inference import predict_probabilities
+    from melanoma_lab.evaluation.inference import predict_probabilities
 
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
     images = np.random.default_rng(0).uniform(0, 255, (5, 4, 4, 3)).astype(np.float32)
@@ -62,8 +62,8 @@ def test_tta_averages_the_image_and_its_flips():
 def test_mirrored_strategy_trains_on_cpu(tiny_cfg, tmp_path):
     import tensorflow as tf
 
-    from melanoma_lab.experiment import run_experiment
-    from melanoma_lab.training import compile_model
+    from melanoma_lab.study.experiment import run_experiment
+    from melanoma_lab.training.fit import compile_model
 
     cfg = tiny_cfg("trainer.strategy=mirrored", "tracking.enabled=false")
     model, _ = compile_model(cfg, 9, steps=2)
@@ -72,8 +72,8 @@ def test_mirrored_strategy_trains_on_cpu(tiny_cfg, tmp_path):
 
 
 def test_multi_worker_strategy_needs_tf_config(tiny_cfg, monkeypatch):
-    from melanoma_lab.config import ConfigError
-    from melanoma_lab.training import compile_model
+    from melanoma_lab.config.schema import ConfigError
+    from melanoma_lab.training.fit import compile_model
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ConfigError, match="trainer.strategy=multi_worker needs TF_CONFIG"):
@@ -115,7 +115,7 @@ def test_study_experiments_stop_early_and_keep_the_best_weights(experiment):
 
 def test_callbacks_come_from_the_callbacks_group_in_order(tmp_path):
     from melanoma_lab.tracking.run import RunTracker
-    from melanoma_lab.training import build_callbacks
+    from melanoma_lab.training.fit import build_callbacks
 
     cfg = compose_config(["experiment=m4", "callbacks.checkpoint=null",
                           "+callbacks.nan._target_=keras.callbacks.TerminateOnNaN"])
@@ -128,9 +128,9 @@ def test_callbacks_come_from_the_callbacks_group_in_order(tmp_path):
 
 
 def test_early_stopping_ends_the_run_and_restores_the_best_epoch(tiny_cfg, tmp_path):
-    from melanoma_lab.preparation import load_audited_data, prepare_data
+    from melanoma_lab.study.preparation import load_audited_data, prepare_data
     from melanoma_lab.tracking.run import RunTracker
-    from melanoma_lab.training import train_model
+    from melanoma_lab.training.fit import train_model
 
     cfg = tiny_cfg("trainer.epochs=15", "callbacks.early_stopping.patience=1",
                    "optimizer.learning_rate=0.05", "trainer.precision=float32", "trainer.deterministic=true",

@@ -7,11 +7,11 @@ import mlflow
 import pytest
 from omegaconf import OmegaConf
 
-from melanoma_lab.config import ConfigError
-from melanoma_lab.runs import config_hash
+from melanoma_lab.config.schema import ConfigError
+from melanoma_lab.tracking.identity import config_hash
 from melanoma_lab.tracking.store import tracking_uri
-from melanoma_lab.config import validate
-from melanoma_lab.tuning import check_search_space, tuned_experiment
+from melanoma_lab.config.schema import validate
+from melanoma_lab.study.tuning import check_search_space, tuned_experiment
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 SPACE = ("tuner.search_space=[{key: model.dropout, type: float, min: 0.0, max: 0.5, step: 0.1},"
@@ -39,7 +39,7 @@ def test_plugin_group_values_can_be_searched(tiny_cfg):
     trial = tiny_cfg("experiment=m2", "augmentation.rotation.factor=0.3", "loss.label_smoothing=0.1", "lr_schedule=cosine")
     validate(trial)
     assert (trial.augmentation.rotation.factor, trial.loss.label_smoothing) == (0.3, 0.1)
-    assert trial.lr_schedule._target_ == "melanoma_lab.schedules.cosine"
+    assert trial.lr_schedule._target_ == "melanoma_lab.components.schedules.cosine"
 
 
 def test_tuned_experiment_keeps_the_base_defaults_and_applies_the_best_values():
@@ -110,7 +110,7 @@ def test_hyperband_logs_continued_trials_at_their_true_epochs(tmp_path):
 
 @pytest.mark.slow
 def test_distributed_search_with_a_chief_and_two_workers_on_loopback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "melanoma_lab.tune_local_cluster", "--workers", "2",
+    result = subprocess.run([sys.executable, "-m", "melanoma_lab.study.tune_cluster", "--workers", "2",
                              "--timeout", "300", "experiment=m2", "tuner=random", "tuner.max_trials=3", *TINY,
                              "tracking.log_model=false", SPACE, f"paths.root_dir={tmp_path}",
                              f"tuner.export_dir={tmp_path}/conf"], capture_output=True, text=True, timeout=400)
@@ -128,7 +128,7 @@ def test_distributed_search_with_a_chief_and_two_workers_on_loopback(tmp_path):
 @pytest.mark.parametrize("model", sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
 def test_the_default_search_space_fits_every_model(model):
     """tuner=random with any conf/model file searches only keys that model has (was: the CNN's space for all)."""
-    from melanoma_lab.tuning import dimensions
+    from melanoma_lab.study.tuning import dimensions
 
     cfg = compose_config(["tuner=random", f"model={model}"])
     check_search_space(cfg, [])

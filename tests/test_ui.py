@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from melanoma_lab.experiment import run_experiment
+from melanoma_lab.study.experiment import run_experiment
 from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY_AUGMENTOR
 from melanoma_lab.tracking.server import stop_group, wait_until_up
-from melanoma_lab.tune_local_cluster import free_port
+from melanoma_lab.study.tune_cluster import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.ui]
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from melanoma_lab.bench.measure import BATCH, SEED, SIZE, FitTimer, data_overrides
-from melanoma_lab.composition import compose
+from melanoma_lab.config.compose import compose
 from melanoma_lab.data.staging import write_atomically
 
 BACKENDS = ("tensorflow", "jax", "torch")  # Keras' backend names, which are also their packages' import names
@@ -61,7 +61,7 @@ def write_arrays(data: str | None, workdir: Path) -> Path:
     """The benchmark's training and validation split (same files as the other variants) as uint8 arrays."""
     from melanoma_lab.data.pipeline import decode
     from melanoma_lab.data.split import train_val_split
-    from melanoma_lab.datasets import load_catalog
+    from melanoma_lab.data.sources import load_catalog
 
     cfg = compose(["experiment=m1"] + data_overrides(data, workdir))
     catalog = load_catalog(cfg.dataset)

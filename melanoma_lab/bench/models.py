@@ -33,9 +33,9 @@ def measure(overrides: list[str], images: int, repeats: int) -> dict[str, Any]:
     import keras
     import numpy as np
 
-    from melanoma_lab.composition import compose
-    from melanoma_lab.inference import predict_probabilities, tta_mode, tta_views
-    from melanoma_lab.training import compile_model
+    from melanoma_lab.config.compose import compose
+    from melanoma_lab.evaluation.inference import predict_probabilities, tta_mode, tta_views
+    from melanoma_lab.training.fit import compile_model
 
     cfg = compose([*overrides, "dataset=synthetic"])
     size, batch = cfg.dataset.image_size, cfg.dataset.batch_size

@@ -1,4 +1,4 @@
-"""Whole-study benchmark: the seeds' notebook procedure vs ``python -m melanoma_lab.study`` (M1 + M2 + M3, one seed).
+"""Whole-study benchmark: the seeds' notebook procedure vs ``python -m melanoma_lab.study.runner`` (M1 + M2 + M3, one seed).
 
     python -m melanoma_lab.bench.study [--data PATH] [--out bench/study.json]      (make bench-study)
 
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from melanoma_lab.composition import compose
+from melanoma_lab.config.compose import compose
 from melanoma_lab.bench.measure import REAL_DATA, data_overrides, peak_rss_mb
 from melanoma_lab.bench.throughput import train_seed_pipeline
 
@@ -41,7 +41,7 @@ def seed_procedure(data: str | None, workdir: Path) -> list[dict[str, Any]]:
     """The seeds' notebook in this process, stage by stage (seconds, epochs, final val accuracy, peak RSS)."""
     import Augmentor
 
-    from melanoma_lab.datasets import load_catalog
+    from melanoma_lab.data.sources import load_catalog
 
     stages: list[dict[str, Any]] = []
 
@@ -111,7 +111,7 @@ def run_study_benchmark(data: str | None, out: Path) -> dict[str, Any]:
     """melanoma_lab's study, then the seeds' procedure, each in its own process; writes ``out`` atomically."""
     workdir = Path(tempfile.mkdtemp(prefix="melanoma-bench-study-"))
     data_args = [a for a in data_overrides(data, workdir) if not a.startswith("paths.")]
-    lab_command = [sys.executable, "-m", "melanoma_lab.study", "study.experiments=[m1,m2,m3]", "study.seeds=[1]",
+    lab_command = [sys.executable, "-m", "melanoma_lab.study.runner", "study.experiments=[m1,m2,m3]", "study.seeds=[1]",
                    f"study.name={STUDY}", f"paths.root_dir={workdir}", "tracking.skip_finished=false",
                    f"hydra.run.dir={workdir}/hydra", *data_args]
     print("melanoma_lab study:", " ".join(lab_command[1:]), flush=True)

@@ -34,7 +34,7 @@ from typing import Any
 
 from melanoma_lab.bench import backends
 from melanoma_lab.bench.measure import BATCH, REAL_DATA, SEED, SIZE, FitTimer, data_overrides
-from melanoma_lab.composition import compose
+from melanoma_lab.config.compose import compose
 from melanoma_lab.data.staging import write_atomically
 
 VARIANTS = ("seed", "lab", "untracked", "float32", "disk")
@@ -49,7 +49,7 @@ def train_seed_pipeline(cfg, train_dir: Path, epochs: int) -> dict[str, list[flo
     import tensorflow as tf
     from hydra.utils import instantiate
 
-    from melanoma_lab.augmentation import build_augmentation
+    from melanoma_lab.components.augmentation import build_augmentation
 
     common = dict(validation_split=cfg.dataset.val_fraction, seed=SEED, image_size=(SIZE, SIZE), batch_size=BATCH)
     train = keras.utils.image_dataset_from_directory(train_dir, subset="training", **common)
@@ -78,11 +78,11 @@ def run_variant(variant: str, data: str | None, epochs: int, workdir: Path) -> d
     cfg = compose(overrides + data_overrides(data, workdir))
     costs: dict[str, float] = {}
     if variant == "seed":
-        from melanoma_lab.datasets import load_catalog
+        from melanoma_lab.data.sources import load_catalog
 
         train_seed_pipeline(cfg, Path(load_catalog(cfg.dataset).root) / "Train", epochs)
     else:
-        from melanoma_lab.experiment import run_experiment
+        from melanoma_lab.study.experiment import run_experiment
 
         metrics = run_experiment(cfg, workdir / "runs" / f"{variant}-{os.getpid()}")
         costs = {k: metrics[k] for k in ("run_seconds", "tracking_seconds")}
@@ -91,9 +91,9 @@ def run_variant(variant: str, data: str | None, epochs: int, workdir: Path) -> d
 
 def time_augmentor(data: str | None, workdir: Path) -> dict[str, float]:
     """M3's Augmentor step (500 extra images per class) on a fresh cache, then again from the cache."""
-    from melanoma_lab.datasets import load_catalog
+    from melanoma_lab.data.sources import load_catalog
     from melanoma_lab.data.split import train_val_split
-    from melanoma_lab.imbalance import generate_augmentor_images
+    from melanoma_lab.components.imbalance import generate_augmentor_images
 
     cfg = compose(["experiment=m3"] + data_overrides(data, workdir))
     catalog = load_catalog(cfg.dataset)
@@ -118,7 +118,7 @@ def time_scaling(data: str | None, workdir: Path, factors: tuple[int, ...] = (1,
 
     from melanoma_lab.data.batches import make_dataset
     from melanoma_lab.data.pipeline import DecodedImages, decode
-    from melanoma_lab.datasets import load_catalog
+    from melanoma_lab.data.sources import load_catalog
     from melanoma_lab.runtime import set_precision
 
     cfg = compose(["experiment=m1"] + data_overrides(data, workdir))

@@ -1,7 +1,7 @@
 """Colour constancy: Shades of Gray (Finlayson & Trezzi, 2004), as used by ISIC challenge winners.
 
 Pure numpy on decoded uint8 images, so training, evaluation, ``predict`` and serving apply exactly the same
-correction (:mod:`melanoma_lab.preparation` after decoding, :class:`melanoma_lab.inference.ModelSettings` for a
+correction (:mod:`melanoma_lab.study.preparation` after decoding, :class:`melanoma_lab.evaluation.inference.ModelSettings` for a
 logged model).
 """
 

@@ -59,7 +59,7 @@ def manifest_catalog(root: Path, images: pd.Series, labels: pd.Series, groups: p
                      splits: pd.Series | None, image_dirs: tuple[str, ...], extension: str, manifest: Path,
                      metadata: pd.DataFrame | None = None) -> Catalog:
     """A catalog from manifest columns; rows whose image file is missing are listed in ``unexpected``. The
-    columns of ``metadata`` (age, sex, site...) are kept as ``meta_<name>`` (:mod:`melanoma_lab.subgroups`)."""
+    columns of ``metadata`` (age, sex, site...) are kept as ``meta_<name>`` (:mod:`melanoma_lab.evaluation.subgroups`)."""
     if splits is None:
         splits = pd.Series("train", index=images.index)
     splits = splits.str.strip().str.lower()

@@ -141,8 +141,22 @@ def row_reader(images: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def augment_batch(augment, images, labels) -> tuple:
-    """One training batch through ``augment`` (:mod:`melanoma_lab.augmentation`) as Keras' image preprocessing
+    """One training batch through ``augment`` (:mod:`melanoma_lab.components.augmentation`) as Keras' image preprocessing
     layers take a batch with its labels (``{"images", "labels"}``): MixUp and CutMix blend the one-hot labels as
     they blend the images; the other layers pass the labels through."""
     out = augment({"images": images, "labels": labels}, training=True)
     return out["images"], out["labels"]
+
+
+@dataclass
+class PreparedData:
+    classes: list[str]
+    train: DecodedImages
+    validation: DecodedImages
+    test: DecodedImages | None
+    counts_before: dict[str, int]
+    counts_after: dict[str, int]
+    skipped: dict[str, str]
+    test_unscored: pd.DataFrame  # Test images (or Test folder entries) not scored: path, reason
+    class_weight: dict[int, float] | None = None  # loss weights of the imbalance strategy, if it gives any
+    held_out: DecodedImages | None = None  # nested cross-validation: the outer fold, scored only (``fold_*``)

@@ -4,14 +4,18 @@ A source is a plain function with typed keyword parameters that returns a Catalo
 ``label``, ``split``, ``sha256``, ``source``, ``parent`` and ``group_id``). ``conf/dataset/<name>.yaml`` names it
 under ``source._target_`` with its arguments; :func:`load_catalog` instantiates it. Class folders and the synthetic
 set are here; CSV manifests (HAM10000, ISIC 2019, your own) in :mod:`melanoma_lab.data.manifests`.
-:func:`melanoma_lab.datasets.load_catalog` instantiates the configured one.
 """
 
 from __future__ import annotations
 
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
 from melanoma_lab.data import synthetic as synthetic_data
 from melanoma_lab.data.catalog import IMAGE_EXTENSIONS, Catalog, scan
 from melanoma_lab.data.synthetic import ISIC_CLASSES
+from melanoma_lab.errors import ConfigError, UserError
 
 
 def class_folders(root: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Catalog:
@@ -28,3 +32,21 @@ def synthetic(cache_dir: str, train_images: int, test_images: int, generated_siz
                                              generated_size, generator_seed)
     return scan(root, list(IMAGE_EXTENSIONS))
 
+
+def load_catalog(dataset: DictConfig) -> Catalog:
+    """The catalog of ``dataset``: its ``source`` instantiated (``_target_`` names the source function)."""
+    source = dataset.get("source")
+    if not isinstance(source, DictConfig) or "_target_" not in source:
+        raise ConfigError(f"dataset {dataset.get('name')!r} has no source._target_: name a source function in "
+                          "conf/dataset/<name>.yaml, e.g. source: {_target_: melanoma_lab.data.sources.class_folders, "
+                          "root: ${..root}}")
+    try:
+        catalog = instantiate(source, _convert_="all")
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):  # the source's own message says what to do (missing data...)
+            raise error.__cause__ from None
+        raise ConfigError(f"dataset.source ({source._target_}): {error}") from error
+    if not isinstance(catalog, Catalog):
+        raise ConfigError(f"dataset.source._target_={source._target_} returned {type(catalog).__name__}, not a "
+                          "Catalog: a dataset source returns melanoma_lab.data.catalog.Catalog")
+    return catalog

@@ -13,7 +13,7 @@ shows it as ``key=(default)``.
 Experiments are compared the same way: with several experiments (``experiment=("m5", "m6")``) the group
 leaves the ``experiment`` tag out, each run's ``experiment=<name>`` override is one of its changes, and the first
 experiment named is the reference unless a ``baseline`` says otherwise. Where a parent ran the shift check
-(:mod:`melanoma_lab.shift_check`), its worst drop per shift family is a column too.
+(:mod:`melanoma_lab.study.shift_check`), its worst drop per shift family is a column too.
 
 Differences are paired by image (joined on path) with a bootstrap over the images: balanced accuracy over the
 classes with at least ``evaluation.frequent_class_images`` images, and melanoma-vs-rest ROC-AUC. Alert sensitivity
@@ -29,15 +29,15 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from melanoma_lab.evaluation import _binary_auc, frequent_balanced_accuracy
-from melanoma_lab.reporting.runs import OOF_FILE
+from melanoma_lab.evaluation.metrics import _binary_auc, frequent_balanced_accuracy
+from melanoma_lab.reporting.selection import OOF_FILE
 from melanoma_lab.reporting.statistics import common_paths, probabilities
 
 GROUP_TAGS = ("experiment", "cv_folds", "cv_run_folds", "nested", "seed", "data_fingerprint")
 NOT_A_CHANGE = ("study.", "tracking.", "paths.", "hydra.")  # where runs go, not what they compute
 BASELINE = "baseline"
 ALONE = "(the only run on these folds)"
-SHIFT_DROPS = "oof_shift_worst_drop_"  # the shift check's worst drop per family (melanoma_lab.shift_check)
+SHIFT_DROPS = "oof_shift_worst_drop_"  # the shift check's worst drop per family (melanoma_lab.study.shift_check)
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Writing the study report: ``report.md`` (figures as PNG files beside it) and ``report.html`` (figures
-embedded), from a loaded :class:`~melanoma_lab.reporting.runs.Study`."""
+embedded), from a loaded :class:`~melanoma_lab.reporting.selection.Study`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from melanoma_lab import plots
-from melanoma_lab.audit import summary as audit_summary
-from melanoma_lab.reporting.runs import Study
+from melanoma_lab.evaluation import plots
+from melanoma_lab.data.audit import summary as audit_summary
+from melanoma_lab.reporting.selection import Study
 from melanoma_lab.reporting.statistics import probabilities
 from melanoma_lab.data.staging import write_atomically
 from melanoma_lab.reporting.tables import (class_recall, comparisons, conclusions, cross_validation_table,

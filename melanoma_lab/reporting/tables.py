@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from melanoma_lab.evaluation import _binary_auc, metric_key
-from melanoma_lab.reporting.runs import Study, StudyRun
+from melanoma_lab.evaluation.metrics import _binary_auc, metric_key
+from melanoma_lab.reporting.selection import Study, StudyRun
 from melanoma_lab.reporting.statistics import (balanced_accuracy_of, bootstrap_interval, clean_part, common_paths,
                                                paired_difference, probabilities)
 

@@ -29,7 +29,7 @@ from PIL import Image
 
 from melanoma_lab.runtime import PACKAGES
 from melanoma_lab.data.pipeline import load_image
-from melanoma_lab.inference import ModelSettings
+from melanoma_lab.evaluation.inference import ModelSettings
 from melanoma_lab.tracking.provenance import package_versions
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def decode_image(value: str | bytes, size: int) -> np.ndarray:
 
 class LesionClassifier(mlflow.pyfunc.PythonModel):
     """Raw image in, nine class probabilities, top class, melanoma probability and alert out; predicted like the
-    run's evaluation (:mod:`melanoma_lab.inference`: same decoding, resizing and test-time augmentation)."""
+    run's evaluation (:mod:`melanoma_lab.evaluation.inference`: same decoding, resizing and test-time augmentation)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.settings = ModelSettings.from_metadata(context.model_config)

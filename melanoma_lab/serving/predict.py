@@ -5,9 +5,9 @@
 ``MODEL_URI`` is any MLflow model URI of a model logged by melanoma_lab (default: ``serving.model_uri``, the
 registered champion ``models:/melanoma-classifier@champion``, see ``python -m melanoma_lab.serving.promote``; or
 ``runs:/<run_id>/model``, ``models:/<model_id>``), in the store that ``key=value`` overrides of ``conf/`` name
-(``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``: :mod:`melanoma_lab.command_line`), as for training. Class names, input size, test-time augmentation and the
+(``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``: :mod:`melanoma_lab.config.arguments`), as for training. Class names, input size, test-time augmentation and the
 melanoma alert threshold (chosen on validation data) come from the model's metadata, and each image goes
-through the run's own evaluation path (:mod:`melanoma_lab.inference`), so a run's Test folder gives its
+through the run's own evaluation path (:mod:`melanoma_lab.evaluation.inference`), so a run's Test folder gives its
 ``evaluation/test_predictions.csv``. A model whose validation held no melanoma has no calibrated alert: no
 alerts, and a note says so. Every input is answered: a file that cannot be read gets an error line (an
 ``error`` entry with ``--json``, an ``error`` column in ``predictions.csv``) and the others are still
@@ -30,9 +30,9 @@ import mlflow
 import numpy as np
 
 from melanoma_lab.data.pipeline import load_image
-from melanoma_lab.gradcam import grad_cam
-from melanoma_lab.inference import ModelSettings, preprocess
-from melanoma_lab.command_line import parse_with_config
+from melanoma_lab.evaluation.gradcam import grad_cam
+from melanoma_lab.evaluation.inference import ModelSettings, preprocess
+from melanoma_lab.config.arguments import parse_with_config
 from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
 from melanoma_lab.serving.model_card import card_summary
 

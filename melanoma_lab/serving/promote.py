@@ -8,7 +8,7 @@ threshold that was chosen on VALIDATION data (with the validation sensitivity an
 card (:mod:`melanoma_lab.serving.model_card`) as its description and as the run's ``model_card.md``.
 Nothing is retrained; ``python -m melanoma_lab.serving.predict IMAGES`` then uses the champion by default. The
 store is the one ``key=value`` overrides of ``conf/`` name (``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``:
-:mod:`melanoma_lab.command_line`), as for training.
+:mod:`melanoma_lab.config.arguments`), as for training.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from melanoma_lab.command_line import parse_with_config
+from melanoma_lab.config.arguments import parse_with_config
 from melanoma_lab.serving.model_card import model_card
 from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
 

@@ -17,7 +17,8 @@ import hydra
 import mlflow
 from omegaconf import DictConfig
 
-from melanoma_lab.config import register_configs, validate
+from melanoma_lab.config.compose import CONF_PATH
+from melanoma_lab.config.schema import register_configs, validate
 from melanoma_lab.tracking.store import configured_tracking_uri
 
 
@@ -29,7 +30,7 @@ def serve_command(cfg: DictConfig) -> list[str]:
             "--env-manager", "local"]
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")
 def main(cfg: DictConfig) -> None:
     validate(cfg)
     uri = configured_tracking_uri(cfg)

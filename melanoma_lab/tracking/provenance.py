@@ -21,7 +21,7 @@ from melanoma_lab.tracking.lockfile import lock_tags
 
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-CODE_FOLDERS = (PACKAGE_DIR.name, "conf")  # the package and its Hydra configs (``config_path="../conf"``)
+CODE_FOLDERS = (PACKAGE_DIR.name, "conf")  # the package and its Hydra configs (:data:`melanoma_lab.config.compose.CONF_DIR`)
 TRACKED_PACKAGES = ["melanoma-lab", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "torch", "keras", "keras-tuner",
                     "mlflow", "hydra-core", "Augmentor", "numpy", "pandas", "scikit-learn", "pillow"]
 SHORT = 12

@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5000, help="MLflow server port on 127.0.0.1")
     parser.add_argument("--db-port", type=int, default=5433, help="PostgreSQL port on 127.0.0.1")
     parser.add_argument("--workers", type=int, default=2, help="MLflow server worker processes")
-    from melanoma_lab.command_line import parse_with_config
+    from melanoma_lab.config.arguments import parse_with_config
 
     args, cfg = parse_with_config(parser, argv)
     if args.tracking_uri:

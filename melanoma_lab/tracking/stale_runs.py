@@ -8,7 +8,7 @@ search). Runs of other hosts cannot be judged from here and are left alone. By h
     python -m melanoma_lab.tracking.stale_runs [--repair] [key=value ...]
 
 lists this host's stale runs (``--repair`` marks them FAILED) in the store that ``key=value`` overrides of
-``conf/`` name (``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``: :mod:`melanoma_lab.command_line`), as for
+``conf/`` name (``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``: :mod:`melanoma_lab.config.arguments`), as for
 ``python -m melanoma_lab`` with the same overrides.
 """
 
@@ -81,7 +81,7 @@ def describe(run: Run, experiment_names: dict[str, str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from melanoma_lab.command_line import parse_with_config  # composes conf/: only the command line needs it
+    from melanoma_lab.config.arguments import parse_with_config  # composes conf/: only the command line needs it
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repair", action="store_true", help="mark the stale runs FAILED (default: only list)")

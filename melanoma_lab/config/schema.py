@@ -1,0 +1,270 @@
+"""Structured configs: the schema every YAML file in ``conf/`` is merged into.
+
+Each config group file starts with ``defaults: [_schema, _self_]``, so Hydra rejects an unknown key
+or a wrongly typed value before anything runs. Value ranges that types cannot express are checked
+by :func:`validate`, also before any data is read. Plug-in groups (model, imbalance, augmentation, loss,
+lr_schedule, callbacks) have no schema here: their ``_target_``'s signature is the schema
+(:mod:`melanoma_lab.config.plugins`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from melanoma_lab.config.plugins import KERAS_ARGUMENTS, check_targets
+from melanoma_lab.errors import ConfigError
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    data_dir: str = "${paths.root_dir}/data"
+    cache_dir: str = "${paths.data_dir}/cache"
+    experiments_dir: str = "${paths.root_dir}/experiments"
+    mlruns_dir: str = "${paths.root_dir}/mlruns"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: Optional[str] = None
+    image_size: int = 180
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    melanoma_class: str = "melanoma"  # the dataset's melanoma label (alert and melanoma_* metrics)
+    on_unreadable: str = "skip"  # skip | fail
+    ram_budget_mb: Optional[float] = None  # decoded training split larger than this: read from a disk cache
+    source: Any = MISSING  # {_target_: a function of melanoma_lab.data returning a Catalog, its keywords}
+    colour_constancy_power: Optional[float] = None  # Shades of Gray p-norm (6 in ISIC winners) after decoding; null: off
+
+
+@dataclass
+class OptimizerConfig:
+    _target_: str = MISSING
+    learning_rate: float = 1e-3
+    use_ema: bool = False  # Keras' exponential moving average of the weights (validated and kept each epoch)
+    ema_momentum: float = 0.99
+    weight_decay: Optional[float] = None  # decoupled weight decay (Keras: w -= lr * weight_decay * w); null: none
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    _target_: str = "keras.optimizers.SGD"
+    learning_rate: float = 1e-2
+    momentum: float = 0.9
+    nesterov: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    seed: int = 42
+    deterministic: bool = False
+    monitor: str = "val_loss"  # picks the best epoch (early stopping, checkpoint); val_bacc: balanced accuracy
+    resume: bool = False  # continue an interrupted (KILLED/FAILED) run of the same config from its last epoch
+    precision: str = "auto"  # float32 | mixed_bfloat16 | mixed_float16 | auto (by device: melanoma_lab.runtime)
+    strategy: str = "default"  # default | mirrored (all local devices) | multi_worker (processes; README)
+    verbose: int = 2
+    head_epochs: int = 0  # first train only the new head, the pretrained backbone frozen (then all of `epochs`)
+    head_learning_rate: float = 1e-3  # the head-only epochs' constant rate (optimizer.learning_rate: the rest)
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    tracking_uri: Optional[str] = None  # None: sqlite store under paths.mlruns_dir; MLFLOW_TRACKING_URI wins
+    experiment_name: str = "${study.name}"
+    log_model: bool = True
+    skip_finished: bool = True  # a run whose config, data and code match a FINISHED run is reused
+    system_metrics: bool = True  # training runs: MLflow's system/* metrics (CPU, memory, disk, network, GPU)
+
+
+@dataclass
+class EvaluationConfig:
+    fixed_specificity: float = 0.8
+    fixed_sensitivity: float = 0.9
+    calibration_bins: int = 10
+    tta: str = "none"  # none | flip | dihedral (true/false: aliases of flip/none)
+    frequent_class_images: int = 10  # out-of-fold balanced accuracy is also reported over classes with >= this
+    subgroup_min_images: int = 30  # a metadata subgroup smaller than this is listed, not scored (subgroups.py)
+    age_bins: list[float] = field(default_factory=lambda: [0, 30, 45, 60, 75, 120])
+    shift_tta: str = "none"  # the views of the shift check's predictions
+    shifts: Any = None  # the shift check's acquisition shifts: family -> name -> {_target_, ...} (shifts.py)
+
+
+@dataclass
+class AuditConfig:
+    conflict_policy: str = "warn"  # warn | drop | fail
+    near_duplicate_distance: int = 4  # max Hamming distance between perceptual hashes
+    test_contamination: str = "exclude"  # Train copies of Test images: exclude (from training) | keep (warns)
+    out: Optional[str] = None  # where audit.json goes; None: the run's output folder
+
+
+@dataclass
+class StudyConfig:
+    name: str = "melanoma-study"  # also the MLflow experiment that holds the study's runs
+    experiments: list[str] = field(default_factory=lambda: ["m1", "m2", "m3", "m4", "m5", "m6"])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    cv_folds: int = 1  # K > 1: every experiment runs as K stratified, content-grouped folds
+    cv_run_folds: Optional[list[int]] = None  # run only these folds (1-based), e.g. [1, 2] for quick ablations
+    nested: bool = True  # CV: select epoch and alert threshold on an inner split of each fold's training part
+    ensemble: bool = False  # CV: log the average of the fold models as one model (threshold from out-of-fold)
+    shift_check: bool = True  # CV: score the out-of-fold images again under evaluation.shifts (shift_check.py)
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
+    reports_dir: str = "${paths.experiments_dir}/reports"
+    launch: Optional[str] = None  # set by python -m melanoma_lab.study.runner per invocation: tags the runs it launches
+
+
+@dataclass
+class ServingConfig:
+    model_uri: str = "models:/melanoma-classifier@champion"
+    host: str = "127.0.0.1"  # loopback only; 0.0.0.0 exposes the model to the network
+    port: int = 5001
+    workers: int = 1
+
+
+@dataclass
+class SearchParameter:
+    """One dimension of a KerasTuner search: a config key (or config group) and the values it may take."""
+    key: str = MISSING  # e.g. model.dropout, optimizer.learning_rate, optimizer (a group: values adam, sgd)
+    type: str = "choice"  # choice | int | float
+    values: list[Any] = field(default_factory=list)  # choice: the candidates (lists allowed, e.g. [8, 16])
+    min: Optional[float] = None  # int | float: the range
+    max: Optional[float] = None
+    step: Optional[float] = None
+    sampling: str = "linear"  # linear | log
+
+
+@dataclass
+class TunerConfig:
+    name: str = MISSING  # hyperband | random | bayesian
+    objective: str = "val_bacc"  # val_bacc (validation balanced accuracy, maximised) | val_loss (minimised)
+    max_trials: int = 10  # random | bayesian: trials in all (hyperband: its brackets decide)
+    executions_per_trial: int = 1  # trainings per trial, objective averaged
+    max_epochs: int = MISSING  # epochs of a trial (hyperband: the most); conf: ${trainer.epochs}
+    factor: int = 3  # hyperband: reduction factor between brackets
+    hyperband_iterations: int = 1
+    patience: Optional[int] = None  # early stopping of a trial on the objective; null: train every epoch
+    seed: int = MISSING  # conf: ${trainer.seed}
+    resume: bool = False  # true: continue the search whose state is in directory (KerasTuner overwrite=False)
+    directory: str = MISSING  # KerasTuner's state (oracle, trials, checkpoints)
+    export_name: str = MISSING  # the tuned experiment: <export_dir>/experiment/tuned/<export_name>.yaml
+    export_dir: str = MISSING  # a Hydra config folder (conf/, or one added with hydra.searchpath=[file://DIR])
+    search_space: list[SearchParameter] = field(default_factory=list)  # conf: spaces.<model.name>
+    spaces: dict[str, list[SearchParameter]] = field(default_factory=dict)  # the default space of each model
+
+
+@dataclass
+class Config:
+    name: str = "baseline"
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    dataset: Any = MISSING
+    augmentation: Any = MISSING  # plug-in groups (augmentation ... callbacks): checked by melanoma_lab.config.plugins
+    imbalance: Any = MISSING
+    model: Any = MISSING
+    loss: Any = MISSING
+    lr_schedule: Any = MISSING
+    callbacks: Any = MISSING
+    optimizer: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    tuner: Any = None  # tuner=hyperband|random|bayesian: a KerasTuner search instead of one run
+
+
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "dataset": {"_schema": DatasetConfig},
+    "optimizer": {"_schema": OptimizerConfig, "_sgd_schema": SGDConfig},
+    "trainer": {"_schema": TrainerConfig},
+    "tracking": {"_schema": TrackingConfig},
+    "evaluation": {"_schema": EvaluationConfig},
+    "audit": {"_schema": AuditConfig},
+    "paths": {"_schema": PathsConfig},
+    "study": {"_schema": StudyConfig},
+    "serving": {"_schema": ServingConfig},
+    "tuner": {"_schema": TunerConfig},
+}
+
+
+def register_configs() -> None:
+    """Register the root schema and one schema per config group with Hydra's ConfigStore."""
+    store = ConfigStore.instance()
+    store.store(name="_schema", node=Config)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for name, node in schemas.items():
+            store.store(group=group, name=name, node=node)
+
+
+Check = tuple[str, Callable[[Any], bool], str]
+
+CHECKS: list[Check] = [
+    ("dataset.image_size", lambda v: v >= 8, "must be at least 8 pixels"),
+    ("dataset.batch_size", lambda v: v >= 1, "must be at least 1"),
+    ("dataset.val_fraction", lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (exclusive)"),
+    ("dataset.ram_budget_mb", lambda v: v > 0, "must be null (no limit) or a positive number of MB"),
+    ("dataset.on_unreadable", lambda v: v in ("skip", "fail"), "must be 'skip' or 'fail'"),
+    ("optimizer.learning_rate", lambda v: v > 0, "must be positive"),
+    ("trainer.epochs", lambda v: v >= 1, "must be at least 1"),
+    ("trainer.head_epochs", lambda v: v >= 0, "must not be negative (0: no head-only epochs)"),
+    ("trainer.head_learning_rate", lambda v: v > 0, "must be positive"),
+    ("optimizer.weight_decay", lambda v: v >= 0, "must be null (none) or not negative"),
+    ("trainer.monitor", lambda v: v in ("val_loss", "val_accuracy", "val_bacc"),
+     "must be val_loss, val_accuracy or val_bacc"),
+    ("trainer.precision", lambda v: v in ("float32", "mixed_bfloat16", "mixed_float16", "auto"),
+     "must be float32, mixed_bfloat16, mixed_float16 or auto"),
+    ("serving.port", lambda v: 1 <= v <= 65535, "must be a TCP port (1-65535)"),
+    ("serving.workers", lambda v: v >= 1, "must be at least 1"),
+    ("trainer.strategy", lambda v: v in ("default", "mirrored", "multi_worker"),
+     "must be default, mirrored or multi_worker"),
+    ("tuner.name", lambda v: v in ("hyperband", "random", "bayesian"), "must be hyperband, random or bayesian"),
+    ("tuner.objective", lambda v: v in ("val_bacc", "val_loss"), "must be val_bacc or val_loss"),
+    ("tuner.max_trials", lambda v: v >= 1, "must be at least 1"),
+    ("tuner.executions_per_trial", lambda v: v >= 1, "must be at least 1"),
+    ("tuner.max_epochs", lambda v: v >= 1, "must be at least 1"),
+    ("tuner.factor", lambda v: v >= 2, "must be at least 2"),
+    ("tuner.hyperband_iterations", lambda v: v >= 1, "must be at least 1"),
+    ("tuner.patience", lambda v: v >= 0, "must be null or not negative"),
+    ("tuner.search_space", lambda v: len(v) >= 1, "must list at least one parameter (see conf/tuner/random.yaml)"),
+    ("evaluation.fixed_specificity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
+    ("evaluation.fixed_sensitivity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
+    ("evaluation.calibration_bins", lambda v: v >= 2, "must be at least 2"),
+    ("evaluation.frequent_class_images", lambda v: v >= 1, "must be at least 1"),
+    ("evaluation.shift_tta", lambda v: str(v).lower() in ("none", "flip", "dihedral"),
+     "must be none, flip or dihedral"),
+    ("evaluation.tta", lambda v: str(v).lower() in ("none", "flip", "dihedral", "true", "false"),
+     "must be none, flip or dihedral (true/false: flip/none)"),
+    ("dataset.colour_constancy_power", lambda v: v >= 1, "must be null (off) or a p-norm of at least 1 (6: usual)"),
+    ("optimizer.ema_momentum", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+    ("study.seeds", lambda v: len(v) >= 1, "must list at least one seed"),
+    ("study.cv_folds", lambda v: v >= 1, "must be at least 1 (1: one train/validation split)"),
+    ("study.bootstrap_samples", lambda v: v >= 100, "must be at least 100"),
+    ("study.confidence", lambda v: 0.5 <= v < 1.0, "must be in [0.5, 1)"),
+    ("audit.conflict_policy", lambda v: v in ("warn", "drop", "fail"), "must be warn, drop or fail"),
+    ("audit.near_duplicate_distance", lambda v: v >= 0, "must not be negative"),
+    ("audit.test_contamination", lambda v: v in ("exclude", "keep"), "must be exclude or keep"),
+]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming every key whose value is out of range, or (plug-in groups) unknown or of
+    the wrong type for its ``_target_``'s signature. Imports no TensorFlow."""
+    check_targets(cfg, KERAS_ARGUMENTS)
+    problems = []
+    for key, is_valid, requirement in CHECKS:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if value is not None and not is_valid(value):
+            problems.append(f"{key}={value!r} {requirement}")
+    head, epochs = (OmegaConf.select(cfg, f"trainer.{k}", default=None) for k in ("head_epochs", "epochs"))
+    if head and epochs and head >= epochs:
+        problems.append(f"trainer.head_epochs={head} must be fewer than trainer.epochs={epochs} (the epochs in all, "
+                        "head-only ones included): the backbone would never be fine-tuned")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))

@@ -1,0 +1,2 @@
+"""Evaluation without MLflow: metrics (melanoma triage), the one prediction path (inference, TTA views),
+plots, Grad-CAM, acquisition shifts and subgroups."""

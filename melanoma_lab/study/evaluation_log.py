@@ -1,0 +1,75 @@
+"""Log one evaluation to a run: metrics, per-image predictions, per-class table, confusion matrix, ROC curves and
+reliability diagram. Shared by training runs (:mod:`melanoma_lab.study.experiment`) and external evaluations
+(:mod:`melanoma_lab.study.external`), so both leave the same artifacts under ``evaluation/<prefix>_*``."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from melanoma_lab.evaluation import plots
+from melanoma_lab.data.contamination import TWIN_COLUMN
+from melanoma_lab.evaluation.metrics import AlertCalibration, Evaluation, reliability_table
+from melanoma_lab.tracking.run import RunTracker
+
+log = logging.getLogger(__name__)
+
+
+# The numbers a reader looks for first; each is also logged as headline/<name>, so the MLflow UI lists them together
+# (the run page's metrics, a "headline" section in the charts, easy to pick as run-table columns).
+HEADLINE = ("val_balanced_accuracy", "val_melanoma_roc_auc", "val_melanoma_alert_sensitivity",
+            "val_melanoma_alert_specificity", "test_balanced_accuracy", "test_melanoma_roc_auc",
+            "test_melanoma_alert_sensitivity", "test_melanoma_alert_specificity", "test_clean_balanced_accuracy",
+            "fold_balanced_accuracy", "fold_melanoma_roc_auc", "oof_balanced_accuracy_frequent",
+            "oof_melanoma_roc_auc", "oof_melanoma_alert_sensitivity", "oof_melanoma_alert_specificity",
+            "ensemble_test_balanced_accuracy", "ensemble_test_melanoma_roc_auc")
+
+
+def headline(metrics: dict[str, float]) -> dict[str, float]:
+    """The :data:`HEADLINE` metrics among ``metrics``, as ``headline/<name>``."""
+    return {f"headline/{name}": metrics[name] for name in HEADLINE if name in metrics}
+
+
+def evaluation_metrics(result: Evaluation, prefix: str, history: dict[str, list]) -> dict[str, float]:
+    """``<prefix>_<metric>``; a name Keras already logs per epoch (val_accuracy) gets a ``final_`` prefix."""
+    named = {f"{prefix}_{k}": v for k, v in result.metrics.items()}
+    return {(f"final_{k}" if k in history else k): v for k, v in named.items()}
+
+
+def predictions_table(result: Evaluation, files: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """One row per image: path, true label index, ``train_twin`` (content on both sides of Train/Test) when
+    known, and the probability of each class."""
+    table = pd.DataFrame(result.probabilities, columns=[f"p_{c}" for c in classes])
+    if TWIN_COLUMN in files:
+        table.insert(0, TWIN_COLUMN, files[TWIN_COLUMN].to_numpy(dtype=bool))
+    table.insert(0, "label", result.labels)
+    table.insert(0, "path", files["path"].to_numpy())
+    return table
+
+
+def log_evaluation(tracker: RunTracker, result: Evaluation, metrics: dict[str, float], prefix: str,
+                   files: pd.DataFrame, classes: list[str], melanoma_class: str, bins: int, step: int) -> pd.DataFrame:
+    """Log ``metrics`` and the evaluation's tables and figures (the ROC curve of ``melanoma_class`` drawn bold);
+    returns the per-image predictions table."""
+    tracker.log_metrics(metrics, step=step)
+    predictions = predictions_table(result, files, classes)
+    tracker.log_table(predictions, f"evaluation/{prefix}_predictions.csv")
+    tracker.log_table(result.per_class, f"evaluation/{prefix}_per_class.csv")
+    tracker.log_figure(plots.confusion_matrices(result.confusion, classes, prefix),
+                       f"evaluation/{prefix}_confusion_matrix.png")
+    tracker.log_figure(plots.roc_curves(result.labels, result.probabilities, classes, prefix, melanoma_class),
+                       f"evaluation/{prefix}_roc_curves.png")
+    tracker.log_figure(plots.reliability_diagram(reliability_table(result.labels, result.probabilities, bins),
+                                                 prefix), f"evaluation/{prefix}_reliability.png")
+    tracker.log_dict({"classes": classes, "confusion_matrix": result.confusion.tolist()},
+                     f"evaluation/{prefix}_confusion_matrix.json")
+    return predictions
+
+
+def log_alert(tracker: RunTracker, alert: AlertCalibration) -> None:
+    """Tag the run with how its melanoma alert was calibrated (``melanoma_alert_status``), and say why if not."""
+    tracker.set_tags({"melanoma_alert_status": alert.status})
+    if alert.threshold is None:
+        tracker.set_tags({"melanoma_alert_note": alert.note})
+        log.warning("%s", alert.note)

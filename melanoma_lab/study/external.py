@@ -1,0 +1,185 @@
+"""External evaluation: score any logged or registered model on any dataset, in its own MLflow run.
+
+    python -m melanoma_lab.study.external model_uri=runs:/<run id>/model dataset=ham10000 class_map=ham10000_to_isic9
+
+The model's metadata fixes its classes, input size, test-time augmentation and melanoma alert threshold (chosen on
+its own validation data); every image goes through the one prediction path (:mod:`melanoma_lab.evaluation.inference`). The
+dataset's labels are renamed with ``class_map`` (``conf/class_map/*.yaml``); images whose (renamed) label is no class
+of the model are not scored but counted per class (metric ``eval_unknown_class_images``, ``evaluation/
+unknown_class_counts.json``) and listed (``evaluation/unknown_classes.csv``). The run (named ``evaluate-<dataset>``)
+holds the full metrics (``eval_*``, melanoma_* for the model's melanoma class) and figures, and is tagged with
+``source_model_uri`` and ``source_run_id``. ``shift_check=true`` also scores the images under each acquisition
+shift of ``evaluation.shifts`` (:mod:`melanoma_lab.evaluation.shifts`): ``eval_shift_*`` metrics and
+``evaluation/eval_shift_check.csv`` / ``.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from melanoma_lab.config.compose import CONF_PATH
+from melanoma_lab.config.schema import register_configs, validate
+from melanoma_lab.errors import USER_ERROR_STATUS, ConfigError, UserError
+from melanoma_lab.data.staging import write_atomically
+from melanoma_lab.evaluation.shifts import render, shift_metrics
+
+log = logging.getLogger(__name__)
+SPLITS = ("all", "train", "test")
+UNKNOWN_COLUMNS = ["path", "label", "mapped_label"]
+
+
+class ModelNotLoadableError(UserError, RuntimeError):
+    """``model_uri`` names no model melanoma_lab can load."""
+
+
+def map_labels(files: pd.DataFrame, class_map: dict[str, str], classes: list[str]) -> tuple[pd.DataFrame,
+                                                                                             pd.DataFrame]:
+    """(rows whose label, renamed by ``class_map``, is one of ``classes``, with that name as ``label``;
+    the other rows as ``path``, ``label``, ``mapped_label``)."""
+    mapped = files["label"].map(lambda label: class_map.get(label, label))
+    known = mapped.isin(classes)
+    unknown = pd.DataFrame({"path": files["path"], "label": files["label"], "mapped_label": mapped})[~known]
+    return files[known].assign(label=mapped[known]).reset_index(drop=True), unknown.reset_index(drop=True)
+
+
+def _load(uri: str):
+    import mlflow
+
+    from melanoma_lab.serving.predict import load_model
+
+    try:
+        info = mlflow.models.get_model_info(uri)
+        return load_model(uri), info
+    except (mlflow.exceptions.MlflowException, OSError, ValueError) as error:
+        raise ModelNotLoadableError(f"cannot load model_uri={uri}: {error}\nGive a model logged by melanoma_lab: "
+                                    "runs:/<run id>/model or models:/melanoma-classifier@champion, in the store of "
+                                    "tracking.tracking_uri / paths.mlruns_dir") from None
+
+
+def shift_check(cfg: DictConfig, model, settings, images, labels) -> pd.DataFrame:
+    """The shift check (:mod:`melanoma_lab.evaluation.shifts`) of the scored images: the headline metrics after each shift of
+    ``evaluation.shifts`` at the model's own alert threshold, with ``evaluation.shift_tta`` views."""
+    import dataclasses
+
+    import numpy as np
+
+    from melanoma_lab.evaluation.metrics import evaluate, frequent_balanced_accuracy
+    from melanoma_lab.evaluation.shifts import HEADLINE, build_shifts, shift_table
+
+    settings = dataclasses.replace(settings, tta=cfg.evaluation.shift_tta)
+    images, labels = np.asarray(images), np.asarray(labels)
+    frequent = np.flatnonzero(np.bincount(labels, minlength=len(settings.classes))
+                              >= cfg.evaluation.frequent_class_images)
+
+    def score(probabilities):
+        found = evaluate(labels, probabilities, settings.classes, settings.melanoma_class,
+                         cfg.evaluation.fixed_specificity, cfg.evaluation.fixed_sensitivity,
+                         cfg.evaluation.calibration_bins, alert_threshold=settings.threshold).metrics
+        found["balanced_accuracy_frequent"] = frequent_balanced_accuracy(labels, probabilities.argmax(axis=1), frequent)
+        return {name: found.get(name, float("nan")) for name in HEADLINE}
+
+    return shift_table(lambda shift: settings.probabilities(model, list(images if shift is None else shift(images))),
+                       score, build_shifts(cfg.evaluation.shifts))
+
+
+def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
+    """Score ``cfg.model_uri`` on ``cfg.dataset`` (its ``cfg.split`` images); returns the logged metrics."""
+    validate(cfg)
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"split={cfg.split!r} must be one of {', '.join(SPLITS)}")
+
+    from melanoma_lab.data.catalog import fingerprint
+    from melanoma_lab.data.pipeline import decode
+    from melanoma_lab.data.sources import load_catalog
+    from melanoma_lab.evaluation.metrics import evaluate
+    from melanoma_lab.study.evaluation_log import evaluation_metrics, log_evaluation
+    from melanoma_lab.tracking.provenance import provenance_tags
+    from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
+    from melanoma_lab.evaluation.subgroups import log_subgroups
+    from melanoma_lab.tracking.lineage import log_inputs
+    from melanoma_lab.tracking.run import RunTracker, flatten
+
+    store = configured_tracking_uri(cfg)
+    with fluent_tracking_uri(store):
+        loaded, info = _load(cfg.model_uri)
+    settings = loaded.settings
+    catalog = load_catalog(cfg.dataset)
+    files = catalog.files if cfg.split == "all" else catalog.split(cfg.split)
+    class_map = {str(k): str(v) for k, v in (cfg.class_map or {}).items()}
+    known, unknown = map_labels(files, class_map, settings.classes)
+    if known.empty:
+        raise UserError(f"none of the {len(files)} images has a class the model knows ({', '.join(settings.classes)})"
+                        f"; the dataset's classes are {', '.join(catalog.classes)}. Rename them with class_map=NAME "
+                        "(conf/class_map/) or class_map.<label>=<model class>")
+    melanoma = class_map.get(cfg.dataset.melanoma_class, cfg.dataset.melanoma_class)
+    if melanoma != settings.melanoma_class:
+        log.warning("the dataset's melanoma class %r maps to %r, not to the model's melanoma class %r: melanoma_* "
+                    "metrics use the model's", cfg.dataset.melanoma_class, melanoma, settings.melanoma_class)
+    decoded = decode(known, settings.classes, settings.image_size)
+    probabilities = settings.probabilities(loaded.model, list(decoded.images))  # the one prediction path
+    result = evaluate(decoded.labels, probabilities, settings.classes, settings.melanoma_class,
+                      cfg.evaluation.fixed_specificity, cfg.evaluation.fixed_sensitivity,
+                      cfg.evaluation.calibration_bins, alert_threshold=settings.threshold)
+    unknown_counts = {str(k): int(v) for k, v in unknown["label"].value_counts().sort_index().items()}
+    metrics = evaluation_metrics(result, "eval", {}) | {
+        "eval_images": len(decoded.labels), "eval_unknown_class_images": len(unknown),
+        "eval_skipped_unreadable": len(decoded.failures)}
+    shifted = shift_check(cfg, loaded.model, settings, decoded.images, decoded.labels) if cfg.shift_check else None
+    if shifted is not None:
+        metrics |= shift_metrics(shifted, "eval_")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    tags = {"evaluation": "external", "source_model_uri": cfg.model_uri, "source_run_id": info.run_id or "",
+            "source_model_id": str(getattr(info, "model_id", "") or ""), "dataset": cfg.dataset.name,
+            "data_fingerprint": fingerprint(files), "output_dir": str(Path(output_dir).resolve()),
+            **provenance_tags()}
+    tracker = RunTracker(cfg.tracking.enabled, store, cfg.tracking.experiment_name, cfg.name,
+                         Path(cfg.paths.mlruns_dir).resolve(), tags)
+    with tracker:
+        tracker.log_params(flatten(resolved))
+        tracker.log_dict(resolved, "config/config.yaml")
+        log_evaluation(tracker, result, metrics, "eval", decoded.files, settings.classes, settings.melanoma_class,
+                       cfg.evaluation.calibration_bins, step=0)
+        tracker.log_table(unknown, "evaluation/unknown_classes.csv")
+        if tracker.enabled:
+            log_inputs(tracker.client, tracker.run_id, {"evaluation": decoded.files}, cfg.dataset.name)
+        log_subgroups(tracker, "eval", decoded.files, decoded.labels, probabilities, settings.classes,
+                      settings.melanoma_class, settings.threshold, cfg.evaluation)
+        if shifted is not None:
+            tracker.log_table(shifted, "evaluation/eval_shift_check.csv")
+            tracker.log_text(render(shifted), "evaluation/eval_shift_check.md")
+        tracker.log_dict(unknown_counts, "evaluation/unknown_class_counts.json")
+        if decoded.failures:
+            tracker.log_dict(decoded.failures, "skipped_unreadable.json")
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    write_atomically(Path(output_dir) / "metrics.json", json.dumps(metrics | {"unknown_classes": unknown_counts},
+                                                              indent=2))
+    if unknown_counts:
+        log.warning("not scored: %d images of classes the model does not know: %s (evaluation/unknown_classes.csv)",
+                    len(unknown), unknown_counts)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="evaluate")
+def app(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        metrics = run_evaluation(cfg, HydraConfig.get().runtime.output_dir)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(USER_ERROR_STATUS) from None
+    keys = ("eval_images", "eval_unknown_class_images", "eval_balanced_accuracy", "eval_melanoma_roc_auc",
+            "eval_shift_worst_drop_colour_melanoma_roc_auc", "eval_shift_worst_drop_intensity_melanoma_roc_auc")
+    print(f"[{cfg.name}] " + "  ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics))
+
+
+if __name__ == "__main__":
+    register_configs()
+    app()

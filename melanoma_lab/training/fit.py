@@ -1,0 +1,197 @@
+"""Fit a compiled Keras model: loss, learning-rate schedule, callbacks and history (precision, seeding and
+distribution: :mod:`melanoma_lab.runtime`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from sklearn.metrics import balanced_accuracy_score
+
+from melanoma_lab.components.augmentation import build_augmentation
+from melanoma_lab.data.batches import make_dataset
+from melanoma_lab.training.ema import SwapEMAWeights
+from melanoma_lab.errors import ConfigError
+from melanoma_lab.config.plugins import build
+from melanoma_lab.data.pipeline import PreparedData
+from melanoma_lab.runtime import runtime, set_precision
+from melanoma_lab.tracking.provenance import runtime_tags
+from melanoma_lab.tracking.epochs import EpochLogger
+from melanoma_lab.tracking.run import RunTracker
+
+log = logging.getLogger(__name__)
+MAXIMISED = ("val_accuracy", "val_bacc")
+
+
+def build_loss(cfg: DictConfig) -> keras.losses.Loss:
+    """The ``loss`` group's loss on one-hot labels."""
+    return build(cfg.loss, "loss")
+
+
+def learning_rate(cfg: DictConfig, steps_per_epoch: int):
+    """The optimizer's learning rate as the ``lr_schedule`` group makes it from ``optimizer.learning_rate``, over
+    the epochs after the head-only ones (``trainer.head_epochs``, which have a constant rate of their own)."""
+    epochs = cfg.trainer.epochs - cfg.trainer.get("head_epochs", 0)
+    return build(cfg.lr_schedule, "lr_schedule", learning_rate=cfg.optimizer.learning_rate,
+                 total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
+
+
+def best_epoch(history: dict[str, list[float]], monitor: str, first: int = 0) -> int:
+    """Index of the best epoch by ``monitor`` (highest for accuracies, lowest for losses), from epoch ``first`` on
+    (the head-only epochs of a fine-tuned model are never selected)."""
+    values = np.asarray(history[monitor][first:])
+    return first + int(np.argmax(values) if monitor in MAXIMISED else np.argmin(values))
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """One prediction pass over the validation images per epoch, adding ``val_loss``, ``val_accuracy`` and
+    ``val_bacc`` (balanced accuracy, mean per-class recall) to the epoch's logs for the callbacks after it."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, loss: keras.losses.Loss,
+                 batch_size: int):
+        super().__init__()
+        self.images, self.labels, self.batch_size, self.loss = images, labels, batch_size, loss
+        self.one_hot = np.eye(num_classes, dtype=np.float32)[labels]
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        with runtime().local_prediction(self.model) as model:
+            probabilities = model.predict(self.images, batch_size=self.batch_size, verbose=0)
+        predicted = probabilities.argmax(axis=1)
+        if logs is not None:
+            logs["val_loss"] = float(self.loss(self.one_hot, probabilities))
+            logs["val_accuracy"] = float((predicted == self.labels).mean())
+            logs["val_bacc"] = float(balanced_accuracy_score(self.labels, predicted))
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Add the optimizer's current learning rate to each epoch's logs."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+HEAD_CALLBACKS = (ValidationMetrics, LearningRateLogger, EpochLogger)  # what the head-only epochs run: no stopping,
+# checkpoint or backup (those select among, and resume, the fine-tuning epochs)
+
+
+def build_callbacks(cfg: DictConfig, output_dir: Path, tracker: RunTracker, validation: ValidationMetrics,
+                    backup_dir: Path) -> list[keras.callbacks.Callback]:
+    """Validation metrics first (the others read them), then logging, then the ``callbacks`` group in order (by
+    default an epoch backup in ``backup_dir`` for ``trainer.resume=true``, early stopping and the best checkpoint),
+    each given the ``monitor``, ``mode``, ``output_dir`` and ``backup_dir`` its builder asks for."""
+    monitor = cfg.trainer.monitor
+    context = {"monitor": monitor, "mode": "max" if monitor in MAXIMISED else "min", "output_dir": output_dir,
+               "backup_dir": backup_dir}
+    configured = [build(node, f"callbacks.{name}", **context) for name, node in (cfg.callbacks or {}).items()
+                  if node is not None]
+    return [validation, LearningRateLogger(), EpochLogger(tracker), *configured]
+
+
+def steps_per_epoch(cfg: DictConfig, data: PreparedData) -> int:
+    return math.ceil(len(data.train.labels) / cfg.dataset.batch_size)
+
+
+def compile_model(cfg: DictConfig, num_classes: int, steps: int) -> tuple[keras.Model, keras.losses.Loss]:
+    """The configured model, compiled with its loss and optimizer under ``trainer.strategy``."""
+    size = cfg.dataset.image_size
+    set_precision(cfg.trainer.precision)
+    with runtime().scope(cfg.trainer.strategy):
+        model = instantiate(cfg.model, input_shape=(size, size, 3), num_classes=num_classes, _convert_="all")
+        loss = build_loss(cfg)
+        optimizer = instantiate(cfg.optimizer, _partial_=True)(learning_rate=learning_rate(cfg, steps))
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    return model, loss
+
+
+def recompile(model: keras.Model, loss: keras.losses.Loss, optimizer: keras.optimizers.Optimizer) -> None:
+    """Compile the built ``model`` again with ``optimizer`` (its trainable flags as they are now), under the
+    strategy it was built with."""
+    with runtime().model_scope(model):
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+
+
+def training_inputs(cfg: DictConfig, data: PreparedData, loss: keras.losses.Loss
+                    ) -> tuple[Any, ValidationMetrics, dict[int, float] | None]:
+    """The augmented training batches, the per-epoch validation callback and the class weights of ``cfg``."""
+    seed, batch, num_classes = cfg.trainer.seed, cfg.dataset.batch_size, len(data.classes)
+    train_ds = make_dataset(data.train, num_classes, batch, True, seed, build_augmentation(cfg.augmentation, seed))
+    train_ds = runtime().training_batches(train_ds, batch)  # what this process feeds (all of it, but multi_worker)
+    validation = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, num_classes,
+                                   loss, batch)
+    return train_ds, validation, data.class_weight
+
+
+def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output_dir: Path,
+                backup_dir: Path) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Build the configured model and optimizer and fit it on the prepared training split."""
+    model, loss = compile_model(cfg, len(data.classes), steps_per_epoch(cfg, data))
+    tracker.set_tags(runtime_tags(keras.mixed_precision.global_policy().name))  # as set by compile_model
+    train_ds, validation, class_weight = training_inputs(cfg, data, loss)
+    callbacks = build_callbacks(cfg, output_dir, tracker, validation, backup_dir)
+    if model.optimizer.use_ema:  # validate, select and keep the averaged weights (swapped in at each epoch's end)
+        callbacks.insert(0, SwapEMAWeights(swap_on_epoch=True))
+    history: dict[str, list[float]] = {}
+    head_epochs = cfg.trainer.head_epochs
+    if head_epochs and not (tracker.resumed and any(Path(backup_dir).glob("*"))):  # a backup is of later epochs
+        head = [callback for callback in callbacks if isinstance(callback, HEAD_CALLBACKS)]
+        history = fit_head(model, cfg, loss, train_ds, head, class_weight)
+    later = fit(model, train_ds, cfg.trainer, callbacks, class_weight, initial_epoch=head_epochs)
+    history = {key: history.get(key, []) + values for key, values in later.items()}
+    model = runtime().local_model(model)  # multi_worker: evaluate and save from this process alone
+    if tracker.resumed:  # fit() only returns the epochs of this invocation; the run has them all
+        history = tracker.epoch_history(list(history))
+    return model, history
+
+
+def fit(model: keras.Model, train: Any, trainer: DictConfig, callbacks: list[keras.callbacks.Callback],
+        class_weight: dict[int, float] | None = None, initial_epoch: int = 0) -> dict[str, list]:
+    """Train up to epoch ``trainer.epochs`` from ``initial_epoch`` (validation runs in the callbacks); returns
+    Keras' per-epoch history."""
+    history = model.fit(train, epochs=trainer.epochs, callbacks=callbacks, class_weight=class_weight,
+                        verbose=trainer.verbose, initial_epoch=initial_epoch)
+    return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def backbones(model: keras.Model) -> list[keras.Model]:
+    """The pretrained parts of ``model``: the models nested in it (an EfficientNet-Lite or keras.applications
+    backbone under its new head)."""
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)]
+
+
+def fit_head(model: keras.Model, cfg: DictConfig, loss: keras.losses.Loss, train: Any,
+             callbacks: list[keras.callbacks.Callback], class_weight: dict[int, float] | None) -> dict[str, list]:
+    """``trainer.head_epochs`` of the new head alone, the backbone frozen (its batch norm in inference mode as
+    always), at the constant ``trainer.head_learning_rate``: a random head's first large gradients would otherwise
+    run through the pretrained weights. Then the model's trainable flags are as configured again, and it is
+    compiled with the run's own optimizer and schedule for the epochs after."""
+    frozen = backbones(model)
+    if not frozen:
+        raise ConfigError(f"trainer.head_epochs={cfg.trainer.head_epochs} trains a new head on a frozen pretrained "
+                          f"backbone, but model={cfg.model.get('name', cfg.model._target_)} has none: use "
+                          "model=efficientnet_lite or model=transfer, or trainer.head_epochs=0")
+    flags = [(layer, layer.trainable) for layer in frozen] + [(layer, layer.trainable) for backbone in frozen
+                                                              for layer in backbone.layers]
+    for backbone in frozen:
+        backbone.trainable = False
+    optimizer = model.optimizer
+    with runtime().model_scope(model):
+        head_optimizer = instantiate(cfg.optimizer, _partial_=True)(learning_rate=cfg.trainer.head_learning_rate)
+    recompile(model, loss, head_optimizer)
+    if optimizer.use_ema:
+        callbacks = [SwapEMAWeights(swap_on_epoch=True), *callbacks]
+    log.info("head-only epochs: %d, backbone frozen, learning rate %g", cfg.trainer.head_epochs,
+             cfg.trainer.head_learning_rate)
+    history = model.fit(train, epochs=cfg.trainer.head_epochs, callbacks=callbacks, class_weight=class_weight,
+                        verbose=cfg.trainer.verbose)
+    for layer, trainable in flags:  # a model's flag sets all its layers': the model first, then each layer
+        layer.trainable = trainable
+    recompile(model, loss, optimizer)
+    return {k: [float(v) for v in values] for k, values in history.history.items()}
+
