@@ -72,7 +72,7 @@ def test_predict_json_answers_every_input_including_unreadable_files(trained_mod
             assert "cannot read as an image" in entry["error"] and entry["probabilities"] is None
     assert "2 of 4 files could not be read" in captured.err
     (tmp_path / "empty").mkdir()
-    assert predict.main([str(tmp_path / "empty"), "--model", uri, f"paths.mlruns_dir={store}"]) == 1
+    assert predict.main([str(tmp_path / "empty"), "--model", uri, f"paths.mlruns_dir={store}"]) == 2  # a user error
     assert "no image files" in capsys.readouterr().err
 
 

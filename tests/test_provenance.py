@@ -35,7 +35,7 @@ def test_code_version_follows_uncommitted_and_untracked_code_but_not_other_files
     assert clean == commit[:12]
     (root / "README.md").write_text("edited\n")  # outside melanoma_lab/ and conf/
     assert git_code_version(root) == clean
-    plots = root / "melanoma_lab" / "plots.py"
+    plots = root / "melanoma_lab" / "evaluation" / "plots.py"
     plots.write_text(plots.read_text() + "# one more line\n")
     edited = git_code_version(root)
     assert edited.startswith(clean + "+") and edited != clean
@@ -51,7 +51,7 @@ def test_outside_git_the_code_version_is_the_package_version_plus_a_source_hash(
     shutil.copytree(REPO / "melanoma_lab", tmp_path / "melanoma_lab")
     before = source_code_version(tmp_path / "melanoma_lab")
     assert before.startswith("0.1.0+src-") or before.startswith("unknown+src-")
-    (tmp_path / "melanoma_lab" / "plots.py").write_text("# changed\n")
+    (tmp_path / "melanoma_lab" / "evaluation" / "plots.py").write_text("# changed\n")
     assert source_code_version(tmp_path / "melanoma_lab") != before
 
 
@@ -79,7 +79,7 @@ def test_a_source_change_in_the_checkout_trains_again_an_unchanged_rerun_is_reus
     said = again.stdout + again.stderr  # Hydra logs to stdout
     assert f"reusing run {run.info.run_id}" in said and "tracking.skip_finished=false" in said
 
-    plots = clone / "melanoma_lab" / "plots.py"
+    plots = clone / "melanoma_lab" / "evaluation" / "plots.py"
     plots.write_text(plots.read_text().replace('"""', '""" Edited.', 1))  # one source line, not committed
     changed = _run(clone, workdir, shared_cache)
     assert changed.returncode == 0, changed.stderr[-3000:]

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print(f"error: no image files in {' '.join(args.inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})",
               file=sys.stderr)
-        return 1
+        return 2  # a user error (exit status 2, like every command)
     images, errors = read_images(paths, settings.image_size)
     for path, error in zip(paths, errors):
         if error is not None:

@@ -177,7 +177,7 @@ def tracking_server(folder: Path, port: int, db_port: int, workers: int = 1) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m melanoma_lab.tracking.server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=None,
                         help="PostgreSQL data and artifacts (default: paths.mlruns_dir/server)")
     parser.add_argument("--port", type=int, default=5000, help="MLflow server port on 127.0.0.1")
