@@ -96,3 +96,34 @@ def test_sweep_is_a_parent_run_whose_children_are_the_jobs(tmp_path):
     assert sorted(r.info.status for r in children) == ["FAILED", "FAILED", "FINISHED"]  # FINISHED job skipped
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "sweep_summary.csv"))
     assert len(table) == 2
+
+
+def test_the_sweep_ends_with_its_runs_side_by_side_read_from_mlflow(tmp_path):
+    from melanoma_lab.study.sweep_table import runs_table, sweep_report, ui_link
+
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
+    experiment_id = client.create_experiment("demo", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment_id, run_name="sweep").info.run_id
+    ids = {}
+    for name, val, test, auc in (("m1", 0.45, 0.54, 0.986), ("m2", 0.5, None, 0.9)):
+        run = client.create_run(experiment_id, run_name=name, tags={"mlflow.parentRunId": parent, "experiment": name,
+                                                                    "overrides": f"experiment={name}"})
+        ids[name] = run.info.run_id
+        for key, value in (("val_balanced_accuracy", val), ("test_balanced_accuracy", test),
+                           ("val_melanoma_roc_auc", auc)):
+            if value is not None:
+                client.log_metric(run.info.run_id, key, value)
+        client.set_terminated(run.info.run_id)
+    children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    lines = runs_table(summary_table(children, ("val_balanced_accuracy", "test_balanced_accuracy",
+                                                "val_melanoma_roc_auc", "test_melanoma_roc_auc"))).splitlines()
+    assert lines[0].split() == ["experiment", "run", "id", "status", "val", "bacc", "test", "bacc", "val", "mel", "AUC",
+                                "test", "mel", "AUC"]
+    assert sorted(line.split() for line in lines[1:]) == [["m1", ids["m1"], "FINISHED", "0.4500", "0.5400", "0.9860", "-"],
+                                                         ["m2", ids["m2"], "FINISHED", "0.5000", "-", "0.9000", "-"]]
+    local = ui_link("sqlite:///x.db", experiment_id, parent, ["experiment=m1,m2", f"paths.root_dir={tmp_path}"])
+    assert local == (f"melanoma-lab ui paths.root_dir={tmp_path}  ->  "
+                     f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{parent}")
+    assert ui_link("http://host:5001/", "3", "abc", []) == "http://host:5001/#/experiments/3/runs/abc"
+    report = sweep_report(summary_table(children, ()), parent, local)
+    assert f"sweep {parent}: 2 runs" in report and report.endswith(f"MLflow UI: {local}")

@@ -13,6 +13,7 @@ import importlib
 import sys
 from typing import NamedTuple
 
+from melanoma_lab.cli.quiet import quiet_output
 from melanoma_lab.errors import USER_ERROR_STATUS
 
 
@@ -72,6 +73,7 @@ def split_command(argv: list[str]) -> tuple[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int | None:
     argv = sys.argv[1:] if argv is None else list(argv)
+    quiet_output(argv)  # before any command imports TensorFlow or MLflow
     if argv[:1] in (["-h"], ["--help"], ["help"]):
         print(usage())
         return 0

@@ -135,7 +135,9 @@ def generate_augmentor_images(train: pd.DataFrame, cfg: DictConfig, cache_dir: s
         context = multiprocessing.get_context("spawn")  # never fork a process that runs TensorFlow
         with ProcessPoolExecutor(max_workers=len(chunks) or 1, mp_context=context) as pool:
             futures = [pool.submit(_generate_chunk, operations, chunk) for chunk in chunks]
-            for future in tqdm(futures, desc=f"Augmentor: {len(jobs)} images, {len(chunks)} workers"):
+            bar = tqdm(futures, desc=f"Augmentor: {len(jobs)} images, {len(chunks)} workers",
+                       disable=None)  # None: a progress bar on a terminal only
+            for future in bar:
                 future.result()
         generated = pd.DataFrame(rows)
         generated["sha256"] = [file_sha256(staging / Path(p).relative_to(target)) for p in generated["path"]]

@@ -68,7 +68,7 @@ class TrainerConfig:
     resume: bool = False  # continue an interrupted (KILLED/FAILED) run of the same config from its last epoch
     precision: str = "auto"  # float32 | mixed_bfloat16 | mixed_float16 | auto (by device: melanoma_lab.runtime)
     strategy: str = "default"  # default | mirrored (all local devices) | multi_worker (processes; README)
-    verbose: int = 2
+    verbose: int = 2  # 0 silent, 1 progress bar, 2 a line per epoch, 3: also TensorFlow's and MLflow's own logs
     head_epochs: int = 0  # first train only the new head, the pretrained backbone frozen (then all of `epochs`)
     head_learning_rate: float = 1e-3  # the head-only epochs' constant rate (optimizer.learning_rate: the rest)
 

@@ -142,7 +142,8 @@ def generate(out_dir: Path, class_names: list[str], train_images: int, test_imag
             for class_index, (name, count) in enumerate(class_counts(class_names, total).items()):
                 (staging / folder / name).mkdir(parents=True)
                 jobs += [(folder, name, class_index, split_index, i) for i in range(count)]
-        for folder, name, class_index, split_index, i in tqdm(jobs, desc="generating synthetic lesions", unit="img"):
+        bar = tqdm(jobs, desc="generating synthetic lesions", unit="img", disable=None)  # None: on a terminal only
+        for folder, name, class_index, split_index, i in bar:
             rng = np.random.default_rng([seed, split_index, class_index, i])
             style = STYLES.get(name, LesionStyle(tuple(rng.integers(60, 200, 3)), 0.1, 0.2, "dots"))
             Image.fromarray(render_lesion(style, size, rng)).save(

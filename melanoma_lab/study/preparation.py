@@ -24,6 +24,7 @@ from melanoma_lab.data.split import fold_split, split_groups, train_val_split
 from melanoma_lab.config.plugins import build
 
 log = logging.getLogger(__name__)
+_AUDITS_LOGGED: set[str] = set()  # the audit summaries this process has logged
 
 
 @dataclass
@@ -40,12 +41,22 @@ def load_audited_data(cfg: DictConfig, output_dir: Path) -> AuditedData:
     Test images (``audit.test_contamination``) and group copies and images of one lesion (the source's ``group_id``)."""
     catalog = load_catalog(cfg.dataset)
     report = audit_catalog(catalog, cfg.audit.near_duplicate_distance)
-    write_report(report, cfg.audit.out or output_dir)
-    log.info("\n%s", summary(report))
+    written = write_report(report, cfg.audit.out or output_dir)
+    _log_audit(summary(report), written)
     files = apply_policy(catalog.files, report, cfg.audit.conflict_policy)
     files = set_aside_train_twins(files, report, cfg.audit.test_contamination)
     files = files.assign(group=split_groups(files, report["near_duplicate_groups"]))
     return AuditedData(catalog, report, files)
+
+
+def _log_audit(text: str, written: Path) -> None:
+    """The audit's summary, once per process: the jobs of a sweep (and a run's folds) audit the same data, and
+    after the first the log names the job's own ``audit.json`` instead."""
+    if text in _AUDITS_LOGGED:
+        log.info("data audit as above (%s)", written)
+        return
+    _AUDITS_LOGGED.add(text)
+    log.info("\n%s", text)
 
 
 class DataLeakError(RuntimeError):

@@ -5,9 +5,9 @@ where every job (in this process, a joblib worker or a cluster node sharing the 
 sweep run again (same overrides) reopens its parent, so jobs skipped as already FINISHED stay among its
 children. A failing job ends its child run FAILED and the sweep goes on; a job that fails before its child run
 starts (a user error in its config or data) leaves ``job_error.json`` in its folder. When the sweep ends, the
-parent gets ``sweep_summary.csv`` (the latest child of each job, or the early error, key metrics) and the command
-exits with status 1 naming the jobs that failed (Hydra turns a callback's exceptions into warnings, hence
-``SystemExit``).
+parent gets ``sweep_summary.csv`` (the latest child of each job, or the early error, key metrics), the console the
+same runs side by side with the MLflow UI link (:mod:`melanoma_lab.study.sweep_table`), and the command exits
+with status 1 naming the jobs that failed (Hydra turns a callback's exceptions into warnings, hence ``SystemExit``).
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ def summary_table(children: list[Any], metrics: tuple[str, ...]) -> pd.DataFrame
             continue
         seen.add(overrides)
         rows.append({"run_name": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status,
-                     "overrides": overrides, **{k: run.data.metrics.get(k) for k in metrics}})
-    return pd.DataFrame(rows, columns=["run_name", "run_id", "status", "overrides", *metrics])
+                     "experiment": run.data.tags.get("experiment"), "overrides": overrides,
+                     **{k: run.data.metrics.get(k) for k in metrics}})
+    return pd.DataFrame(rows, columns=["run_name", "run_id", "status", "experiment", "overrides", *metrics])
 
 
 def with_job_errors(table: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
@@ -132,18 +133,23 @@ class MlflowSweepCallback(Callback):
         job_return.status, job_return.return_value = JobStatus.COMPLETED, None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from melanoma_lab.study.sweep_table import TABLE_METRICS, sweep_report, ui_link
         from melanoma_lab.tracking.identity import KEY_METRICS, make_tracker
 
         path = Path(config.hydra.sweep.dir) / PARENT_FILE
         if not path.is_file():
             return
         parent = make_tracker(config, "sweep", {}).attach(path.read_text().strip())
-        table = with_job_errors(summary_table(parent.child_runs(), KEY_METRICS), Path(config.hydra.sweep.dir))
+        metrics = tuple(dict.fromkeys(KEY_METRICS + TABLE_METRICS))
+        table = with_job_errors(summary_table(parent.child_runs(), metrics), Path(config.hydra.sweep.dir))
         failed = table[table["status"] != "FINISHED"]
         parent.log_table(table, "sweep_summary.csv")
         parent.log_metrics({"jobs": len(table), "failed_jobs": len(failed)})
         write_atomically(Path(config.hydra.sweep.dir) / "sweep_summary.csv", table.to_csv(index=False))
         parent.close("FAILED" if len(failed) else "FINISHED")
+        if len(table):  # what the sweep ran, side by side, as the store has it
+            link = ui_link(parent.uri, parent.experiment_id, parent.run_id, list(config.hydra.overrides.task))
+            print(sweep_report(table, parent.run_id, link), flush=True)
         if len(failed):
             raise SystemExit(f"{len(failed)} of {len(table)} sweep jobs failed ("
                                    + "; ".join(failed["overrides"]) + f"); their child runs of parent run "

@@ -40,7 +40,8 @@ from melanoma_lab.tracking.provenance import code_version, runtime_tags
 from melanoma_lab.runtime import seed_everything
 from melanoma_lab.tracking.epochs import EpochLogger
 from melanoma_lab.tracking.run import RunTracker, flatten
-from melanoma_lab.training.fit import MAXIMISED, build_loss, compile_model, steps_per_epoch, training_inputs
+from melanoma_lab.training.fit import (MAXIMISED, build_loss, compile_model, keras_verbosity, steps_per_epoch,
+                                       training_inputs)
 from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class ConfiguredHyperModel(keras_tuner.HyperModel):
         cfg = self.config(hp)
         train_ds, validation, class_weight = training_inputs(cfg, self.data, build_loss(cfg))
         return model.fit(train_ds, callbacks=[validation, *callbacks], class_weight=class_weight,
-                         verbose=cfg.trainer.verbose, **kwargs)
+                         verbose=keras_verbosity(cfg.trainer), shuffle=False, **kwargs)
 
 
 class TrialRuns:

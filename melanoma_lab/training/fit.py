@@ -150,12 +150,20 @@ def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output
     return model, history
 
 
+def keras_verbosity(trainer: DictConfig) -> int:
+    """Keras' ``verbose`` for ``trainer.verbose``: 3 (TensorFlow's and MLflow's logs too, :mod:`melanoma_lab.cli.quiet`)
+    prints as 2, a line per epoch. ``model.fit`` is always given ``shuffle=False``: the training batches
+    (:mod:`melanoma_lab.data.batches`) shuffle themselves from the run's seed, and Keras would only warn that it
+    ignores ``shuffle`` (``tf.data``) or reorder the batches once more from its own random state (a PyDataset)."""
+    return min(int(trainer.verbose), 2)
+
+
 def fit(model: keras.Model, train: Any, trainer: DictConfig, callbacks: list[keras.callbacks.Callback],
         class_weight: dict[int, float] | None = None, initial_epoch: int = 0) -> dict[str, list]:
     """Train up to epoch ``trainer.epochs`` from ``initial_epoch`` (validation runs in the callbacks); returns
     Keras' per-epoch history."""
     history = model.fit(train, epochs=trainer.epochs, callbacks=callbacks, class_weight=class_weight,
-                        verbose=trainer.verbose, initial_epoch=initial_epoch)
+                        verbose=keras_verbosity(trainer), initial_epoch=initial_epoch, shuffle=False)
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
 
@@ -189,7 +197,7 @@ def fit_head(model: keras.Model, cfg: DictConfig, loss: keras.losses.Loss, train
     log.info("head-only epochs: %d, backbone frozen, learning rate %g", cfg.trainer.head_epochs,
              cfg.trainer.head_learning_rate)
     history = model.fit(train, epochs=cfg.trainer.head_epochs, callbacks=callbacks, class_weight=class_weight,
-                        verbose=cfg.trainer.verbose)
+                        verbose=keras_verbosity(cfg.trainer), shuffle=False)
     for layer, trainable in flags:  # a model's flag sets all its layers': the model first, then each layer
         layer.trainable = trainable
     recompile(model, loss, optimizer)
