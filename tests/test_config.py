@@ -1,10 +1,13 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra.errors import ConfigCompositionException
+from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from melanoma_lab.config.schema import ConfigError, validate
+from melanoma_lab.config.schema import GROUP_SCHEMAS, Config, ConfigError, validate
 from tests.conftest import CONF_DIR, EXPERIMENTS, compose_config
 
 
@@ -94,7 +97,7 @@ def test_missing_experiment_file_is_rejected():
 def test_config_groups_mirror_modules():
     package = Path(__file__).resolve().parents[1] / "melanoma_lab"
     for group in ("augmentation", "imbalance", "evaluation", "audit", "tracking"):
-        assert (CONF_DIR / group).is_dir() and ((package / f"{group}.py").is_file() or (package / group).is_dir())
+        assert (CONF_DIR / group).is_dir() and (any(package.glob(f"*/{group}.py")) or (package / group).is_dir())
 
 
 def test_smoke_trainer_wins_over_the_experiments_trainer():
@@ -105,3 +108,70 @@ def test_smoke_trainer_wins_over_the_experiments_trainer():
 def test_experiment_files_leave_the_trainer_to_the_trainer_group():
     for name in EXPERIMENTS:
         assert compose_config([f"experiment={name}", "trainer=smoke"]).trainer.epochs == 1, name
+
+
+def _stated_defaults(schema: type) -> list[str]:
+    """Fields of a schema dataclass that state a value (MISSING and a nested schema's default_factory do not)."""
+    stated = []
+    for field in dataclasses.fields(schema):
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            continue
+        value = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        if value is not MISSING and not dataclasses.is_dataclass(value):
+            stated.append(field.name)
+    return stated
+
+
+def test_a_default_is_stated_once_in_conf_not_again_in_the_schema():
+    """The schema states types (and validate's CHECKS ranges): a value stated in a dataclass too would drift from
+    the YAML (it did: tuner.patience None vs 5)."""
+    twice = {}
+    for group, schemas in [*GROUP_SCHEMAS.items(), ("", {"_schema": Config})]:
+        files = sorted((CONF_DIR / group).glob("*.yaml")) if group else [CONF_DIR / "config.yaml"]
+        keys = set().union(*({k for k in (yaml.safe_load(f.read_text()) or {}) if k != "defaults"} for f in files))
+        for schema in set(schemas.values()):
+            twice |= {f"{group}.{name}".lstrip("."): schema.__name__ for name in _stated_defaults(schema)
+                      if name in keys}
+    assert not twice, f"defaults stated in melanoma_lab/config/schema.py and in conf/: {sorted(twice)}"
+    for schema in {s for schemas in GROUP_SCHEMAS.values() for s in schemas.values()} | {Config}:
+        assert not _stated_defaults(schema), f"{schema.__name__} states defaults: {_stated_defaults(schema)}"
+
+
+@pytest.mark.parametrize("group", sorted(GROUP_SCHEMAS))
+def test_every_option_of_a_schema_group_states_every_key(group):
+    for option in sorted(p.stem for p in (CONF_DIR / group).glob("[!_]*.yaml")):
+        cfg = compose_config([f"{group}={option}"])
+        missing = [key for key in cfg[group] if OmegaConf.is_missing(cfg[group], key)]
+        assert not missing, f"{group}={option} leaves {missing} unset (MISSING in the schema, absent in conf/)"
+
+
+def test_drifted_defaults_are_the_yaml_ones():
+    assert list(compose_config([]).study.experiments) == EXPERIMENTS
+    assert compose_config(["tuner=random"]).tuner.patience == 5
+    assert compose_config(["tuner=random"]).tuner.export_dir == compose_config([]).paths.conf_dir
+
+
+@pytest.mark.parametrize("override,message", [
+    ("+trainer.epocs=5", "trainer.epocs: unknown key (did you mean trainer.epochs?)"),
+    ("+evaluation.tt=flip", "evaluation.tt: unknown key (did you mean evaluation.tta?)"),
+    ("+dataset.colour=red", "dataset.colour: unknown key"),
+    ("+nmae=x", "nmae: unknown key (did you mean name?)"),
+])
+def test_a_key_added_to_a_closed_schema_is_refused(override, message):
+    """``+key=value`` is what Hydra advises after a typo; in a group with a schema it would run with the default
+    and log a bogus param."""
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config([override]))
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["+callbacks.nan._target_=keras.callbacks.TerminateOnNaN"], "callbacks.nan._target_"),
+    (["+augmentation.mixup._target_=keras.layers.MixUp", "+augmentation.mixup.alpha=0.2"], "augmentation.mixup.alpha"),
+    (["experiment=m2", "+augmentation.flip.seed=3"], "augmentation.flip.seed"),  # Keras layers: checked when built
+    (["+optimizer.beta_1=0.8"], "optimizer.beta_1"),  # a Keras optimizer takes it: checked when built
+])
+def test_a_key_a_plugin_takes_can_be_added(overrides, key):
+    cfg = compose_config(overrides)
+    validate(cfg)
+    assert OmegaConf.select(cfg, key) is not None

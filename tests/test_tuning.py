@@ -55,7 +55,7 @@ def test_tuned_experiment_keeps_the_base_defaults_and_applies_the_best_values():
 
 def _search(root, *extra):
     return subprocess.run([sys.executable, "-m", "melanoma_lab", "experiment=m2", *TINY, "tracking.log_model=false",
-                           SPACE, f"paths.root_dir={root}", f"tuner.export_dir={root}/conf", *extra],
+                           SPACE, f"paths.root_dir={root}", *extra],
                           capture_output=True, text=True, timeout=600)
 
 
@@ -80,11 +80,10 @@ def test_random_search_logs_trials_retrains_the_best_and_exports_it(tmp_path):
     assert best.info.run_name == "m2_random" and "val_balanced_accuracy" in best.data.metrics
     assert search.data.tags["best_overrides"].startswith("model.dropout=")
 
-    # the exported experiment composes to the retrained best run's config (CLI overrides as in the search)
+    # exported into paths.conf_dir (on the search path), it composes to the retrained best run's config
     tuned = tmp_path / "conf" / "experiment" / "tuned" / "m2_random.yaml"
     assert tuned.read_text().startswith("# @package _global_")
-    cfg = compose_config(["experiment=tuned/m2_random", *TINY, f"hydra.searchpath=[file://{tmp_path}/conf]"],
-                         root=tmp_path)
+    cfg = compose_config(["experiment=tuned/m2_random", *TINY], root=tmp_path)
     assert config_hash(OmegaConf.to_container(cfg, resolve=True)) == best.data.tags["config_hash"]
 
     resumed = _search(tmp_path, "tuner=random", "tuner.max_trials=3", "tuner.resume=true")
@@ -112,8 +111,8 @@ def test_hyperband_logs_continued_trials_at_their_true_epochs(tmp_path):
 def test_distributed_search_with_a_chief_and_two_workers_on_loopback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "melanoma_lab.study.tune_cluster", "--workers", "2",
                              "--timeout", "300", "experiment=m2", "tuner=random", "tuner.max_trials=3", *TINY,
-                             "tracking.log_model=false", SPACE, f"paths.root_dir={tmp_path}",
-                             f"tuner.export_dir={tmp_path}/conf"], capture_output=True, text=True, timeout=400)
+                             "tracking.log_model=false", SPACE, f"paths.root_dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     client, experiment_id = _store(tmp_path)
     [search] = client.search_runs([experiment_id], "tags.kind = 'tuner_search'")

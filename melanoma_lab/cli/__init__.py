@@ -85,10 +85,11 @@ def main(argv: list[str] | None = None) -> int | None:
     command = COMMANDS[name]
     module, _, function = command.target.partition(":")
     entry = getattr(importlib.import_module(module), function)
-    sys.argv = [f"melanoma-lab {name}", *rest]
     if command.hydra:
+        from melanoma_lab.cli.hydra_app import run_hydra_app
         from melanoma_lab.config.schema import register_configs
 
         register_configs()
-        return entry()
+        return run_hydra_app(entry, f"melanoma-lab {name}", rest)
+    sys.argv = [f"melanoma-lab {name}", *rest]
     return entry(rest)

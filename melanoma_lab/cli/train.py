@@ -2,8 +2,9 @@
 
 A user error (:class:`melanoma_lab.errors.UserError`: a config value out of range, a missing dataset, an
 unreachable tracking store) ends a single run with its message on stderr, no traceback, and exit status 2;
-config values are checked before TensorFlow loads. In a ``--multirun`` sweep the job fails and the sweep goes
-on (see :mod:`melanoma_lab.study.sweep`).
+config values are checked before TensorFlow loads. So does an error of Hydra's composition (a misspelt option, key
+or group, an override it cannot parse): one ``error:`` line with the nearest names (:mod:`melanoma_lab.cli.hydra_app`).
+In a ``--multirun`` sweep the job fails and the sweep goes on (see :mod:`melanoma_lab.study.sweep`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from melanoma_lab.cli.hydra_app import run_hydra_app
 from melanoma_lab.config.compose import CONF_PATH
 from melanoma_lab.config.schema import register_configs, validate
 from melanoma_lab.errors import USER_ERROR_STATUS, UserError
@@ -70,11 +72,9 @@ def _run(cfg: DictConfig) -> float | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Train with ``argv`` (Hydra overrides; ``sys.argv[1:]`` when None)."""
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # model loads mid-run (ensemble, shifts)
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # SIGTERM ends the run as KILLED, like Ctrl-C
-    app()
+    run_hydra_app(app, sys.argv[0], sys.argv[1:] if argv is None else list(argv))  # a Hydra error: one line, 2
 
 
 if __name__ == "__main__":

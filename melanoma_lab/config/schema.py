@@ -1,136 +1,141 @@
 """Structured configs: the schema every YAML file in ``conf/`` is merged into.
 
-Each config group file starts with ``defaults: [_schema, _self_]``, so Hydra rejects an unknown key
-or a wrongly typed value before anything runs. Value ranges that types cannot express are checked
-by :func:`validate`, also before any data is read. Plug-in groups (model, imbalance, augmentation, loss,
-lr_schedule, callbacks) have no schema here: their ``_target_``'s signature is the schema
-(:mod:`melanoma_lab.config.plugins`).
+Each config group file starts with ``defaults: [_schema, _self_]``, so Hydra rejects a misspelt key or a
+wrongly typed value before anything runs, and :func:`validate` refuses a key added with ``+group.key=`` that the
+group's schema does not have. The schema states types only: every default is stated once, in ``conf/`` (a
+plug-in's in its signature), and each field here is ``MISSING`` (tests/test_config.py keeps it so). Value ranges
+that types cannot express are checked by :func:`validate`, also before any data is read. Plug-in groups (model,
+imbalance, augmentation, loss, lr_schedule, callbacks) have no schema here: their ``_target_``'s signature is the
+schema (:mod:`melanoma_lab.config.plugins`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from melanoma_lab.config.help import register_help
 from melanoma_lab.config.plugins import KERAS_ARGUMENTS, check_targets
 from melanoma_lab.errors import ConfigError
 
 
 @dataclass
 class PathsConfig:
-    root_dir: str = "."
-    data_dir: str = "${paths.root_dir}/data"
-    cache_dir: str = "${paths.data_dir}/cache"
-    experiments_dir: str = "${paths.root_dir}/experiments"
-    mlruns_dir: str = "${paths.root_dir}/mlruns"
+    root_dir: str = MISSING
+    data_dir: str = MISSING
+    cache_dir: str = MISSING
+    experiments_dir: str = MISSING
+    mlruns_dir: str = MISSING
+    conf_dir: str = MISSING  # your own config folder, on Hydra's search path (melanoma_lab.config.searchpath)
 
 
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    root: Optional[str] = None
-    image_size: int = 180
-    batch_size: int = 32
-    val_fraction: float = 0.2
-    melanoma_class: str = "melanoma"  # the dataset's melanoma label (alert and melanoma_* metrics)
-    on_unreadable: str = "skip"  # skip | fail
-    ram_budget_mb: Optional[float] = None  # decoded training split larger than this: read from a disk cache
+    root: Optional[str] = MISSING
+    image_size: int = MISSING
+    batch_size: int = MISSING
+    val_fraction: float = MISSING
+    melanoma_class: str = MISSING  # the dataset's melanoma label (alert and melanoma_* metrics)
+    on_unreadable: str = MISSING  # skip | fail
+    ram_budget_mb: Optional[float] = MISSING  # decoded training split larger than this: read from a disk cache
     source: Any = MISSING  # {_target_: a function of melanoma_lab.data returning a Catalog, its keywords}
-    colour_constancy_power: Optional[float] = None  # Shades of Gray p-norm (6 in ISIC winners) after decoding; null: off
+    colour_constancy_power: Optional[float] = MISSING  # Shades of Gray p-norm (6: ISIC winners) after decoding
 
 
 @dataclass
 class OptimizerConfig:
     _target_: str = MISSING
-    learning_rate: float = 1e-3
-    use_ema: bool = False  # Keras' exponential moving average of the weights (validated and kept each epoch)
-    ema_momentum: float = 0.99
-    weight_decay: Optional[float] = None  # decoupled weight decay (Keras: w -= lr * weight_decay * w); null: none
+    learning_rate: float = MISSING
+    use_ema: bool = MISSING  # Keras' exponential moving average of the weights (validated and kept each epoch)
+    ema_momentum: float = MISSING
+    weight_decay: Optional[float] = MISSING  # decoupled weight decay (Keras: w -= lr * weight_decay * w); null: none
 
 
 @dataclass
 class SGDConfig(OptimizerConfig):
-    _target_: str = "keras.optimizers.SGD"
-    learning_rate: float = 1e-2
-    momentum: float = 0.9
-    nesterov: bool = True
+    momentum: float = MISSING
+    nesterov: bool = MISSING
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 20
-    seed: int = 42
-    deterministic: bool = False
-    monitor: str = "val_loss"  # picks the best epoch (early stopping, checkpoint); val_bacc: balanced accuracy
-    resume: bool = False  # continue an interrupted (KILLED/FAILED) run of the same config from its last epoch
-    precision: str = "auto"  # float32 | mixed_bfloat16 | mixed_float16 | auto (by device: melanoma_lab.runtime)
-    strategy: str = "default"  # default | mirrored (all local devices) | multi_worker (processes; README)
-    verbose: int = 2  # 0 silent, 1 progress bar, 2 a line per epoch, 3: also TensorFlow's and MLflow's own logs
-    head_epochs: int = 0  # first train only the new head, the pretrained backbone frozen (then all of `epochs`)
-    head_learning_rate: float = 1e-3  # the head-only epochs' constant rate (optimizer.learning_rate: the rest)
+    epochs: int = MISSING
+    seed: int = MISSING
+    deterministic: bool = MISSING
+    monitor: str = MISSING  # picks the best epoch (early stopping, checkpoint); val_bacc: balanced accuracy
+    resume: bool = MISSING  # continue an interrupted (KILLED/FAILED) run of the same config from its last epoch
+    precision: str = MISSING  # float32 | mixed_bfloat16 | mixed_float16 | auto (by device: melanoma_lab.runtime)
+    strategy: str = MISSING  # default | mirrored (all local devices) | multi_worker (processes; README)
+    verbose: int = MISSING  # 0 silent, 1 progress bar, 2 a line per epoch, 3: also TensorFlow's and MLflow's own logs
+    head_epochs: int = MISSING  # first train only the new head, the pretrained backbone frozen (then all of `epochs`)
+    head_learning_rate: float = MISSING  # the head-only epochs' constant rate (optimizer.learning_rate: the rest)
 
 
 @dataclass
 class TrackingConfig:
-    enabled: bool = True
-    tracking_uri: Optional[str] = None  # None: sqlite store under paths.mlruns_dir; MLFLOW_TRACKING_URI wins
-    experiment_name: str = "${study.name}"
-    log_model: bool = True
-    skip_finished: bool = True  # a run whose config, data and code match a FINISHED run is reused
-    system_metrics: bool = True  # training runs: MLflow's system/* metrics (CPU, memory, disk, network, GPU)
+    enabled: bool = MISSING
+    tracking_uri: Optional[str] = MISSING  # None: sqlite store under paths.mlruns_dir; MLFLOW_TRACKING_URI wins
+    experiment_name: str = MISSING
+    log_model: bool = MISSING
+    skip_finished: bool = MISSING  # a run whose config, data and code match a FINISHED run is reused
+    system_metrics: bool = MISSING  # training runs: MLflow's system/* metrics (CPU, memory, disk, network, GPU)
 
 
 @dataclass
 class EvaluationConfig:
-    fixed_specificity: float = 0.8
-    fixed_sensitivity: float = 0.9
-    calibration_bins: int = 10
-    tta: str = "none"  # none | flip | dihedral (true/false: aliases of flip/none)
-    frequent_class_images: int = 10  # out-of-fold balanced accuracy is also reported over classes with >= this
-    subgroup_min_images: int = 30  # a metadata subgroup smaller than this is listed, not scored (subgroups.py)
-    age_bins: list[float] = field(default_factory=lambda: [0, 30, 45, 60, 75, 120])
-    shift_tta: str = "none"  # the views of the shift check's predictions
-    shifts: Any = None  # the shift check's acquisition shifts: family -> name -> {_target_, ...} (shifts.py)
+    fixed_specificity: float = MISSING
+    fixed_sensitivity: float = MISSING
+    calibration_bins: int = MISSING
+    tta: str = MISSING  # none | flip | dihedral (true/false: aliases of flip/none)
+    frequent_class_images: int = MISSING  # out-of-fold balanced accuracy is also reported over classes with >= this
+    subgroup_min_images: int = MISSING  # a metadata subgroup smaller than this is listed, not scored (subgroups.py)
+    age_bins: list[float] = MISSING
+    shift_tta: str = MISSING  # the views of the shift check's predictions
+    shifts: Any = MISSING  # the shift check's acquisition shifts: family -> name -> {_target_, ...} (shifts.py)
 
 
 @dataclass
 class AuditConfig:
-    conflict_policy: str = "warn"  # warn | drop | fail
-    near_duplicate_distance: int = 4  # max Hamming distance between perceptual hashes
-    test_contamination: str = "exclude"  # Train copies of Test images: exclude (from training) | keep (warns)
-    out: Optional[str] = None  # where audit.json goes; None: the run's output folder
+    conflict_policy: str = MISSING  # warn | drop | fail
+    near_duplicate_distance: int = MISSING  # max Hamming distance between perceptual hashes
+    test_contamination: str = MISSING  # Train copies of Test images: exclude (from training) | keep (warns)
+    out: Optional[str] = MISSING  # where audit.json goes; None: the run's output folder
 
 
 @dataclass
 class StudyConfig:
-    name: str = "melanoma-study"  # also the MLflow experiment that holds the study's runs
-    experiments: list[str] = field(default_factory=lambda: ["m1", "m2", "m3", "m4", "m5", "m6"])
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    cv_folds: int = 1  # K > 1: every experiment runs as K stratified, content-grouped folds
-    cv_run_folds: Optional[list[int]] = None  # run only these folds (1-based), e.g. [1, 2] for quick ablations
-    nested: bool = True  # CV: select epoch and alert threshold on an inner split of each fold's training part
-    ensemble: bool = False  # CV: log the average of the fold models as one model (threshold from out-of-fold)
-    shift_check: bool = True  # CV: score the out-of-fold images again under evaluation.shifts (shift_check.py)
-    bootstrap_samples: int = 1000
-    confidence: float = 0.95
-    reports_dir: str = "${paths.experiments_dir}/reports"
-    launch: Optional[str] = None  # set by python -m melanoma_lab.study.runner per invocation: tags the runs it launches
+    name: str = MISSING  # also the MLflow experiment that holds the study's runs
+    experiments: list[str] = MISSING
+    seeds: list[int] = MISSING
+    cv_folds: int = MISSING  # K > 1: every experiment runs as K stratified, content-grouped folds
+    cv_run_folds: Optional[list[int]] = MISSING  # run only these folds (1-based), e.g. [1, 2] for quick ablations
+    nested: bool = MISSING  # CV: select epoch and alert threshold on an inner split of each fold's training part
+    ensemble: bool = MISSING  # CV: log the average of the fold models as one model (threshold from out-of-fold)
+    shift_check: bool = MISSING  # CV: score the out-of-fold images again under evaluation.shifts (shift_check.py)
+    bootstrap_samples: int = MISSING
+    confidence: float = MISSING
+    reports_dir: str = MISSING
+    launch: Optional[str] = MISSING  # set by the study runner per invocation: tags the runs it launches
 
 
 @dataclass
 class ServingConfig:
-    model_uri: str = "models:/melanoma-classifier@champion"
-    host: str = "127.0.0.1"  # loopback only; 0.0.0.0 exposes the model to the network
-    port: int = 5001
-    workers: int = 1
+    model_uri: str = MISSING
+    host: str = MISSING  # loopback only; 0.0.0.0 exposes the model to the network
+    port: int = MISSING
+    workers: int = MISSING
 
 
 @dataclass
 class SearchParameter:
-    """One dimension of a KerasTuner search: a config key (or config group) and the values it may take."""
+    """One dimension of a KerasTuner search: a config key (or config group) and the values it may take. Its defaults
+    are those of each list item (no YAML states them)."""
     key: str = MISSING  # e.g. model.dropout, optimizer.learning_rate, optimizer (a group: values adam, sgd)
     type: str = "choice"  # choice | int | float
     values: list[Any] = field(default_factory=list)  # choice: the candidates (lists allowed, e.g. [8, 16])
@@ -143,25 +148,25 @@ class SearchParameter:
 @dataclass
 class TunerConfig:
     name: str = MISSING  # hyperband | random | bayesian
-    objective: str = "val_bacc"  # val_bacc (validation balanced accuracy, maximised) | val_loss (minimised)
-    max_trials: int = 10  # random | bayesian: trials in all (hyperband: its brackets decide)
-    executions_per_trial: int = 1  # trainings per trial, objective averaged
+    objective: str = MISSING  # val_bacc (validation balanced accuracy, maximised) | val_loss (minimised)
+    max_trials: int = MISSING  # random | bayesian: trials in all (hyperband: its brackets decide)
+    executions_per_trial: int = MISSING  # trainings per trial, objective averaged
     max_epochs: int = MISSING  # epochs of a trial (hyperband: the most); conf: ${trainer.epochs}
-    factor: int = 3  # hyperband: reduction factor between brackets
-    hyperband_iterations: int = 1
-    patience: Optional[int] = None  # early stopping of a trial on the objective; null: train every epoch
+    factor: int = MISSING  # hyperband: reduction factor between brackets
+    hyperband_iterations: int = MISSING
+    patience: Optional[int] = MISSING  # early stopping of a trial on the objective; null: train every epoch
     seed: int = MISSING  # conf: ${trainer.seed}
-    resume: bool = False  # true: continue the search whose state is in directory (KerasTuner overwrite=False)
+    resume: bool = MISSING  # true: continue the search whose state is in directory (KerasTuner overwrite=False)
     directory: str = MISSING  # KerasTuner's state (oracle, trials, checkpoints)
     export_name: str = MISSING  # the tuned experiment: <export_dir>/experiment/tuned/<export_name>.yaml
     export_dir: str = MISSING  # a Hydra config folder (conf/, or one added with hydra.searchpath=[file://DIR])
-    search_space: list[SearchParameter] = field(default_factory=list)  # conf: spaces.<model.name>
-    spaces: dict[str, list[SearchParameter]] = field(default_factory=dict)  # the default space of each model
+    search_space: list[SearchParameter] = MISSING  # conf: spaces.<model.name>
+    spaces: dict[str, list[SearchParameter]] = MISSING  # the default space of each model
 
 
 @dataclass
 class Config:
-    name: str = "baseline"
+    name: str = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     dataset: Any = MISSING
     augmentation: Any = MISSING  # plug-in groups (augmentation ... callbacks): checked by melanoma_lab.config.plugins
@@ -177,7 +182,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
-    tuner: Any = None  # tuner=hyperband|random|bayesian: a KerasTuner search instead of one run
+    tuner: Any = MISSING  # tuner=hyperband|random|bayesian: a KerasTuner search instead of one run
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
@@ -196,6 +201,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 
 def register_configs() -> None:
     """Register the root schema and one schema per config group with Hydra's ConfigStore."""
+    register_help()  # --help lists the groups without these schemas
     store = ConfigStore.instance()
     store.store(name="_schema", node=Config)
     for group, schemas in GROUP_SCHEMAS.items():
@@ -253,11 +259,32 @@ CHECKS: list[Check] = [
 ]
 
 
+def unknown_keys(node: DictConfig, where: str = "") -> list[str]:
+    """Keys of ``node`` (and of its nested schema nodes) that their closed schema does not have: added with
+    ``+group.key=value``, which Hydra allows even in a structured config. A node with a ``_target_`` (optimizer) is
+    open: its target's signature decides (:mod:`melanoma_lab.config.plugins`)."""
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return []
+    fields = [f.name for f in dataclasses.fields(schema)]
+    problems = []
+    for key in node.keys():
+        path = f"{where}.{key}" if where else str(key)
+        if key in fields:
+            child = node._get_node(key)
+            problems += unknown_keys(child, path) if isinstance(child, DictConfig) and not child._is_none() else []
+        elif "_target_" not in fields:
+            near = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean {path[:-len(str(key))]}{near[0]}?" if near else f"known: {', '.join(fields)}"
+            problems.append(f"{path}: unknown key ({hint})")
+    return problems
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming every key whose value is out of range, or (plug-in groups) unknown or of
     the wrong type for its ``_target_``'s signature. Imports no TensorFlow."""
     check_targets(cfg, KERAS_ARGUMENTS)
-    problems = []
+    problems = unknown_keys(cfg)
     for key, is_valid, requirement in CHECKS:
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if value is not None and not is_valid(value):
