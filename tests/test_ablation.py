@@ -160,4 +160,4 @@ def test_two_experiments_on_identical_folds_are_compared_with_the_first_as_refer
     out = tmp_path / "both"
     assert main(["--experiment", "m5", "--experiment", "m6", "--out", str(out), f"tracking.tracking_uri={uri}"]) == 0
     text = (out / "ablation.md").read_text()
-    assert "colour shift drop" in text and "| experiment=m6 |" in text and "+0.012 / +0.021" in text
+    assert "colour shift drop" in text and "| experiment=m6 |" in text and "+0.021 / +0.012" in text

@@ -103,8 +103,8 @@ def test_fine_tuning_settings_out_of_range_are_named(tiny_cfg, overrides, messag
 def test_best_epoch_skips_the_head_epochs():
     from melanoma_lab.training.fit import best_epoch
 
-    history = {"val_bacc": [0.9, 0.5, 0.7, 0.6], "val_loss": [0.1, 0.9, 0.5, 0.6]}
-    assert best_epoch(history, "val_bacc") == 0 and best_epoch(history, "val_bacc", first=1) == 2
+    history = {"val_balanced_accuracy": [0.9, 0.5, 0.7, 0.6], "val_loss": [0.1, 0.9, 0.5, 0.6]}
+    assert best_epoch(history, "val_balanced_accuracy") == 0 and best_epoch(history, "val_balanced_accuracy", first=1) == 2
     assert best_epoch(history, "val_loss", first=2) == 2
 
 

@@ -103,7 +103,7 @@ def test_cross_validation_parents_are_tabulated_beside_single_runs():
          "cv_sd_val_melanoma_roc_auc": 0.01}]))
     table = tables.cross_validation_table(study)
     assert table.loc[0, "val balanced acc"] == "0.610 ± 0.030"
-    assert table.loc[0, "melanoma ROC-AUC"] == "0.900 ± 0.010" and table.loc[0, "macro F1"] == "n/a"
+    assert table.loc[0, "val melanoma ROC-AUC"] == "0.900 ± 0.010" and table.loc[0, "val macro F1"] == "n/a"
     assert table.loc[0, "OOF balanced acc"] == "n/a"  # a parent logged before out-of-fold metrics
 
 

@@ -21,14 +21,14 @@ def test_validation_metrics_include_balanced_accuracy():
     callback.on_epoch_end(0, logs)
     predicted = model.predict(images, verbose=0).argmax(axis=1)
     recalls = [np.mean(predicted[labels == c] == c) for c in range(3)]
-    assert logs["val_bacc"] == pytest.approx(np.mean(recalls))
+    assert logs["val_balanced_accuracy"] == pytest.approx(np.mean(recalls))
     assert logs["val_accuracy"] == pytest.approx(np.mean(predicted == labels))
     assert logs["val_loss"] > 0
 
 
 def test_best_epoch_follows_the_monitor_direction():
-    history = {"val_loss": [1.0, 0.5, 0.7], "val_bacc": [0.2, 0.3, 0.6]}
-    assert best_epoch(history, "val_loss") == 1 and best_epoch(history, "val_bacc") == 2
+    history = {"val_loss": [1.0, 0.5, 0.7], "val_balanced_accuracy": [0.2, 0.3, 0.6]}
+    assert best_epoch(history, "val_loss") == 1 and best_epoch(history, "val_balanced_accuracy") == 2
 
 
 def test_loss_schedule_and_precision_come_from_config():
@@ -121,7 +121,7 @@ def test_callbacks_come_from_the_callbacks_group_in_order(tmp_path):
                           "+callbacks.nan._target_=keras.callbacks.TerminateOnNaN"])
     callbacks = build_callbacks(cfg, tmp_path, RunTracker(False, "", "", "", None), None, tmp_path / "backup")
     assert [type(c).__name__ for c in callbacks[3:]] == ["BackupAndRestore", "EarlyStopping", "TerminateOnNaN"]
-    assert callbacks[4].patience == 15 and callbacks[4].monitor == "val_bacc" and callbacks[4].mode == "max"
+    assert callbacks[4].patience == 15 and callbacks[4].monitor == "val_balanced_accuracy" and callbacks[4].mode == "max"
     with pytest.raises(ConfigError, match="callbacks.nan.when: unknown key; keras.callbacks.TerminateOnNaN takes"):
         build_callbacks(compose_config(["+callbacks.nan._target_=keras.callbacks.TerminateOnNaN",
                                         "+callbacks.nan.when=always"]), tmp_path, None, None, tmp_path)

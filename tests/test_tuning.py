@@ -76,7 +76,7 @@ def test_random_search_logs_trials_retrains_the_best_and_exports_it(tmp_path):
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in children)
     for trial in trials:
         assert {"model.dropout", "optimizer", "optimizer.learning_rate"} <= set(trial.data.params)
-        assert [m.step for m in client.get_metric_history(trial.info.run_id, "val_bacc")] == [0]
+        assert [m.step for m in client.get_metric_history(trial.info.run_id, "val_balanced_accuracy")] == [0]
     assert best.info.run_name == "m2_random" and "val_balanced_accuracy" in best.data.metrics
     assert search.data.tags["best_overrides"].startswith("model.dropout=")
 
@@ -104,7 +104,7 @@ def test_hyperband_logs_continued_trials_at_their_true_epochs(tmp_path):
     assert continued, [r.data.params for r in trials]
     for trial in continued:
         first, last = int(trial.data.params["tuner/initial_epoch"]), int(trial.data.params["tuner/epochs"])
-        assert [m.step for m in client.get_metric_history(trial.info.run_id, "val_bacc")] == list(range(first, last))
+        assert [m.step for m in client.get_metric_history(trial.info.run_id, "val_balanced_accuracy")] == list(range(first, last))
 
 
 @pytest.mark.slow

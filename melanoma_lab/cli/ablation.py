@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from melanoma_lab.evaluation import registry
 from melanoma_lab.reporting.ablation import GROUP_TAGS, NOT_A_CHANGE, ablation_table, load_groups
 
 SHIFT = "shift_worst_drop_"
@@ -39,26 +40,29 @@ def _difference(row: pd.Series, name: str) -> str:
 
 def _shift_families(table: pd.DataFrame) -> list[str]:
     """The shift families whose worst drops some run of ``table`` logged (melanoma_lab.study.shift_check)."""
-    suffix = "_melanoma_roc_auc"
-    return sorted({c.removeprefix(SHIFT).removesuffix(suffix) for c in table.columns
+    suffixes = [f"_{name}" for name in registry.names(registry.SHIFT_GATE)]
+    return sorted({c.removeprefix(SHIFT).removesuffix(suffix) for c in table.columns for suffix in suffixes
                    if c.startswith(SHIFT) and c.endswith(suffix)})
 
 
 def _shift_cell(row: pd.Series, family: str) -> str:
-    auc, bacc = (row.get(f"{SHIFT}{family}_{m}") for m in ("melanoma_roc_auc", "balanced_accuracy_frequent"))
-    return "" if auc is None or pd.isna(auc) else f"{auc:+.3f} / {bacc:+.3f}"
+    drops = [row.get(f"{SHIFT}{family}_{name}") for name in registry.names(registry.SHIFT_GATE)]
+    if all(drop is None or pd.isna(drop) for drop in drops):
+        return ""
+    return " / ".join("n/a" if drop is None or pd.isna(drop) else f"{drop:+.3f}" for drop in drops)
 
 
 def render(key: tuple, table: pd.DataFrame, confidence: float) -> str:
     """A markdown section: which runs, then one line per run with its differences from the baseline and, where
-    the runs had the shift check, the worst drop (melanoma AUC / balanced accuracy) per shift family."""
+    the runs had the shift check, the worst drop of each gated metric of the registry per shift family."""
     what = ", ".join(f"{tag} {value}" for tag, value in zip(GROUP_TAGS, key) if value)
     ci = f"{confidence:.0%} bootstrap CI over images"
     families = _shift_families(table)
+    gated = [registry.METRICS[name].label for name in registry.names(registry.SHIFT_GATE)]
     lines = [f"## {key[0]}: {what}", "",
              f"{int(table['images'].iloc[0])} out-of-fold images; differences from the baseline, paired by image "
              f"({ci}); alert at each fold's inner-validation threshold."
-             + (" Shift check: the worst drop of melanoma AUC / balanced accuracy over each family's shifts "
+             + (f" Shift check: the worst drop of {' / '.join(gated)} over each family's shifts "
                 "(positive: worse)." if families else ""), "",
              f"| change | bal. acc. ({int(table['frequent_classes'].iloc[0])} frequent classes) | difference | "
              "melanoma AUC | difference | alert sens. | alert spec. | "

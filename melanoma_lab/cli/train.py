@@ -49,7 +49,6 @@ def _run(cfg: DictConfig) -> float | None:
     from melanoma_lab.study.crossval import run_cross_validation
     from melanoma_lab.study.ensemble import check_ensemble
     from melanoma_lab.study.experiment import run_experiment
-    from melanoma_lab.tracking.identity import KEY_METRICS
     from melanoma_lab.study.tuning import run_search
 
     check_ensemble(cfg)  # study.ensemble=true without cross-validation would be silently ignored
@@ -61,13 +60,20 @@ def _run(cfg: DictConfig) -> float | None:
         run = run_cross_validation if cfg.study.cv_folds > 1 else run_experiment
     results = run(cfg, runtime.runtime.output_dir, list(runtime.overrides.task), parent_run_id=parent_run_id())
     prefix = "cv_mean_" if cfg.study.cv_folds > 1 else ""
-    keys = [k if k.startswith("test_") else prefix + k for k in KEY_METRICS]
-    keys += ["oof_balanced_accuracy", "oof_balanced_accuracy_frequent", "oof_melanoma_roc_auc",
-             "oof_melanoma_alert_sensitivity", "oof_melanoma_alert_specificity", "ensemble_test_balanced_accuracy",
-             "oof_shift_worst_drop_colour_melanoma_roc_auc", "oof_shift_worst_drop_intensity_melanoma_roc_auc"]
-    print(f"[{cfg.name}] " + "  ".join(f"{k}={results[k]:.4f}" for k in keys if k in results))
+    print(f"[{cfg.name}] " + summary_line(results, cross_validated=cfg.study.cv_folds > 1))
     # the sweepers' objective: the held-out fold's score when the fold was only scored (nested CV)
     return results.get(prefix + "fold_balanced_accuracy", results.get(prefix + "val_balanced_accuracy"))
+
+
+def summary_line(results: dict[str, float], cross_validated: bool) -> str:
+    """The registry's summary keys found in ``results``: a cross-validation's mean over folds (``cv_mean_``) of
+    each fold run's own validation and held-out fold numbers, then its parent's (out-of-fold, ensemble)."""
+    from melanoma_lab.evaluation import registry
+
+    mean = ("final_val", "val", "fold") if cross_validated else ()
+    keys = [f"cv_mean_{key}" if key.startswith(tuple(f"{p}_" for p in mean)) else key
+            for key in registry.keys(registry.SUMMARY)]
+    return "  ".join(f"{k}={results[k]:.4f}" for k in keys if k in results)
 
 
 def main(argv: list[str] | None = None) -> None:

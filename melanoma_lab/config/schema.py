@@ -68,7 +68,7 @@ class TrainerConfig:
     epochs: int = MISSING
     seed: int = MISSING
     deterministic: bool = MISSING
-    monitor: str = MISSING  # picks the best epoch (early stopping, checkpoint); val_bacc: balanced accuracy
+    monitor: str = MISSING  # picks the best epoch (early stopping, checkpoint); an epoch metric of the registry
     resume: bool = MISSING  # continue an interrupted (KILLED/FAILED) run of the same config from its last epoch
     precision: str = MISSING  # float32 | mixed_bfloat16 | mixed_float16 | auto (by device: melanoma_lab.runtime)
     strategy: str = MISSING  # default | mirrored (all local devices) | multi_worker (processes; README)
@@ -148,7 +148,7 @@ class SearchParameter:
 @dataclass
 class TunerConfig:
     name: str = MISSING  # hyperband | random | bayesian
-    objective: str = MISSING  # val_bacc (validation balanced accuracy, maximised) | val_loss (minimised)
+    objective: str = MISSING  # an epoch metric of the registry (val_loss: minimised)
     max_trials: int = MISSING  # random | bayesian: trials in all (hyperband: its brackets decide)
     executions_per_trial: int = MISSING  # trainings per trial, objective averaged
     max_epochs: int = MISSING  # epochs of a trial (hyperband: the most); conf: ${trainer.epochs}
@@ -209,7 +209,7 @@ def register_configs() -> None:
             store.store(group=group, name=name, node=node)
 
 
-Check = tuple[str, Callable[[Any], bool], str]
+Check = tuple[str, Callable[[Any], bool], str | Callable[[], str]]
 
 CHECKS: list[Check] = [
     ("dataset.image_size", lambda v: v >= 8, "must be at least 8 pixels"),
@@ -222,8 +222,6 @@ CHECKS: list[Check] = [
     ("trainer.head_epochs", lambda v: v >= 0, "must not be negative (0: no head-only epochs)"),
     ("trainer.head_learning_rate", lambda v: v > 0, "must be positive"),
     ("optimizer.weight_decay", lambda v: v >= 0, "must be null (none) or not negative"),
-    ("trainer.monitor", lambda v: v in ("val_loss", "val_accuracy", "val_bacc"),
-     "must be val_loss, val_accuracy or val_bacc"),
     ("trainer.precision", lambda v: v in ("float32", "mixed_bfloat16", "mixed_float16", "auto"),
      "must be float32, mixed_bfloat16, mixed_float16 or auto"),
     ("serving.port", lambda v: 1 <= v <= 65535, "must be a TCP port (1-65535)"),
@@ -231,7 +229,6 @@ CHECKS: list[Check] = [
     ("trainer.strategy", lambda v: v in ("default", "mirrored", "multi_worker"),
      "must be default, mirrored or multi_worker"),
     ("tuner.name", lambda v: v in ("hyperband", "random", "bayesian"), "must be hyperband, random or bayesian"),
-    ("tuner.objective", lambda v: v in ("val_bacc", "val_loss"), "must be val_bacc or val_loss"),
     ("tuner.max_trials", lambda v: v >= 1, "must be at least 1"),
     ("tuner.executions_per_trial", lambda v: v >= 1, "must be at least 1"),
     ("tuner.max_epochs", lambda v: v >= 1, "must be at least 1"),
@@ -280,15 +277,21 @@ def unknown_keys(node: DictConfig, where: str = "") -> list[str]:
     return problems
 
 
+def register_check(key: str, is_valid: Callable[[Any], bool], requirement: str | Callable[[], str]) -> None:
+    """Check ``key`` with ``is_valid`` (replacing an earlier check of it): how a room above adds what it knows, e.g.
+    :mod:`melanoma_lab.evaluation.registry` the allowed ``trainer.monitor`` and ``tuner.objective``."""
+    CHECKS[:] = [check for check in CHECKS if check[0] != key] + [(key, is_valid, requirement)]
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` naming every key whose value is out of range, or (plug-in groups) unknown or of
-    the wrong type for its ``_target_``'s signature. Imports no TensorFlow."""
+    """Raise :class:`ConfigError` naming every key out of range, unknown, or (plug-in groups) of the wrong type for
+    its ``_target_``'s signature. Imports no TensorFlow."""
     check_targets(cfg, KERAS_ARGUMENTS)
     problems = unknown_keys(cfg)
     for key, is_valid, requirement in CHECKS:
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if value is not None and not is_valid(value):
-            problems.append(f"{key}={value!r} {requirement}")
+            problems.append(f"{key}={value!r} {requirement() if callable(requirement) else requirement}")
     head, epochs = (OmegaConf.select(cfg, f"trainer.{k}", default=None) for k in ("head_epochs", "epochs"))
     if head and epochs and head >= epochs:
         problems.append(f"trainer.head_epochs={head} must be fewer than trainer.epochs={epochs} (the epochs in all, "

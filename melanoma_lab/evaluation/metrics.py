@@ -1,27 +1,18 @@
-"""Metrics for melanoma triage, computed from labels and predicted class probabilities.
-
-scikit-learn computes every metric it has; only the operating-point reads of the ROC curve and the
-expected calibration error are written here.
-"""
+"""Metrics for melanoma triage, computed from labels and predicted class probabilities: every metric of the
+registry (:mod:`melanoma_lab.evaluation.registry`) and the per-class and operating-point ones."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-    roc_auc_score,
-    roc_curve,
-)
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from melanoma_lab.evaluation import registry
 from melanoma_lab.evaluation.inference import NO_ALERT_NOTE
+from melanoma_lab.evaluation.scores import (binary_auc as _binary_auc, expected_calibration_error,  # noqa: F401
+                                            frequent_balanced_accuracy, reliability_table, roc as _roc)
 
 
 @dataclass
@@ -31,12 +22,6 @@ class Evaluation:
     confusion: np.ndarray  # rows: true class, columns: predicted class
     probabilities: np.ndarray
     labels: np.ndarray
-
-
-def _roc(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every point of the ROC curve, one per distinct score (``roc_curve``'s default drops collinear points,
-    which can skip the operating point asked for)."""
-    return roc_curve(y_true, score, drop_intermediate=False)
 
 
 def sensitivity_at_specificity(y_true: np.ndarray, score: np.ndarray, specificity: float) -> float:
@@ -53,46 +38,15 @@ def specificity_at_sensitivity(y_true: np.ndarray, score: np.ndarray, sensitivit
     return float((1 - fpr[reached]).max()) if reached.any() else 0.0
 
 
-def reliability_table(labels: np.ndarray, probabilities: np.ndarray, bins: int) -> pd.DataFrame:
-    """Per confidence bin: mean confidence, accuracy and count (for the reliability diagram)."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == labels
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    bin_of = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    rows = [{"bin_low": edges[b], "bin_high": edges[b + 1], "count": int((bin_of == b).sum()),
-             "confidence": float(confidence[bin_of == b].mean()) if (bin_of == b).any() else np.nan,
-             "accuracy": float(correct[bin_of == b].mean()) if (bin_of == b).any() else np.nan}
-            for b in range(bins)]
-    return pd.DataFrame(rows)
-
-
 def threshold_for_sensitivity(y_true: np.ndarray, score: np.ndarray, sensitivity: float) -> float:
     """The highest score threshold whose alerts (score >= threshold) reach ``sensitivity``."""
     _, tpr, thresholds = _roc(y_true, score)
     return float(thresholds[np.flatnonzero(tpr >= sensitivity - 1e-12)[0]])
 
 
-def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int) -> float:
-    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
-    table = reliability_table(labels, probabilities, bins).dropna()
-    return float((table["count"] * (table["accuracy"] - table["confidence"]).abs()).sum() / len(labels))
-
-
 def metric_key(class_name: str) -> str:
     """A class name as an MLflow-friendly metric suffix."""
     return class_name.replace(" ", "_")
-
-
-def _binary_auc(y_true: np.ndarray, score: np.ndarray) -> float:
-    return float(roc_auc_score(y_true, score)) if 0 < y_true.sum() < len(y_true) else float("nan")
-
-
-def _balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
-    """Mean recall over the classes present in ``labels`` (scikit-learn leaves absent classes out, warning when
-    one is predicted; here that is expected: ``classes_scored`` says how many classes it averages)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
-        return float(balanced_accuracy_score(labels, predicted))
 
 
 @dataclass
@@ -123,13 +77,6 @@ def calibrate_alert(labels: np.ndarray, probabilities: np.ndarray, classes: list
     return AlertCalibration(threshold_for_sensitivity(is_mel, probabilities[:, mel], sensitivity), "calibrated")
 
 
-def frequent_balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, frequent: np.ndarray) -> float:
-    """Mean recall over the ``frequent`` classes present in ``labels`` (a wrong guess of a rare class still counts
-    as an error): balanced accuracy without classes too small to estimate a recall."""
-    recalls = [float((predicted[labels == c] == c).mean()) for c in frequent if (labels == c).any()]
-    return float(np.mean(recalls)) if recalls else float("nan")
-
-
 def alert_rates(is_melanoma: np.ndarray, alerts: np.ndarray) -> dict[str, float]:
     """Sensitivity and specificity of melanoma ``alerts`` (NaN where there is no melanoma, or nothing else)."""
     return {"melanoma_alert_sensitivity": float(alerts[is_melanoma].mean()) if is_melanoma.any() else float("nan"),
@@ -139,13 +86,14 @@ def alert_rates(is_melanoma: np.ndarray, alerts: np.ndarray) -> dict[str, float]
 
 def evaluate(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], melanoma_class: str,
              fixed_specificity: float, fixed_sensitivity: float, calibration_bins: int,
-             alert_threshold: float | None = None) -> Evaluation:
-    """Every metric of one evaluation (validation or test).
+             alert_threshold: float | None = None, frequent: np.ndarray | None = None) -> Evaluation:
+    """Every metric of one evaluation (validation or test): each registered metric that applies, the melanoma
+    operating points and each class' recall and F1.
 
     A class with no image here has NaN recall and F1 and is left out of the means (balanced accuracy and macro F1
     average over the ``classes_scored`` classes present). The melanoma alert fires when p(melanoma) >=
     ``alert_threshold`` (chosen on validation with :func:`calibrate_alert`); without one there are no alert
-    metrics."""
+    metrics. ``frequent`` (class indices): also the balanced accuracy over those classes."""
     labels = np.asarray(labels)
     predicted = probabilities.argmax(axis=1)
     all_classes = np.arange(len(classes))
@@ -156,32 +104,18 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], 
     aucs = np.array([_binary_auc(labels == c, probabilities[:, c]) for c in all_classes])
     per_class = pd.DataFrame({"class": classes, "precision": precision, "recall": recall, "f1": f1,
                               "support": support, "roc_auc": aucs})
-    metrics = {
-        "accuracy": float(accuracy_score(labels, predicted)),
-        "balanced_accuracy": _balanced_accuracy(labels, predicted),
-        "classes_scored": int(present.sum()),
-        "macro_f1": float(f1_score(labels, predicted, labels=all_classes[present], average="macro",
-                                   zero_division=0)),
-        "macro_roc_auc": float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan"),
-        "ece": expected_calibration_error(labels, probabilities, calibration_bins),
-    }
+    metrics = registry.compute(registry.Scored(labels, probabilities, classes, melanoma_class, alert_threshold,
+                                               frequent, calibration_bins))
     if melanoma_class in classes:
         mel = classes.index(melanoma_class)
         is_mel = labels == mel
-        flagged = predicted == mel
-        metrics |= {
-            "melanoma_sensitivity": float(flagged[is_mel].mean()) if is_mel.any() else float("nan"),
-            "melanoma_specificity": float((~flagged[~is_mel]).mean()) if (~is_mel).any() else float("nan"),
-            "melanoma_roc_auc": _binary_auc(is_mel, probabilities[:, mel]),
-        }
         if 0 < is_mel.sum() < len(labels):
             metrics[f"melanoma_sensitivity_at_spec_{fixed_specificity:g}"] = sensitivity_at_specificity(
                 is_mel, probabilities[:, mel], fixed_specificity)
             metrics[f"melanoma_specificity_at_sens_{fixed_sensitivity:g}"] = specificity_at_sensitivity(
                 is_mel, probabilities[:, mel], fixed_sensitivity)
         if alert_threshold is not None:
-            metrics |= {"melanoma_alert_threshold": float(alert_threshold),
-                        **alert_rates(is_mel, probabilities[:, mel] >= alert_threshold)}
+            metrics["melanoma_alert_threshold"] = float(alert_threshold)
     for name, class_recall, class_f1 in zip(classes, recall, f1):
         metrics[f"recall_{metric_key(name)}"] = float(class_recall)
         metrics[f"f1_{metric_key(name)}"] = float(class_f1)

@@ -22,10 +22,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 
+from melanoma_lab.evaluation import registry
+
 Shift = Callable[[np.ndarray], np.ndarray]  # (n, h, w, 3) uint8 -> (n, h, w, 3) uint8
-HEADLINE = ("balanced_accuracy_frequent", "melanoma_roc_auc", "melanoma_alert_sensitivity",
-            "melanoma_alert_specificity")
-GATED = ("balanced_accuracy_frequent", "melanoma_roc_auc")  # whose worst drop per family is logged
 UNSHIFTED = "none"
 
 
@@ -86,28 +85,30 @@ def shift_table(predict: Callable[[Shift | None], np.ndarray], score: Callable[[
     for (family, name), shift in shifts.items():
         rows.append({"family": family, "shift": name, **score(predict(shift))})
     table = pd.DataFrame(rows)
-    for metric in [m for m in HEADLINE if m in table]:
+    for metric in [m for m in registry.names(registry.SHIFT) if m in table]:
         table[f"drop_{metric}"] = table[metric].iloc[0] - table[metric]
     return table
 
 
 def shift_metrics(table: pd.DataFrame, prefix: str) -> dict[str, float]:
     """MLflow metrics of a :func:`shift_table`: ``<prefix>shift_<name>_<metric>`` and, per family, the worst
-    (largest) drop of each gated metric, ``<prefix>shift_worst_drop_<family>_<metric>``."""
+    (largest) drop of each gated metric, ``<prefix>shift_worst_drop_<family>_<metric>`` (the registry's
+    :data:`~melanoma_lab.evaluation.registry.SHIFT` and ``SHIFT_GATE`` metrics)."""
     metrics = {}
+    shown, gated = registry.names(registry.SHIFT), registry.names(registry.SHIFT_GATE)
     shifted = table[table["shift"] != UNSHIFTED]
     for _, row in shifted.iterrows():
-        metrics |= {f"{prefix}shift_{row['shift']}_{m}": float(row[m]) for m in HEADLINE if m in row and
+        metrics |= {f"{prefix}shift_{row['shift']}_{m}": float(row[m]) for m in shown if m in row and
                     pd.notna(row[m])}
     for family, rows in shifted.groupby("family"):
-        metrics |= {f"{prefix}shift_worst_drop_{family}_{m}": float(rows[f"drop_{m}"].max()) for m in GATED
+        metrics |= {f"{prefix}shift_worst_drop_{family}_{m}": float(rows[f"drop_{m}"].max()) for m in gated
                     if f"drop_{m}" in rows and rows[f"drop_{m}"].notna().any()}
     return metrics
 
 
 def render(table: pd.DataFrame) -> str:
     """The shift table in Markdown: each headline metric and its drop."""
-    metrics = [m for m in HEADLINE if m in table]
+    metrics = [m for m in registry.names(registry.SHIFT) if m in table]
     lines = ["| family | shift | " + " | ".join(f"{m} | drop" for m in metrics) + " |",
              "|---|---|" + "---|---|" * len(metrics)]
     for _, row in table.iterrows():

@@ -8,20 +8,24 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from melanoma_lab.evaluation import registry
 from melanoma_lab.evaluation.metrics import _binary_auc, metric_key
 from melanoma_lab.reporting.selection import Study, StudyRun
 from melanoma_lab.reporting.statistics import (balanced_accuracy_of, bootstrap_interval, clean_part, common_paths,
                                                paired_difference, probabilities)
 
-HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "melanoma_sensitivity", "melanoma_specificity",
-            "melanoma_roc_auc", "ece"]
-CV_COLUMNS = {"val balanced acc": "val_balanced_accuracy", "val accuracy": "final_val_accuracy",
-              "melanoma sensitivity": "val_melanoma_sensitivity", "melanoma ROC-AUC": "val_melanoma_roc_auc",
-              "melanoma spec @ sens 0.9": "val_melanoma_specificity_at_sens_0.9", "macro F1": "val_macro_f1",
-              "fold balanced acc": "fold_balanced_accuracy", "fold melanoma ROC-AUC": "fold_melanoma_roc_auc"}
-OOF_COLUMNS = {"OOF balanced acc": "oof_balanced_accuracy", "OOF melanoma ROC-AUC": "oof_melanoma_roc_auc",
-               "OOF alert sensitivity": "oof_melanoma_alert_sensitivity",
-               "OOF alert specificity": "oof_melanoma_alert_specificity"}
+OPERATING_POINT = {"val melanoma spec @ sens 0.9": "val_melanoma_specificity_at_sens_0.9"}  # a per-run family
+
+
+def cv_columns() -> dict[str, str]:
+    """The cross-validation table's mean ± sd columns (label: key), from the metric registry."""
+    return {label: key for key, label in registry.labelled(registry.CROSSVAL, short=True)
+            if not key.startswith("oof_")} | OPERATING_POINT
+
+
+def oof_columns_of_parent() -> dict[str, str]:
+    """The cross-validation table's out-of-fold columns (label: key), from the metric registry."""
+    return {label: key for key, label in registry.labelled(registry.CROSSVAL, short=True) if key.startswith("oof_")}
 
 
 def nan_mean(values: list[float | None]) -> float:
@@ -80,8 +84,8 @@ def results_table(study: Study, samples: int, confidence: float) -> pd.DataFrame
                "s/epoch (median)": _median_epoch_seconds(runs),
                "run s": mean_sd([r.metrics.get("run_seconds") for r in runs], ".0f"),
                "tracking share": mean_sd([_share(r.metrics, "tracking_seconds", "run_seconds") for r in runs])}
-        shown = HEADLINE[2:] if study.held_out == "val" else HEADLINE
-        for metric in shown:
+        shown = registry.names(registry.REPORT)
+        for metric in [m for m in shown if study.held_out != "val" or m not in ("accuracy", "balanced_accuracy")]:
             row[f"{study.held_out} {metric.replace('_', ' ')}"] = mean_sd(
                 [r.metrics.get(f"{study.held_out}_{metric}") for r in runs])
         row[f"{study.held_out} balanced acc (classes >= {study.frequent_class_images} images) {confidence:.0%} CI"] = (
@@ -153,10 +157,10 @@ def cross_validation_table(study: Study) -> pd.DataFrame:
     rows = []
     for row in study.cross_validation.to_dict("records"):
         out = {"experiment": row["experiment"], "folds": row["folds"], "seed": row["seed"]}
-        for label, key in CV_COLUMNS.items():
+        for label, key in cv_columns().items():
             mean, sd = row.get(f"cv_mean_{key}"), row.get(f"cv_sd_{key}")
             out[label] = "n/a" if mean is None or pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
-        for label, key in OOF_COLUMNS.items():
+        for label, key in oof_columns_of_parent().items():
             value = row.get(key)
             out[label] = "n/a" if value is None or pd.isna(value) else f"{value:.3f}"
         rows.append(out)

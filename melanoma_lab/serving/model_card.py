@@ -13,23 +13,12 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from melanoma_lab.evaluation import registry
+
 INTENDED_USE = ("Research and decision support on dermoscopic images of skin lesions: it ranks lesions by their "
                 "probability of melanoma and flags those at or above the alert threshold for a dermatologist's "
                 "review. It is not a diagnostic device and was not validated prospectively or clinically.")
 RARE_IMAGES = 10  # a class with fewer training images than this cannot be trusted (nor measured)
-# (metric, label) of the numbers a card quotes, where the run logged them
-NUMBERS = [("val_balanced_accuracy", "validation balanced accuracy"),
-           ("val_melanoma_roc_auc", "validation melanoma ROC-AUC"),
-           ("test_balanced_accuracy", "Test balanced accuracy"), ("test_melanoma_roc_auc", "Test melanoma ROC-AUC"),
-           ("test_clean_balanced_accuracy", "clean-Test balanced accuracy (no Train twin)"),
-           ("test_melanoma_alert_sensitivity", "Test alert sensitivity"),
-           ("test_melanoma_alert_specificity", "Test alert specificity"),
-           ("oof_balanced_accuracy_frequent", "out-of-fold balanced accuracy (classes with >= 10 images)"),
-           ("oof_melanoma_roc_auc", "out-of-fold melanoma ROC-AUC"),
-           ("oof_melanoma_alert_sensitivity", "out-of-fold alert sensitivity"),
-           ("oof_melanoma_alert_specificity", "out-of-fold alert specificity"),
-           ("ensemble_test_balanced_accuracy", "fold ensemble, Test balanced accuracy"),
-           ("ensemble_test_melanoma_roc_auc", "fold ensemble, Test melanoma ROC-AUC")]
 SHIFTS = "oof_shift_worst_drop_"
 
 
@@ -73,7 +62,7 @@ def model_card(client: MlflowClient, run: Run, metadata: dict, name: str, versio
         lines.append(f"Alert when p({metadata.get('melanoma_class', 'melanoma')}) >= {float(threshold):.4f}, chosen on "
                      f"{metadata.get('alert_threshold_chosen_on', 'validation data')} for sensitivity "
                      f">= {metadata.get('alert_target_sensitivity', '?')}; never tuned on Test.")
-    quoted = [(label, metrics[key]) for key, label in NUMBERS if key in metrics]
+    quoted = [(label, metrics[key]) for key, label in registry.labelled(registry.CARD) if key in metrics]
     lines += ["", "## Numbers (on images it did not train on)", "", "| metric | value |", "|---|---|"]
     lines += [f"| {label} | {value:.3f} |" for label, value in quoted] or ["| (none logged) | |"]
     lines += ["", "Point estimates as logged; the study report (`python -m melanoma_lab.cli.report`) gives intervals.",

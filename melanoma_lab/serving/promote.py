@@ -20,13 +20,12 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from melanoma_lab.config.arguments import parse_with_config
+from melanoma_lab.evaluation import registry
 from melanoma_lab.serving.model_card import model_card
 from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
 
 REGISTERED_NAME = "melanoma-classifier"
 ALIAS = "champion"
-OOF_TAGS = ("oof_balanced_accuracy", "oof_melanoma_roc_auc", "oof_melanoma_alert_sensitivity",
-            "oof_melanoma_alert_specificity")
 
 
 def best_run(client: MlflowClient, study: str, metric: str) -> str:
@@ -58,7 +57,8 @@ def promote(client: MlflowClient, run_id: str) -> str:
             "val_melanoma_alert_sensitivity": metrics.get("val_melanoma_alert_sensitivity"),
             "val_melanoma_alert_specificity": metrics.get("val_melanoma_alert_specificity"),
             "val_balanced_accuracy": metrics.get("val_balanced_accuracy"), "source_run": run_id}
-    tags |= {k: v for k, v in metrics.items() if k in OOF_TAGS}  # a fold ensemble: its out-of-fold estimate
+    tags |= {k: v for k, v in metrics.items() if k in registry.keys(registry.TAGS)}  # a fold ensemble: its OOF
+    # estimate
     for key, value in tags.items():
         client.set_model_version_tag(REGISTERED_NAME, version, key, str(value))
     card = model_card(client, run, metadata, REGISTERED_NAME, version)

@@ -8,7 +8,7 @@ import logging
 
 import pandas as pd
 
-from melanoma_lab.evaluation import plots
+from melanoma_lab.evaluation import plots, registry
 from melanoma_lab.data.contamination import TWIN_COLUMN
 from melanoma_lab.evaluation.metrics import AlertCalibration, Evaluation, reliability_table
 from melanoma_lab.tracking.run import RunTracker
@@ -16,25 +16,20 @@ from melanoma_lab.tracking.run import RunTracker
 log = logging.getLogger(__name__)
 
 
-# The numbers a reader looks for first; each is also logged as headline/<name>, so the MLflow UI lists them together
-# (the run page's metrics, a "headline" section in the charts, easy to pick as run-table columns).
-HEADLINE = ("val_balanced_accuracy", "val_melanoma_roc_auc", "val_melanoma_alert_sensitivity",
-            "val_melanoma_alert_specificity", "test_balanced_accuracy", "test_melanoma_roc_auc",
-            "test_melanoma_alert_sensitivity", "test_melanoma_alert_specificity", "test_clean_balanced_accuracy",
-            "fold_balanced_accuracy", "fold_melanoma_roc_auc", "oof_balanced_accuracy_frequent",
-            "oof_melanoma_roc_auc", "oof_melanoma_alert_sensitivity", "oof_melanoma_alert_specificity",
-            "ensemble_test_balanced_accuracy", "ensemble_test_melanoma_roc_auc")
-
-
 def headline(metrics: dict[str, float]) -> dict[str, float]:
-    """The :data:`HEADLINE` metrics among ``metrics``, as ``headline/<name>``."""
-    return {f"headline/{name}": metrics[name] for name in HEADLINE if name in metrics}
+    """The numbers a reader looks for first (the registry's headline keys) among ``metrics``, as
+    ``headline/<key>``: the MLflow UI lists them together (the run page's metrics, a "headline" section in the
+    charts, easy to pick as run-table columns)."""
+    return {f"headline/{key}": metrics[key] for key in registry.keys(registry.HEADLINE) if key in metrics}
 
 
 def evaluation_metrics(result: Evaluation, prefix: str, history: dict[str, list]) -> dict[str, float]:
-    """``<prefix>_<metric>``; a name Keras already logs per epoch (val_accuracy) gets a ``final_`` prefix."""
+    """``<prefix>_<metric>``. A key Keras also logs per epoch is logged as ``final_<key>`` where the registry
+    shows that name (``final_val_accuracy``); otherwise (``val_balanced_accuracy``) under its one name, after the
+    epochs, so that its value in MLflow is the held-out evaluation's and its history the epoch curve before it."""
     named = {f"{prefix}_{k}": v for k, v in result.metrics.items()}
-    return {(f"final_{k}" if k in history else k): v for k, v in named.items()}
+    renamed = set(registry.keys(registry.SUMMARY)) | set(registry.keys(registry.CROSSVAL))
+    return {(f"final_{k}" if k in history and f"final_{k}" in renamed else k): v for k, v in named.items()}
 
 
 def predictions_table(result: Evaluation, files: pd.DataFrame, classes: list[str]) -> pd.DataFrame:

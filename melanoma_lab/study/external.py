@@ -70,8 +70,9 @@ def shift_check(cfg: DictConfig, model, settings, images, labels) -> pd.DataFram
 
     import numpy as np
 
-    from melanoma_lab.evaluation.metrics import evaluate, frequent_balanced_accuracy
-    from melanoma_lab.evaluation.shifts import HEADLINE, build_shifts, shift_table
+    from melanoma_lab.evaluation import registry
+    from melanoma_lab.evaluation.metrics import evaluate
+    from melanoma_lab.evaluation.shifts import build_shifts, shift_table
 
     settings = dataclasses.replace(settings, tta=cfg.evaluation.shift_tta)
     images, labels = np.asarray(images), np.asarray(labels)
@@ -81,9 +82,8 @@ def shift_check(cfg: DictConfig, model, settings, images, labels) -> pd.DataFram
     def score(probabilities):
         found = evaluate(labels, probabilities, settings.classes, settings.melanoma_class,
                          cfg.evaluation.fixed_specificity, cfg.evaluation.fixed_sensitivity,
-                         cfg.evaluation.calibration_bins, alert_threshold=settings.threshold).metrics
-        found["balanced_accuracy_frequent"] = frequent_balanced_accuracy(labels, probabilities.argmax(axis=1), frequent)
-        return {name: found.get(name, float("nan")) for name in HEADLINE}
+                         cfg.evaluation.calibration_bins, alert_threshold=settings.threshold, frequent=frequent).metrics
+        return {name: found.get(name, float("nan")) for name in registry.names(registry.SHIFT)}
 
     return shift_table(lambda shift: settings.probabilities(model, list(images if shift is None else shift(images))),
                        score, build_shifts(cfg.evaluation.shifts))

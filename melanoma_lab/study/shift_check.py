@@ -26,7 +26,8 @@ from omegaconf import DictConfig
 
 from melanoma_lab.study.oof import oof_metrics
 from melanoma_lab.reporting.selection import OOF_FILE
-from melanoma_lab.evaluation.shifts import HEADLINE, Shift, build_shifts, render, shift_metrics, shift_table
+from melanoma_lab.evaluation import registry
+from melanoma_lab.evaluation.shifts import Shift, build_shifts, render, shift_metrics, shift_table
 
 log = logging.getLogger(__name__)
 TABLE = "evaluation/oof_shift_check"
@@ -64,7 +65,7 @@ def oof_shift_table(cfg: DictConfig, oof: pd.DataFrame, fold_models: dict[int, s
     def score(probabilities: np.ndarray) -> dict[str, float]:
         table = oof.assign(**{f"p_{c}": probabilities[:, i] for i, c in enumerate(classes)})
         metrics = oof_metrics(table, classes, cfg)
-        return {name: metrics.get(f"oof_{name}", float("nan")) for name in HEADLINE}
+        return {name: metrics.get(f"oof_{name}", float("nan")) for name in registry.names(registry.SHIFT)}
 
     return shift_table(predict, score, build_shifts(cfg.evaluation.get("shifts")))
 

@@ -54,7 +54,7 @@ def sweep_identity(config: DictConfig) -> dict[str, str]:
             "code_version": code_version()}
 
 
-def summary_table(children: list[Any], metrics: tuple[str, ...]) -> pd.DataFrame:
+def summary_table(children: list[Any], metrics: list[str]) -> pd.DataFrame:
     """One row per job (its newest child run, by ``overrides`` tag): run, status, overrides and ``metrics``."""
     rows, seen = [], set()
     for run in children:  # newest first
@@ -133,14 +133,16 @@ class MlflowSweepCallback(Callback):
         job_return.status, job_return.return_value = JobStatus.COMPLETED, None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from melanoma_lab.evaluation import registry
         from melanoma_lab.study.sweep_table import TABLE_METRICS, sweep_report, ui_link
-        from melanoma_lab.tracking.identity import KEY_METRICS, make_tracker
+        from melanoma_lab.tracking.identity import make_tracker
 
         path = Path(config.hydra.sweep.dir) / PARENT_FILE
         if not path.is_file():
             return
         parent = make_tracker(config, "sweep", {}).attach(path.read_text().strip())
-        metrics = tuple(dict.fromkeys(KEY_METRICS + TABLE_METRICS))
+        keys = registry.keys(registry.SUMMARY, registry.RUN_PREFIXES)  # each job's own run
+        metrics = tuple(dict.fromkeys([*keys, *TABLE_METRICS]))
         table = with_job_errors(summary_table(parent.child_runs(), metrics), Path(config.hydra.sweep.dir))
         failed = table[table["status"] != "FINISHED"]
         parent.log_table(table, "sweep_summary.csv")

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab.config.schema import ConfigError, validate
 from melanoma_lab.data.catalog import fingerprint
+from melanoma_lab.evaluation import registry
 from melanoma_lab.study.experiment import run_experiment
 from melanoma_lab.tracking.identity import config_hash, make_tracker
 from melanoma_lab.data.pipeline import PreparedData
@@ -40,7 +41,7 @@ from melanoma_lab.tracking.provenance import code_version, runtime_tags
 from melanoma_lab.runtime import seed_everything
 from melanoma_lab.tracking.epochs import EpochLogger
 from melanoma_lab.tracking.run import RunTracker, flatten
-from melanoma_lab.training.fit import (MAXIMISED, build_loss, compile_model, keras_verbosity, steps_per_epoch,
+from melanoma_lab.training.fit import (build_loss, compile_model, keras_verbosity, steps_per_epoch,
                                        training_inputs)
 from melanoma_lab.data.staging import write_atomically
 
@@ -131,7 +132,7 @@ class ConfiguredHyperModel(keras_tuner.HyperModel):
         return compile_model(cfg, len(self.data.classes), steps_per_epoch(cfg, self.data))[0]
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, callbacks: list, **kwargs: Any):
-        """Fit on the trial's training batches; the validation callback goes first (the others read val_bacc)."""
+        """Fit on the trial's training batches; the validation callback goes first (the others read its val_<metric>)."""
         cfg = self.config(hp)
         train_ds, validation, class_weight = training_inputs(cfg, self.data, build_loss(cfg))
         return model.fit(train_ds, callbacks=[validation, *callbacks], class_weight=class_weight,
@@ -165,13 +166,13 @@ def build_tuner(cfg: DictConfig, hypermodel: ConfiguredHyperModel, overwrite: bo
     """The configured KerasTuner tuner (with :class:`TrialRuns`), state in ``tuner.directory``."""
     settings = cfg.tuner
     base = TUNERS[settings.name]
-    direction = "max" if settings.objective in MAXIMISED else "min"
+    objective = registry.monitor_key(settings.objective)
     budget = ({"max_epochs": settings.max_epochs, "factor": settings.factor,
                "hyperband_iterations": settings.hyperband_iterations} if settings.name == "hyperband"
               else {"max_trials": settings.max_trials})
     directory = Path(settings.directory).resolve()
     return type(f"{base.__name__}WithRuns", (TrialRuns, base), {})(
-        hypermodel=hypermodel, objective=keras_tuner.Objective(settings.objective, direction),
+        hypermodel=hypermodel, objective=keras_tuner.Objective(objective, registry.mode(objective)),
         executions_per_trial=settings.executions_per_trial, seed=settings.seed, directory=str(directory.parent),
         project_name=directory.name, overwrite=overwrite, **budget)
 
@@ -252,9 +253,9 @@ def run_search(cfg: DictConfig, output_dir: str | Path, overrides: list[str],
     hypermodel = ConfiguredHyperModel(dimensions(cfg), compose_trial, data)
     fit_kwargs: dict[str, Any] = {"epochs": cfg.tuner.max_epochs, "callbacks": []}
     if cfg.tuner.patience is not None:
-        mode = "max" if cfg.tuner.objective in MAXIMISED else "min"
-        fit_kwargs["callbacks"] = [keras.callbacks.EarlyStopping(cfg.tuner.objective, patience=cfg.tuner.patience,
-                                                                 mode=mode)]
+        objective = registry.monitor_key(cfg.tuner.objective)
+        fit_kwargs["callbacks"] = [keras.callbacks.EarlyStopping(objective, patience=cfg.tuner.patience,
+                                                                 mode=registry.mode(objective))]
     if role() == "worker":
         tuner = build_tuner(cfg, hypermodel, overwrite=False)
         tuner.trial_tracker = trial_tracker
@@ -279,7 +280,7 @@ def run_search(cfg: DictConfig, output_dir: str | Path, overrides: list[str],
         best = trial_overrides(dimensions(cfg), tuner.get_best_hyperparameters(1)[0])
         best_trial = tuner.oracle.get_best_trials(1)[0]
         search.log_metrics({"search_seconds": time.perf_counter() - started, "trials": len(table),
-                            f"best_{cfg.tuner.objective}": best_trial.score})
+                            f"best_{tuner.oracle.objective.name}": best_trial.score})
         search.set_tags({"best_trial_id": best_trial.trial_id, "best_overrides": " ".join(best)})
         log.info("best trial %s (%s=%.4f): %s", best_trial.trial_id, cfg.tuner.objective, best_trial.score, best)
         results = run_experiment(compose_trial([*best, f"name={name}"]), output_dir / "best",

@@ -23,8 +23,6 @@ from melanoma_lab.tracking.stale_runs import repair_stale_runs
 from melanoma_lab.tracking.store import configured_tracking_uri
 
 log = logging.getLogger(__name__)
-KEY_METRICS = ("final_val_accuracy", "val_balanced_accuracy", "val_melanoma_sensitivity", "val_melanoma_roc_auc",
-               "fold_balanced_accuracy", "fold_melanoma_roc_auc", "test_balanced_accuracy")
 
 
 def run_identity(cfg: DictConfig, files: pd.DataFrame, fold: int | None = None) -> dict[str, str]:

@@ -12,7 +12,6 @@ import keras
 import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from sklearn.metrics import balanced_accuracy_score
 
 from melanoma_lab.components.augmentation import build_augmentation
 from melanoma_lab.data.batches import make_dataset
@@ -20,13 +19,13 @@ from melanoma_lab.training.ema import SwapEMAWeights
 from melanoma_lab.errors import ConfigError
 from melanoma_lab.config.plugins import build
 from melanoma_lab.data.pipeline import PreparedData
+from melanoma_lab.evaluation import registry
 from melanoma_lab.runtime import runtime, set_precision
 from melanoma_lab.tracking.provenance import runtime_tags
 from melanoma_lab.tracking.epochs import EpochLogger
 from melanoma_lab.tracking.run import RunTracker
 
 log = logging.getLogger(__name__)
-MAXIMISED = ("val_accuracy", "val_bacc")
 
 
 def build_loss(cfg: DictConfig) -> keras.losses.Loss:
@@ -43,15 +42,17 @@ def learning_rate(cfg: DictConfig, steps_per_epoch: int):
 
 
 def best_epoch(history: dict[str, list[float]], monitor: str, first: int = 0) -> int:
-    """Index of the best epoch by ``monitor`` (highest for accuracies, lowest for losses), from epoch ``first`` on
-    (the head-only epochs of a fine-tuned model are never selected)."""
+    """Index of the best epoch by ``monitor`` (highest or lowest as the metric registry's direction says), from
+    epoch ``first`` on (the head-only epochs of a fine-tuned model are never selected)."""
+    monitor = registry.monitor_key(monitor)
     values = np.asarray(history[monitor][first:])
-    return first + int(np.argmax(values) if monitor in MAXIMISED else np.argmin(values))
+    return first + int(np.argmax(values) if registry.mode(monitor) == "max" else np.argmin(values))
 
 
 class ValidationMetrics(keras.callbacks.Callback):
-    """One prediction pass over the validation images per epoch, adding ``val_loss``, ``val_accuracy`` and
-    ``val_bacc`` (balanced accuracy, mean per-class recall) to the epoch's logs for the callbacks after it."""
+    """One prediction pass over the validation images per epoch, adding ``val_loss`` and ``val_<name>`` of each
+    epoch metric of the registry (``val_accuracy``, ``val_balanced_accuracy``...) to the epoch's logs for the
+    callbacks after it."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, loss: keras.losses.Loss,
                  batch_size: int):
@@ -62,11 +63,11 @@ class ValidationMetrics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         with runtime().local_prediction(self.model) as model:
             probabilities = model.predict(self.images, batch_size=self.batch_size, verbose=0)
-        predicted = probabilities.argmax(axis=1)
         if logs is not None:
             logs["val_loss"] = float(self.loss(self.one_hot, probabilities))
-            logs["val_accuracy"] = float((predicted == self.labels).mean())
-            logs["val_bacc"] = float(balanced_accuracy_score(self.labels, predicted))
+            epoch = [metric for metric in registry.computed() if registry.EPOCH in metric.shown]
+            scored = registry.Scored(self.labels, np.asarray(probabilities, np.float32))
+            logs |= {f"val_{name}": float(value) for name, value in registry.compute(scored, epoch).items()}
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -86,8 +87,8 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, tracker: RunTracker, vali
     """Validation metrics first (the others read them), then logging, then the ``callbacks`` group in order (by
     default an epoch backup in ``backup_dir`` for ``trainer.resume=true``, early stopping and the best checkpoint),
     each given the ``monitor``, ``mode``, ``output_dir`` and ``backup_dir`` its builder asks for."""
-    monitor = cfg.trainer.monitor
-    context = {"monitor": monitor, "mode": "max" if monitor in MAXIMISED else "min", "output_dir": output_dir,
+    monitor = registry.monitor_key(cfg.trainer.monitor)
+    context = {"monitor": monitor, "mode": registry.mode(monitor), "output_dir": output_dir,
                "backup_dir": backup_dir}
     configured = [build(node, f"callbacks.{name}", **context) for name, node in (cfg.callbacks or {}).items()
                   if node is not None]
