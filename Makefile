@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/melanoma-lab
 # TensorFlow extra (cpu | cuda) and further extras (comma-separated: dev, jax, torch): they name the lock file
-# requirements/<tf>-<extras>.txt that `make install` installs with hashes (README: Install). `make lock` writes it.
+# requirements/<tf>-<extras>.txt that `make install` installs with hashes (docs/install.md). `make lock` writes it.
 TF ?= cpu
 EXTRAS ?= dev,jax
 comma := ,
@@ -23,7 +23,6 @@ ARGS ?=
 STUDY ?= $(if $(filter synthetic,$(DATA)),synthetic,isic)-study$(if $(TRAINER),-$(TRAINER))
 DEMO_ARGS := dataset=synthetic trainer.epochs=8 study.name=demo
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-export TF_CPP_MIN_LOG_LEVEL := 2
 
 TUNE_ARGS ?= experiment=m2 tuner=random tuner.max_trials=6 dataset=synthetic trainer=smoke study.name=demo
 WORKERS ?= 2
@@ -84,9 +83,8 @@ install-cluster: $(CLUSTER_STAMP) ## install the `cluster` extra: Slurm/Ray laun
 
 demo: install ## M1 -> M2 -> M3 on the built-in synthetic lesions (a few minutes), tracked in MLflow
 	$(CLI) --multirun experiment=m1,m2,m3 $(DEMO_ARGS)
-	@echo; echo "Open the MLflow UI: make ui  ->  http://127.0.0.1:$(PORT)/#/experiments  (experiment 'demo', Runs tab)"
 
-# Tiers (README: Tests). `make test`: the fast tier, a newcomer's check (no cluster extra, no torch, no Debian
+# Tiers (docs/testing.md). `make test`: the fast tier, a newcomer's check (no cluster extra, no torch, no Debian
 # packages: tests that need them are marked and skip here). `make test-all`: every tier, as CI runs it (.ci/run).
 # Both end with the unmarked tests that took over 30 s (tests/conftest.py); test-all also lists the 25 slowest.
 PYTEST_ARGS ?=
@@ -96,7 +94,7 @@ test: install ## the fast tier: unit and fast integration tests, in minutes (no 
 test-all: install-cluster ## every test, slow/cluster/backends/distribution/ui included (needs .ci/run's packages)
 	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
-reproduce: install ## replay the study: audit, M1..M5 x seeds, report (DATA=path|synthetic, TRAINER=smoke: quick pass, ARGS=overrides)
+reproduce: install ## replay the study: audit, M1..M6 x seeds, report (DATA=path|synthetic, TRAINER=smoke: quick pass, ARGS=overrides)
 	$(CLI) study study.name=$(STUDY) $(if $(TRAINER),trainer=$(TRAINER)) \
 	  $(if $(filter synthetic,$(DATA)),dataset=synthetic,dataset.root=$(abspath $(DATA))) $(ARGS)
 
@@ -122,7 +120,7 @@ server: install-cluster ## MLflow server on 127.0.0.1:$(PORT), PostgreSQL store 
 stale-runs: install ## list this host's runs left RUNNING by a killed process (ARGS=--repair marks them FAILED)
 	$(CLI) stale-runs $(ARGS)
 
-serve: install ## serve the champion model over REST on 127.0.0.1:5001 (promote one first; see README)
+serve: install ## serve the champion model over REST on 127.0.0.1:5001 (promote one first: docs/serving.md)
 	$(CLI) serve
 
 data: install ## download a dataset into data/<name>: DATASET=isic9 (default) | ham10000 | isic2019 (needs internet)

@@ -210,7 +210,7 @@ def trained_model(_trained_store, tmp_path):
     return f"runs:/{run.info.run_id}/model", run, load_catalog(cfg.dataset), store
 
 
-# --- tiers (README: Tests) --------------------------------------------------------------------------------------
+# --- tiers (docs/testing.md) -----------------------------------------------------------------------------------
 # `make test` runs `-m "not slow"`; `make test-all` runs everything. A test that needs a service, several
 # processes, a browser or another backend is in the full tier by its marker alone: it is marked slow here.
 IMPLY_SLOW = ("cluster", "backends", "distribution", "ui")

@@ -60,7 +60,7 @@ class BackendRuntime:
         if strategy != "default":
             raise ConfigError(f"trainer.strategy={strategy} is not available on the {self.backend} backend "
                               f"(KERAS_BACKEND={self.backend}); use trainer.strategy=default, or "
-                              "KERAS_BACKEND=jax / tensorflow (README: Several devices)")
+                              "KERAS_BACKEND=jax / tensorflow (docs/backends.md: Several devices)")
         return contextlib.nullcontext()
 
     def model_scope(self, model: keras.Model) -> ContextManager[Any]:

@@ -59,7 +59,7 @@ class JaxRuntime(BackendRuntime):
             if missing:
                 raise ConfigError(f"trainer.strategy=multi_worker on the JAX backend needs {', '.join(missing)} in the "
                                   "environment of every process (coordinator host:port, number of processes, this "
-                                  "process's id 0..N-1; README: Several devices)")
+                                  "process's id 0..N-1; docs/backends.md: Several devices)")
             jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process collectives on CPU
             keras.distribution.initialize()
             log.info("process %d of %d joined %s: %d global device(s), %d local", jax.process_index(),
