@@ -13,7 +13,7 @@ from melanoma_lab.data.synthetic import ISIC_CLASSES
 from melanoma_lab.data.catalog import scan
 from melanoma_lab.data.synthetic import generate
 from melanoma_lab.study.experiment import run_experiment
-from melanoma_lab.study.preparation import load_audited_data, prepare_data
+from melanoma_lab.study.preparation import DataRecipe, load_audited_data, prepare_data
 from melanoma_lab.tracking.store import tracking_uri
 from tests.conftest import TINY_RUN, compose_config
 
@@ -55,8 +55,8 @@ def test_audit_counts_test_images_with_a_train_twin(contaminated):
 def test_train_copies_of_test_images_stay_out_of_training_and_validation(contaminated, tmp_path, policy):
     root, copies, _ = contaminated
     cfg = _cfg(root, tmp_path, f"audit.conflict_policy={policy}")
-    audited = load_audited_data(cfg, tmp_path / "out")
-    data = prepare_data(cfg, audited.catalog, audited.files)
+    audited = load_audited_data(cfg.dataset, cfg.audit, tmp_path / "out")
+    data = prepare_data(DataRecipe.of(cfg), audited.catalog, audited.files)
     used = set(data.train.files["path"]) | set(data.validation.files["path"])
     assert used.isdisjoint(copies.values())
     assert len(used) == len(audited.catalog.split("train")) - 2  # nothing else was set aside
@@ -67,7 +67,7 @@ def test_keeping_train_copies_of_test_images_reproduces_the_notebooks_and_warns(
     root, copies, _ = contaminated
     cfg = _cfg(root, tmp_path, "audit.test_contamination=keep")
     with caplog.at_level(logging.WARNING):
-        audited = load_audited_data(cfg, tmp_path / "out")
+        audited = load_audited_data(cfg.dataset, cfg.audit, tmp_path / "out")
     assert set(copies.values()) <= set(audited.files.loc[audited.files["split"] == "train", "path"])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("audit.test_contamination=keep: 2 Train images" in message for message in warnings)
@@ -104,8 +104,8 @@ def test_every_test_image_not_scored_is_listed_with_the_reason(contaminated, tmp
     (root / "Test" / "not a class").mkdir()
     (root / "Test" / "nevus" / "notes.txt").write_text("a note")
     cfg = _cfg(root, tmp_path, "audit.conflict_policy=drop")
-    audited = load_audited_data(cfg, tmp_path / "out")
-    unscored = prepare_data(cfg, audited.catalog, audited.files).test_unscored
+    audited = load_audited_data(cfg.dataset, cfg.audit, tmp_path / "out")
+    unscored = prepare_data(DataRecipe.of(cfg), audited.catalog, audited.files).test_unscored
     reasons = dict(zip(unscored["path"], unscored["reason"]))
     assert reasons[str(conflict)] == reasons[str(melanoma)] == "dropped by audit.conflict_policy=drop (label conflict)"
     assert reasons[broken].startswith("unreadable: ")

@@ -187,10 +187,10 @@ MIRRORED_ON_JAX = """
 import json, sys, keras
 from tests.conftest import compose_config
 from melanoma_lab.study.experiment import run_experiment
-from melanoma_lab.training.fit import compile_model
+from melanoma_lab.training.fit import TrainingRecipe, compile_model
 
 cfg = compose_config(sys.argv[1:])
-compile_model(cfg, 9, steps=2)
+compile_model(TrainingRecipe.of(cfg), 9, steps=2)
 mesh = keras.distribution.distribution().device_mesh
 metrics = run_experiment(cfg, cfg.paths.root_dir + "/run")
 print(json.dumps({"distribution": type(keras.distribution.distribution()).__name__, "devices": mesh.devices.tolist(),

@@ -143,13 +143,13 @@ def test_synthetic_data_is_learnable_but_not_trivial(tmp_path, shared_cache):
 
 
 def test_same_seed_gives_same_split_and_identical_metrics_when_deterministic(tiny_cfg, tmp_path):
-    from melanoma_lab.study.preparation import load_audited_data, prepare_data
+    from melanoma_lab.study.preparation import DataRecipe, load_audited_data, prepare_data
 
     def split_and_metrics(seed: int, name: str) -> tuple[list[str], dict]:
         cfg = tiny_cfg("experiment=m2", f"trainer.seed={seed}", "tracking.enabled=false", "trainer.epochs=2",
                        "trainer.deterministic=true")  # bfloat16 kernels are not bit-stable without it
-        audited = load_audited_data(cfg, tmp_path / name)
-        paths = list(prepare_data(cfg, audited.catalog, audited.files).validation.files["path"])
+        audited = load_audited_data(cfg.dataset, cfg.audit, tmp_path / name)
+        paths = list(prepare_data(DataRecipe.of(cfg), audited.catalog, audited.files).validation.files["path"])
         return paths, run_experiment(cfg, tmp_path / name, audited=audited)
 
     paths_a, metrics_a = split_and_metrics(7, "a")

@@ -50,7 +50,8 @@ def test_a_killed_run_of_another_config_is_failed_when_any_run_starts(tiny_cfg, 
                                   tags={"host": "another-host", "pid": "999999999"})
 
     identity = {"config_hash": "this-config", "data_fingerprint": "x"}
-    assert finished_twin(cfg, make_tracker(cfg, "m1", identity), identity) is None  # how every start begins
+    tracker = make_tracker(cfg.tracking, cfg.paths.mlruns_dir, "m1", identity)
+    assert finished_twin(tracker, identity, cfg.tracking.skip_finished) is None  # how every start begins
 
     repaired = client.get_run(killed)
     assert repaired.info.status == "FAILED" and repaired.data.tags["error"].startswith("stale: process")
@@ -135,6 +136,8 @@ def test_a_finished_run_from_other_weights_under_the_same_path_is_not_reused(tin
     """model.weights is a path in the config: the identity holds the file's content hash, so new weights written
     over the old file train again instead of reusing the old run's numbers."""
     from melanoma_lab.data.sources import load_catalog
+    from omegaconf import OmegaConf
+
     from melanoma_lab.tracking.identity import run_identity
     from tests.conftest import TINY_DATA, compose_config
 
@@ -142,13 +145,16 @@ def test_a_finished_run_from_other_weights_under_the_same_path_is_not_reused(tin
     weights.write_bytes(b"first weights")
     cfg = compose_config([*TINY_DATA, "model=transfer", f"model.weights={weights}"], root=tmp_path)
     files = load_catalog(cfg.dataset).files
-    identity = run_identity(cfg, files)
-    with make_tracker(cfg, "transfer", identity) as tracker:
+    identity = run_identity(OmegaConf.to_container(cfg, resolve=True), files)
+    with make_tracker(cfg.tracking, cfg.paths.mlruns_dir, "transfer", identity) as tracker:
         tracker.log_metrics({"val_accuracy": 0.5})
-    assert finished_twin(cfg, make_tracker(cfg, "transfer", identity), identity) == {"val_accuracy": 0.5}
+    tracker = make_tracker(cfg.tracking, cfg.paths.mlruns_dir, "transfer", identity)
+    assert finished_twin(tracker, identity, cfg.tracking.skip_finished) == {"val_accuracy": 0.5}
 
     weights.write_bytes(b"other weights, same path")
-    again = run_identity(cfg, files)
+    again = run_identity(OmegaConf.to_container(cfg, resolve=True), files)
     assert again["config_hash"] == identity["config_hash"]  # the config did not change, the input did
-    assert finished_twin(cfg, make_tracker(cfg, "transfer", again), again) is None
-    assert "model_weights_sha256" not in run_identity(compose_config([*TINY_DATA, "model=transfer"]), files)
+    tracker = make_tracker(cfg.tracking, cfg.paths.mlruns_dir, "transfer", again)
+    assert finished_twin(tracker, again, cfg.tracking.skip_finished) is None
+    unweighted = OmegaConf.to_container(compose_config([*TINY_DATA, "model=transfer"]), resolve=True)
+    assert "model_weights_sha256" not in run_identity(unweighted, files)

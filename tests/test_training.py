@@ -6,7 +6,7 @@ import pytest
 
 from melanoma_lab.errors import ConfigError
 from melanoma_lab.runtime import cpu_has_bfloat16, set_precision
-from melanoma_lab.training.fit import ValidationMetrics, best_epoch, build_loss, learning_rate
+from melanoma_lab.training.fit import TrainingRecipe, ValidationMetrics, best_epoch, build_loss, learning_rate
 from tests.conftest import compose_config
 
 
@@ -34,12 +34,12 @@ def test_best_epoch_follows_the_monitor_direction():
 def test_loss_schedule_and_precision_come_from_config():
     cfg = compose_config(["loss=focal", "loss.label_smoothing=0.1", "loss.gamma=3", "lr_schedule=cosine",
                           "trainer.epochs=4", "optimizer.learning_rate=0.01"])
-    loss = build_loss(cfg)
+    loss = build_loss(cfg.loss)
     assert isinstance(loss, keras.losses.CategoricalFocalCrossentropy) and loss.label_smoothing == 0.1
     assert loss.gamma == 3
-    schedule = learning_rate(cfg, steps_per_epoch=10)
+    schedule = learning_rate(TrainingRecipe.of(cfg), steps_per_epoch=10)
     assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(40)) == pytest.approx(0.0, abs=1e-7)
-    assert learning_rate(compose_config(["optimizer.learning_rate=0.01"]), 10) == 0.01
+    assert learning_rate(TrainingRecipe.of(compose_config(["optimizer.learning_rate=0.01"])), 10) == 0.01
     try:
         assert set_precision("mixed_bfloat16") == "mixed_bfloat16"
         assert keras.mixed_precision.global_policy().compute_dtype == "bfloat16"
@@ -66,7 +66,7 @@ def test_mirrored_strategy_trains_on_cpu(tiny_cfg, tmp_path):
     from melanoma_lab.training.fit import compile_model
 
     cfg = tiny_cfg("trainer.strategy=mirrored", "tracking.enabled=false")
-    model, _ = compile_model(cfg, 9, steps=2)
+    model, _ = compile_model(TrainingRecipe.of(cfg), 9, steps=2)
     assert isinstance(model.distribute_strategy, tf.distribute.MirroredStrategy)
     assert 0.0 <= run_experiment(cfg, tmp_path / "run")["val_balanced_accuracy"] <= 1.0
 
@@ -77,7 +77,7 @@ def test_multi_worker_strategy_needs_tf_config(tiny_cfg, monkeypatch):
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ConfigError, match="trainer.strategy=multi_worker needs TF_CONFIG"):
-        compile_model(tiny_cfg("trainer.strategy=multi_worker"), 9, steps=2)
+        compile_model(TrainingRecipe.of(tiny_cfg("trainer.strategy=multi_worker")), 9, steps=2)
 
 
 @pytest.mark.slow
@@ -119,29 +119,30 @@ def test_callbacks_come_from_the_callbacks_group_in_order(tmp_path):
 
     cfg = compose_config(["experiment=m4", "callbacks.checkpoint=null",
                           "+callbacks.nan._target_=keras.callbacks.TerminateOnNaN"])
-    callbacks = build_callbacks(cfg, tmp_path, RunTracker(False, "", "", "", None), None, tmp_path / "backup")
+    callbacks = build_callbacks(cfg.callbacks, cfg.trainer.monitor, tmp_path, RunTracker(False, "", "", "", None), None,
+                                tmp_path / "backup")
     assert [type(c).__name__ for c in callbacks[3:]] == ["BackupAndRestore", "EarlyStopping", "TerminateOnNaN"]
     assert callbacks[4].patience == 15 and callbacks[4].monitor == "val_balanced_accuracy" and callbacks[4].mode == "max"
     with pytest.raises(ConfigError, match="callbacks.nan.when: unknown key; keras.callbacks.TerminateOnNaN takes"):
-        build_callbacks(compose_config(["+callbacks.nan._target_=keras.callbacks.TerminateOnNaN",
-                                        "+callbacks.nan.when=always"]), tmp_path, None, None, tmp_path)
+        cfg = compose_config(["+callbacks.nan._target_=keras.callbacks.TerminateOnNaN", "+callbacks.nan.when=always"])
+        build_callbacks(cfg.callbacks, cfg.trainer.monitor, tmp_path, None, None, tmp_path)
 
 
 def test_early_stopping_ends_the_run_and_restores_the_best_epoch(tiny_cfg, tmp_path):
-    from melanoma_lab.study.preparation import load_audited_data, prepare_data
+    from melanoma_lab.study.preparation import DataRecipe, load_audited_data, prepare_data
     from melanoma_lab.tracking.run import RunTracker
     from melanoma_lab.training.fit import train_model
 
     cfg = tiny_cfg("trainer.epochs=15", "callbacks.early_stopping.patience=1",
                    "optimizer.learning_rate=0.05", "trainer.precision=float32", "trainer.deterministic=true",
                    "tracking.enabled=false")
-    audited = load_audited_data(cfg, tmp_path)
-    data = prepare_data(cfg, audited.catalog, audited.files)
+    audited = load_audited_data(cfg.dataset, cfg.audit, tmp_path)
+    data = prepare_data(DataRecipe.of(cfg), audited.catalog, audited.files)
     tracker = RunTracker(False, "", "", "", None)
-    model, history = train_model(cfg, data, tracker, tmp_path, tmp_path / "backup")
+    model, history = train_model(TrainingRecipe.of(cfg), data, tracker, tmp_path, tmp_path / "backup")
     assert len(history["loss"]) < 15  # stopped after one epoch without improvement
     check = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, len(data.classes),
-                              build_loss(cfg), cfg.dataset.batch_size)
+                              build_loss(cfg.loss), cfg.dataset.batch_size)
     check.set_model(model)
     logs: dict = {}
     check.on_epoch_end(0, logs)

@@ -131,7 +131,7 @@ def test_the_default_search_space_fits_every_model(model):
 
     cfg = compose_config(["tuner=random", f"model={model}"])
     check_search_space(cfg, [])
-    keys = [entry.key for entry in dimensions(cfg)]
+    keys = [entry.key for entry in dimensions(cfg.tuner)]
     assert all(OmegaConf.select(cfg, key, default="absent") != "absent" for key in keys if key.startswith("model."))
     assert any(key.startswith("model.") for key in keys) and all(e.sampling in ("linear", "log")
-                                                                  for e in dimensions(cfg))
+                                                                  for e in dimensions(cfg.tuner))

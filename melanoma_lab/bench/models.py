@@ -35,11 +35,11 @@ def measure(overrides: list[str], images: int, repeats: int) -> dict[str, Any]:
 
     from melanoma_lab.config.compose import compose
     from melanoma_lab.evaluation.inference import predict_probabilities, tta_mode, tta_views
-    from melanoma_lab.training.fit import compile_model
+    from melanoma_lab.training.fit import TrainingRecipe, compile_model
 
     cfg = compose([*overrides, "dataset=synthetic"])
     size, batch = cfg.dataset.image_size, cfg.dataset.batch_size
-    model, _ = compile_model(cfg, 9, steps=-(-images // batch))
+    model, _ = compile_model(TrainingRecipe.of(cfg), 9, steps=-(-images // batch))
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (images, size, size, 3), dtype=np.uint8).astype(np.float32)
     y = np.eye(9, dtype=np.float32)[rng.integers(0, 9, images)]

@@ -53,8 +53,10 @@ def seed_procedure(data: str | None, workdir: Path) -> list[dict[str, Any]]:
         print(f"  seed {name}: {stages[-1]['seconds']:.0f} s", flush=True)
 
     def train(experiment: str, folder: Path) -> dict[str, Any]:
+        from melanoma_lab.training.fit import TrainingRecipe
+
         cfg = compose([f"experiment={experiment}"] + data_overrides(data, workdir))
-        history = train_seed_pipeline(cfg, folder, SEED_EPOCHS[experiment])
+        history = train_seed_pipeline(TrainingRecipe.of(cfg), folder, SEED_EPOCHS[experiment])
         return {"epochs": len(history["loss"]), "final_val_accuracy": history["val_accuracy"][-1]}
 
     cfg = compose(data_overrides(data, workdir))

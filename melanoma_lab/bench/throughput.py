@@ -30,38 +30,41 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from melanoma_lab.bench import backends
 from melanoma_lab.bench.measure import BATCH, REAL_DATA, SEED, SIZE, FitTimer, data_overrides
 from melanoma_lab.config.compose import compose
 from melanoma_lab.data.staging import write_atomically
 
+if TYPE_CHECKING:
+    from melanoma_lab.training.fit import TrainingRecipe
+
 VARIANTS = ("seed", "lab", "untracked", "float32", "disk")
 TRACKING_PAIR = ("lab", "untracked")  # trained for --tracked-epochs
 DISK_BUDGET_MB = 64  # the "disk" variant's dataset.ram_budget_mb: below the decoded training split
 
 
-def train_seed_pipeline(cfg, train_dir: Path, epochs: int) -> dict[str, list[float]]:
+def train_seed_pipeline(recipe: TrainingRecipe, train_dir: Path, epochs: int) -> dict[str, list[float]]:
     """The seeds' notebook: image_dataset_from_directory + cache + shuffle + prefetch, the augmentation of
-    ``cfg`` as layers in front of the model, plain fit; returns Keras' history."""
+    ``recipe`` as layers in front of its model, plain fit; returns Keras' history."""
     import keras
     import tensorflow as tf
     from hydra.utils import instantiate
 
     from melanoma_lab.components.augmentation import build_augmentation
 
-    common = dict(validation_split=cfg.dataset.val_fraction, seed=SEED, image_size=(SIZE, SIZE), batch_size=BATCH)
+    common = dict(validation_split=recipe.dataset.val_fraction, seed=SEED, image_size=(SIZE, SIZE), batch_size=BATCH)
     train = keras.utils.image_dataset_from_directory(train_dir, subset="training", **common)
     validation = keras.utils.image_dataset_from_directory(train_dir, subset="validation", **common)
     num_classes = len(train.class_names)
     train = train.cache().shuffle(1000, seed=SEED).prefetch(tf.data.AUTOTUNE)
     validation = validation.cache().prefetch(tf.data.AUTOTUNE)
-    model = instantiate(cfg.model, input_shape=(SIZE, SIZE, 3), num_classes=num_classes, _convert_="all")
-    augmentation = build_augmentation(cfg.augmentation, SEED)
+    model = instantiate(recipe.model, input_shape=(SIZE, SIZE, 3), num_classes=num_classes, _convert_="all")
+    augmentation = build_augmentation(recipe.augmentation, SEED)
     if augmentation is not None:
         model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), augmentation, model])
-    model.compile(optimizer=keras.optimizers.Adam(cfg.optimizer.learning_rate),
+    model.compile(optimizer=keras.optimizers.Adam(recipe.optimizer.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
     return model.fit(train, validation_data=validation, epochs=epochs, verbose=0).history
 
@@ -79,8 +82,9 @@ def run_variant(variant: str, data: str | None, epochs: int, workdir: Path) -> d
     costs: dict[str, float] = {}
     if variant == "seed":
         from melanoma_lab.data.sources import load_catalog
+        from melanoma_lab.training.fit import TrainingRecipe
 
-        train_seed_pipeline(cfg, Path(load_catalog(cfg.dataset).root) / "Train", epochs)
+        train_seed_pipeline(TrainingRecipe.of(cfg), Path(load_catalog(cfg.dataset).root) / "Train", epochs)
     else:
         from melanoma_lab.study.experiment import run_experiment
 

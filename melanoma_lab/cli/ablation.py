@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--baseline names each key once, and not {', '.join(NOT_A_CHANGE)} keys (where runs go, "
                      f"not what they compute); got {' '.join(args.baseline)}")
     try:
-        groups = load_groups(MlflowClient(configured_tracking_uri(cfg)), study, tuple(args.experiment),
+        client = MlflowClient(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir))
+        groups = load_groups(client, study, tuple(args.experiment),
                              tuple(args.baseline))
         tables = {key: ablation_table(arms, cfg.evaluation.frequent_class_images, cfg.study.bootstrap_samples,
                                       cfg.study.confidence) for key, arms in groups.items()}

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="default: study.reports_dir/<study>")
     args, cfg = parse_with_config(parser, argv)
     name = args.study or cfg.study.name
-    client = MlflowClient(configured_tracking_uri(cfg))
+    client = MlflowClient(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir))
     try:
         study = load_study(client, name)
         study.frequent_class_images = cfg.evaluation.frequent_class_images

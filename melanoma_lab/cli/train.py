@@ -51,7 +51,7 @@ def _run(cfg: DictConfig) -> float | None:
     from melanoma_lab.study.experiment import run_experiment
     from melanoma_lab.study.tuning import run_search
 
-    check_ensemble(cfg)  # study.ensemble=true without cross-validation would be silently ignored
+    check_ensemble(cfg.study, cfg.tracking)  # study.ensemble=true without cross-validation would be silently ignored
 
     runtime = HydraConfig.get()
     if cfg.tuner is not None:

@@ -14,16 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig
 
 from melanoma_lab.errors import UserError
 from melanoma_lab.tracking.server import LOOPBACK
 from melanoma_lab.tracking.store import configured_tracking_uri
 
 
-def ui_command(cfg: DictConfig, port: int) -> list[str]:
-    """``mlflow ui`` over the configured local store, on loopback."""
-    uri = configured_tracking_uri(cfg)
+def ui_command(uri: str, port: int) -> list[str]:
+    """``mlflow ui`` over the configured local store ``uri``, on loopback."""
     if uri.startswith(("http://", "https://")):
         raise UserError(f"the configured store is the tracking server {uri}: it serves its own UI, open {uri} in a "
                         "browser (unset MLFLOW_TRACKING_URI / tracking.tracking_uri for the local store)")
@@ -38,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5000, help=f"port on {LOOPBACK}")
     args, cfg = parse_with_config(parser, argv)
     try:
-        command = ui_command(cfg, args.port)
+        command = ui_command(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir), args.port)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

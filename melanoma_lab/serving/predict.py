@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_with_config(parser, argv)
     model_uri = args.model or cfg.serving.model_uri
     try:
-        with fluent_tracking_uri(configured_tracking_uri(cfg)):
+        with fluent_tracking_uri(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir)):
             loaded = load_model(model_uri)
     except Exception as error:  # noqa: BLE001 - any load failure is one clear message
         print(f"error: cannot load model {model_uri}: {error}", file=sys.stderr)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     predictions = predict(loaded, images, [str(p) for p in paths], errors)
     failures = sum(error is not None for error in errors)
     if args.json:
-        with fluent_tracking_uri(configured_tracking_uri(cfg)):
+        with fluent_tracking_uri(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir)):
             model = card_summary(model_uri)
         print(json.dumps({"model": model, "threshold": settings.threshold, "alert_note": settings.alert_note or None,
                           "tta": settings.tta, "failed": failures, "predictions": [vars(p) for p in predictions]},

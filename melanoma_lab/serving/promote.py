@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--study", help="promote the best run of this study (MLflow experiment)")
     parser.add_argument("--metric", default="val_balanced_accuracy", help="what 'best' means with --study")
     args, cfg = parse_with_config(parser, argv)
-    uri = configured_tracking_uri(cfg)
+    uri = configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir)
     client = MlflowClient(uri)
     try:
         with fluent_tracking_uri(uri):  # register_model, get_model_info and search_logged_models are fluent

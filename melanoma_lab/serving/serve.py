@@ -22,9 +22,8 @@ from melanoma_lab.config.schema import register_configs, validate
 from melanoma_lab.tracking.store import configured_tracking_uri
 
 
-def serve_command(cfg: DictConfig) -> list[str]:
-    """The ``mlflow models serve`` command line for ``cfg.serving`` (the current environment, no conda)."""
-    serving = cfg.serving
+def serve_command(serving: DictConfig) -> list[str]:
+    """The ``mlflow models serve`` command line for the ``serving`` group (the current environment, no conda)."""
     return [sys.executable, "-m", "mlflow", "models", "serve", "--model-uri", serving.model_uri,
             "--host", serving.host, "--port", str(serving.port), "--workers", str(serving.workers),
             "--env-manager", "local"]
@@ -33,7 +32,7 @@ def serve_command(cfg: DictConfig) -> list[str]:
 @hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")
 def main(cfg: DictConfig) -> None:
     validate(cfg)
-    uri = configured_tracking_uri(cfg)
+    uri = configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir)
     mlflow.set_tracking_uri(uri)
     try:
         metadata = mlflow.models.get_model_info(cfg.serving.model_uri).metadata or {}
@@ -47,7 +46,7 @@ def main(cfg: DictConfig) -> None:
           f"on http://{cfg.serving.host}:{cfg.serving.port}/invocations", flush=True)
     # mlflow starts `uvicorn` by name: this interpreter's scripts folder (e.g. .venv/bin) goes first on PATH
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    os.execve(sys.executable, serve_command(cfg), os.environ | {"MLFLOW_TRACKING_URI": uri, "PATH": path})
+    os.execve(sys.executable, serve_command(cfg.serving), os.environ | {"MLFLOW_TRACKING_URI": uri, "PATH": path})
 
 
 if __name__ == "__main__":

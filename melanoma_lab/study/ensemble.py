@@ -30,11 +30,11 @@ from melanoma_lab.serving.classifier import log_classifier
 from melanoma_lab.tracking.run import RunTracker
 
 
-def check_ensemble(cfg: DictConfig) -> None:
+def check_ensemble(study: DictConfig, tracking: DictConfig) -> None:
     """Refuse, before any fold trains, an ensemble that could not be built or logged."""
-    if not cfg.study.get("ensemble", False):
+    if not study.get("ensemble", False):
         return
-    if cfg.study.cv_folds < 2 or not (cfg.tracking.enabled and cfg.tracking.log_model):
+    if study.cv_folds < 2 or not (tracking.enabled and tracking.log_model):
         raise ConfigError("study.ensemble=true averages the logged models of a cross-validation: it needs "
                           "study.cv_folds >= 2, tracking.enabled=true and tracking.log_model=true")
 
@@ -53,32 +53,32 @@ def fold_model(run: Run) -> keras.Model:
     return mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").unwrap_python_model().model
 
 
-def log_ensemble(cfg: DictConfig, parent: RunTracker, runs: list[Run], oof: pd.DataFrame, classes: list[str],
-                 files: pd.DataFrame) -> dict[str, float]:
+def log_ensemble(dataset: DictConfig, evaluation: DictConfig, parent: RunTracker, runs: list[Run], oof: pd.DataFrame,
+                 classes: list[str], files: pd.DataFrame) -> dict[str, float]:
     """Build, score and log the fold ensemble on the ``parent`` run; returns ``ensemble_*`` metrics."""
-    ensemble = average_model([fold_model(run) for run in runs], cfg.dataset.image_size)
+    ensemble = average_model([fold_model(run) for run in runs], dataset.image_size)
     alert: AlertCalibration = calibrate_alert(oof["label"].to_numpy(), probabilities_of(oof, classes), classes,
-                                              cfg.dataset.melanoma_class, cfg.evaluation.fixed_sensitivity)
+                                              dataset.melanoma_class, evaluation.fixed_sensitivity)
     parent.set_tags({"ensemble_alert_status": alert.status, "ensemble_alert_chosen_on": "out-of-fold predictions"})
     metrics: dict[str, float] = {"ensemble_folds": len(runs)}
     if alert.threshold is not None:
         metrics["ensemble_melanoma_alert_threshold"] = alert.threshold
     test_files = files[files["split"] == "test"]
-    test = decode_split(cfg, classes, test_files) if len(test_files) else None
+    test = decode_split(dataset, classes, test_files) if len(test_files) else None
     if test is not None and len(test.labels):
-        probabilities = predict_probabilities(ensemble, test.images, cfg.dataset.batch_size, cfg.evaluation.tta)
-        score = partial(evaluate, classes=classes, melanoma_class=cfg.dataset.melanoma_class,
-                        fixed_specificity=cfg.evaluation.fixed_specificity,
-                        fixed_sensitivity=cfg.evaluation.fixed_sensitivity,
-                        calibration_bins=cfg.evaluation.calibration_bins, alert_threshold=alert.threshold)
+        probabilities = predict_probabilities(ensemble, test.images, dataset.batch_size, evaluation.tta)
+        score = partial(evaluate, classes=classes, melanoma_class=dataset.melanoma_class,
+                        fixed_specificity=evaluation.fixed_specificity,
+                        fixed_sensitivity=evaluation.fixed_sensitivity,
+                        calibration_bins=evaluation.calibration_bins, alert_threshold=alert.threshold)
         result = score(test.labels, probabilities)
         scored = result.metrics | clean_test_metrics(test.files, test.labels, probabilities, score)
         test_metrics = {f"ensemble_{k if k.startswith('test_') else 'test_' + k}": v for k, v in scored.items()}
-        log_evaluation(parent, result, test_metrics, "ensemble_test", test.files, classes, cfg.dataset.melanoma_class,
-                       cfg.evaluation.calibration_bins, step=0)
+        log_evaluation(parent, result, test_metrics, "ensemble_test", test.files, classes, dataset.melanoma_class,
+                       evaluation.calibration_bins, step=0)
         metrics |= test_metrics
     parent.log_metrics(metrics)
-    example = np.full((cfg.dataset.image_size, cfg.dataset.image_size, 3), 128, np.uint8)  # the input signature's
-    parent.log_model(lambda: log_classifier(ensemble, example, model_metadata(cfg, classes, alert)
+    example = np.full((dataset.image_size, dataset.image_size, 3), 128, np.uint8)  # the input signature's
+    parent.log_model(lambda: log_classifier(ensemble, example, model_metadata(dataset, evaluation, classes, alert)
                           | {"ensemble_folds": len(runs), "alert_threshold_chosen_on": "out-of-fold predictions"}))
     return metrics

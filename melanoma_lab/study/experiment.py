@@ -22,14 +22,14 @@ from melanoma_lab.data.contamination import clean_test_metrics
 from melanoma_lab.evaluation.metrics import AlertCalibration, calibrate_alert, evaluate
 from melanoma_lab.study.evaluation_log import evaluation_metrics, headline, log_alert, log_evaluation
 from melanoma_lab.evaluation.inference import predict_probabilities, tta_mode
-from melanoma_lab.study.preparation import AuditedData, load_audited_data, prepare_data
+from melanoma_lab.study.preparation import AuditedData, DataRecipe, load_audited_data, prepare_data
 from melanoma_lab.serving.classifier import log_classifier
 from melanoma_lab.evaluation.subgroups import log_subgroups
-from melanoma_lab.tracking.identity import finished_twin, make_tracker, override_tags, run_identity
+from melanoma_lab.tracking.identity import finished_twin, make_tracker, override_tags, run_identity, study_tags
 from melanoma_lab.tracking.lineage import log_inputs
 from melanoma_lab.tracking.run import RunTracker, flatten
 from melanoma_lab.runtime import runtime, seed_everything
-from melanoma_lab.training.fit import best_epoch, train_model
+from melanoma_lab.training.fit import TrainingRecipe, best_epoch, train_model
 from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)
@@ -37,19 +37,19 @@ UNTRACKED = "untracked"  # the backup folder of a run with tracking.enabled=fals
 HELD_OUT_PREDICTIONS = "heldout_predictions.csv"  # a fold run's scored fold (nested: ``fold``, else ``val``)
 
 
-def model_metadata(cfg: DictConfig, classes: list[str], alert: AlertCalibration) -> dict:
+def model_metadata(dataset: DictConfig, evaluation: DictConfig, classes: list[str], alert: AlertCalibration) -> dict:
     """What a logged model carries besides its weights (:class:`melanoma_lab.evaluation.inference.ModelSettings`)."""
-    return {"classes": classes, "image_size": cfg.dataset.image_size, "melanoma_class": cfg.dataset.melanoma_class,
-            "alert_target_sensitivity": cfg.evaluation.fixed_sensitivity, **alert.metadata(),
-            "tta": tta_mode(cfg.evaluation.tta), "batch_size": cfg.dataset.batch_size,
-            "colour_constancy_power": cfg.dataset.get("colour_constancy_power")}
+    return {"classes": classes, "image_size": dataset.image_size, "melanoma_class": dataset.melanoma_class,
+            "alert_target_sensitivity": evaluation.fixed_sensitivity, **alert.metadata(),
+            "tta": tta_mode(evaluation.tta), "batch_size": dataset.batch_size,
+            "colour_constancy_power": dataset.get("colour_constancy_power")}
 
 
-def resume_or_restart(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str], backups: Path) -> None:
-    """Every run keeps an epoch backup in ``backups/<run id>`` until training ends. ``trainer.resume=true``
+def resume_or_restart(resume: bool, tracker: RunTracker, identity: dict[str, str], backups: Path) -> None:
+    """Every run keeps an epoch backup in ``backups/<run id>`` until training ends. ``resume`` (``trainer.resume``)
     continues the newest interrupted run of ``identity`` from its backup; without it a new run starts, and the
     backups left by interrupted runs are named in a warning (never restored into another run)."""
-    if cfg.trainer.resume:
+    if resume:
         resumed = tracker.resume_unfinished(identity)
         if resumed:
             log.warning("resuming run %s from its last finished epoch (backup %s)", resumed, backups / resumed)
@@ -82,21 +82,24 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         cfg = OmegaConf.merge(cfg, {"tracking": {"skip_finished": False}, "trainer": {"resume": False}})
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    audited = audited or load_audited_data(cfg, output_dir)
+    audited = audited or load_audited_data(cfg.dataset, cfg.audit, output_dir)
     catalog, report, files = audited.catalog, audited.report, audited.files
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    identity = run_identity(cfg, files, fold)
-    tracker = make_tracker(cfg, cfg.name if fold is None else f"{cfg.name}-fold{fold + 1}",
-                           {"experiment": cfg.name, "output_dir": str(output_dir.resolve()), **identity,
-                            **override_tags(overrides), "runtime.processes": str(processes.count)},
+    identity = run_identity(resolved, files, fold)
+    run_name = cfg.name if fold is None else f"{cfg.name}-fold{fold + 1}"
+    tracker = make_tracker(cfg.tracking, cfg.paths.mlruns_dir, run_name,
+                           {**study_tags(cfg.study, cfg.dataset.name, cfg.trainer.seed), "experiment": cfg.name,
+                            "output_dir": str(output_dir.resolve()), **identity, **override_tags(overrides),
+                            "runtime.processes": str(processes.count)},
                            parent_run_id, processes.primary, trains=True)
-    previous = finished_twin(cfg, tracker, identity, needs_model=cfg.tracking.log_model)
+    previous = finished_twin(tracker, identity, cfg.tracking.skip_finished, cfg.study.get("launch"),
+                             needs_model=cfg.tracking.log_model)
     if previous is not None:
         return previous
     backups = Path(cfg.paths.cache_dir).resolve() / "resume" / hashlib.sha256(
         json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    resume_or_restart(cfg, tracker, identity, backups)
+    resume_or_restart(cfg.trainer.resume, tracker, identity, backups)
     with tracker:
         params = flatten(resolved)
         if tracker.resumed:  # params are write-once: the interrupted attempt may have run without trainer.resume
@@ -107,7 +110,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         tracker.log_dict(report, "data_audit.json")
         tracker.log_text(summary(report), "data_audit.txt")
 
-        data = prepare_data(cfg, catalog, files, fold)
+        data = prepare_data(DataRecipe.of(cfg), catalog, files, fold)
         if tracker.enabled:  # lineage: the images behind every number of this run (the UI's Dataset column)
             log_inputs(tracker.client, tracker.run_id, {
                 "training": data.train.files, "validation": data.validation.files,
@@ -125,7 +128,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         tracker.log_figure(plots.sample_grid(data.train.images, data.train.labels, data.classes),
                            "data/samples_per_class.png")
 
-        model, history = train_model(cfg, data, tracker, output_dir, backups / (tracker.run_id or UNTRACKED))
+        model, history = train_model(TrainingRecipe.of(cfg), data, tracker, output_dir,
+                                     backups / (tracker.run_id or UNTRACKED))
         if (output_dir / TENSORBOARD).is_dir():  # the optional TensorBoard callback's logs
             tracker.log_folder(output_dir / TENSORBOARD, TENSORBOARD)
         tracker.log_figure(plots.learning_curves(history, cfg.name), "learning_curves.png")
@@ -161,8 +165,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         results["train_val_accuracy_gap"] = history["accuracy"][best] - history["val_accuracy"][best]
         tracker.log_metrics({"train_val_accuracy_gap": results["train_val_accuracy_gap"]}, step=final_step)
         if cfg.tracking.log_model:
-            tracker.log_model(lambda: log_classifier(model, data.validation.images[0],
-                                                           model_metadata(cfg, data.classes, alert)))
+            metadata = model_metadata(cfg.dataset, cfg.evaluation, data.classes, alert)
+            tracker.log_model(lambda: log_classifier(model, data.validation.images[0], metadata))
         tracker.log_metrics(headline(results), step=final_step)
         costs = {"run_seconds": time.perf_counter() - started, "tracking_seconds": tracker.seconds,
                  "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

@@ -63,7 +63,7 @@ def _load(uri: str):
                                     "tracking.tracking_uri / paths.mlruns_dir") from None
 
 
-def shift_check(cfg: DictConfig, model, settings, images, labels) -> pd.DataFrame:
+def shift_check(evaluation: DictConfig, model, settings, images, labels) -> pd.DataFrame:
     """The shift check (:mod:`melanoma_lab.evaluation.shifts`) of the scored images: the headline metrics after each shift of
     ``evaluation.shifts`` at the model's own alert threshold, with ``evaluation.shift_tta`` views."""
     import dataclasses
@@ -74,19 +74,19 @@ def shift_check(cfg: DictConfig, model, settings, images, labels) -> pd.DataFram
     from melanoma_lab.evaluation.metrics import evaluate
     from melanoma_lab.evaluation.shifts import build_shifts, shift_table
 
-    settings = dataclasses.replace(settings, tta=cfg.evaluation.shift_tta)
+    settings = dataclasses.replace(settings, tta=evaluation.shift_tta)
     images, labels = np.asarray(images), np.asarray(labels)
     frequent = np.flatnonzero(np.bincount(labels, minlength=len(settings.classes))
-                              >= cfg.evaluation.frequent_class_images)
+                              >= evaluation.frequent_class_images)
 
     def score(probabilities):
         found = evaluate(labels, probabilities, settings.classes, settings.melanoma_class,
-                         cfg.evaluation.fixed_specificity, cfg.evaluation.fixed_sensitivity,
-                         cfg.evaluation.calibration_bins, alert_threshold=settings.threshold, frequent=frequent).metrics
+                         evaluation.fixed_specificity, evaluation.fixed_sensitivity,
+                         evaluation.calibration_bins, alert_threshold=settings.threshold, frequent=frequent).metrics
         return {name: found.get(name, float("nan")) for name in registry.names(registry.SHIFT)}
 
     return shift_table(lambda shift: settings.probabilities(model, list(images if shift is None else shift(images))),
-                       score, build_shifts(cfg.evaluation.shifts))
+                       score, build_shifts(evaluation.shifts))
 
 
 def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
@@ -106,7 +106,7 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     from melanoma_lab.tracking.lineage import log_inputs
     from melanoma_lab.tracking.run import RunTracker, flatten
 
-    store = configured_tracking_uri(cfg)
+    store = configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir)
     with fluent_tracking_uri(store):
         loaded, info = _load(cfg.model_uri)
     settings = loaded.settings
@@ -131,7 +131,8 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     metrics = evaluation_metrics(result, "eval", {}) | {
         "eval_images": len(decoded.labels), "eval_unknown_class_images": len(unknown),
         "eval_skipped_unreadable": len(decoded.failures)}
-    shifted = shift_check(cfg, loaded.model, settings, decoded.images, decoded.labels) if cfg.shift_check else None
+    shifted = (shift_check(cfg.evaluation, loaded.model, settings, decoded.images, decoded.labels) if cfg.shift_check
+               else None)
     if shifted is not None:
         metrics |= shift_metrics(shifted, "eval_")
     resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -47,12 +47,13 @@ def probabilities_of(table: pd.DataFrame, classes: list[str]) -> np.ndarray:
     return table[[f"p_{c}" for c in classes]].to_numpy(dtype=float)
 
 
-def score(table: pd.DataFrame, classes: list[str], cfg: DictConfig, alert_threshold: float | None = None
-          ) -> Evaluation:
-    """Every metric of :func:`melanoma_lab.evaluation.metrics.evaluate` on these predictions."""
-    return evaluate(table["label"].to_numpy(), probabilities_of(table, classes), classes, cfg.dataset.melanoma_class,
-                    cfg.evaluation.fixed_specificity, cfg.evaluation.fixed_sensitivity,
-                    cfg.evaluation.calibration_bins, alert_threshold)
+def score(table: pd.DataFrame, classes: list[str], evaluation: DictConfig, melanoma_class: str,
+          alert_threshold: float | None = None) -> Evaluation:
+    """Every metric of :func:`melanoma_lab.evaluation.metrics.evaluate` on these predictions (settings of the
+    ``evaluation`` group, ``dataset.melanoma_class``)."""
+    return evaluate(table["label"].to_numpy(), probabilities_of(table, classes), classes, melanoma_class,
+                    evaluation.fixed_specificity, evaluation.fixed_sensitivity, evaluation.calibration_bins,
+                    alert_threshold)
 
 
 def frequent_class_metrics(table: pd.DataFrame, classes: list[str], min_images: int) -> dict[str, float]:
@@ -67,13 +68,14 @@ def frequent_class_metrics(table: pd.DataFrame, classes: list[str], min_images: 
             "frequent_classes": int(len(frequent))}
 
 
-def oof_metrics(table: pd.DataFrame, classes: list[str], cfg: DictConfig) -> dict[str, float]:
+def oof_metrics(table: pd.DataFrame, classes: list[str], evaluation: DictConfig, melanoma_class: str
+                ) -> dict[str, float]:
     """``oof_<metric>`` on the out-of-fold predictions; balanced accuracy over the frequent classes
     (``evaluation.frequent_class_images``); the melanoma alert of each image at its own fold's threshold (none
     where that fold had no threshold), and ``oof_folds_without_alert``."""
-    metrics = score(table, classes, cfg).metrics
-    metrics |= frequent_class_metrics(table, classes, cfg.evaluation.get("frequent_class_images", 10))
-    melanoma = cfg.dataset.melanoma_class
+    metrics = score(table, classes, evaluation, melanoma_class).metrics
+    metrics |= frequent_class_metrics(table, classes, evaluation.get("frequent_class_images", 10))
+    melanoma = melanoma_class
     if melanoma in classes:
         thresholds = table["alert_threshold"].to_numpy(dtype=float)
         p_mel = table[f"p_{melanoma}"].to_numpy(dtype=float)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 from omegaconf import DictConfig
@@ -36,15 +37,33 @@ class AuditedData:
     files: pd.DataFrame  # after the audit's policies, with ``group`` (copies share one) and ``train_twin`` columns
 
 
-def load_audited_data(cfg: DictConfig, output_dir: Path) -> AuditedData:
+class DataRecipe(NamedTuple):
+    """What preparing a run's data reads of a composed config: the ``dataset``, ``imbalance``, ``audit`` and
+    ``study`` groups, the seed (``trainer.seed``) and the cache folder (``paths.cache_dir``)."""
+
+    dataset: DictConfig
+    imbalance: DictConfig
+    audit: DictConfig
+    study: DictConfig
+    seed: int
+    cache_dir: str
+
+    @classmethod
+    def of(cls, groups: DictConfig) -> DataRecipe:
+        """The recipe picked out of ``groups`` (a composed config)."""
+        return cls(groups.dataset, groups.imbalance, groups.audit, groups.study, groups.trainer.seed,
+                   groups.paths.cache_dir)
+
+
+def load_audited_data(dataset: DictConfig, audit: DictConfig, output_dir: Path) -> AuditedData:
     """Scan and audit the dataset, write ``audit.json``, apply the conflict policy, set aside Train copies of
     Test images (``audit.test_contamination``) and group copies and images of one lesion (the source's ``group_id``)."""
-    catalog = load_catalog(cfg.dataset)
-    report = audit_catalog(catalog, cfg.audit.near_duplicate_distance)
-    written = write_report(report, cfg.audit.out or output_dir)
+    catalog = load_catalog(dataset)
+    report = audit_catalog(catalog, audit.near_duplicate_distance)
+    written = write_report(report, audit.out or output_dir)
     _log_audit(summary(report), written)
-    files = apply_policy(catalog.files, report, cfg.audit.conflict_policy)
-    files = set_aside_train_twins(files, report, cfg.audit.test_contamination)
+    files = apply_policy(catalog.files, report, audit.conflict_policy)
+    files = set_aside_train_twins(files, report, audit.test_contamination)
     files = files.assign(group=split_groups(files, report["near_duplicate_groups"]))
     return AuditedData(catalog, report, files)
 
@@ -91,59 +110,59 @@ def _decode(files: pd.DataFrame, classes: list[str], size: int, on_unreadable: s
     return decoded
 
 
-def training_disk_cache(cfg: DictConfig, images: int) -> Path | None:
+def training_disk_cache(dataset: DictConfig, cache_dir: str, images: int) -> Path | None:
     """Where the training split is decoded when it exceeds ``dataset.ram_budget_mb`` (None: it fits in RAM)."""
-    budget, size = cfg.dataset.ram_budget_mb, cfg.dataset.image_size
+    budget, size = dataset.ram_budget_mb, dataset.image_size
     needed_mb = images * size * size * 3 / 2**20
     if budget is None or needed_mb <= budget:
         return None
     log.info("training split needs %.0f MB decoded, over dataset.ram_budget_mb=%s: decoding to %s/decoded and "
-             "reading it batch by batch", needed_mb, budget, cfg.paths.cache_dir)
-    return Path(cfg.paths.cache_dir) / "decoded"
+             "reading it batch by batch", needed_mb, budget, cache_dir)
+    return Path(cache_dir) / "decoded"
 
 
-def split_labelled(cfg: DictConfig, labelled: pd.DataFrame, fold: int | None
+def split_labelled(recipe: DataRecipe, labelled: pd.DataFrame, fold: int | None
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """(train, validation, held out). Without ``fold``: train/validation by ``dataset.val_fraction``, nothing
     held out. With a cross-validation ``fold``: the fold is validation, or, with ``study.nested``, it is held
     out and validation (which chooses the epoch and the alert threshold) is an inner split of the fold's training
     part, content-grouped and stratified like the folds."""
-    seed = cfg.trainer.seed
+    seed, val_fraction = recipe.seed, recipe.dataset.val_fraction
     if fold is None:
-        return *train_val_split(labelled, cfg.dataset.val_fraction, seed), None
-    train, outer = fold_split(labelled, cfg.study.cv_folds, fold, seed)
-    if not cfg.study.get("nested", False):
+        return *train_val_split(labelled, val_fraction, seed), None
+    train, outer = fold_split(labelled, recipe.study.cv_folds, fold, seed)
+    if not recipe.study.get("nested", False):
         return train, outer, None
-    return *train_val_split(train, cfg.dataset.val_fraction, seed), outer
+    return *train_val_split(train, val_fraction, seed), outer
 
 
 def _preprocessed(decoded: DecodedImages, power: float | None) -> DecodedImages:
     return decoded if power is None else replace(decoded, images=preprocess(decoded.images, power))
 
 
-def decode_split(cfg: DictConfig, classes: list[str], files: pd.DataFrame) -> DecodedImages:
+def decode_split(dataset: DictConfig, classes: list[str], files: pd.DataFrame) -> DecodedImages:
     """An evaluation split decoded in RAM and preprocessed like every prediction (e.g. Test for a fold ensemble)."""
-    decoded = _decode(files, classes, cfg.dataset.image_size, cfg.dataset.on_unreadable)
-    return _preprocessed(decoded, cfg.dataset.get("colour_constancy_power"))
+    decoded = _decode(files, classes, dataset.image_size, dataset.on_unreadable)
+    return _preprocessed(decoded, dataset.get("colour_constancy_power"))
 
 
-def prepare_data(cfg: DictConfig, catalog: Catalog, files: pd.DataFrame, fold: int | None = None) -> PreparedData:
+def prepare_data(recipe: DataRecipe, catalog: Catalog, files: pd.DataFrame, fold: int | None = None) -> PreparedData:
     """Split (train/validation, or cross-validation ``fold`` of ``study.cv_folds``, see :func:`split_labelled`),
     rebalance the training split only, decode everything once and preprocess it like every prediction
     (:func:`melanoma_lab.evaluation.inference.preprocess`)."""
-    seed = cfg.trainer.seed
+    dataset, seed = recipe.dataset, recipe.seed
     labelled = files[files["split"] == "train"].reset_index(drop=True)
-    train, validation, held_out = split_labelled(cfg, labelled, fold)
+    train, validation, held_out = split_labelled(recipe, labelled, fold)
     counts_before = {c: int((train["label"] == c).sum()) for c in catalog.classes}
-    rebalanced = build(cfg.imbalance, "imbalance", train=train, seed=seed, cache_dir=cfg.paths.cache_dir)
+    rebalanced = build(recipe.imbalance, "imbalance", train=train, seed=seed, cache_dir=recipe.cache_dir)
     train = rebalanced.train
     check_no_leak(train, validation)
     if held_out is not None:
         check_no_leak(train, held_out)
-    size, policy = cfg.dataset.image_size, cfg.dataset.on_unreadable
+    size, policy = dataset.image_size, dataset.on_unreadable
     test_files = files[files["split"] == "test"]
-    disk_cache = training_disk_cache(cfg, len(train))
-    power = cfg.dataset.get("colour_constancy_power")
+    disk_cache = training_disk_cache(dataset, recipe.cache_dir, len(train))
+    power = dataset.get("colour_constancy_power")
     if disk_cache is not None and power is not None:
         raise ConfigError("dataset.colour_constancy_power corrects the decoded images in RAM, and the training split "
                           "exceeds dataset.ram_budget_mb: raise dataset.ram_budget_mb (or null), or set "
@@ -157,6 +176,6 @@ def prepare_data(cfg: DictConfig, catalog: Catalog, files: pd.DataFrame, fold: i
         classes=catalog.classes, train=decoded[0], validation=decoded[1],
         test=decoded[2] if len(decoded[2].labels) else None, counts_before=counts_before,
         counts_after=counts_after, skipped=skipped,
-        test_unscored=unscored_test_images(catalog, files, decoded[2].failures, cfg.audit.conflict_policy),
+        test_unscored=unscored_test_images(catalog, files, decoded[2].failures, recipe.audit.conflict_policy),
         class_weight=rebalanced.class_weight(decoded[0].labels, len(catalog.classes)) if rebalanced.class_weight
         else None, held_out=decoded[3] if held_out is not None else None)

@@ -64,7 +64,7 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
             run_cfg.study.launch = launch  # not an override: it tags the run, it is not part of its identity
             run = run_cross_validation if run_cfg.study.cv_folds > 1 else run_experiment
             run(run_cfg, output_dir / experiment / f"seed_{seed}", overrides)
-    client = MlflowClient(configured_tracking_uri(cfg))
+    client = MlflowClient(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir))
     study = load_study(client, cfg.study.name)
     study.frequent_class_images = cfg.evaluation.frequent_class_images
     missing = missing_runs(cfg.study.experiments, cfg.study.seeds, study)

@@ -34,8 +34,8 @@ TABLE = "evaluation/oof_shift_check"
 BASE_IDENTITY = ("config_hash", "data_fingerprint", "code_version", "model_weights_sha256")
 
 
-def oof_shift_table(cfg: DictConfig, oof: pd.DataFrame, fold_models: dict[int, str], classes: list[str]
-                    ) -> pd.DataFrame:
+def oof_shift_table(oof: pd.DataFrame, fold_models: dict[int, str], classes: list[str], evaluation: DictConfig,
+                    melanoma_class: str) -> pd.DataFrame:
     """The shift table (:func:`melanoma_lab.evaluation.shifts.shift_table`) of out-of-fold predictions ``oof`` whose fold
     ``k`` model is the logged model at ``fold_models[k]`` (a model URI), with ``evaluation.shift_tta`` views."""
     from melanoma_lab.data.pipeline import decode
@@ -48,7 +48,7 @@ def oof_shift_table(cfg: DictConfig, oof: pd.DataFrame, fold_models: dict[int, s
     parts = []
     for fold, rows in oof.groupby("fold"):
         loaded = load_model(fold_models[int(fold)])
-        settings = dataclasses.replace(loaded.settings, tta=cfg.evaluation.get("shift_tta", "none"))
+        settings = dataclasses.replace(loaded.settings, tta=evaluation.get("shift_tta", "none"))
         files = pd.DataFrame({"path": rows["path"], "label": [classes[i] for i in rows["label"]]})
         decoded = decode(files, classes, settings.image_size)
         if decoded.failures:
@@ -64,10 +64,10 @@ def oof_shift_table(cfg: DictConfig, oof: pd.DataFrame, fold_models: dict[int, s
 
     def score(probabilities: np.ndarray) -> dict[str, float]:
         table = oof.assign(**{f"p_{c}": probabilities[:, i] for i, c in enumerate(classes)})
-        metrics = oof_metrics(table, classes, cfg)
+        metrics = oof_metrics(table, classes, evaluation, melanoma_class)
         return {name: metrics.get(f"oof_{name}", float("nan")) for name in registry.names(registry.SHIFT)}
 
-    return shift_table(predict, score, build_shifts(cfg.evaluation.get("shifts")))
+    return shift_table(predict, score, build_shifts(evaluation.get("shifts")))
 
 
 def log_shift_check(table: pd.DataFrame, log_metrics: Callable[[dict], None], log_table: Callable, log_text: Callable
@@ -95,7 +95,7 @@ def fold_runs(client: MlflowClient, parent: Run) -> dict[int, Run]:
     return found
 
 
-def check_logged_cv(cfg: DictConfig, client: MlflowClient, run_id: str) -> pd.DataFrame:
+def check_logged_cv(client: MlflowClient, run_id: str, evaluation: DictConfig, melanoma_class: str) -> pd.DataFrame:
     """The shift check of the logged CV parent ``run_id``, logged onto it; returns its table."""
     parent = client.get_run(run_id)
     if "cv_folds" not in parent.data.tags or "fold" in parent.data.tags:
@@ -104,7 +104,7 @@ def check_logged_cv(cfg: DictConfig, client: MlflowClient, run_id: str) -> pd.Da
         oof = pd.read_csv(client.download_artifacts(run_id, OOF_FILE, scratch))
     classes = [c[2:] for c in oof.columns if c.startswith("p_")]
     models = {fold: f"runs:/{run.info.run_id}/model" for fold, run in fold_runs(client, parent).items()}
-    table = oof_shift_table(cfg, oof, models, classes)
+    table = oof_shift_table(oof, models, classes, evaluation, melanoma_class)
 
     def log_table(frame: pd.DataFrame, path: str) -> None:
         client.log_text(run_id, frame.to_csv(index=False), path)
@@ -123,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="the run id of a cross-validation parent")
     args, cfg = parse_with_config(parser, argv)
-    store = configured_tracking_uri(cfg)
+    store = configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir)
     client = MlflowClient(store)
     try:
         with fluent_tracking_uri(store):  # the fold models load through MLflow's fluent API
-            table = check_logged_cv(cfg, client, args.run)
+            table = check_logged_cv(client, args.run, cfg.evaluation, cfg.dataset.melanoma_class)
     except (LookupError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USER_ERROR_STATUS

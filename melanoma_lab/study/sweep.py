@@ -91,12 +91,13 @@ class MlflowSweepCallback(Callback):
     """Parent/child MLflow runs for Hydra sweeps (configured in ``conf/hydra/default.yaml``)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from melanoma_lab.tracking.identity import make_tracker
+        from melanoma_lab.tracking.identity import make_tracker, study_tags
         from melanoma_lab.tracking.stale_runs import repair_stale_runs
 
         identity = sweep_identity(config)
-        parent = make_tracker(config, f"sweep-{Path(config.hydra.sweep.dir).name}",
-                              {"kind": "sweep", "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
+        tags = study_tags(config.study, config.dataset.name, config.trainer.seed)
+        parent = make_tracker(config.tracking, config.paths.mlruns_dir, f"sweep-{Path(config.hydra.sweep.dir).name}",
+                              {**tags, "kind": "sweep", "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
                                "overrides": " ".join(config.hydra.overrides.task), **identity})
         repair_stale_runs(parent)
         parent.resume_unfinished(identity, statuses=("FINISHED", "FAILED", "KILLED"))
@@ -140,7 +141,7 @@ class MlflowSweepCallback(Callback):
         path = Path(config.hydra.sweep.dir) / PARENT_FILE
         if not path.is_file():
             return
-        parent = make_tracker(config, "sweep", {}).attach(path.read_text().strip())
+        parent = make_tracker(config.tracking, config.paths.mlruns_dir, "sweep", {}).attach(path.read_text().strip())
         keys = registry.keys(registry.SUMMARY, registry.RUN_PREFIXES)  # each job's own run
         metrics = tuple(dict.fromkeys([*keys, *TABLE_METRICS]))
         table = with_job_errors(summary_table(parent.child_runs(), metrics), Path(config.hydra.sweep.dir))

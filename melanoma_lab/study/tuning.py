@@ -33,15 +33,15 @@ from melanoma_lab.config.schema import ConfigError, validate
 from melanoma_lab.data.catalog import fingerprint
 from melanoma_lab.evaluation import registry
 from melanoma_lab.study.experiment import run_experiment
-from melanoma_lab.tracking.identity import config_hash, make_tracker
+from melanoma_lab.tracking.identity import config_hash, make_tracker, study_tags
 from melanoma_lab.data.pipeline import PreparedData
-from melanoma_lab.study.preparation import load_audited_data, prepare_data
+from melanoma_lab.study.preparation import DataRecipe, load_audited_data, prepare_data
 from melanoma_lab.tracking.stale_runs import repair_stale_runs
 from melanoma_lab.tracking.provenance import code_version, runtime_tags
 from melanoma_lab.runtime import seed_everything
 from melanoma_lab.tracking.epochs import EpochLogger
 from melanoma_lab.tracking.run import RunTracker, flatten
-from melanoma_lab.training.fit import (build_loss, compile_model, keras_verbosity, steps_per_epoch,
+from melanoma_lab.training.fit import (TrainingRecipe, build_loss, compile_model, keras_verbosity, steps_per_epoch,
                                        training_inputs)
 from melanoma_lab.data.staging import write_atomically
 
@@ -62,19 +62,19 @@ def role() -> str:
     return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
 
 
-def dimensions(cfg: DictConfig) -> list[DictConfig]:
+def dimensions(tuner: DictConfig) -> list[DictConfig]:
     """The entries of ``tuner.search_space`` (by default the chosen model's ``tuner.spaces``), each with every
     field of :class:`melanoma_lab.config.schema.SearchParameter` (its defaults where the entry leaves one out)."""
     from melanoma_lab.config.schema import SearchParameter
 
-    return [OmegaConf.merge(OmegaConf.structured(SearchParameter), entry) for entry in cfg.tuner.search_space]
+    return [OmegaConf.merge(OmegaConf.structured(SearchParameter), entry) for entry in tuner.search_space]
 
 
 def check_search_space(cfg: DictConfig, overrides: list[str]) -> None:
     """Raise :class:`ConfigError` for an entry of ``tuner.search_space`` that cannot be searched."""
     problems = []
     set_on_command_line = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    for index, entry in enumerate(dimensions(cfg)):
+    for index, entry in enumerate(dimensions(cfg.tuner)):
         where = f"tuner.search_space[{index}] (key {entry.key})"
         if OmegaConf.select(cfg, entry.key, default=ABSENT) is ABSENT:
             problems.append(f"{where}: {entry.key} is not a config key or group; e.g. model.dropout or optimizer")
@@ -128,15 +128,15 @@ class ConfiguredHyperModel(keras_tuner.HyperModel):
         return self.compose_trial(trial_overrides(self.space, hp))
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        cfg = self.config(hp)
-        return compile_model(cfg, len(self.data.classes), steps_per_epoch(cfg, self.data))[0]
+        recipe = TrainingRecipe.of(self.config(hp))
+        return compile_model(recipe, len(self.data.classes), steps_per_epoch(recipe.dataset.batch_size, self.data))[0]
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, callbacks: list, **kwargs: Any):
         """Fit on the trial's training batches; the validation callback goes first (the others read its val_<metric>)."""
-        cfg = self.config(hp)
-        train_ds, validation, class_weight = training_inputs(cfg, self.data, build_loss(cfg))
+        recipe = TrainingRecipe.of(self.config(hp))
+        train_ds, validation, class_weight = training_inputs(recipe, self.data, build_loss(recipe.loss))
         return model.fit(train_ds, callbacks=[validation, *callbacks], class_weight=class_weight,
-                         verbose=keras_verbosity(cfg.trainer), shuffle=False, **kwargs)
+                         verbose=keras_verbosity(recipe.trainer), shuffle=False, **kwargs)
 
 
 class TrialRuns:
@@ -162,9 +162,9 @@ class TrialRuns:
         return super()._build_and_fit_model(trial, *args, **kwargs)
 
 
-def build_tuner(cfg: DictConfig, hypermodel: ConfiguredHyperModel, overwrite: bool) -> keras_tuner.Tuner:
-    """The configured KerasTuner tuner (with :class:`TrialRuns`), state in ``tuner.directory``."""
-    settings = cfg.tuner
+def build_tuner(settings: DictConfig, hypermodel: ConfiguredHyperModel, overwrite: bool) -> keras_tuner.Tuner:
+    """The KerasTuner tuner of the ``tuner`` group's ``settings`` (with :class:`TrialRuns`), state in
+    ``tuner.directory``."""
     base = TUNERS[settings.name]
     objective = registry.monitor_key(settings.objective)
     budget = ({"max_epochs": settings.max_epochs, "factor": settings.factor,
@@ -177,11 +177,12 @@ def build_tuner(cfg: DictConfig, hypermodel: ConfiguredHyperModel, overwrite: bo
         project_name=directory.name, overwrite=overwrite, **budget)
 
 
-def search_identity(cfg: DictConfig, files: pd.DataFrame) -> dict[str, str]:
-    """Tags of a search: the base config, the tuner settings, the data and the code."""
-    tuner = {k: v for k, v in OmegaConf.to_container(cfg.tuner, resolve=True).items()
+def search_identity(resolved: dict, files: pd.DataFrame) -> dict[str, str]:
+    """Tags of a search: the base config (``resolved``, interpolations resolved), the tuner settings, the data and
+    the code."""
+    tuner = {k: v for k, v in resolved["tuner"].items()
              if k not in ("resume", "max_trials")}  # a resumed search may be given more trials
-    digest = hashlib.sha256(json.dumps([config_hash(OmegaConf.to_container(cfg, resolve=True)), tuner],
+    digest = hashlib.sha256(json.dumps([config_hash(resolved), tuner],
                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"kind": "tuner_search", "search_hash": digest, "data_fingerprint": fingerprint(files),
             "code_version": code_version()}
@@ -236,40 +237,42 @@ def run_search(cfg: DictConfig, output_dir: str | Path, overrides: list[str],
     validate(cfg)
     check_search_space(cfg, overrides)
     output_dir, directory = Path(output_dir), Path(cfg.tuner.directory).resolve()
-    audited = load_audited_data(cfg, output_dir)
+    audited = load_audited_data(cfg.dataset, cfg.audit, output_dir)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
-    data = prepare_data(cfg, audited.catalog, audited.files, None)
-    identity = search_identity(cfg, audited.files)
-    name = cfg.tuner.export_name
+    data = prepare_data(DataRecipe.of(cfg), audited.catalog, audited.files, None)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    identity = search_identity(resolved, audited.files)
+    name, tags = cfg.tuner.export_name, study_tags(cfg.study, cfg.dataset.name, cfg.trainer.seed)
 
     def compose_trial(extra: list[str]) -> DictConfig:
         return compose([*overrides, *extra])
 
     def trial_tracker(trial_id: str) -> RunTracker:
-        return make_tracker(cfg, f"{name}-trial-{trial_id}", {"kind": "tuner_trial", "trial_id": trial_id,
-                                                              "search_hash": identity["search_hash"]},
-                            search_run_id(directory))
+        return make_tracker(cfg.tracking, cfg.paths.mlruns_dir, f"{name}-trial-{trial_id}",
+                            {**tags, "kind": "tuner_trial", "trial_id": trial_id,
+                             "search_hash": identity["search_hash"]}, search_run_id(directory))
 
-    hypermodel = ConfiguredHyperModel(dimensions(cfg), compose_trial, data)
+    hypermodel = ConfiguredHyperModel(dimensions(cfg.tuner), compose_trial, data)
     fit_kwargs: dict[str, Any] = {"epochs": cfg.tuner.max_epochs, "callbacks": []}
     if cfg.tuner.patience is not None:
         objective = registry.monitor_key(cfg.tuner.objective)
         fit_kwargs["callbacks"] = [keras.callbacks.EarlyStopping(objective, patience=cfg.tuner.patience,
                                                                  mode=registry.mode(objective))]
     if role() == "worker":
-        tuner = build_tuner(cfg, hypermodel, overwrite=False)
+        tuner = build_tuner(cfg.tuner, hypermodel, overwrite=False)
         tuner.trial_tracker = trial_tracker
         tuner.search(**fit_kwargs)
         return {}
-    search = make_tracker(cfg, f"{name}-search", {"experiment": cfg.name, **identity}, parent_run_id)
+    search = make_tracker(cfg.tracking, cfg.paths.mlruns_dir, f"{name}-search",
+                          {**tags, "experiment": cfg.name, **identity}, parent_run_id)
     repair_stale_runs(search)
     if cfg.tuner.resume:
         search.resume_unfinished(identity, statuses=("RUNNING", "KILLED", "FAILED", "FINISHED"))
     with search:
         if not search.resumed:  # MLflow params are write-once; a resumed search may be given more trials
-            search.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            search.log_params(flatten(resolved))
         search.log_text("\n".join(overrides), "config/overrides.txt")
-        tuner = build_tuner(cfg, hypermodel, overwrite=not cfg.tuner.resume)
+        tuner = build_tuner(cfg.tuner, hypermodel, overwrite=not cfg.tuner.resume)
         tuner.trial_tracker = trial_tracker
         directory.mkdir(parents=True, exist_ok=True)
         (directory / SEARCH_RUN_FILE).write_text(search.run_id or "")
@@ -277,7 +280,7 @@ def run_search(cfg: DictConfig, output_dir: str | Path, overrides: list[str],
         tuner.search(**fit_kwargs)
         table = trials_table(tuner)
         search.log_table(table, "tuner_trials.csv")
-        best = trial_overrides(dimensions(cfg), tuner.get_best_hyperparameters(1)[0])
+        best = trial_overrides(dimensions(cfg.tuner), tuner.get_best_hyperparameters(1)[0])
         best_trial = tuner.oracle.get_best_trials(1)[0]
         search.log_metrics({"search_seconds": time.perf_counter() - started, "trials": len(table),
                             f"best_{tuner.oracle.objective.name}": best_trial.score})

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from melanoma_lab.data.catalog import file_sha256, fingerprint
 from melanoma_lab.tracking.provenance import code_version, provenance_tags
@@ -25,29 +25,31 @@ from melanoma_lab.tracking.store import configured_tracking_uri
 log = logging.getLogger(__name__)
 
 
-def run_identity(cfg: DictConfig, files: pd.DataFrame, fold: int | None = None) -> dict[str, str]:
-    """The tags that make two runs the same run: config, data, code, what kind of run (``run_kind``: a single split
-    or a fold of a cross-validation, whose parent is ``cv``) and for a fold which one and how it was split. Reuse
-    looks for a run carrying all these tags, so every kind names itself: without ``run_kind`` a fold (a superset of
-    a single run's tags) would stand in for a single-split run."""
-    identity = {"config_hash": config_hash(OmegaConf.to_container(cfg, resolve=True)),
-                "data_fingerprint": fingerprint(files), "code_version": code_version(), **input_file_tags(cfg),
+def run_identity(resolved: dict, files: pd.DataFrame, fold: int | None = None) -> dict[str, str]:
+    """The tags that make two runs the same run: config (``resolved``, the whole config with its interpolations
+    resolved), data, code, what kind of run (``run_kind``: a single split or a fold of a cross-validation, whose
+    parent is ``cv``) and for a fold which one and how it was split. Reuse looks for a run carrying all these tags,
+    so every kind names itself: without ``run_kind`` a fold (a superset of a single run's tags) would stand in for a
+    single-split run."""
+    identity = {"config_hash": config_hash(resolved), "data_fingerprint": fingerprint(files),
+                "code_version": code_version(), **input_file_tags(resolved["model"]),
                 "run_kind": "single" if fold is None else "fold"}
     if fold is not None:  # study.* is not in the config hash, and the fold and nesting change the result
-        identity |= {"fold": f"{fold + 1}/{cfg.study.cv_folds}",
-                     "nested": str(bool(cfg.study.get("nested", False))).lower()}
+        study = resolved["study"]
+        identity |= {"fold": f"{fold + 1}/{study['cv_folds']}", "nested": str(bool(study.get("nested", False))).lower()}
     return identity
 
 
-def input_file_tags(cfg: DictConfig) -> dict[str, str]:
-    """The content hash of the model's weights file, when ``model.weights`` names one: the config holds only its
-    path, and a FINISHED run that started from other weights under the same path is no twin."""
+def input_file_tags(model: dict) -> dict[str, str]:
+    """The content hash of the model's weights file, when ``model.weights`` names one (``model``: the resolved
+    ``model`` group): the config holds only its path, and a FINISHED run that started from other weights under the
+    same path is no twin."""
     from melanoma_lab.config.plugins import resolve
 
-    weights_tags = getattr(resolve(cfg.model._target_, "model"), "weights_tags", None)
+    weights_tags = getattr(resolve(model["_target_"], "model"), "weights_tags", None)
     if weights_tags is not None:  # a builder that knows its own weights (melanoma_lab.components.efficientnet_lite)
-        return weights_tags(OmegaConf.to_container(cfg.model, resolve=True))
-    weights = cfg.model.get("weights")
+        return weights_tags(model)
+    weights = model.get("weights")
     path = Path(str(weights)).expanduser() if weights not in (None, "imagenet") else None
     if path is None or not path.is_file():
         return {}
@@ -68,18 +70,24 @@ def override_tags(overrides: list[str] | None) -> dict[str, str]:
     return {"overrides": " ".join(overrides or []), **{f"override.{key}": value for key, value in pairs}}
 
 
-def make_tracker(cfg: DictConfig, run_name: str, tags: dict[str, str], parent_run_id: str | None = None,
-                 primary: bool = True, trains: bool = False) -> RunTracker:
-    """A run in the configured store and MLflow experiment, tagged for provenance (none in a process that trains
-    with others but is not their primary: only the primary logs, see :class:`melanoma_lab.runtime.Processes`);
-    a run that ``trains`` records system metrics if ``tracking.system_metrics``."""
-    provenance = {"study": cfg.study.name, "dataset": cfg.dataset.name, "seed": str(cfg.trainer.seed),
-                  **provenance_tags()}
-    if cfg.study.get("launch"):  # set by python -m melanoma_lab.study.runner: the report uses only these runs
-        provenance |= {"launched_by": "study", "study_launch": cfg.study.launch}
-    return RunTracker(cfg.tracking.enabled and primary, configured_tracking_uri(cfg), cfg.tracking.experiment_name, run_name,
-                      Path(cfg.paths.mlruns_dir).resolve(), provenance | tags, parent_run_id,
-                      system_metrics=trains and bool(cfg.tracking.get("system_metrics", False)))
+def study_tags(study: DictConfig, dataset: str, seed: int) -> dict[str, str]:
+    """What every run of a study is tagged with: the study, dataset and seed, and the study launch that asked for
+    it (``study.launch``, set by python -m melanoma_lab.study.runner: the report uses only these runs)."""
+    tags = {"study": study.name, "dataset": dataset, "seed": str(seed)}
+    if study.get("launch"):
+        tags |= {"launched_by": "study", "study_launch": study.launch}
+    return tags
+
+
+def make_tracker(tracking: DictConfig, mlruns_dir: str, run_name: str, tags: dict[str, str],
+                 parent_run_id: str | None = None, primary: bool = True, trains: bool = False) -> RunTracker:
+    """A run in the configured store (``tracking``, ``paths.mlruns_dir``) and MLflow experiment, tagged for
+    provenance and with ``tags`` (none in a process that trains with others but is not their primary: only the
+    primary logs, see :class:`melanoma_lab.runtime.Processes`); a run that ``trains`` records system metrics if
+    ``tracking.system_metrics``."""
+    return RunTracker(tracking.enabled and primary, configured_tracking_uri(tracking, mlruns_dir),
+                      tracking.experiment_name, run_name, Path(mlruns_dir).resolve(), provenance_tags() | tags,
+                      parent_run_id, system_metrics=trains and bool(tracking.get("system_metrics", False)))
 
 
 def reusable(identity: dict[str, str], needs_model: bool) -> dict[str, str]:
@@ -89,20 +97,20 @@ def reusable(identity: dict[str, str], needs_model: bool) -> dict[str, str]:
     return identity | ({MODEL_LOGGED: "true"} if needs_model else {})
 
 
-def finished_twin(cfg: DictConfig, tracker: RunTracker, identity: dict[str, str],
+def finished_twin(tracker: RunTracker, identity: dict[str, str], skip_finished: bool, launch: str | None = None,
                   needs_model: bool = False) -> dict[str, float] | None:
     """Metrics of a FINISHED run with the same identity (and a logged model if ``needs_model``), when
-    ``tracking.skip_finished`` allows reuse (first marking FAILED every run of this host left RUNNING by a killed
-    process, whatever its config). A study (``study.launch``) adopts a twin that was run by hand: the run it asked
-    for exists, so it is tagged ``launched_by=study`` and ``adopted_by_study=<launch>`` and counts in the report."""
+    ``skip_finished`` (``tracking.skip_finished``) allows reuse (first marking FAILED every run of this host left
+    RUNNING by a killed process, whatever its config). A study (``launch``: ``study.launch``) adopts a twin that was
+    run by hand: the run it asked for exists, so it is tagged ``launched_by=study`` and ``adopted_by_study=<launch>``
+    and counts in the report."""
     repair_stale_runs(tracker)
-    previous = tracker.finished_run_with(reusable(identity, needs_model)) if cfg.tracking.skip_finished else None
+    previous = tracker.finished_run_with(reusable(identity, needs_model)) if skip_finished else None
     if previous is None:
         return None
     log.warning("reusing run %s for %s: it FINISHED with the same config, data and code (%s); "
                 "tracking.skip_finished=false trains it again", previous.info.run_id, tracker.run_name,
                 identity.get("code_version"))
-    launch = cfg.study.get("launch")
     if launch and previous.data.tags.get("launched_by") != "study":
         tracker.set_tags({"study_launch": launch, "adopted_by_study": launch,  # launched_by last: a half-written
                           "adopted_at_ms": str(int(time.time() * 1000)),     # adoption is redone next time

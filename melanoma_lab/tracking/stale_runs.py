@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repair", action="store_true", help="mark the stale runs FAILED (default: only list)")
     args, cfg = parse_with_config(parser, argv)
-    client = MlflowClient(configured_tracking_uri(cfg))
+    client = MlflowClient(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir))
     stale = fail_stale_runs(client) if args.repair else find_stale_runs(client)
     names = {e.experiment_id: e.name for e in _all_pages(client.search_experiments)}
     for run in stale:

@@ -48,10 +48,10 @@ def tracking_uri(configured: str | None, mlruns_dir: str | Path) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
-def configured_tracking_uri(cfg) -> str:
-    """The store of a composed config (``cfg.tracking.tracking_uri``, ``cfg.paths.mlruns_dir``): the one resolution
+def configured_tracking_uri(tracking, mlruns_dir: str) -> str:
+    """The store of the ``tracking`` group (``tracking.tracking_uri``) and ``paths.mlruns_dir``: the one resolution
     every command uses, training or not (:func:`tracking_uri`)."""
-    return tracking_uri(cfg.tracking.tracking_uri, cfg.paths.mlruns_dir)
+    return tracking_uri(tracking.tracking_uri, mlruns_dir)
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:

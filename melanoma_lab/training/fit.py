@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -28,16 +28,35 @@ from melanoma_lab.tracking.run import RunTracker
 log = logging.getLogger(__name__)
 
 
-def build_loss(cfg: DictConfig) -> keras.losses.Loss:
+class TrainingRecipe(NamedTuple):
+    """The config groups that build and fit a model, and nothing else of a composed config (``dataset`` for its
+    ``image_size`` and ``batch_size``)."""
+
+    model: DictConfig
+    loss: DictConfig
+    optimizer: DictConfig
+    lr_schedule: DictConfig
+    callbacks: DictConfig | None
+    augmentation: DictConfig | None
+    trainer: DictConfig
+    dataset: DictConfig
+
+    @classmethod
+    def of(cls, groups: DictConfig) -> TrainingRecipe:
+        """The recipe's groups picked, by name, out of ``groups`` (a composed config)."""
+        return cls(*(groups.get(name) for name in cls._fields))
+
+
+def build_loss(loss: DictConfig) -> keras.losses.Loss:
     """The ``loss`` group's loss on one-hot labels."""
-    return build(cfg.loss, "loss")
+    return build(loss, "loss")
 
 
-def learning_rate(cfg: DictConfig, steps_per_epoch: int):
+def learning_rate(recipe: TrainingRecipe, steps_per_epoch: int):
     """The optimizer's learning rate as the ``lr_schedule`` group makes it from ``optimizer.learning_rate``, over
     the epochs after the head-only ones (``trainer.head_epochs``, which have a constant rate of their own)."""
-    epochs = cfg.trainer.epochs - cfg.trainer.get("head_epochs", 0)
-    return build(cfg.lr_schedule, "lr_schedule", learning_rate=cfg.optimizer.learning_rate,
+    epochs = recipe.trainer.epochs - recipe.trainer.get("head_epochs", 0)
+    return build(recipe.lr_schedule, "lr_schedule", learning_rate=recipe.optimizer.learning_rate,
                  total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
 
 
@@ -82,31 +101,31 @@ HEAD_CALLBACKS = (ValidationMetrics, LearningRateLogger, EpochLogger)  # what th
 # checkpoint or backup (those select among, and resume, the fine-tuning epochs)
 
 
-def build_callbacks(cfg: DictConfig, output_dir: Path, tracker: RunTracker, validation: ValidationMetrics,
-                    backup_dir: Path) -> list[keras.callbacks.Callback]:
+def build_callbacks(callbacks: DictConfig | None, monitor: str, output_dir: Path, tracker: RunTracker,
+                    validation: ValidationMetrics, backup_dir: Path) -> list[keras.callbacks.Callback]:
     """Validation metrics first (the others read them), then logging, then the ``callbacks`` group in order (by
     default an epoch backup in ``backup_dir`` for ``trainer.resume=true``, early stopping and the best checkpoint),
     each given the ``monitor``, ``mode``, ``output_dir`` and ``backup_dir`` its builder asks for."""
-    monitor = registry.monitor_key(cfg.trainer.monitor)
+    monitor = registry.monitor_key(monitor)
     context = {"monitor": monitor, "mode": registry.mode(monitor), "output_dir": output_dir,
                "backup_dir": backup_dir}
-    configured = [build(node, f"callbacks.{name}", **context) for name, node in (cfg.callbacks or {}).items()
+    configured = [build(node, f"callbacks.{name}", **context) for name, node in (callbacks or {}).items()
                   if node is not None]
     return [validation, LearningRateLogger(), EpochLogger(tracker), *configured]
 
 
-def steps_per_epoch(cfg: DictConfig, data: PreparedData) -> int:
-    return math.ceil(len(data.train.labels) / cfg.dataset.batch_size)
+def steps_per_epoch(batch_size: int, data: PreparedData) -> int:
+    return math.ceil(len(data.train.labels) / batch_size)
 
 
-def compile_model(cfg: DictConfig, num_classes: int, steps: int) -> tuple[keras.Model, keras.losses.Loss]:
+def compile_model(recipe: TrainingRecipe, num_classes: int, steps: int) -> tuple[keras.Model, keras.losses.Loss]:
     """The configured model, compiled with its loss and optimizer under ``trainer.strategy``."""
-    size = cfg.dataset.image_size
-    set_precision(cfg.trainer.precision)
-    with runtime().scope(cfg.trainer.strategy):
-        model = instantiate(cfg.model, input_shape=(size, size, 3), num_classes=num_classes, _convert_="all")
-        loss = build_loss(cfg)
-        optimizer = instantiate(cfg.optimizer, _partial_=True)(learning_rate=learning_rate(cfg, steps))
+    size = recipe.dataset.image_size
+    set_precision(recipe.trainer.precision)
+    with runtime().scope(recipe.trainer.strategy):
+        model = instantiate(recipe.model, input_shape=(size, size, 3), num_classes=num_classes, _convert_="all")
+        loss = build_loss(recipe.loss)
+        optimizer = instantiate(recipe.optimizer, _partial_=True)(learning_rate=learning_rate(recipe, steps))
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model, loss
 
@@ -118,32 +137,33 @@ def recompile(model: keras.Model, loss: keras.losses.Loss, optimizer: keras.opti
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
 
-def training_inputs(cfg: DictConfig, data: PreparedData, loss: keras.losses.Loss
+def training_inputs(recipe: TrainingRecipe, data: PreparedData, loss: keras.losses.Loss
                     ) -> tuple[Any, ValidationMetrics, dict[int, float] | None]:
-    """The augmented training batches, the per-epoch validation callback and the class weights of ``cfg``."""
-    seed, batch, num_classes = cfg.trainer.seed, cfg.dataset.batch_size, len(data.classes)
-    train_ds = make_dataset(data.train, num_classes, batch, True, seed, build_augmentation(cfg.augmentation, seed))
+    """The augmented training batches, the per-epoch validation callback and the class weights of ``data``."""
+    seed, batch, num_classes = recipe.trainer.seed, recipe.dataset.batch_size, len(data.classes)
+    train_ds = make_dataset(data.train, num_classes, batch, True, seed, build_augmentation(recipe.augmentation, seed))
     train_ds = runtime().training_batches(train_ds, batch)  # what this process feeds (all of it, but multi_worker)
     validation = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, num_classes,
                                    loss, batch)
     return train_ds, validation, data.class_weight
 
 
-def train_model(cfg: DictConfig, data: PreparedData, tracker: RunTracker, output_dir: Path,
+def train_model(recipe: TrainingRecipe, data: PreparedData, tracker: RunTracker, output_dir: Path,
                 backup_dir: Path) -> tuple[keras.Model, dict[str, list[float]]]:
     """Build the configured model and optimizer and fit it on the prepared training split."""
-    model, loss = compile_model(cfg, len(data.classes), steps_per_epoch(cfg, data))
+    trainer = recipe.trainer
+    model, loss = compile_model(recipe, len(data.classes), steps_per_epoch(recipe.dataset.batch_size, data))
     tracker.set_tags(runtime_tags(keras.mixed_precision.global_policy().name))  # as set by compile_model
-    train_ds, validation, class_weight = training_inputs(cfg, data, loss)
-    callbacks = build_callbacks(cfg, output_dir, tracker, validation, backup_dir)
+    train_ds, validation, class_weight = training_inputs(recipe, data, loss)
+    callbacks = build_callbacks(recipe.callbacks, trainer.monitor, output_dir, tracker, validation, backup_dir)
     if model.optimizer.use_ema:  # validate, select and keep the averaged weights (swapped in at each epoch's end)
         callbacks.insert(0, SwapEMAWeights(swap_on_epoch=True))
     history: dict[str, list[float]] = {}
-    head_epochs = cfg.trainer.head_epochs
+    head_epochs = trainer.head_epochs
     if head_epochs and not (tracker.resumed and any(Path(backup_dir).glob("*"))):  # a backup is of later epochs
         head = [callback for callback in callbacks if isinstance(callback, HEAD_CALLBACKS)]
-        history = fit_head(model, cfg, loss, train_ds, head, class_weight)
-    later = fit(model, train_ds, cfg.trainer, callbacks, class_weight, initial_epoch=head_epochs)
+        history = fit_head(model, recipe, loss, train_ds, head, class_weight)
+    later = fit(model, train_ds, trainer, callbacks, class_weight, initial_epoch=head_epochs)
     history = {key: history.get(key, []) + values for key, values in later.items()}
     model = runtime().local_model(model)  # multi_worker: evaluate and save from this process alone
     if tracker.resumed:  # fit() only returns the epochs of this invocation; the run has them all
@@ -174,16 +194,16 @@ def backbones(model: keras.Model) -> list[keras.Model]:
     return [layer for layer in model.layers if isinstance(layer, keras.Model)]
 
 
-def fit_head(model: keras.Model, cfg: DictConfig, loss: keras.losses.Loss, train: Any,
+def fit_head(model: keras.Model, recipe: TrainingRecipe, loss: keras.losses.Loss, train: Any,
              callbacks: list[keras.callbacks.Callback], class_weight: dict[int, float] | None) -> dict[str, list]:
     """``trainer.head_epochs`` of the new head alone, the backbone frozen (its batch norm in inference mode as
     always), at the constant ``trainer.head_learning_rate``: a random head's first large gradients would otherwise
     run through the pretrained weights. Then the model's trainable flags are as configured again, and it is
     compiled with the run's own optimizer and schedule for the epochs after."""
-    frozen = backbones(model)
+    trainer, frozen = recipe.trainer, backbones(model)
     if not frozen:
-        raise ConfigError(f"trainer.head_epochs={cfg.trainer.head_epochs} trains a new head on a frozen pretrained "
-                          f"backbone, but model={cfg.model.get('name', cfg.model._target_)} has none: use "
+        raise ConfigError(f"trainer.head_epochs={trainer.head_epochs} trains a new head on a frozen pretrained "
+                          f"backbone, but model={recipe.model.get('name', recipe.model._target_)} has none: use "
                           "model=efficientnet_lite or model=transfer, or trainer.head_epochs=0")
     flags = [(layer, layer.trainable) for layer in frozen] + [(layer, layer.trainable) for backbone in frozen
                                                               for layer in backbone.layers]
@@ -191,14 +211,14 @@ def fit_head(model: keras.Model, cfg: DictConfig, loss: keras.losses.Loss, train
         backbone.trainable = False
     optimizer = model.optimizer
     with runtime().model_scope(model):
-        head_optimizer = instantiate(cfg.optimizer, _partial_=True)(learning_rate=cfg.trainer.head_learning_rate)
+        head_optimizer = instantiate(recipe.optimizer, _partial_=True)(learning_rate=trainer.head_learning_rate)
     recompile(model, loss, head_optimizer)
     if optimizer.use_ema:
         callbacks = [SwapEMAWeights(swap_on_epoch=True), *callbacks]
-    log.info("head-only epochs: %d, backbone frozen, learning rate %g", cfg.trainer.head_epochs,
-             cfg.trainer.head_learning_rate)
-    history = model.fit(train, epochs=cfg.trainer.head_epochs, callbacks=callbacks, class_weight=class_weight,
-                        verbose=keras_verbosity(cfg.trainer), shuffle=False)
+    log.info("head-only epochs: %d, backbone frozen, learning rate %g", trainer.head_epochs,
+             trainer.head_learning_rate)
+    history = model.fit(train, epochs=trainer.head_epochs, callbacks=callbacks, class_weight=class_weight,
+                        verbose=keras_verbosity(trainer), shuffle=False)
     for layer, trainable in flags:  # a model's flag sets all its layers': the model first, then each layer
         layer.trainable = trainable
     recompile(model, loss, optimizer)
