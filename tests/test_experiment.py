@@ -42,8 +42,11 @@ def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.run_name == "m3"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
-    for key in ("loss", "accuracy", "val_accuracy", "learning_rate", "val_bacc", "epoch_seconds"):
+    for key in ("loss", "accuracy", "val_accuracy", "learning_rate", "epoch_seconds"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 2
+    # one name per metric: the 2 epochs' balanced accuracy, then the selected epoch's final evaluation after them
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_balanced_accuracy")][:2] == [0, 1]
+    assert len(client.get_metric_history(run.info.run_id, "val_balanced_accuracy")) == 3
     for key in ("val_balanced_accuracy", "val_melanoma_sensitivity", "test_balanced_accuracy",
                 "test_melanoma_roc_auc", "val_macro_f1", "val_ece"):
         assert key in run.data.metrics
@@ -120,11 +123,12 @@ def test_cli_trains_one_experiment(tmp_path, shared_cache):
 def test_recipe_options_train_end_to_end(tiny_cfg, tmp_path):
     cfg = tiny_cfg("experiment=m4", "trainer.epochs=2", "dataset.image_size=32", "model.filters=[8,16]",
                    "tracking.log_model=false", "loss=focal", "lr_schedule=cosine",
-                   "trainer.monitor=val_bacc", "loss.label_smoothing=0.1", "trainer.precision=mixed_bfloat16")
+                   "trainer.monitor=val_balanced_accuracy", "loss.label_smoothing=0.1", "trainer.precision=mixed_bfloat16")
     results = run_experiment(cfg, tmp_path / "out")
     client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
     run = client.search_runs([client.get_experiment_by_name("melanoma-study").experiment_id])[0]
-    assert len(client.get_metric_history(run.info.run_id, "val_bacc")) == 2
+    # the 2 epochs, then the final evaluation of the selected epoch under the same name (one name per metric)
+    assert len(client.get_metric_history(run.info.run_id, "val_balanced_accuracy")) == 3
     rates = [m.value for m in client.get_metric_history(run.info.run_id, "learning_rate")]
     assert rates[1] < rates[0] < cfg.optimizer.learning_rate  # cosine decay
     assert 0 <= results["val_balanced_accuracy"] <= 1

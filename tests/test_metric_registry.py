@@ -85,7 +85,8 @@ def test_direction_drives_early_stopping_checkpoint_and_best_epoch(tmp_path, toy
                           ("val_loss", "min")):
         cfg = compose_config([f"trainer.monitor={monitor}"])
         validate(cfg)
-        callbacks = build_callbacks(cfg, tmp_path, RunTracker(False, "", "", "", None), None, tmp_path / "backup")
+        callbacks = build_callbacks(cfg.callbacks, cfg.trainer.monitor, tmp_path, RunTracker(False, "", "", "", None), None,
+                                    tmp_path / "backup")
         stopping = [c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)]
         checkpoint = [c for c in callbacks if isinstance(c, keras.callbacks.ModelCheckpoint)]
         assert stopping and checkpoint
@@ -111,7 +112,8 @@ def test_the_old_monitor_name_is_an_alias_with_a_deprecation_and_unknown_ones_ar
     cfg = compose_config(["trainer.monitor=val_bacc"])
     validate(cfg)
     with pytest.warns(DeprecationWarning, match="say 'val_balanced_accuracy'"):
-        callbacks = build_callbacks(cfg, tmp_path, RunTracker(False, "", "", "", None), None, tmp_path / "b")
+        callbacks = build_callbacks(cfg.callbacks, cfg.trainer.monitor, tmp_path, RunTracker(False, "", "", "", None), None,
+                                    tmp_path / "b")
     stopping = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
     assert (stopping.monitor, stopping.mode) == ("val_balanced_accuracy", "max")
     with warnings.catch_warnings():

@@ -110,7 +110,7 @@ def test_promote_registers_the_champion_with_its_validation_threshold(trained_mo
     assert f"| validation balanced accuracy | {run.data.metrics['val_balanced_accuracy']:.3f} |" in card
     assert "fewer than 10 training images" in card  # the tiny set's rare classes, from the run's data audit
     assert "no subgroup metadata" in card  # isic9-style folders carry none
-    assert "| clean-Test balanced accuracy (no Train twin) |" in card and "| Test melanoma ROC-AUC |" in card
+    assert "| clean-Test (no Train twin) balanced accuracy |" in card and "| Test melanoma ROC-AUC |" in card
     logged = client.download_artifacts(run.info.run_id, "model_card.md")
     assert open(logged).read() == card
     image = catalog.split("test")["path"][0]

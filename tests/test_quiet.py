@@ -88,7 +88,7 @@ def test_the_data_audit_is_logged_once_per_process(tiny_cfg, tmp_path, caplog, m
     cfg = tiny_cfg()
     with caplog.at_level(logging.INFO, logger="melanoma_lab.study.preparation"):
         for job in ("m1", "m2", "m3"):  # the jobs of one sweep
-            preparation.load_audited_data(cfg, tmp_path / job)
+            preparation.load_audited_data(cfg.dataset, cfg.audit, tmp_path / job)
     messages = [r.getMessage() for r in caplog.records if r.name == "melanoma_lab.study.preparation"]
     assert sum("Data audit of" in m for m in messages) == 1, messages
     assert [m for m in messages if m.startswith("data audit as above")] == [
