@@ -100,7 +100,7 @@ def test_predict_with_grad_cam_and_the_served_model_run_on_the_backend(trained):
     uri, store = f"runs:/{runs['m5'].info.run_id}/model", tracking_uri(None, root / "mlruns")
     images = sorted((root / "data" / "cache" / "synthetic").rglob("Test/*/*.jpg"))[:1]
     assert images, "the synthetic Test images were not found"
-    result = without_tensorflow(backend, "melanoma_lab.serving.predict", str(images[0]), "--model", uri, "--out",
+    result = without_tensorflow(backend, "melanoma_lab.cli.predict", str(images[0]), "--model", uri, "--out",
                                 str(root / "predicted"), "--tracking-uri", store, cwd=root)
     assert result.returncode == 0, result.stderr[-4000:]
     assert len(list((root / "predicted").glob("*_gradcam.png"))) == 1

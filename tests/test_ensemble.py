@@ -10,9 +10,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from melanoma_lab.serving import predict
+
+from melanoma_lab.cli import predict as predict_command
 
 from melanoma_lab.serving import promote
+
+from melanoma_lab.cli import promote as promote_command
 from melanoma_lab.config.schema import ConfigError
 from melanoma_lab.study.crossval import run_cross_validation
 from melanoma_lab.data.pipeline import load_image
@@ -72,7 +75,7 @@ def test_the_fold_ensemble_is_one_model_that_predict_serve_and_promote_use_uncha
     assert summary["ensemble_test_balanced_accuracy"] == pytest.approx(
         balanced_accuracy_score(scored["label"], probabilities.argmax(1)))
     assert parent.data.metrics["ensemble_test_melanoma_alert_threshold"] == pytest.approx(threshold)
-    code = predict.main([str(catalog.root / "Test"), "--model", uri, f"tracking.tracking_uri={store}", "--json"])
+    code = predict_command.main([str(catalog.root / "Test"), "--model", uri, f"tracking.tracking_uri={store}", "--json"])
     payload = json.loads(capsys.readouterr().out)
     assert code == 0 and payload["threshold"] == pytest.approx(threshold) and payload["tta"] == "dihedral"
     predicted = pd.DataFrame({p["path"]: p["probabilities"] for p in payload["predictions"]}).T[classes]
@@ -82,7 +85,7 @@ def test_the_fold_ensemble_is_one_model_that_predict_serve_and_promote_use_uncha
 
     # Grad-CAM overlays (predict --out) of the ensemble: the mean of the fold models' maps
     out = tmp_path / "overlays"
-    assert predict.main(list(scored["path"][:2]) + ["--model", uri, f"tracking.tracking_uri={store}", "--out", str(out)]) == 0
+    assert predict_command.main(list(scored["path"][:2]) + ["--model", uri, f"tracking.tracking_uri={store}", "--out", str(out)]) == 0
     assert len(list(out.glob("*_gradcam.png"))) == 2
     maps = [grad_cam(m, images[0], mel) for m in folds]
     mean = np.mean(maps, axis=0)
@@ -94,12 +97,12 @@ def test_the_fold_ensemble_is_one_model_that_predict_serve_and_promote_use_uncha
     assert np.abs(table[classes].to_numpy() - probabilities[:4]).max() <= 1e-4
 
     # and promoted like one: the registered champion predicts the same
-    assert promote.main(["--run", parent.info.run_id, f"tracking.tracking_uri={store}"]) == 0
+    assert promote_command.main(["--run", parent.info.run_id, f"tracking.tracking_uri={store}"]) == 0
     version = client.get_model_version_by_alias("melanoma-classifier", "champion")
     assert version.tags["threshold_chosen_on"] == "out-of-fold predictions"
     assert float(version.tags["oof_balanced_accuracy"]) == pytest.approx(summary["oof_balanced_accuracy"])
     capsys.readouterr()
-    assert predict.main([scored["path"][0], f"tracking.tracking_uri={store}", "--json"]) == 0
+    assert predict_command.main([scored["path"][0], f"tracking.tracking_uri={store}", "--json"]) == 0
     champion = json.loads(capsys.readouterr().out)["predictions"][0]["probabilities"]
     assert np.allclose([champion[c] for c in classes], probabilities[0], atol=1e-4)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from melanoma_lab.serving import predict  # grad_cam as predict --out uses it (melanoma_lab/evaluation/gradcam.py)
+from melanoma_lab.evaluation.gradcam import grad_cam  # as predict --out uses it
 from tests.conftest import compose_config, not_installed
 
 
@@ -14,7 +14,7 @@ def test_grad_cam_finds_the_last_convolution_inside_a_nested_backbone(frozen):
     if frozen:  # as with pretrained weights: the backbone's variables are not trainable
         [layer for layer in model.layers if isinstance(layer, keras.Model)][0].trainable = False
     image = np.random.default_rng(0).uniform(0, 255, (64, 64, 3)).astype(np.float32)
-    heatmap = predict.grad_cam(model, image, 3)
+    heatmap = grad_cam(model, image, 3)
     assert heatmap.shape == (64, 64) and np.isfinite(heatmap).all()
     assert 0 <= heatmap.min() and heatmap.max() <= 1
 
@@ -35,7 +35,7 @@ def test_grad_cam_is_the_same_on_every_backend(backend, tmp_path):
             keras.utils.set_random_seed(seed)
             model = instantiate(compose_config(overrides).model, input_shape=(64, 64, 3), num_classes=9,
                                 _convert_="all")
-            heatmap = predict.grad_cam(model, image, 3)
+            heatmap = grad_cam(model, image, 3)
             if heatmap.max() > 0:
                 break
         model.save(tmp_path / f"{name}.keras")

@@ -58,7 +58,7 @@ def test_two_tensorflows_in_one_environment_are_reported(tmp_path, monkeypatch):
 
 
 def _check_command(lock: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "melanoma_lab.tracking.lockfile", str(lock)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "melanoma_lab.cli.check_lock", str(lock)], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -5,7 +5,10 @@ import mlflow
 import pytest
 from PIL import Image
 
+from melanoma_lab.evaluation.gradcam import grad_cam
 from melanoma_lab.serving import predict
+
+from melanoma_lab.cli import predict as predict_command
 from melanoma_lab.tracking.store import tracking_uri
 
 
@@ -20,7 +23,7 @@ def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model
     (folder / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
     # exit status 1: one input could not be read (the others are still predicted)
-    code = predict.main([str(folder), "--model", uri, "--out", str(out), f"paths.mlruns_dir={store}"])
+    code = predict_command.main([str(folder), "--model", uri, "--out", str(out), f"paths.mlruns_dir={store}"])
     assert code == 1
     captured = capsys.readouterr()
     assert captured.err.count("error:") == 1 and "broken.jpg" in captured.err
@@ -45,7 +48,7 @@ def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model
 def test_predict_json_output(trained_model, tmp_path, capsys):
     uri, _, catalog, store = trained_model
     image = catalog.split("test")["path"][0]
-    assert predict.main([image, "--model", uri, "--json", f"paths.mlruns_dir={store}"]) == 0
+    assert predict_command.main([image, "--model", uri, "--json", f"paths.mlruns_dir={store}"]) == 0
     payload = json.loads(capsys.readouterr().out)
     (only,) = payload["predictions"]
     assert only["path"] == image and abs(sum(only["probabilities"].values()) - 1) < 1e-4
@@ -60,7 +63,7 @@ def test_predict_json_answers_every_input_including_unreadable_files(trained_mod
     broken.write_bytes(b"not an image")
     missing = tmp_path / "missing.png"
     inputs = [good[0], str(broken), good[1], str(missing)]
-    code = predict.main(inputs + ["--model", uri, "--json", f"paths.mlruns_dir={store}"])
+    code = predict_command.main(inputs + ["--model", uri, "--json", f"paths.mlruns_dir={store}"])
     captured = capsys.readouterr()
     payload = json.loads(captured.out)
     assert [p["path"] for p in payload["predictions"]] == inputs  # main: only the two good files
@@ -72,7 +75,7 @@ def test_predict_json_answers_every_input_including_unreadable_files(trained_mod
             assert "cannot read as an image" in entry["error"] and entry["probabilities"] is None
     assert "2 of 4 files could not be read" in captured.err
     (tmp_path / "empty").mkdir()
-    assert predict.main([str(tmp_path / "empty"), "--model", uri, f"paths.mlruns_dir={store}"]) == 2  # a user error
+    assert predict_command.main([str(tmp_path / "empty"), "--model", uri, f"paths.mlruns_dir={store}"]) == 2  # a user error
     assert "no image files" in capsys.readouterr().err
 
 
@@ -82,20 +85,20 @@ def test_grad_cam_is_a_normalised_map_of_the_image_size(trained_model):
     from melanoma_lab.data.pipeline import load_image
 
     image = load_image(catalog.split("test")["path"][0], loaded.image_size)
-    heatmap = predict.grad_cam(loaded.model, image, 3)
+    heatmap = grad_cam(loaded.model, image, 3)
     assert heatmap.shape == image.shape[:2] and 0 <= heatmap.min() and heatmap.max() <= 1
 
 
 def test_unknown_model_is_one_clear_error(tmp_path, capsys):
-    assert predict.main([str(tmp_path), "--model", "runs:/0123456789abcdef/model",
+    assert predict_command.main([str(tmp_path), "--model", "runs:/0123456789abcdef/model",
                          f"paths.root_dir={tmp_path}"]) == 2
     assert "cannot load model" in capsys.readouterr().err
 
 
 def test_promote_registers_the_champion_with_its_validation_threshold(trained_model, capsys):
-    from melanoma_lab.serving import promote
+    from melanoma_lab.cli import promote as promote_command
     uri, run, catalog, store = trained_model
-    assert promote.main(["--study", "melanoma-study", f"paths.mlruns_dir={store}"]) == 0
+    assert promote_command.main(["--study", "melanoma-study", f"paths.mlruns_dir={store}"]) == 0
     assert "version 1 (alias @champion)" in capsys.readouterr().out
     client = mlflow.tracking.MlflowClient(tracking_uri(None, store))
     version = client.get_model_version_by_alias("melanoma-classifier", "champion")
@@ -114,17 +117,17 @@ def test_promote_registers_the_champion_with_its_validation_threshold(trained_mo
     logged = client.download_artifacts(run.info.run_id, "model_card.md")
     assert open(logged).read() == card
     image = catalog.split("test")["path"][0]
-    assert predict.main([image, "--json", f"paths.mlruns_dir={store}"]) == 0  # default: champion
+    assert predict_command.main([image, "--json", f"paths.mlruns_dir={store}"]) == 0  # default: champion
     payload = json.loads(capsys.readouterr().out)
     assert payload["predictions"][0]["path"] == image
     assert payload["model"]["version"] == "1" and payload["model"]["model_card"] is True
     assert payload["model"]["melanoma_alert_threshold"] == pytest.approx(float(version.tags["melanoma_alert_threshold"]))
     assert "not a diagnostic device" in payload["model"]["intended_use"]
-    assert promote.main(["--study", "nope", f"paths.mlruns_dir={store}"]) == 1
+    assert promote_command.main(["--study", "nope", f"paths.mlruns_dir={store}"]) == 1
 
 
 def test_predict_and_promote_find_the_store_that_paths_root_dir_names(trained_model, tmp_path, monkeypatch, capsys):
-    from melanoma_lab.serving import promote
+    from melanoma_lab.cli import promote as promote_command
     uri, run, catalog, store = trained_model
     assert store == tmp_path / "mlruns"  # logged with paths.root_dir=<tmp_path>
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the fixture's mlflow.set_tracking_uri set it
@@ -132,14 +135,14 @@ def test_predict_and_promote_find_the_store_that_paths_root_dir_names(trained_mo
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the default store, ./mlruns, does not hold the run here
     image = catalog.split("test")["path"][0]
-    assert predict.main([image, "--model", uri, "--json"]) == 2
-    assert promote.main(["--run", run.info.run_id]) == 1
+    assert predict_command.main([image, "--model", uri, "--json"]) == 2
+    assert promote_command.main(["--run", run.info.run_id]) == 1
     capsys.readouterr()
-    assert predict.main([image, "--model", uri, "--json", f"paths.root_dir={tmp_path}"]) == 0
+    assert predict_command.main([image, "--model", uri, "--json", f"paths.root_dir={tmp_path}"]) == 0
     assert json.loads(capsys.readouterr().out)["predictions"][0]["path"] == image
-    assert promote.main(["--run", run.info.run_id, f"paths.root_dir={tmp_path}"]) == 0
+    assert promote_command.main(["--run", run.info.run_id, f"paths.root_dir={tmp_path}"]) == 0
     capsys.readouterr()
-    assert predict.main([image, "--json", f"paths.root_dir={tmp_path}"]) == 0  # serving.model_uri: the champion
+    assert predict_command.main([image, "--json", f"paths.root_dir={tmp_path}"]) == 0  # serving.model_uri: the champion
     assert json.loads(capsys.readouterr().out)["predictions"][0]["path"] == image
 
 

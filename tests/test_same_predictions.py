@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma_lab.serving import predict
 
-from melanoma_lab.serving import promote
+from melanoma_lab.cli import predict as predict_command
+
+
+from melanoma_lab.cli import promote as promote_command
 from melanoma_lab.data.sources import load_catalog
 from melanoma_lab.study.experiment import run_experiment
 from melanoma_lab.serving.classifier import encode_image
@@ -27,7 +29,7 @@ def _only_run(store: Path):
 
 
 def _predict_json(args: list[str], capsys) -> tuple[int, dict]:
-    code = predict.main(args + ["--json"])
+    code = predict_command.main(args + ["--json"])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -86,13 +88,13 @@ def test_no_melanoma_in_validation_means_no_alert_anywhere(tiny_cfg, tmp_path, c
     code, payload = _predict_json([str(p) for p in images] + ["--model", uri, f"tracking.tracking_uri={store}"], capsys)
     assert code == 0 and payload["threshold"] is None and "no calibrated melanoma alert" in payload["alert_note"]
     assert [p["alert"] for p in payload["predictions"]] == [None] * 3
-    assert predict.main([str(images[0]), "--model", uri, f"tracking.tracking_uri={store}"]) == 0
+    assert predict_command.main([str(images[0]), "--model", uri, f"tracking.tracking_uri={store}"]) == 0
     out = capsys.readouterr().out
     assert "note: this model has no calibrated melanoma alert" in out and "MELANOMA ALERT" not in out
 
     table = served.predict(pd.DataFrame({"image": [encode_image(p) for p in images]}))
     assert table["melanoma_alert"].isna().all() and table["alert_note"].str.contains("validation holds no").all()
 
-    assert promote.main(["--run", run.info.run_id, f"tracking.tracking_uri={store}"]) == 0
+    assert promote_command.main(["--run", run.info.run_id, f"tracking.tracking_uri={store}"]) == 0
     version = mlflow.tracking.MlflowClient(store).get_model_version_by_alias("melanoma-classifier", "champion")
     assert version.tags["threshold_chosen_on"].startswith("none: this model has no calibrated melanoma alert")

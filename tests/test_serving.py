@@ -1,4 +1,4 @@
-"""`python -m melanoma_lab.serving.serve` (make serve): the champion answers raw images over REST."""
+"""`melanoma-lab serve` (make serve): the champion answers raw images over REST."""
 
 import json
 import subprocess
@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from melanoma_lab.serving import promote
+
+from melanoma_lab.cli import promote as promote_command
 from melanoma_lab.serving.classifier import encode_image
 from melanoma_lab.tracking.server import stop_group, wait_until_up
 from melanoma_lab.study.tune_cluster import free_port
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def test_served_champion_predicts_raw_real_size_images(trained_model, tmp_path):
     _, run, catalog, store = trained_model
-    assert promote.main(["--run", run.info.run_id, f"paths.mlruns_dir={store}"]) == 0
+    assert promote_command.main(["--run", run.info.run_id, f"paths.mlruns_dir={store}"]) == 0
     images = []
     for index, (path, size) in enumerate(zip(catalog.split("test")["path"][:2], [(1022, 767), (600, 450)])):
         images.append(tmp_path / f"lesion{index}.{'jpg' if index == 0 else 'png'}")
@@ -51,4 +53,4 @@ def test_serving_without_a_champion_says_what_to_do(tmp_path):
     result = subprocess.run([sys.executable, "-m", "melanoma_lab.serving.serve", f"paths.root_dir={tmp_path}",
                              f"hydra.run.dir={tmp_path / 'serve'}"], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert "python -m melanoma_lab.serving.promote" in result.stderr
+    assert "melanoma-lab promote" in result.stderr

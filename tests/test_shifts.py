@@ -66,6 +66,7 @@ def test_the_table_reports_each_drop_and_the_worst_per_family():
 def test_a_cross_validation_checks_its_fold_models_under_every_shift_and_the_command_redoes_it(tiny_cfg, tmp_path,
                                                                                                 capsys):
     from melanoma_lab.study import shift_check
+    from melanoma_lab.cli import shift_check as shift_check_command
     from melanoma_lab.study.crossval import run_cross_validation
     from melanoma_lab.tracking.store import tracking_uri
     from tests.conftest import forget_tracking_state
@@ -85,10 +86,10 @@ def test_a_cross_validation_checks_its_fold_models_under_every_shift_and_the_com
     assert len(shift_check.fold_runs(client, parent)) == 2
 
     forget_tracking_state()  # a new process: no fluent store, no cached artifact locations
-    status = shift_check.main(["--run", parent.info.run_id, f"paths.root_dir={tmp_path}",
+    status = shift_check_command.main(["--run", parent.info.run_id, f"paths.root_dir={tmp_path}",
                                "evaluation.shifts.colour=null", "evaluation.shifts.intensity=null"])
     assert status == 0 and "| quality | blur |" in capsys.readouterr().out
     assert "oof_shift_worst_drop_quality_melanoma_roc_auc" in client.get_run(parent.info.run_id).data.metrics
     (child, *_) = [r for r in runs if "fold" in r.data.tags]
-    assert shift_check.main(["--run", child.info.run_id, f"paths.root_dir={tmp_path}"]) == 2
+    assert shift_check_command.main(["--run", child.info.run_id, f"paths.root_dir={tmp_path}"]) == 2
     assert "no cross-validation parent" in capsys.readouterr().err

@@ -78,7 +78,7 @@ def test_a_reused_pid_or_another_container_is_not_taken_for_the_runs_process(tmp
 
 
 def test_the_command_lists_then_repairs_stale_runs(tmp_path, capsys):
-    from melanoma_lab.tracking.stale_runs import main
+    from melanoma_lab.cli.stale_runs import main
 
     uri = tracking_uri(None, tmp_path / "mlruns")
     client = mlflow.tracking.MlflowClient(uri)
@@ -112,7 +112,7 @@ def test_runs_record_the_slurm_job_that_scancel_names(monkeypatch):
 
 
 def test_the_command_finds_the_store_that_the_conf_overrides_name(tmp_path, monkeypatch, capsys):
-    from melanoma_lab.tracking.stale_runs import main
+    from melanoma_lab.cli.stale_runs import main
 
     root = tmp_path / "lab"  # runs logged with paths.root_dir=<root>
     uri = tracking_uri(None, root / "mlruns")

@@ -123,7 +123,9 @@ def test_study_runs_metrics_and_confusion_matrix_in_the_mlflow_ui(browser, study
 
     from melanoma_lab.serving import promote
 
-    assert promote.main(["--run", m3, f"tracking.tracking_uri={base}"]) == 0  # registered, with its model card
+    from melanoma_lab.cli import promote as promote_command
+
+    assert promote_command.main(["--run", m3, f"tracking.tracking_uri={base}"]) == 0  # registered, with its model card
     browser.get(f"{base}/#/models/{promote.REGISTERED_NAME}/versions/1")
     _page_shows(browser, ["Intended use", "not a diagnostic device", "Melanoma alert (operating point)"])
     browser.save_screenshot(str(shots / "ui_model_card.png"))

@@ -1,4 +1,4 @@
-"""Whole-study benchmark: the seeds' notebook procedure vs ``python -m melanoma_lab.study.runner`` (M1 + M2 + M3, one seed).
+"""Whole-study benchmark: the seeds' notebook procedure vs ``melanoma-lab study`` (M1 + M2 + M3, one seed).
 
     python -m melanoma_lab.bench.study [--data PATH] [--out bench/study.json]      (make bench-study)
 

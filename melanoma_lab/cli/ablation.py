@@ -1,6 +1,6 @@
 """Ablation tables of cross-validated runs, built only from what MLflow holds (no retraining).
 
-    python -m melanoma_lab.cli.ablation [--experiment NAME] [--baseline KEY=VALUE ...] [--out DIR] [key=value ...]
+    melanoma-lab ablation [--experiment NAME] [--baseline KEY=VALUE ...] [--out DIR] [key=value ...]
 
 Cross-validate an experiment once as it is and once per ingredient changed, on the same folds, e.g.::
 

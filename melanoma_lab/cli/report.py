@@ -1,6 +1,6 @@
 """The study report, built only from what MLflow holds (no retraining).
 
-    python -m melanoma_lab.cli.report [--study NAME] [--out DIR] [key=value ...]
+    melanoma-lab report [--study NAME] [--out DIR] [key=value ...]
 
 Writes ``report.md`` (figures as PNG files beside it) and ``report.html`` (figures embedded) with: the
 hardware and runtime of the runs, a results table (validation vs held-out test, accuracy vs balanced
@@ -8,7 +8,7 @@ accuracy, melanoma sensitivity / specificity / AUC, train-validation gap) as mea
 two-level bootstrap confidence intervals, full vs clean Test, paired comparisons between consecutive
 experiments, overlaid learning curves, confusion matrices side by side, per-class recall, the data audit,
 conclusions computed from those numbers, and the runs used and left out. It uses only the runs
-``python -m melanoma_lab.study.runner`` launched (see :mod:`melanoma_lab.reporting.selection`). Like the study, it reads the
+``melanoma-lab study`` launched (see :mod:`melanoma_lab.reporting.selection`). Like the study, it reads the
 store, and writes where, ``conf/`` says: ``key=value`` overrides (``paths.root_dir=DIR``, ``tracking.tracking_uri=
 URI``, ``study.bootstrap_samples=N``: :mod:`melanoma_lab.config.arguments`); the study defaults to ``study.name`` and
 the folder to ``study.reports_dir/<study>``.

@@ -1,6 +1,6 @@
 """The MLflow UI over the store that ``conf/`` names, as training resolved it (``make ui``).
 
-    python -m melanoma_lab.cli.ui [--port 5000] [key=value ...]
+    melanoma-lab ui [--port 5000] [key=value ...]
 
 ``paths.root_dir=DIR`` or ``tracking.tracking_uri=URI`` mean the same store as for ``python -m melanoma_lab``
 (:mod:`melanoma_lab.config.arguments`); ``MLFLOW_TRACKING_URI`` comes first, as for every command. A tracking server

@@ -4,8 +4,8 @@
 Besides its own flags, each such command takes trailing ``key=value`` overrides of ``conf/config.yaml`` in Hydra's
 syntax, composed exactly as for ``python -m melanoma_lab`` (:func:`melanoma_lab.config.compose.compose`)::
 
-    python -m melanoma_lab.serving.predict lesion.jpg --json paths.root_dir=/data/lab
-    python -m melanoma_lab.cli.report tracking.tracking_uri=http://127.0.0.1:5000
+    melanoma-lab predict lesion.jpg --json paths.root_dir=/data/lab
+    melanoma-lab report tracking.tracking_uri=http://127.0.0.1:5000
 
 so ``paths.root_dir=DIR`` or ``tracking.tracking_uri=URI`` means the same store for every command, and the store is
 resolved once, by :func:`melanoma_lab.tracking.store.configured_tracking_uri` (``MLFLOW_TRACKING_URI`` first).

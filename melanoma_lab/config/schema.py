@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from melanoma_lab.config.help import register_help
+from melanoma_lab.config.checks import CHECKS
 from melanoma_lab.config.plugins import KERAS_ARGUMENTS, check_targets
 from melanoma_lab.errors import ConfigError
 
@@ -209,53 +210,6 @@ def register_configs() -> None:
             store.store(group=group, name=name, node=node)
 
 
-Check = tuple[str, Callable[[Any], bool], str | Callable[[], str]]
-
-CHECKS: list[Check] = [
-    ("dataset.image_size", lambda v: v >= 8, "must be at least 8 pixels"),
-    ("dataset.batch_size", lambda v: v >= 1, "must be at least 1"),
-    ("dataset.val_fraction", lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (exclusive)"),
-    ("dataset.ram_budget_mb", lambda v: v > 0, "must be null (no limit) or a positive number of MB"),
-    ("dataset.on_unreadable", lambda v: v in ("skip", "fail"), "must be 'skip' or 'fail'"),
-    ("optimizer.learning_rate", lambda v: v > 0, "must be positive"),
-    ("trainer.epochs", lambda v: v >= 1, "must be at least 1"),
-    ("trainer.head_epochs", lambda v: v >= 0, "must not be negative (0: no head-only epochs)"),
-    ("trainer.head_learning_rate", lambda v: v > 0, "must be positive"),
-    ("optimizer.weight_decay", lambda v: v >= 0, "must be null (none) or not negative"),
-    ("trainer.precision", lambda v: v in ("float32", "mixed_bfloat16", "mixed_float16", "auto"),
-     "must be float32, mixed_bfloat16, mixed_float16 or auto"),
-    ("serving.port", lambda v: 1 <= v <= 65535, "must be a TCP port (1-65535)"),
-    ("serving.workers", lambda v: v >= 1, "must be at least 1"),
-    ("trainer.strategy", lambda v: v in ("default", "mirrored", "multi_worker"),
-     "must be default, mirrored or multi_worker"),
-    ("tuner.name", lambda v: v in ("hyperband", "random", "bayesian"), "must be hyperband, random or bayesian"),
-    ("tuner.max_trials", lambda v: v >= 1, "must be at least 1"),
-    ("tuner.executions_per_trial", lambda v: v >= 1, "must be at least 1"),
-    ("tuner.max_epochs", lambda v: v >= 1, "must be at least 1"),
-    ("tuner.factor", lambda v: v >= 2, "must be at least 2"),
-    ("tuner.hyperband_iterations", lambda v: v >= 1, "must be at least 1"),
-    ("tuner.patience", lambda v: v >= 0, "must be null or not negative"),
-    ("tuner.search_space", lambda v: len(v) >= 1, "must list at least one parameter (see conf/tuner/random.yaml)"),
-    ("evaluation.fixed_specificity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
-    ("evaluation.fixed_sensitivity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
-    ("evaluation.calibration_bins", lambda v: v >= 2, "must be at least 2"),
-    ("evaluation.frequent_class_images", lambda v: v >= 1, "must be at least 1"),
-    ("evaluation.shift_tta", lambda v: str(v).lower() in ("none", "flip", "dihedral"),
-     "must be none, flip or dihedral"),
-    ("evaluation.tta", lambda v: str(v).lower() in ("none", "flip", "dihedral", "true", "false"),
-     "must be none, flip or dihedral (true/false: flip/none)"),
-    ("dataset.colour_constancy_power", lambda v: v >= 1, "must be null (off) or a p-norm of at least 1 (6: usual)"),
-    ("optimizer.ema_momentum", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
-    ("study.seeds", lambda v: len(v) >= 1, "must list at least one seed"),
-    ("study.cv_folds", lambda v: v >= 1, "must be at least 1 (1: one train/validation split)"),
-    ("study.bootstrap_samples", lambda v: v >= 100, "must be at least 100"),
-    ("study.confidence", lambda v: 0.5 <= v < 1.0, "must be in [0.5, 1)"),
-    ("audit.conflict_policy", lambda v: v in ("warn", "drop", "fail"), "must be warn, drop or fail"),
-    ("audit.near_duplicate_distance", lambda v: v >= 0, "must not be negative"),
-    ("audit.test_contamination", lambda v: v in ("exclude", "keep"), "must be exclude or keep"),
-]
-
-
 def unknown_keys(node: DictConfig, where: str = "") -> list[str]:
     """Keys of ``node`` (and of its nested schema nodes) that their closed schema does not have: added with
     ``+group.key=value``, which Hydra allows even in a structured config. A node with a ``_target_`` (optimizer) is
@@ -275,12 +229,6 @@ def unknown_keys(node: DictConfig, where: str = "") -> list[str]:
             hint = f"did you mean {path[:-len(str(key))]}{near[0]}?" if near else f"known: {', '.join(fields)}"
             problems.append(f"{path}: unknown key ({hint})")
     return problems
-
-
-def register_check(key: str, is_valid: Callable[[Any], bool], requirement: str | Callable[[], str]) -> None:
-    """Check ``key`` with ``is_valid`` (replacing an earlier check of it): how a room above adds what it knows, e.g.
-    :mod:`melanoma_lab.evaluation.registry` the allowed ``trainer.monitor`` and ``tuner.objective``."""
-    CHECKS[:] = [check for check in CHECKS if check[0] != key] + [(key, is_valid, requirement)]
 
 
 def validate(cfg: DictConfig) -> None:

@@ -84,7 +84,7 @@ def download(url: str, dest: Path, timeout: float = 60.0, what: str = "ISIC arch
     except (requests.exceptions.RequestException, OSError) as error:
         raise ConnectionError(
             f"could not download {url}: {error}\nNo internet here? Fetch the archive elsewhere and run "
-            "`python -m melanoma_lab.data.download --archive FILE.zip`, or point dataset.root at an extracted "
+            "`melanoma-lab data --archive FILE.zip`, or point dataset.root at an extracted "
             "copy, or use dataset=synthetic.") from error
     if expected is None:
         _record(registry, url, sha256(dest))

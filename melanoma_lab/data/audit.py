@@ -13,7 +13,7 @@
 - ``class_counts``: ``{split: {class: count}}``; ``imbalance_ratio``: largest / smallest train class
 - ``image_sizes``: width/height statistics of the readable files
 
-Run it alone with ``python -m melanoma_lab.data.audit dataset=isic9 dataset.root=PATH``.
+Run it alone with ``melanoma-lab audit dataset=isic9 dataset.root=PATH``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``make data``: download the ISIC 9-class archive, verify it, and extract it atomically.
 
-    python -m melanoma_lab.data.download [--dest data/isic9] [--archive FILE] [--url URL]
-    python -m melanoma_lab.data.download --dataset ham10000|isic2019 [--dest DIR] [--archive FILE_OR_URL ...]
+    melanoma-lab data [--dest data/isic9] [--archive FILE] [--url URL]
+    melanoma-lab data --dataset ham10000|isic2019 [--dest DIR] [--archive FILE_OR_URL ...]
 
 ``--archive`` skips the download (a zip you fetched yourself, e.g. from Kaggle
 ``nodoubttome/skin-cancer9-classesisic``). The extracted folder is the one holding ``Train/``.
@@ -10,17 +10,15 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-from melanoma_lab.data.archives import ArchiveError, download, unzip
+from melanoma_lab.data.archives import ArchiveError, unzip
 
 GOOGLE_DRIVE_ID = "1xLfSQUGDl8ezNNbUkpuHOYvSpTyxVhCs"
 DEFAULT_URL = f"https://drive.usercontent.google.com/download?id={GOOGLE_DRIVE_ID}&export=download&confirm=t"
@@ -65,32 +63,3 @@ def extract(archive: Path, dest: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return dest
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="isic9", help="isic9 (default), ham10000 or isic2019")
-    parser.add_argument("--dest", type=Path, help="default: data/<dataset>")
-    parser.add_argument("--archive", action="append", help="use this zip (for presets: files or URLs, repeatable) "
-                        "instead of downloading")
-    parser.add_argument("--url", default=DEFAULT_URL)
-    args = parser.parse_args(argv)
-    args.dest = args.dest or Path("data") / args.dataset
-    if args.dataset != "isic9":
-        from melanoma_lab.data.presets import fetch_main
-
-        return fetch_main(args.dataset, args.dest, args.archive)
-    if (args.dest / "Train").is_dir():
-        print(f"{args.dest} already has Train/: nothing to do")
-        return 0
-    try:
-        archive = Path(args.archive[0]) if args.archive else download(args.url, args.dest.parent / "isic9.zip")
-        print(f"extracted to {extract(archive, args.dest)}")
-    except (ConnectionError, ArchiveError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

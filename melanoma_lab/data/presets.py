@@ -109,7 +109,7 @@ def fetch(name: str, dest: Path, sources: list[str] | None = None) -> Path:
 
 
 def fetch_main(name: str, dest: Path, sources: list[str] | None) -> int:
-    """The command line of :func:`fetch` (``python -m melanoma_lab.data.download --dataset NAME``)."""
+    """The command line of :func:`fetch` (``melanoma-lab data --dataset NAME``)."""
     if name not in PRESETS:
         print(f"error: unknown dataset {name!r}: isic9, {', '.join(PRESETS)}", file=sys.stderr)
         return 1

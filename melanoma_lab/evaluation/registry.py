@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 from sklearn.metrics import f1_score
 
-from melanoma_lab.config.schema import register_check
+from melanoma_lab.config.checks import register_check
 from melanoma_lab.evaluation.scores import (balanced_accuracy, binary_auc, expected_calibration_error,
                                             frequent_balanced_accuracy)
 

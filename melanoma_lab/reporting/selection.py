@@ -1,6 +1,6 @@
 """Which MLflow runs a study report uses, and loading them.
 
-Only runs that ``python -m melanoma_lab.study.runner`` launched count (tag ``launched_by=study``; a rerun that
+Only runs that ``melanoma-lab study`` launched count (tag ``launched_by=study``; a rerun that
 reuses a FINISHED run of an earlier study invocation still counts). Of those, one run per (experiment,
 seed): among runs with the same config and code version the newest FINISHED one is kept (the others are
 *duplicates*); when an (experiment, seed) ran under several configs or code versions, the newest run wins
@@ -147,7 +147,7 @@ def load_study(client: MlflowClient, name: str) -> Study:
                              dict(run.data.params), dict(run.data.metrics), history, predictions, tags))
     if not runs:
         raise LookupError(f"experiment {name!r} has no FINISHED runs with predictions launched by "
-                          "python -m melanoma_lab.study.runner (tag launched_by=study): run the study (make reproduce)")
+                          "melanoma-lab study (tag launched_by=study): run the study (make reproduce)")
     held_out = "oof" if cross_validated else "test" if all("test" in r.predictions for r in runs) else "val"
     return Study(name, runs, classes, audit, held_out, pd.DataFrame(cv_rows), pd.DataFrame(dropped),
                  runs[-1].params.get("dataset.melanoma_class"))

@@ -25,14 +25,16 @@ import numpy as np
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 import pandas as pd
+from omegaconf import DictConfig
 from PIL import Image
 
 from melanoma_lab.runtime import PACKAGES
 from melanoma_lab.data.pipeline import load_image
-from melanoma_lab.evaluation.inference import ModelSettings
+from melanoma_lab.evaluation.inference import ModelSettings, tta_mode
 from melanoma_lab.tracking.provenance import package_versions
 
 if TYPE_CHECKING:
+    from melanoma_lab.evaluation.metrics import AlertCalibration
     import keras
 
 IMAGE_COLUMN = "image"
@@ -124,3 +126,11 @@ def log_classifier(model: keras.Model, example_image: np.ndarray, config: dict[s
                                 model_config=config, metadata=config, input_example=example,
                                 signature=signature(list(config["classes"])),
                                 code_paths=[str(Path(__file__).parents[1])], pip_requirements=requirements)
+
+
+def model_metadata(dataset: DictConfig, evaluation: DictConfig, classes: list[str], alert: AlertCalibration) -> dict:
+    """What a logged model carries besides its weights (:class:`melanoma_lab.evaluation.inference.ModelSettings`)."""
+    return {"classes": classes, "image_size": dataset.image_size, "melanoma_class": dataset.melanoma_class,
+            "alert_target_sensitivity": evaluation.fixed_sensitivity, **alert.metadata(),
+            "tta": tta_mode(evaluation.tta), "batch_size": dataset.batch_size,
+            "colour_constancy_power": dataset.get("colour_constancy_power")}

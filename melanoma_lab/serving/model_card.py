@@ -65,7 +65,7 @@ def model_card(client: MlflowClient, run: Run, metadata: dict, name: str, versio
     quoted = [(label, metrics[key]) for key, label in registry.labelled(registry.CARD) if key in metrics]
     lines += ["", "## Numbers (on images it did not train on)", "", "| metric | value |", "|---|---|"]
     lines += [f"| {label} | {value:.3f} |" for label, value in quoted] or ["| (none logged) | |"]
-    lines += ["", "Point estimates as logged; the study report (`python -m melanoma_lab.cli.report`) gives intervals.",
+    lines += ["", "Point estimates as logged; the study report (`melanoma-lab report`) gives intervals.",
               "", "## Known limits", ""]
     rare = rare_classes(client, run)
     if rare:

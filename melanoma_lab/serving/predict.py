@@ -1,12 +1,12 @@
 """Predict lesion classes for images, with a melanoma alert and optional Grad-CAM overlays.
 
-    python -m melanoma_lab.serving.predict IMAGE_OR_FOLDER... [--model MODEL_URI] [--json] [--out DIR] [key=value ...]
+    melanoma-lab predict IMAGE_OR_FOLDER... [--model MODEL_URI] [--json] [--out DIR] [key=value ...]
 
 ``MODEL_URI`` is any MLflow model URI of a model logged by melanoma_lab (default: ``serving.model_uri``, the
-registered champion ``models:/melanoma-classifier@champion``, see ``python -m melanoma_lab.serving.promote``; or
+registered champion ``models:/melanoma-classifier@champion``, see ``melanoma-lab promote``; or
 ``runs:/<run_id>/model``, ``models:/<model_id>``), in the store that ``key=value`` overrides of ``conf/`` name
-(``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``: :mod:`melanoma_lab.config.arguments`), as for training. Class names, input size, test-time augmentation and the
-melanoma alert threshold (chosen on validation data) come from the model's metadata, and each image goes
+(``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``: :mod:`melanoma_lab.config.arguments`), as for training.
+Class names, input size, test-time augmentation and the melanoma alert threshold (chosen on validation data) come from the model's metadata, and each image goes
 through the run's own evaluation path (:mod:`melanoma_lab.evaluation.inference`), so a run's Test folder gives its
 ``evaluation/test_predictions.csv``. A model whose validation held no melanoma has no calibrated alert: no
 alerts, and a note says so. Every input is answered: a file that cannot be read gets an error line (an
@@ -17,11 +17,8 @@ Exit status: 0 when every input was predicted, 1 when any could not be read, 2 w
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +27,7 @@ import mlflow
 import numpy as np
 
 from melanoma_lab.data.pipeline import load_image
-from melanoma_lab.evaluation.gradcam import grad_cam
-from melanoma_lab.evaluation.inference import ModelSettings, preprocess
-from melanoma_lab.config.arguments import parse_with_config
-from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
-from melanoma_lab.serving.model_card import card_summary
+from melanoma_lab.evaluation.inference import ModelSettings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -156,62 +149,3 @@ def write_csv(predictions: list[Prediction], classes: list[str], path: Path) -> 
             writer.writerow([p.path, p.top_class or "", number(p.melanoma_probability),
                              "" if p.alert is None else p.alert,
                              *(number(p.probabilities and p.probabilities[c]) for c in classes), p.error or ""])
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", help="image files or folders")
-    parser.add_argument("--model", default=None,
-                        help="MLflow model URI (default: serving.model_uri, the champion; or runs:/<run_id>/model)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--out", type=Path, help="folder for predictions.csv and Grad-CAM overlays")
-    args, cfg = parse_with_config(parser, argv)
-    model_uri = args.model or cfg.serving.model_uri
-    try:
-        with fluent_tracking_uri(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir)):
-            loaded = load_model(model_uri)
-    except Exception as error:  # noqa: BLE001 - any load failure is one clear message
-        print(f"error: cannot load model {model_uri}: {error}", file=sys.stderr)
-        return 2
-    settings = loaded.settings
-    paths = expand(args.inputs)
-    if not paths:
-        print(f"error: no image files in {' '.join(args.inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})",
-              file=sys.stderr)
-        return 2  # a user error (exit status 2, like every command)
-    images, errors = read_images(paths, settings.image_size)
-    for path, error in zip(paths, errors):
-        if error is not None:
-            print(f"error: {path}: {error}", file=sys.stderr)
-    predictions = predict(loaded, images, [str(p) for p in paths], errors)
-    failures = sum(error is not None for error in errors)
-    if args.json:
-        with fluent_tracking_uri(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir)):
-            model = card_summary(model_uri)
-        print(json.dumps({"model": model, "threshold": settings.threshold, "alert_note": settings.alert_note or None,
-                          "tta": settings.tta, "failed": failures, "predictions": [vars(p) for p in predictions]},
-                         indent=2))
-    else:
-        if settings.threshold is None:
-            print(f"note: {settings.alert_note}: no melanoma alerts are given")
-        for prediction in predictions:
-            print(describe(prediction, settings.threshold, settings.melanoma_class))
-    if failures:
-        print(f"{failures} of {len(paths)} files could not be read (listed above); the others were predicted",
-              file=sys.stderr)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_csv(predictions, settings.classes, args.out / "predictions.csv")
-        for index, (prediction, image) in enumerate(zip(predictions, images)):
-            if image is None:
-                continue
-            heatmap = grad_cam(loaded.model, preprocess(image, settings.colour_constancy_power),  # as it was predicted
-                               settings.classes.index(prediction.top_class))
-            title = f"{prediction.top_class} {prediction.probabilities[prediction.top_class]:.2f}" + (
-                "  MELANOMA ALERT" if prediction.alert else "")
-            save_overlay(image, heatmap, title, args.out / f"{index:04d}_{Path(prediction.path).stem}_gradcam.png")
-    return 1 if failures else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

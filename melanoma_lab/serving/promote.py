@@ -1,28 +1,24 @@
 """Register a trained model as the champion melanoma classifier in the MLflow Model Registry.
 
-    python -m melanoma_lab.serving.promote --run RUN_ID [key=value ...]
-    python -m melanoma_lab.serving.promote --study NAME [--metric val_balanced_accuracy] [key=value ...]
+    melanoma-lab promote --run RUN_ID [key=value ...]
+    melanoma-lab promote --study NAME [--metric val_balanced_accuracy] [key=value ...]
 
 The model version gets the alias ``champion``, tags with its class names, input size and the melanoma alert
 threshold that was chosen on VALIDATION data (with the validation sensitivity and specificity at it), and a model
 card (:mod:`melanoma_lab.serving.model_card`) as its description and as the run's ``model_card.md``.
-Nothing is retrained; ``python -m melanoma_lab.serving.predict IMAGES`` then uses the champion by default. The
+Nothing is retrained; ``melanoma-lab predict IMAGES`` then uses the champion by default. The
 store is the one ``key=value`` overrides of ``conf/`` name (``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``:
 :mod:`melanoma_lab.config.arguments`), as for training.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from melanoma_lab.config.arguments import parse_with_config
 from melanoma_lab.evaluation import registry
 from melanoma_lab.serving.model_card import model_card
-from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
 
 REGISTERED_NAME = "melanoma-classifier"
 ALIAS = "champion"
@@ -66,27 +62,3 @@ def promote(client: MlflowClient, run_id: str) -> str:
     client.log_text(run_id, card, "model_card.md")
     client.set_registered_model_alias(REGISTERED_NAME, ALIAS, version)
     return version
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="MLflow run id whose model to promote")
-    source.add_argument("--study", help="promote the best run of this study (MLflow experiment)")
-    parser.add_argument("--metric", default="val_balanced_accuracy", help="what 'best' means with --study")
-    args, cfg = parse_with_config(parser, argv)
-    uri = configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir)
-    client = MlflowClient(uri)
-    try:
-        with fluent_tracking_uri(uri):  # register_model, get_model_info and search_logged_models are fluent
-            run_id = args.run or best_run(client, args.study, args.metric)
-            version = promote(client, run_id)
-    except (LookupError, mlflow.exceptions.MlflowException) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"registered run {run_id} as {REGISTERED_NAME} version {version} (alias @{ALIAS})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

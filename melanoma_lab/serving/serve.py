@@ -1,8 +1,8 @@
-"""Serve a melanoma_lab model over REST with ``mlflow models serve``: ``python -m melanoma_lab.serving.serve``.
+"""Serve a melanoma_lab model over REST with ``mlflow models serve``: ``melanoma-lab serve``.
 
-    python -m melanoma_lab.serving.serve [serving.port=5001] [serving.model_uri=runs:/<run_id>/model]
+    melanoma-lab serve [serving.port=5001] [serving.model_uri=runs:/<run_id>/model]
 
-Default: the registered champion (``python -m melanoma_lab.serving.promote``) on 127.0.0.1:5001. Query it with
+Default: the registered champion (``melanoma-lab promote``) on 127.0.0.1:5001. Query it with
 ``POST /invocations`` and ``{"dataframe_records": [{"image": "<base64 of a JPEG/PNG file>"}]}``; each
 answer row has the nine class probabilities, ``top_class``, ``melanoma_probability``, ``melanoma_alert``
 and ``error`` (see :mod:`melanoma_lab.serving.classifier`).
@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> None:
         metadata = mlflow.models.get_model_info(cfg.serving.model_uri).metadata or {}
     except mlflow.exceptions.MlflowException as error:
         sys.exit(f"error: cannot serve {cfg.serving.model_uri}: {error}\n"
-                 "Register a model first: python -m melanoma_lab.serving.promote --study NAME (or --run RUN_ID), "
+                 "Register a model first: melanoma-lab promote --study NAME (or --run RUN_ID), "
                  "or set serving.model_uri=runs:/<run_id>/model")
     if "classes" not in metadata:
         sys.exit(f"error: {cfg.serving.model_uri} was not logged by melanoma_lab (no class names in its metadata)")

@@ -22,11 +22,10 @@ from melanoma_lab.data.contamination import clean_test_metrics
 from melanoma_lab.errors import ConfigError
 from melanoma_lab.evaluation.metrics import AlertCalibration, calibrate_alert, evaluate
 from melanoma_lab.study.evaluation_log import log_evaluation
-from melanoma_lab.study.experiment import model_metadata
 from melanoma_lab.evaluation.inference import predict_probabilities
 from melanoma_lab.study.oof import probabilities_of
 from melanoma_lab.study.preparation import decode_split
-from melanoma_lab.serving.classifier import log_classifier
+from melanoma_lab.serving.classifier import log_classifier, model_metadata
 from melanoma_lab.tracking.run import RunTracker
 
 

@@ -14,6 +14,7 @@ from melanoma_lab.evaluation.metrics import AlertCalibration, Evaluation, reliab
 from melanoma_lab.tracking.run import RunTracker
 
 log = logging.getLogger(__name__)
+HELD_OUT_PREDICTIONS = "heldout_predictions.csv"  # a fold run's scored fold (nested: ``fold``, else ``val``)
 
 
 def headline(metrics: dict[str, float]) -> dict[str, float]:

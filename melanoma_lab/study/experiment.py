@@ -19,11 +19,12 @@ from melanoma_lab.data.audit import summary
 from melanoma_lab.components.callbacks import TENSORBOARD
 from melanoma_lab.config.schema import validate
 from melanoma_lab.data.contamination import clean_test_metrics
-from melanoma_lab.evaluation.metrics import AlertCalibration, calibrate_alert, evaluate
-from melanoma_lab.study.evaluation_log import evaluation_metrics, headline, log_alert, log_evaluation
-from melanoma_lab.evaluation.inference import predict_probabilities, tta_mode
+from melanoma_lab.evaluation.metrics import calibrate_alert, evaluate
+from melanoma_lab.study.evaluation_log import (HELD_OUT_PREDICTIONS, evaluation_metrics, headline, log_alert,
+                                              log_evaluation)
+from melanoma_lab.evaluation.inference import predict_probabilities
 from melanoma_lab.study.preparation import AuditedData, DataRecipe, load_audited_data, prepare_data
-from melanoma_lab.serving.classifier import log_classifier
+from melanoma_lab.serving.classifier import log_classifier, model_metadata
 from melanoma_lab.evaluation.subgroups import log_subgroups
 from melanoma_lab.tracking.identity import finished_twin, make_tracker, override_tags, run_identity, study_tags
 from melanoma_lab.tracking.lineage import log_inputs
@@ -34,15 +35,6 @@ from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)
 UNTRACKED = "untracked"  # the backup folder of a run with tracking.enabled=false
-HELD_OUT_PREDICTIONS = "heldout_predictions.csv"  # a fold run's scored fold (nested: ``fold``, else ``val``)
-
-
-def model_metadata(dataset: DictConfig, evaluation: DictConfig, classes: list[str], alert: AlertCalibration) -> dict:
-    """What a logged model carries besides its weights (:class:`melanoma_lab.evaluation.inference.ModelSettings`)."""
-    return {"classes": classes, "image_size": dataset.image_size, "melanoma_class": dataset.melanoma_class,
-            "alert_target_sensitivity": evaluation.fixed_sensitivity, **alert.metadata(),
-            "tta": tta_mode(evaluation.tta), "batch_size": dataset.batch_size,
-            "colour_constancy_power": dataset.get("colour_constancy_power")}
 
 
 def resume_or_restart(resume: bool, tracker: RunTracker, identity: dict[str, str], backups: Path) -> None:

@@ -1,6 +1,6 @@
 """External evaluation: score any logged or registered model on any dataset, in its own MLflow run.
 
-    python -m melanoma_lab.study.external model_uri=runs:/<run id>/model dataset=ham10000 class_map=ham10000_to_isic9
+    melanoma-lab evaluate model_uri=runs:/<run id>/model dataset=ham10000 class_map=ham10000_to_isic9
 
 The model's metadata fixes its classes, input size, test-time augmentation and melanoma alert threshold (chosen on
 its own validation data); every image goes through the one prediction path (:mod:`melanoma_lab.evaluation.inference`). The

@@ -18,7 +18,7 @@ from mlflow.entities import Run
 from omegaconf import DictConfig
 
 from melanoma_lab.evaluation.metrics import Evaluation, alert_rates, evaluate, frequent_balanced_accuracy
-from melanoma_lab.study.experiment import HELD_OUT_PREDICTIONS
+from melanoma_lab.study.evaluation_log import HELD_OUT_PREDICTIONS
 from melanoma_lab.tracking.run import RunTracker
 
 

@@ -1,14 +1,14 @@
 """Run a whole study — every experiment for every seed — then write its report.
 
-    python -m melanoma_lab.study.runner [dataset.root=PATH | dataset=synthetic] [trainer=smoke] [study.seeds=[1,2,3]]
-    python -m melanoma_lab.study.runner study.cv_folds=5 ...   # every experiment and seed cross-validated: the report
+    melanoma-lab study [dataset.root=PATH | dataset=synthetic] [trainer=smoke] [study.seeds=[1,2,3]]
+    melanoma-lab study study.cv_folds=5 ...   # every experiment and seed cross-validated: the report
                                                         # compares out-of-fold predictions of every Train image
 
 Runs already FINISHED with the same config and data are skipped (``tracking.skip_finished``), so an
 interrupted study resumes where it stopped. A run made by hand (``python -m melanoma_lab experiment=... trainer.seed=...``,
 with ``study.cv_folds=K`` for a cross-validated study) with exactly the study's config, data and code is adopted into
 the study (tag ``adopted_by_study``) instead of trained again. The report is built from MLflow alone
-(``python -m melanoma_lab.cli.report --study NAME`` rebuilds it without retraining).
+(``melanoma-lab report --study NAME`` rebuilds it without retraining).
 """
 
 from __future__ import annotations

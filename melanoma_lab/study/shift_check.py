@@ -5,16 +5,13 @@ threshold, and the parent run gets the out-of-fold headline metrics per shift an
 and ``.md``). A CV with ``study.shift_check=true`` (the default) runs it at its end; for a CV parent logged
 before, or with other shifts::
 
-    python -m melanoma_lab.study.shift_check --run <CV parent run id> [key=value ...]
+    melanoma-lab shift-check --run <CV parent run id> [key=value ...]
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import os
-import sys
 import tempfile
 from typing import Callable
 
@@ -112,28 +109,3 @@ def check_logged_cv(client: MlflowClient, run_id: str, evaluation: DictConfig, m
     log_shift_check(table, lambda m: [client.log_metric(run_id, k, v) for k, v in m.items()], log_table,
                     lambda text, path: client.log_text(run_id, text, path))
     return table
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from melanoma_lab.config.arguments import parse_with_config
-    from melanoma_lab.errors import USER_ERROR_STATUS
-    from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="the run id of a cross-validation parent")
-    args, cfg = parse_with_config(parser, argv)
-    store = configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir)
-    client = MlflowClient(store)
-    try:
-        with fluent_tracking_uri(store):  # the fold models load through MLflow's fluent API
-            table = check_logged_cv(client, args.run, cfg.evaluation, cfg.dataset.melanoma_class)
-    except (LookupError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return USER_ERROR_STATUS
-    print(render(table))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -72,7 +72,7 @@ def override_tags(overrides: list[str] | None) -> dict[str, str]:
 
 def study_tags(study: DictConfig, dataset: str, seed: int) -> dict[str, str]:
     """What every run of a study is tagged with: the study, dataset and seed, and the study launch that asked for
-    it (``study.launch``, set by python -m melanoma_lab.study.runner: the report uses only these runs)."""
+    it (``study.launch``, set by melanoma-lab study: the report uses only these runs)."""
     tags = {"study": study.name, "dataset": dataset, "seed": str(seed)}
     if study.get("launch"):
         tags |= {"launched_by": "study", "study_launch": study.launch}

@@ -1,7 +1,7 @@
 """The lock file an environment was installed from (``make install``: requirements/<tf>-<extras>.txt) and the
 check that the installed packages are exactly its pins.
 
-    python -m melanoma_lab.tracking.lockfile [LOCK]    (default: the copy ``make install`` keeps in the venv)
+    melanoma-lab check-lock [LOCK]    (default: the copy ``make install`` keeps in the venv)
 
 Exits 1 listing every locked package whose installed version differs (or that is missing) and when both
 ``tensorflow`` and ``tensorflow-cpu`` are installed (two TensorFlows overwrite each other's files).
@@ -9,7 +9,6 @@ Exits 1 listing every locked package whose installed version differs (or that is
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -80,23 +79,3 @@ def lock_tags(lock: Path | None = None) -> dict[str, str]:
     lock = lock or INSTALLED_LOCK
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:SHORT] if lock.is_file() else "none"
     return {"lock_sha256": digest}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("lock", nargs="?", type=Path, default=INSTALLED_LOCK)
-    lock = parser.parse_args(argv).lock
-    try:
-        problems = check(lock)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for problem in problems:
-        print(f"{lock}: {problem}", file=sys.stderr)
-    if not problems:
-        print(f"environment matches {lock} ({len(lock_pins(lock.read_text()))} pinned packages)")
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """A lab's shared MLflow tracking server on this machine: a private PostgreSQL cluster as the backend store and
 ``mlflow server --serve-artifacts`` in front of it, both on 127.0.0.1 only.
 
-    make server                                         # = python -m melanoma_lab.tracking.server
-    python -m melanoma_lab.tracking.server --port 5000 --db-port 5433 [--dir DIR] [paths.root_dir=ROOT ...]
+    make server                                         # = melanoma-lab server
+    melanoma-lab server --port 5000 --db-port 5433 [--dir DIR] [paths.root_dir=ROOT ...]
 
 ``<dir>`` is ``paths.mlruns_dir/server`` of ``conf/`` and its ``key=value`` overrides (as for every command), unless
 ``--dir`` names it.
@@ -17,7 +17,6 @@ PostgreSQL. Needs Debian's ``postgresql`` (``apt-get install postgresql``).
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import secrets
@@ -174,35 +173,3 @@ def tracking_server(folder: Path, port: int, db_port: int, workers: int = 1) -> 
             stop_group(server)
     finally:
         store.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dir", type=Path, default=None,
-                        help="PostgreSQL data and artifacts (default: paths.mlruns_dir/server)")
-    parser.add_argument("--port", type=int, default=5000, help="MLflow server port on 127.0.0.1")
-    parser.add_argument("--db-port", type=int, default=5433, help="PostgreSQL port on 127.0.0.1")
-    parser.add_argument("--workers", type=int, default=2, help="MLflow server worker processes")
-    from melanoma_lab.config.arguments import parse_with_config
-
-    args, cfg = parse_with_config(parser, argv)
-    if args.tracking_uri:
-        parser.error("--tracking-uri names a store to write to; this command starts one (its URI is printed)")
-    args.dir = args.dir or Path(cfg.paths.mlruns_dir) / "server"
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    try:
-        with tracking_server(args.dir, args.port, args.db_port, args.workers) as uri:
-            print(f"MLflow tracking server at {uri} (PostgreSQL on {LOOPBACK}:{args.db_port}, data in "
-                  f"{args.dir.resolve()}); on each job: export MLFLOW_TRACKING_URI={uri}; Ctrl-C stops it", flush=True)
-            while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
-        return 0
-    except (UserError, subprocess.CalledProcessError, RuntimeError, TimeoutError) as error:
-        detail = getattr(error, "stderr", "") or ""
-        print(f"error: {error} {detail}".strip(), file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@ a cross-validation, a sweep or a hyperparameter search marks FAILED, with an ``e
 of this host whose process is gone, in every MLflow experiment of the store and whatever its config (one
 search). Runs of other hosts cannot be judged from here and are left alone. By hand:
 
-    python -m melanoma_lab.tracking.stale_runs [--repair] [key=value ...]
+    melanoma-lab stale-runs [--repair] [key=value ...]
 
 lists this host's stale runs (``--repair`` marks them FAILED) in the store that ``key=value`` overrides of
 ``conf/`` name (``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``: :mod:`melanoma_lab.config.arguments`), as for
@@ -14,7 +14,6 @@ lists this host's stale runs (``--repair`` marks them FAILED) in the store that 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import socket
@@ -25,13 +24,13 @@ from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from melanoma_lab.tracking.processes import owner_alive
-from melanoma_lab.tracking.store import configured_tracking_uri, retry_locked
+from melanoma_lab.tracking.store import retry_locked
 from melanoma_lab.tracking.run import RunTracker
 
 log = logging.getLogger(__name__)
 
 
-def _all_pages(search, *args, **kwargs) -> Iterator:
+def all_pages(search, *args, **kwargs) -> Iterator:
     """Every result of an MLflow ``search_*`` call, page after page."""
     token = None
     while True:
@@ -44,11 +43,11 @@ def _all_pages(search, *args, **kwargs) -> Iterator:
 
 def find_stale_runs(client: MlflowClient) -> list[Run]:
     """RUNNING runs of this host, in all active experiments, whose process no longer runs."""
-    experiments = [e.experiment_id for e in _all_pages(client.search_experiments, view_type=ViewType.ACTIVE_ONLY)]
+    experiments = [e.experiment_id for e in all_pages(client.search_experiments, view_type=ViewType.ACTIVE_ONLY)]
     if not experiments:
         return []
     query = f"attributes.status = 'RUNNING' and tags.host = '{socket.gethostname()}'"
-    return [run for run in _all_pages(client.search_runs, experiments, query)
+    return [run for run in all_pages(client.search_runs, experiments, query)
             if not owner_alive(run.data.tags)]
 
 
@@ -78,23 +77,3 @@ def describe(run: Run, experiment_names: dict[str, str]) -> str:
     started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
     return (f"{run.info.run_id}  {experiment_names.get(run.info.experiment_id, run.info.experiment_id)}/"
             f"{run.info.run_name}  started {started}  pid {run.data.tags.get('pid')}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from melanoma_lab.config.arguments import parse_with_config  # composes conf/: only the command line needs it
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repair", action="store_true", help="mark the stale runs FAILED (default: only list)")
-    args, cfg = parse_with_config(parser, argv)
-    client = MlflowClient(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir))
-    stale = fail_stale_runs(client) if args.repair else find_stale_runs(client)
-    names = {e.experiment_id: e.name for e in _all_pages(client.search_experiments)}
-    for run in stale:
-        print(describe(run, names))
-    verb = "marked FAILED" if args.repair else "left RUNNING by a process that is gone (--repair marks them FAILED)"
-    print(f"{len(stale)} run(s) of host {socket.gethostname()} {verb}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""`melanoma-lab promote --run ID | --study NAME`: register a model as the champion, with its model card."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from melanoma_lab.config.arguments import parse_with_config
+from melanoma_lab.serving import promote as room
+from melanoma_lab.serving.promote import ALIAS, REGISTERED_NAME, best_run, promote
+from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=room.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="MLflow run id whose model to promote")
+    source.add_argument("--study", help="promote the best run of this study (MLflow experiment)")
+    parser.add_argument("--metric", default="val_balanced_accuracy", help="what 'best' means with --study")
+    args, cfg = parse_with_config(parser, argv)
+    uri = configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir)
+    client = MlflowClient(uri)
+    try:
+        with fluent_tracking_uri(uri):  # register_model, get_model_info and search_logged_models are fluent
+            run_id = args.run or best_run(client, args.study, args.metric)
+            version = promote(client, run_id)
+    except (LookupError, mlflow.exceptions.MlflowException) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"registered run {run_id} as {REGISTERED_NAME} version {version} (alias @{ALIAS})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
