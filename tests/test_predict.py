@@ -123,7 +123,7 @@ def test_promote_registers_the_champion_with_its_validation_threshold(trained_mo
     assert payload["model"]["version"] == "1" and payload["model"]["model_card"] is True
     assert payload["model"]["melanoma_alert_threshold"] == pytest.approx(float(version.tags["melanoma_alert_threshold"]))
     assert "not a diagnostic device" in payload["model"]["intended_use"]
-    assert promote_command.main(["--study", "nope", f"paths.mlruns_dir={store}"]) == 1
+    assert promote_command.main(["--study", "nope", f"paths.mlruns_dir={store}"]) == 2  # a user error
 
 
 def test_predict_and_promote_find_the_store_that_paths_root_dir_names(trained_model, tmp_path, monkeypatch, capsys):
@@ -136,7 +136,7 @@ def test_predict_and_promote_find_the_store_that_paths_root_dir_names(trained_mo
     monkeypatch.chdir(elsewhere)  # the default store, ./mlruns, does not hold the run here
     image = catalog.split("test")["path"][0]
     assert predict_command.main([image, "--model", uri, "--json"]) == 2
-    assert promote_command.main(["--run", run.info.run_id]) == 1
+    assert promote_command.main(["--run", run.info.run_id]) == 2  # not in this store: a user error
     capsys.readouterr()
     assert predict_command.main([image, "--model", uri, "--json", f"paths.root_dir={tmp_path}"]) == 0
     assert json.loads(capsys.readouterr().out)["predictions"][0]["path"] == image

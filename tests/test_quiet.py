@@ -86,10 +86,31 @@ def test_the_data_audit_is_logged_once_per_process(tiny_cfg, tmp_path, caplog, m
 
     monkeypatch.setattr(preparation, "_AUDITS_LOGGED", set())
     cfg = tiny_cfg()
+    announced = []  # the Train copies of Test images set aside: said by the first job only, like the audit
+    set_aside = preparation.set_aside_train_twins
+    monkeypatch.setattr(preparation, "set_aside_train_twins",
+                        lambda *args, announce: announced.append(announce) or set_aside(*args, announce=announce))
     with caplog.at_level(logging.INFO, logger="melanoma_lab.study.preparation"):
         for job in ("m1", "m2", "m3"):  # the jobs of one sweep
             preparation.load_audited_data(cfg.dataset, cfg.audit, tmp_path / job)
+    assert announced == [True, False, False]
     messages = [r.getMessage() for r in caplog.records if r.name == "melanoma_lab.study.preparation"]
     assert sum("Data audit of" in m for m in messages) == 1, messages
     assert [m for m in messages if m.startswith("data audit as above")] == [
         f"data audit as above ({tmp_path / job / 'audit.json'})" for job in ("m2", "m3")]
+
+
+def test_setting_aside_train_twins_is_said_only_when_announced(caplog):
+    import pandas as pd
+
+    from melanoma_lab.data.contamination import set_aside_train_twins
+
+    files = pd.DataFrame({"path": ["train/a.jpg", "train/b.jpg", "test/a.jpg"], "split": ["train", "train", "test"]})
+    report = {"test_train_twins": [{"test": "test/a.jpg", "train": "train/a.jpg", "match": "identical"}]}
+    for announce, said in ((True, 1), (False, 0)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="melanoma_lab.data.contamination"):
+            kept = set_aside_train_twins(files, report, "exclude", announce=announce)
+        assert list(kept["path"]) == ["train/b.jpg", "test/a.jpg"]  # set aside either way
+        assert sum(r.levelno >= logging.INFO and "kept 1 Train copies" in r.getMessage()
+                   for r in caplog.records) == said

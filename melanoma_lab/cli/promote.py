@@ -9,6 +9,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from melanoma_lab.config.arguments import parse_with_config
+from melanoma_lab.errors import USER_ERROR_STATUS
 from melanoma_lab.serving import promote as room
 from melanoma_lab.serving.promote import ALIAS, REGISTERED_NAME, best_run, promote
 from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
             version = promote(client, run_id)
     except (LookupError, mlflow.exceptions.MlflowException) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return USER_ERROR_STATUS  # no such run or study, or nothing to promote: the user's to fix
     print(f"registered run {run_id} as {REGISTERED_NAME} version {version} (alias @{ALIAS})")
     return 0
 

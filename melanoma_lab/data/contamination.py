@@ -55,9 +55,10 @@ def twin_summary(report: dict) -> str:
             f"{kinds['same_lesion']} same lesion)")
 
 
-def set_aside_train_twins(files: pd.DataFrame, report: dict, mode: str) -> pd.DataFrame:
+def set_aside_train_twins(files: pd.DataFrame, report: dict, mode: str, announce: bool = True) -> pd.DataFrame:
     """``files`` with a boolean ``train_twin`` column; with ``mode`` ``exclude`` (the default) without the Train
-    copies of Test images, with ``keep`` with them and a warning."""
+    copies of Test images, with ``keep`` with them and a warning. ``announce``: say so (False: the caller already
+    said it for the same data, e.g. a sweep's later jobs)."""
     pairs = report.get("test_train_twins", [])
     twins = {pair["test"] for pair in pairs} | {pair["train"] for pair in pairs}
     files = files.assign(**{TWIN_COLUMN: files["path"].isin(twins)})
@@ -66,12 +67,12 @@ def set_aside_train_twins(files: pd.DataFrame, report: dict, mode: str) -> pd.Da
     if not copies.any():
         return files
     if mode == "keep":
-        log.warning("audit.test_contamination=keep: %d Train images that are copies or near-copies of %d Test "
+        (log.warning if announce else log.debug)("audit.test_contamination=keep: %d Train images that are copies or near-copies of %d Test "
                     "images stay in training and validation (as in the seed notebooks), so test_* metrics are "
                     "optimistic; test_clean_* leave those Test images out. audit.test_contamination=exclude "
                     "(the default) keeps them out of training.", int(copies.sum()), tests)
         return files
-    log.info("kept %d Train copies of %d Test images out of training and validation (audit.test_contamination="
+    (log.info if announce else log.debug)("kept %d Train copies of %d Test images out of training and validation (audit.test_contamination="
              "exclude)", int(copies.sum()), tests)
     return files[~copies].reset_index(drop=True)
 

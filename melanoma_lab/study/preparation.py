@@ -61,21 +61,22 @@ def load_audited_data(dataset: DictConfig, audit: DictConfig, output_dir: Path) 
     catalog = load_catalog(dataset)
     report = audit_catalog(catalog, audit.near_duplicate_distance)
     written = write_report(report, audit.out or output_dir)
-    _log_audit(summary(report), written)
+    first = _log_audit(summary(report), written)
     files = apply_policy(catalog.files, report, audit.conflict_policy)
-    files = set_aside_train_twins(files, report, audit.test_contamination)
+    files = set_aside_train_twins(files, report, audit.test_contamination, announce=first)
     files = files.assign(group=split_groups(files, report["near_duplicate_groups"]))
     return AuditedData(catalog, report, files)
 
 
-def _log_audit(text: str, written: Path) -> None:
+def _log_audit(text: str, written: Path) -> bool:
     """The audit's summary, once per process: the jobs of a sweep (and a run's folds) audit the same data, and
-    after the first the log names the job's own ``audit.json`` instead."""
+    after the first the log names the job's own ``audit.json`` instead. True the first time."""
     if text in _AUDITS_LOGGED:
         log.info("data audit as above (%s)", written)
-        return
+        return False
     _AUDITS_LOGGED.add(text)
     log.info("\n%s", text)
+    return True
 
 
 class DataLeakError(RuntimeError):
