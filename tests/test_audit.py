@@ -59,7 +59,7 @@ def test_conflict_policies(defective):
 
 def test_audit_command_writes_audit_json(defective, tmp_path):
     out = tmp_path / "audit_out"
-    result = subprocess.run([sys.executable, "-m", "melanoma_lab.data.audit", f"dataset.root={defective}",
+    result = subprocess.run([sys.executable, "-m", "melanoma_lab", "audit", f"dataset.root={defective}",
                              f"audit.out={out}", f"paths.root_dir={tmp_path}"],
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -35,7 +35,7 @@ def _table(client, run, path: str) -> pd.DataFrame:
 
 def test_an_isic_layout_model_is_scored_on_ham10000_through_a_class_map(trained_model, ham_root, tmp_path):
     uri, source, _, store = trained_model  # tiny m2 on the synthetic ISIC-layout set (9 ISIC class names)
-    result = subprocess.run([sys.executable, "-m", "melanoma_lab.study.external", f"model_uri={uri}", "dataset=ham10000",
+    result = subprocess.run([sys.executable, "-m", "melanoma_lab", "evaluate", f"model_uri={uri}", "dataset=ham10000",
                              f"dataset.root={ham_root}", "class_map=ham10000_to_isic9", f"paths.root_dir={tmp_path}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -27,7 +27,7 @@ def test_served_champion_predicts_raw_real_size_images(trained_model, tmp_path):
         images.append(tmp_path / f"lesion{index}.{'jpg' if index == 0 else 'png'}")
         Image.open(path).resize(size).save(images[-1])  # ISIC-original sizes, not the model's 32 px
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "melanoma_lab.serving.serve", f"paths.root_dir={tmp_path}",
+    server = subprocess.Popen([sys.executable, "-m", "melanoma_lab", "serve", f"paths.root_dir={tmp_path}",
                                f"serving.port={port}", f"hydra.run.dir={tmp_path / 'serve'}"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -50,7 +50,7 @@ def test_served_champion_predicts_raw_real_size_images(trained_model, tmp_path):
 
 
 def test_serving_without_a_champion_says_what_to_do(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "melanoma_lab.serving.serve", f"paths.root_dir={tmp_path}",
+    result = subprocess.run([sys.executable, "-m", "melanoma_lab", "serve", f"paths.root_dir={tmp_path}",
                              f"hydra.run.dir={tmp_path / 'serve'}"], capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert "melanoma-lab promote" in result.stderr
+    assert result.returncode == 2  # a user error
+    assert result.stderr.startswith("error: cannot serve") and "melanoma-lab promote" in result.stderr

@@ -25,14 +25,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import hydra
 import imagehash
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 from PIL import Image
 
-from melanoma_lab.config.compose import CONF_PATH
 from melanoma_lab.data.contamination import train_test_twins, twin_summary
 from melanoma_lab.data.catalog import Catalog, fingerprint
 from melanoma_lab.errors import UserError
@@ -194,25 +191,3 @@ def write_report(report: dict, out_dir: str | Path, name: str = "audit.json") ->
     staging.write_text(json.dumps(report, indent=2))
     os.replace(staging, out / name)
     return out / name
-
-
-@hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")
-def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    from melanoma_lab.config.schema import validate
-    from melanoma_lab.data.sources import load_catalog
-
-    validate(cfg)
-    report = audit_catalog(load_catalog(cfg.dataset), cfg.audit.near_duplicate_distance)
-    out = cfg.audit.out or HydraConfig.get().runtime.output_dir
-    path = write_report(report, out)
-    print(summary(report))
-    print(f"audit written to {path}")
-
-
-if __name__ == "__main__":
-    from melanoma_lab.config.schema import register_configs
-
-    register_configs()
-    main()

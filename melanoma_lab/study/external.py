@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
-import hydra
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from melanoma_lab.config.compose import CONF_PATH
-from melanoma_lab.config.schema import register_configs, validate
-from melanoma_lab.errors import USER_ERROR_STATUS, ConfigError, UserError
+from melanoma_lab.config.schema import validate
+from melanoma_lab.errors import ConfigError, UserError
 from melanoma_lab.data.staging import write_atomically
 from melanoma_lab.evaluation.shifts import render, shift_metrics
 
@@ -165,22 +162,3 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
         log.warning("not scored: %d images of classes the model does not know: %s (evaluation/unknown_classes.csv)",
                     len(unknown), unknown_counts)
     return metrics
-
-
-@hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="evaluate")
-def app(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        metrics = run_evaluation(cfg, HydraConfig.get().runtime.output_dir)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(USER_ERROR_STATUS) from None
-    keys = ("eval_images", "eval_unknown_class_images", "eval_balanced_accuracy", "eval_melanoma_roc_auc",
-            "eval_shift_worst_drop_colour_melanoma_roc_auc", "eval_shift_worst_drop_intensity_melanoma_roc_auc")
-    print(f"[{cfg.name}] " + "  ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics))
-
-
-if __name__ == "__main__":
-    register_configs()
-    app()

@@ -18,14 +18,11 @@ import re
 import uuid
 from pathlib import Path
 
-import hydra
-from melanoma_lab.config.compose import CONF_PATH
 from melanoma_lab.config.compose import compose
-from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from melanoma_lab.config.schema import register_configs, validate
+from melanoma_lab.config.schema import validate
 from melanoma_lab.reporting.selection import Study
 
 log = logging.getLogger(__name__)
@@ -72,15 +69,3 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
         log.warning("the report has no study-launched run for %s: see the log above, or rerun them",
                     ", ".join(f"{e} seed {s}" for e, s in missing))
     return write_report(study, reports, cfg.study.bootstrap_samples, cfg.study.confidence)
-
-
-@hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")
-def main(cfg: DictConfig) -> None:
-    runtime = HydraConfig.get()
-    report = run_study(cfg, list(runtime.overrides.task), Path(runtime.runtime.output_dir))
-    print(f"study report: {report} and {report.with_suffix('.html')}")
-
-
-if __name__ == "__main__":
-    register_configs()
-    main()
