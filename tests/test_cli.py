@@ -49,6 +49,7 @@ def test_a_misspelt_command_exits_2_with_the_nearest_names(capsys):
     assert "did you mean promote?" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 20 commands' help in one interpreter: ~35 s
 def test_every_command_prints_its_own_help():
     """``melanoma-lab <command> --help`` for every command: exit 0, its own usage (argparse commands name
     themselves ``melanoma-lab <command>``; Hydra apps list their config groups)."""
@@ -82,6 +83,7 @@ def test_every_command_prints_its_own_help():
             assert text.startswith(f"usage: melanoma-lab {name}"), (name, text[:200])
 
 
+@pytest.mark.slow  # two command lines in their own processes, one of them training: ~45 s
 def test_train_and_predict_work_from_another_folder(tmp_path):
     """The console script composes the package's conf/ wherever it is run (it used to fail outside the repository:
     "Primary config module 'conf' not found"), and predict reads the run it wrote."""
