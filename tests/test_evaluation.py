@@ -7,12 +7,11 @@ import pytest
 from melanoma_lab.evaluation.metrics import (
     calibrate_alert,
     evaluate,
-    expected_calibration_error,
-    reliability_table,
     sensitivity_at_specificity,
     specificity_at_sensitivity,
     threshold_for_sensitivity,
 )
+from melanoma_lab.evaluation.scores import expected_calibration_error, reliability_table
 
 CLASSES = ["melanoma", "nevus", "other"]
 

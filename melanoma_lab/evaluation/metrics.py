@@ -11,8 +11,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from melanoma_lab.evaluation import registry
 from melanoma_lab.evaluation.inference import NO_ALERT_NOTE
-from melanoma_lab.evaluation.scores import (binary_auc as _binary_auc, expected_calibration_error,  # noqa: F401
-                                            frequent_balanced_accuracy, reliability_table, roc as _roc)
+from melanoma_lab.evaluation.scores import binary_auc, roc
 
 
 @dataclass
@@ -26,21 +25,21 @@ class Evaluation:
 
 def sensitivity_at_specificity(y_true: np.ndarray, score: np.ndarray, specificity: float) -> float:
     """Highest true-positive rate with false-positive rate <= 1 - ``specificity``."""
-    fpr, tpr, _ = _roc(y_true, score)
+    fpr, tpr, _ = roc(y_true, score)
     allowed = fpr <= 1 - specificity + 1e-12
     return float(tpr[allowed].max()) if allowed.any() else 0.0
 
 
 def specificity_at_sensitivity(y_true: np.ndarray, score: np.ndarray, sensitivity: float) -> float:
     """Highest true-negative rate among thresholds reaching true-positive rate >= ``sensitivity``."""
-    fpr, tpr, _ = _roc(y_true, score)
+    fpr, tpr, _ = roc(y_true, score)
     reached = tpr >= sensitivity - 1e-12
     return float((1 - fpr[reached]).max()) if reached.any() else 0.0
 
 
 def threshold_for_sensitivity(y_true: np.ndarray, score: np.ndarray, sensitivity: float) -> float:
     """The highest score threshold whose alerts (score >= threshold) reach ``sensitivity``."""
-    _, tpr, thresholds = _roc(y_true, score)
+    _, tpr, thresholds = roc(y_true, score)
     return float(thresholds[np.flatnonzero(tpr >= sensitivity - 1e-12)[0]])
 
 
@@ -101,7 +100,7 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], 
         labels, predicted, labels=all_classes, zero_division=0)
     present = support > 0
     recall, f1 = np.where(present, recall, np.nan), np.where(present, f1, np.nan)
-    aucs = np.array([_binary_auc(labels == c, probabilities[:, c]) for c in all_classes])
+    aucs = np.array([binary_auc(labels == c, probabilities[:, c]) for c in all_classes])
     per_class = pd.DataFrame({"class": classes, "precision": precision, "recall": recall, "f1": f1,
                               "support": support, "roc_auc": aucs})
     metrics = registry.compute(registry.Scored(labels, probabilities, classes, melanoma_class, alert_threshold,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from melanoma_lab.evaluation.metrics import frequent_balanced_accuracy
+from melanoma_lab.evaluation.scores import frequent_balanced_accuracy
 
 PREFIX = "meta_"
 AGE_COLUMNS = ("age", "age_approx")

@@ -29,7 +29,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from melanoma_lab.evaluation.metrics import _binary_auc, frequent_balanced_accuracy
+from melanoma_lab.evaluation.scores import binary_auc, frequent_balanced_accuracy
 from melanoma_lab.reporting.selection import OOF_FILE
 from melanoma_lab.reporting.statistics import common_paths, probabilities
 
@@ -120,7 +120,7 @@ def load_groups(client: MlflowClient, study: str, experiment: str | tuple[str, .
 
 
 def melanoma_auc(labels: np.ndarray, probs: np.ndarray, melanoma: int) -> float:
-    return _binary_auc(labels == melanoma, probs[:, melanoma])
+    return binary_auc(labels == melanoma, probs[:, melanoma])
 
 
 def paired_deltas(base: pd.DataFrame, other: pd.DataFrame, melanoma: int | None, min_images: int, samples: int,

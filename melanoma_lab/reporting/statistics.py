@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
-from melanoma_lab.evaluation.metrics import frequent_balanced_accuracy
+from melanoma_lab.evaluation.scores import frequent_balanced_accuracy
 
 Tables = Mapping[int, pd.DataFrame] | Sequence[pd.DataFrame]
 Score = Callable[[np.ndarray, np.ndarray], float]  # (labels, predicted classes) -> score

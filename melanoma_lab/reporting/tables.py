@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from melanoma_lab.evaluation import registry
-from melanoma_lab.evaluation.metrics import _binary_auc, metric_key
+from melanoma_lab.evaluation.metrics import metric_key
+from melanoma_lab.evaluation.scores import binary_auc
 from melanoma_lab.reporting.selection import Study, StudyRun
 from melanoma_lab.reporting.statistics import (balanced_accuracy_of, bootstrap_interval, clean_part, common_paths,
                                                paired_difference, probabilities)
@@ -121,7 +122,7 @@ def _median(values: list[float | None]) -> str:
 
 
 def _melanoma_auc(table: pd.DataFrame, melanoma: int) -> float:
-    return _binary_auc(table["label"].to_numpy() == melanoma, probabilities(table)[:, melanoma])
+    return binary_auc(table["label"].to_numpy() == melanoma, probabilities(table)[:, melanoma])
 
 
 def _part_columns(tables: dict[int, pd.DataFrame] | None, study: Study, label: str, samples: int,

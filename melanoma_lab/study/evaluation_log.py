@@ -10,7 +10,8 @@ import pandas as pd
 
 from melanoma_lab.evaluation import plots, registry
 from melanoma_lab.data.contamination import TWIN_COLUMN
-from melanoma_lab.evaluation.metrics import AlertCalibration, Evaluation, reliability_table
+from melanoma_lab.evaluation.metrics import AlertCalibration, Evaluation
+from melanoma_lab.evaluation.scores import reliability_table
 from melanoma_lab.tracking.run import RunTracker
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ import pandas as pd
 from mlflow.entities import Run
 from omegaconf import DictConfig
 
-from melanoma_lab.evaluation.metrics import Evaluation, alert_rates, evaluate, frequent_balanced_accuracy
+from melanoma_lab.evaluation.metrics import Evaluation, alert_rates, evaluate
+from melanoma_lab.evaluation.scores import frequent_balanced_accuracy
 from melanoma_lab.study.evaluation_log import HELD_OUT_PREDICTIONS
 from melanoma_lab.tracking.run import RunTracker
 
