@@ -11,14 +11,14 @@ from pathlib import Path
 
 from melanoma_lab.errors import UserError
 from melanoma_lab.tracking import server as room
-from melanoma_lab.tracking.server import LOOPBACK, tracking_server
+from melanoma_lab.tracking.server import LOOPBACK, PORT, tracking_server
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=room.__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=None,
                         help="PostgreSQL data and artifacts (default: paths.mlruns_dir/server)")
-    parser.add_argument("--port", type=int, default=5000, help="MLflow server port on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=PORT, help="MLflow server port on 127.0.0.1")
     parser.add_argument("--db-port", type=int, default=5433, help="PostgreSQL port on 127.0.0.1")
     parser.add_argument("--workers", type=int, default=2, help="MLflow server worker processes")
     from melanoma_lab.config.arguments import parse_with_config

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 from melanoma_lab.errors import UserError
-from melanoma_lab.tracking.server import LOOPBACK
+from melanoma_lab.tracking.server import LOOPBACK, PORT
 from melanoma_lab.tracking.store import configured_tracking_uri
 
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from melanoma_lab.config.arguments import parse_with_config
 
     parser = argparse.ArgumentParser(description="MLflow UI over the configured local store (Ctrl-C stops it).")
-    parser.add_argument("--port", type=int, default=5000, help=f"port on {LOOPBACK}")
+    parser.add_argument("--port", type=int, default=PORT, help=f"port on {LOOPBACK}")
     args, cfg = parse_with_config(parser, argv)
     try:
         command = ui_command(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir), args.port)

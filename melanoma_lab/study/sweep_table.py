@@ -11,9 +11,8 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from melanoma_lab.tracking.server import LOOPBACK
+from melanoma_lab.tracking.server import LOOPBACK, PORT
 
-UI_PORT = 5000  # melanoma-lab ui's default port (make ui: PORT)
 # heading -> the run metrics it shows, the first one a run has (a cross-validation's child logs fold_*)
 COLUMNS = {"val bacc": ("val_balanced_accuracy", "fold_balanced_accuracy"),
            "test bacc": ("test_balanced_accuracy",),
@@ -53,7 +52,7 @@ def ui_link(tracking_uri: str, experiment_id: str, run_id: str, overrides: list[
     if urlparse(tracking_uri).scheme in ("http", "https"):
         return f"{tracking_uri.rstrip('/')}/{page}"
     store = [override for override in overrides if override.startswith(STORE_OVERRIDES)]
-    return f"{' '.join(['melanoma-lab ui', *store])}  ->  http://{LOOPBACK}:{UI_PORT}/{page}"
+    return f"{' '.join(['melanoma-lab ui', *store])}  ->  http://{LOOPBACK}:{PORT}/{page}"
 
 
 def sweep_report(summary: pd.DataFrame, parent_run_id: str, link: str) -> str:

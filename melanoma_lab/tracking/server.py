@@ -34,6 +34,7 @@ from typing import Iterator
 from melanoma_lab.errors import UserError
 
 LOOPBACK = "127.0.0.1"
+PORT = 5000  # the MLflow UI's and the shared server's default port (make ui / make server: PORT)
 DATABASE = "mlflow"  # also the role's name
 
 
