@@ -11,7 +11,8 @@ import pytest
 
 from melanoma_lab.data.audit import audit_catalog
 from melanoma_lab.data.contamination import set_aside_train_twins
-from melanoma_lab.data.catalog import GROUP_COLUMN, DatasetNotFoundError, fingerprint
+from melanoma_lab.data.catalog import DatasetNotFoundError, fingerprint
+from melanoma_lab.data.columns import GROUP_COLUMN
 from melanoma_lab.data.manifests import ManifestError
 from melanoma_lab.data.split import content_groups, fold_split, split_groups, train_val_split
 from melanoma_lab.data.sources import load_catalog

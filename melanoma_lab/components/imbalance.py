@@ -29,7 +29,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from tqdm import tqdm
 
 from melanoma_lab.config.schema import ConfigError
-from melanoma_lab.data.catalog import COLUMNS, file_sha256
+from melanoma_lab.data.catalog import file_sha256
+from melanoma_lab.data.columns import COLUMNS
 from melanoma_lab.data.staging import staged_folder
 from melanoma_lab.config.plugins import Annotated, Range
 

@@ -3,7 +3,7 @@
 Layout: ``<root>/Train/<class>/<image>`` and optionally ``<root>/Test/<class>/<image>``.
 The table has one row per file: ``path``, ``label``, ``split`` (train | test), ``sha256``, ``source``
 (original | augmentor) and ``parent`` (for generated images: the training image they derive from). Sources that
-know which images show one lesion (or patient) add ``group_id`` (:data:`GROUP_COLUMN`; empty: no group).
+know which images show one lesion (or patient) add ``group_id`` (columns named in :mod:`melanoma_lab.data.columns`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from melanoma_lab.data.columns import COLUMNS, GROUP_COLUMN
 from melanoma_lab.errors import UserError
 
 SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
-COLUMNS = ["path", "label", "split", "sha256", "source", "parent"]
-GROUP_COLUMN = "group_id"  # optional: images of one lesion or patient share it; splits keep them together
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma_lab.data.catalog import COLUMNS, GROUP_COLUMN, Catalog, DatasetNotFoundError, file_sha256
+from melanoma_lab.data.catalog import Catalog, DatasetNotFoundError, file_sha256
+from melanoma_lab.data.columns import COLUMNS, GROUP_COLUMN
 from melanoma_lab.errors import UserError
 
 SPLITS = ("train", "test")

@@ -11,7 +11,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
-from melanoma_lab.data.catalog import GROUP_COLUMN
+from melanoma_lab.data.columns import GROUP_COLUMN
 
 
 def content_groups(files: pd.DataFrame, near_duplicate_groups: list[list[dict]]) -> pd.Series:
