@@ -90,6 +90,20 @@ def forget_artifact_repositories() -> None:
     utils._artifact_repos_cache.clear()
 
 
+def training_recipe(cfg):
+    """The training recipe of a composed config, picked as the orchestrators pick it."""
+    from melanoma_lab.training.fit import TrainingRecipe
+
+    return TrainingRecipe(*map(cfg.get, TrainingRecipe._fields))
+
+
+def data_recipe(cfg):
+    """The data recipe of a composed config, picked as the orchestrators pick it."""
+    from melanoma_lab.study.preparation import DataRecipe
+
+    return DataRecipe(cfg.dataset, cfg.imbalance, cfg.audit, cfg.study, cfg.trainer.seed, cfg.paths.cache_dir)
+
+
 def compose_config(overrides: list[str], root: Path | None = None, config_name: str = "config") -> DictConfig:
     """Compose conf/<config_name>.yaml with ``overrides`` (as the CLI would), rooted at ``root``."""
     rooted = overrides + ([f"paths.root_dir={root}"] if root is not None else [])

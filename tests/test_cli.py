@@ -112,3 +112,40 @@ def test_train_and_predict_work_from_another_folder(tmp_path):
     assert predict.returncode == 0, predict.stderr[-3000:]
     (prediction,) = json.loads(predict.stdout)["predictions"]
     assert prediction["path"] == str(image) and abs(sum(prediction["probabilities"].values()) - 1) < 1e-4
+
+
+@pytest.mark.slow  # builds a wheel and runs a command from it: ~30 s
+def test_an_installed_wheel_carries_conf_and_runs_from_any_folder(tmp_path):
+    """A non-editable install (a wheel) ships conf/ inside the package: before, the wheel held melanoma_lab/ alone
+    and every command failed with "Primary config module 'conf' not found"."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ there
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for folder in ("melanoma_lab", "conf"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                            "-q", "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("melanoma_lab-*.whl")
+    shipped = {name.removeprefix("melanoma_lab/conf/") for name in zipfile.ZipFile(wheel).namelist()
+               if name.startswith("melanoma_lab/conf/")}
+    assert shipped == {str(p.relative_to(REPO / "conf")) for p in (REPO / "conf").rglob("*.yaml")}
+    site = tmp_path / "site"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                                str(wheel)], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    audit = subprocess.run([sys.executable, "-m", "melanoma_lab", "audit", "dataset=synthetic",
+                            "dataset.source.train_images=45", "dataset.source.test_images=9",
+                            f"paths.root_dir={tmp_path}"], cwd=elsewhere, env=clean_env(PYTHONPATH=str(site)),
+                           capture_output=True, text=True, timeout=300)
+    assert audit.returncode == 0, audit.stderr[-3000:]
+    assert "audit written to" in audit.stdout
+    where = subprocess.run([sys.executable, "-c", "import melanoma_lab.config.compose as c; print(c.CONF_DIR)"],
+                           cwd=elsewhere, env=clean_env(PYTHONPATH=str(site)), capture_output=True, text=True)
+    assert Path(where.stdout.strip()) == site / "melanoma_lab" / "conf"

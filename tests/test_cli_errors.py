@@ -91,6 +91,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *expected: str) -
     ("+trainer.epocs=5", ["trainer.epocs: unknown key", "did you mean trainer.epochs?"]),  # Hydra's advice, refused
     ("trainer.epochs=[1", ["cannot parse override 'trainer.epochs=[1'"]),
     ("trainer.epochs=abc", ["trainer.epochs=abc", "could not be converted to Integer"]),
+    ("trainer.monitor=val_bac", ["trainer.monitor='val_bac' must be one of", "val_balanced_accuracy"]),  # registry's
 ])
 def test_a_mistake_on_the_command_line_is_one_error_line_and_exit_status_2(tmp_path, override, expected):
     result = run_cli(tmp_path, override)

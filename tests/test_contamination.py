@@ -13,9 +13,9 @@ from melanoma_lab.data.synthetic import ISIC_CLASSES
 from melanoma_lab.data.catalog import scan
 from melanoma_lab.data.synthetic import generate
 from melanoma_lab.study.experiment import run_experiment
-from melanoma_lab.study.preparation import DataRecipe, load_audited_data, prepare_data
+from melanoma_lab.study.preparation import load_audited_data, prepare_data
 from melanoma_lab.tracking.store import tracking_uri
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import TINY_RUN, compose_config, data_recipe
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_train_copies_of_test_images_stay_out_of_training_and_validation(contami
     root, copies, _ = contaminated
     cfg = _cfg(root, tmp_path, f"audit.conflict_policy={policy}")
     audited = load_audited_data(cfg.dataset, cfg.audit, tmp_path / "out")
-    data = prepare_data(DataRecipe.of(cfg), audited.catalog, audited.files)
+    data = prepare_data(data_recipe(cfg), audited.catalog, audited.files)
     used = set(data.train.files["path"]) | set(data.validation.files["path"])
     assert used.isdisjoint(copies.values())
     assert len(used) == len(audited.catalog.split("train")) - 2  # nothing else was set aside
@@ -105,7 +105,7 @@ def test_every_test_image_not_scored_is_listed_with_the_reason(contaminated, tmp
     (root / "Test" / "nevus" / "notes.txt").write_text("a note")
     cfg = _cfg(root, tmp_path, "audit.conflict_policy=drop")
     audited = load_audited_data(cfg.dataset, cfg.audit, tmp_path / "out")
-    unscored = prepare_data(DataRecipe.of(cfg), audited.catalog, audited.files).test_unscored
+    unscored = prepare_data(data_recipe(cfg), audited.catalog, audited.files).test_unscored
     reasons = dict(zip(unscored["path"], unscored["reason"]))
     assert reasons[str(conflict)] == reasons[str(melanoma)] == "dropped by audit.conflict_policy=drop (label conflict)"
     assert reasons[broken].startswith("unreadable: ")

@@ -11,6 +11,7 @@ from melanoma_lab.data.batches import ArrayBatches, make_dataset
 from melanoma_lab.data.pipeline import decode, decode_to_disk
 from melanoma_lab.data.sources import load_catalog
 from melanoma_lab.data.split import fold_split, train_val_split
+from tests.conftest import data_recipe
 
 
 def _digest(folder: Path) -> str:
@@ -263,13 +264,13 @@ def test_a_split_decoded_to_disk_trains_like_one_in_ram_and_is_reused(tiny_cfg, 
 
 
 def test_a_training_split_over_the_ram_budget_is_read_from_the_disk_cache(tiny_cfg):
-    from melanoma_lab.study.preparation import DataRecipe, load_audited_data, prepare_data
+    from melanoma_lab.study.preparation import load_audited_data, prepare_data
 
     cfg = tiny_cfg("dataset.ram_budget_mb=0.1")  # the tiny training split needs ~0.28 MB decoded
     audited = load_audited_data(cfg.dataset, cfg.audit, Path(cfg.paths.root_dir) / "out")
-    data = prepare_data(DataRecipe.of(cfg), audited.catalog, audited.files)
+    data = prepare_data(data_recipe(cfg), audited.catalog, audited.files)
     assert isinstance(data.train.images, np.memmap) and not isinstance(data.validation.images, np.memmap)
     assert Path(data.train.images.filename).is_relative_to(Path(cfg.paths.cache_dir).resolve() / "decoded")
-    roomy = prepare_data(DataRecipe.of(tiny_cfg("dataset.ram_budget_mb=100")), audited.catalog, audited.files)
+    roomy = prepare_data(data_recipe(tiny_cfg("dataset.ram_budget_mb=100")), audited.catalog, audited.files)
     assert not isinstance(roomy.train.images, np.memmap)
     assert np.array_equal(roomy.train.images, data.train.images)

@@ -185,12 +185,12 @@ def test_deterministic_turns_on_the_backends_deterministic_ops(backend):
 
 MIRRORED_ON_JAX = """
 import json, sys, keras
-from tests.conftest import compose_config
+from tests.conftest import compose_config, training_recipe
 from melanoma_lab.study.experiment import run_experiment
-from melanoma_lab.training.fit import TrainingRecipe, compile_model
+from melanoma_lab.training.fit import compile_model
 
 cfg = compose_config(sys.argv[1:])
-compile_model(TrainingRecipe.of(cfg), 9, steps=2)
+compile_model(training_recipe(cfg), 9, steps=2)
 mesh = keras.distribution.distribution().device_mesh
 metrics = run_experiment(cfg, cfg.paths.root_dir + "/run")
 print(json.dumps({"distribution": type(keras.distribution.distribution()).__name__, "devices": mesh.devices.tolist(),

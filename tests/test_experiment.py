@@ -13,7 +13,7 @@ from melanoma_lab.data.sources import load_catalog
 from melanoma_lab.study.experiment import run_experiment
 from melanoma_lab.serving.classifier import encode_image
 from melanoma_lab.tracking.store import tracking_uri
-from tests.conftest import EXPERIMENTS, TINY, TINY_AUGMENTOR, TINY_DATA, TINY_RUN, compose_config
+from tests.conftest import EXPERIMENTS, TINY, TINY_AUGMENTOR, TINY_DATA, TINY_RUN, compose_config, data_recipe
 
 EXPECTED_ARTIFACTS = {
     "config/config.yaml", "config/overrides.txt", "data_audit.json", "data_audit.txt", "learning_curves.png",
@@ -147,13 +147,13 @@ def test_synthetic_data_is_learnable_but_not_trivial(tmp_path, shared_cache):
 
 
 def test_same_seed_gives_same_split_and_identical_metrics_when_deterministic(tiny_cfg, tmp_path):
-    from melanoma_lab.study.preparation import DataRecipe, load_audited_data, prepare_data
+    from melanoma_lab.study.preparation import load_audited_data, prepare_data
 
     def split_and_metrics(seed: int, name: str) -> tuple[list[str], dict]:
         cfg = tiny_cfg("experiment=m2", f"trainer.seed={seed}", "tracking.enabled=false", "trainer.epochs=2",
                        "trainer.deterministic=true")  # bfloat16 kernels are not bit-stable without it
         audited = load_audited_data(cfg.dataset, cfg.audit, tmp_path / name)
-        paths = list(prepare_data(DataRecipe.of(cfg), audited.catalog, audited.files).validation.files["path"])
+        paths = list(prepare_data(data_recipe(cfg), audited.catalog, audited.files).validation.files["path"])
         return paths, run_experiment(cfg, tmp_path / name, audited=audited)
 
     paths_a, metrics_a = split_and_metrics(7, "a")

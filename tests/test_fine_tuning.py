@@ -7,7 +7,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_DATA, compose_config
+from tests.conftest import TINY_DATA, compose_config, training_recipe
 
 
 def _lite_cfg(cache, *extra, root=None):
@@ -29,10 +29,10 @@ def test_the_head_epochs_leave_the_backbone_untouched_then_fine_tuning_trains_on
     import keras
     from hydra.utils import instantiate
 
-    from melanoma_lab.training.fit import TrainingRecipe, compile_model, fit_head
+    from melanoma_lab.training.fit import compile_model, fit_head
 
     cfg = _lite_cfg(shared_cache, "trainer.epochs=2", "trainer.head_epochs=1", "trainer.precision=float32")
-    model, loss = compile_model(TrainingRecipe.of(cfg), 9, steps=2)
+    model, loss = compile_model(training_recipe(cfg), 9, steps=2)
     trainable_before = [w.path for w in model.trainable_weights]
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (32, 32, 32, 3)).astype(np.float32)
@@ -43,7 +43,7 @@ def test_the_head_epochs_leave_the_backbone_untouched_then_fine_tuning_trains_on
     import tensorflow as tf
 
     batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    history = fit_head(model, TrainingRecipe.of(cfg), loss, batches, [], None)
+    history = fit_head(model, training_recipe(cfg), loss, batches, [], None)
     assert len(history["loss"]) == 1
     after_head = _weights(model, backbone_layers)
     assert all(_same(start[name], after_head[name]) for name in backbone_layers)  # frozen: not one weight moved
@@ -80,12 +80,12 @@ def test_a_run_with_head_epochs_logs_them_at_their_own_rate_and_never_selects_th
 
 def test_head_epochs_without_a_pretrained_backbone_is_a_clear_error(tiny_cfg):
     from melanoma_lab.errors import ConfigError
-    from melanoma_lab.training.fit import TrainingRecipe, compile_model, fit_head
+    from melanoma_lab.training.fit import compile_model, fit_head
 
     cfg = tiny_cfg("trainer.epochs=2", "trainer.head_epochs=1")
-    model, loss = compile_model(TrainingRecipe.of(cfg), 9, steps=1)
+    model, loss = compile_model(training_recipe(cfg), 9, steps=1)
     with pytest.raises(ConfigError, match=r"model=cnn has none: use model=efficientnet_lite or model=transfer"):
-        fit_head(model, TrainingRecipe.of(cfg), loss, (np.zeros((2, 32, 32, 3)), np.eye(9)[:2]), [], None)
+        fit_head(model, training_recipe(cfg), loss, (np.zeros((2, 32, 32, 3)), np.eye(9)[:2]), [], None)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -112,14 +112,14 @@ def test_best_epoch_skips_the_head_epochs():
 def test_head_epochs_under_the_mirrored_strategy_recompile_in_the_models_own_strategy(shared_cache):
     import tensorflow as tf
 
-    from melanoma_lab.training.fit import TrainingRecipe, compile_model, fit_head
+    from melanoma_lab.training.fit import compile_model, fit_head
 
     cfg = _lite_cfg(shared_cache, "trainer.epochs=2", "trainer.head_epochs=1", "trainer.strategy=mirrored")
-    model, loss = compile_model(TrainingRecipe.of(cfg), 9, steps=1)
+    model, loss = compile_model(training_recipe(cfg), 9, steps=1)
     strategy = model.distribute_strategy
     rng = np.random.default_rng(0)
     data = tf.data.Dataset.from_tensor_slices((rng.uniform(0, 255, (16, 32, 32, 3)).astype(np.float32),
                                                np.eye(9, dtype=np.float32)[rng.integers(0, 9, 16)])).batch(8)
-    fit_head(model, TrainingRecipe.of(cfg), loss, data, [], None)  # was: "Mixing different tf.distribute.Strategy
+    fit_head(model, training_recipe(cfg), loss, data, [], None)  # was: "Mixing different tf.distribute.Strategy
     # objects"
     assert model.distribute_strategy is strategy and model.fit(data, epochs=1, verbose=0).history["loss"]

@@ -6,8 +6,9 @@ import pytest
 
 from melanoma_lab.config.schema import ConfigError
 from melanoma_lab.data.sources import load_catalog
-from melanoma_lab.study.preparation import DataLeakError, DataRecipe, check_no_leak, prepare_data
+from melanoma_lab.study.preparation import DataLeakError, check_no_leak, prepare_data
 from melanoma_lab.components.imbalance import balanced_class_weights, build_pipeline, extra_counts, generate_augmentor_images
+from tests.conftest import data_recipe
 
 
 def test_extra_counts_fixed_or_up_to_target():
@@ -45,7 +46,7 @@ def test_no_validation_image_nor_anything_derived_from_it_reaches_training(tiny_
     cfg = tiny_cfg("experiment=m3", "imbalance.extra_per_class=5")
     catalog = load_catalog(cfg.dataset)
     files = catalog.files.copy()
-    data = prepare_data(DataRecipe.of(cfg), catalog, files)
+    data = prepare_data(data_recipe(cfg), catalog, files)
     train, val = data.train.files, data.validation.files
     assert set(train["path"]).isdisjoint(val["path"])
     originals = train[train["source"] == "original"]

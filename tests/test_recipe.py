@@ -9,8 +9,8 @@ from melanoma_lab.config.schema import ConfigError, validate
 from melanoma_lab.data.colour import shades_of_gray
 from melanoma_lab.evaluation.inference import ModelSettings, predict_probabilities, tta_mode, tta_views
 from melanoma_lab.components.schedules import cosine
-from melanoma_lab.training.fit import TrainingRecipe, learning_rate
-from tests.conftest import compose_config
+from melanoma_lab.training.fit import learning_rate
+from tests.conftest import compose_config, data_recipe, training_recipe
 
 
 def _p_mean(images: np.ndarray, power: float) -> np.ndarray:
@@ -41,11 +41,11 @@ def test_colour_constancy_is_a_validated_config_value():
 
 def test_prepared_images_are_colour_corrected_like_every_prediction(tiny_cfg):
     from melanoma_lab.data.sources import load_catalog
-    from melanoma_lab.study.preparation import DataRecipe, prepare_data
+    from melanoma_lab.study.preparation import prepare_data
 
     plain_cfg, corrected_cfg = tiny_cfg("imbalance=none"), tiny_cfg("imbalance=none", "dataset.colour_constancy_power=4")
     catalog = load_catalog(plain_cfg.dataset)
-    plain, corrected = (prepare_data(DataRecipe.of(cfg), catalog, catalog.files) for cfg in (plain_cfg, corrected_cfg))
+    plain, corrected = (prepare_data(data_recipe(cfg), catalog, catalog.files) for cfg in (plain_cfg, corrected_cfg))
     for before, after in ((plain.train, corrected.train), (plain.validation, corrected.validation),
                           (plain.test, corrected.test)):
         assert np.array_equal(after.images, shades_of_gray(before.images, 4))
@@ -58,12 +58,12 @@ def test_prepared_images_are_colour_corrected_like_every_prediction(tiny_cfg):
 
 def test_colour_constancy_refuses_a_training_split_read_from_disk(tiny_cfg):
     from melanoma_lab.data.sources import load_catalog
-    from melanoma_lab.study.preparation import DataRecipe, prepare_data
+    from melanoma_lab.study.preparation import prepare_data
 
     cfg = tiny_cfg("imbalance=none", "dataset.colour_constancy_power=6", "dataset.ram_budget_mb=0.01")
     catalog = load_catalog(cfg.dataset)
     with pytest.raises(ConfigError, match="dataset.ram_budget_mb"):
-        prepare_data(DataRecipe.of(cfg), catalog, catalog.files)
+        prepare_data(data_recipe(cfg), catalog, catalog.files)
 
 
 def test_cosine_with_warm_up_rises_linearly_then_decays_to_zero():
@@ -73,27 +73,27 @@ def test_cosine_with_warm_up_rises_linearly_then_decays_to_zero():
     assert all(a >= b for a, b in zip(rates[10:], rates[11:])) and rates[50] == pytest.approx(0.0, abs=1e-7)
     warm = compose_config(["lr_schedule=cosine", "trainer.epochs=5", "lr_schedule.warmup_epochs=1",
                            "optimizer.learning_rate=0.01"])
-    assert [float(learning_rate(TrainingRecipe.of(warm), 10)(s)) for s in (0, 5, 10, 30)] == pytest.approx(
+    assert [float(learning_rate(training_recipe(warm), 10)(s)) for s in (0, 5, 10, 30)] == pytest.approx(
         [rates[s] for s in (0, 5, 10, 30)])
     no_warmup = compose_config(["lr_schedule=cosine", "trainer.epochs=5", "optimizer.learning_rate=0.01"])
     # the m4 schedule, unchanged
-    assert float(learning_rate(TrainingRecipe.of(no_warmup), 10)(0)) == pytest.approx(0.01)
+    assert float(learning_rate(training_recipe(no_warmup), 10)(0)) == pytest.approx(0.01)
 
 
 def test_ema_weights_are_validated_selected_and_kept(tiny_cfg, tmp_path):
     from melanoma_lab.data.sources import load_catalog
-    from melanoma_lab.study.preparation import DataRecipe, prepare_data
+    from melanoma_lab.study.preparation import prepare_data
     from melanoma_lab.tracking.run import RunTracker
     from melanoma_lab.training.fit import compile_model, train_model
 
     cfg = tiny_cfg("optimizer.use_ema=true", "optimizer.ema_momentum=0.5", "trainer.epochs=2", "imbalance=none",
                    "trainer.precision=float32", "tracking.enabled=false")
-    model, _ = compile_model(TrainingRecipe.of(cfg), 9, steps=2)
+    model, _ = compile_model(training_recipe(cfg), 9, steps=2)
     assert model.optimizer.use_ema and model.optimizer.ema_momentum == 0.5
     catalog = load_catalog(cfg.dataset)
-    data = prepare_data(DataRecipe.of(cfg), catalog, catalog.files)
+    data = prepare_data(data_recipe(cfg), catalog, catalog.files)
     tracker = RunTracker(False, "", "", "run", None)
-    model, history = train_model(TrainingRecipe.of(cfg), data, tracker, tmp_path, tmp_path / "backup")
+    model, history = train_model(training_recipe(cfg), data, tracker, tmp_path, tmp_path / "backup")
     # the last epoch's validation loss was measured on the weights the model keeps (the moving average)
     probabilities = model.predict(data.validation.images.astype(np.float32), verbose=0)
     one_hot = np.eye(9, dtype=np.float32)[data.validation.labels]

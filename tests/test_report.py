@@ -63,7 +63,7 @@ def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path
         by_hand = ["experiment=m2", "trainer.seed=2"]  # run before the study: adopted by it, not trained again
         run_experiment(compose(config_name="config", overrides=overrides + by_hand), tmp_path / "by_hand",
                        overrides + by_hand)
-        path = run_study(cfg, overrides, tmp_path / "study")
+        path = run_study(cfg, tmp_path / "study", overrides)
         client = MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
         experiment = client.get_experiment_by_name("tiny-study")
         runs = client.search_runs([experiment.experiment_id])
@@ -74,7 +74,7 @@ def test_study_runs_every_experiment_and_seed_writes_report_and_resumes(tmp_path
         [adopted] = [r for r in runs if "adopted_by_study" in r.data.tags]
         assert (adopted.data.tags["experiment"], adopted.data.tags["seed"]) == ("m2", "2")
         assert adopted.data.tags["adopted_by_study"] == adopted.data.tags["study_launch"]
-        run_study(cfg, overrides, tmp_path / "study")  # resumes: everything FINISHED is skipped
+        run_study(cfg, tmp_path / "study", overrides)  # resumes: everything FINISHED is skipped
         assert len(client.search_runs([experiment.experiment_id])) == 4
         assert client.get_run(adopted.info.run_id).data.tags == adopted.data.tags  # adopted once, not again
 
@@ -127,7 +127,7 @@ def test_a_cross_validated_study_reports_every_experiment_on_out_of_fold_predict
                         "study.experiments=[m1,m2]", "study.seeds=[1,2]", "study.cv_folds=2",
                         "study.bootstrap_samples=100", "tracking.log_model=false", "evaluation.frequent_class_images=12"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        path = run_study(compose(overrides), overrides, tmp_path / "study")
+        path = run_study(compose(overrides), tmp_path / "study", overrides)
     client = MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
     study = load_study(client, "cv-study")
     assert study.held_out == "oof"

@@ -6,8 +6,8 @@ import pytest
 
 from melanoma_lab.errors import ConfigError
 from melanoma_lab.runtime import cpu_has_bfloat16, set_precision
-from melanoma_lab.training.fit import TrainingRecipe, ValidationMetrics, best_epoch, build_loss, learning_rate
-from tests.conftest import compose_config
+from melanoma_lab.training.fit import ValidationMetrics, best_epoch, build_loss, learning_rate
+from tests.conftest import compose_config, data_recipe, training_recipe
 
 
 def test_validation_metrics_include_balanced_accuracy():
@@ -37,9 +37,9 @@ def test_loss_schedule_and_precision_come_from_config():
     loss = build_loss(cfg.loss)
     assert isinstance(loss, keras.losses.CategoricalFocalCrossentropy) and loss.label_smoothing == 0.1
     assert loss.gamma == 3
-    schedule = learning_rate(TrainingRecipe.of(cfg), steps_per_epoch=10)
+    schedule = learning_rate(training_recipe(cfg), steps_per_epoch=10)
     assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(40)) == pytest.approx(0.0, abs=1e-7)
-    assert learning_rate(TrainingRecipe.of(compose_config(["optimizer.learning_rate=0.01"])), 10) == 0.01
+    assert learning_rate(training_recipe(compose_config(["optimizer.learning_rate=0.01"])), 10) == 0.01
     try:
         assert set_precision("mixed_bfloat16") == "mixed_bfloat16"
         assert keras.mixed_precision.global_policy().compute_dtype == "bfloat16"
@@ -66,7 +66,7 @@ def test_mirrored_strategy_trains_on_cpu(tiny_cfg, tmp_path):
     from melanoma_lab.training.fit import compile_model
 
     cfg = tiny_cfg("trainer.strategy=mirrored", "tracking.enabled=false")
-    model, _ = compile_model(TrainingRecipe.of(cfg), 9, steps=2)
+    model, _ = compile_model(training_recipe(cfg), 9, steps=2)
     assert isinstance(model.distribute_strategy, tf.distribute.MirroredStrategy)
     assert 0.0 <= run_experiment(cfg, tmp_path / "run")["val_balanced_accuracy"] <= 1.0
 
@@ -77,7 +77,7 @@ def test_multi_worker_strategy_needs_tf_config(tiny_cfg, monkeypatch):
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ConfigError, match="trainer.strategy=multi_worker needs TF_CONFIG"):
-        compile_model(TrainingRecipe.of(tiny_cfg("trainer.strategy=multi_worker")), 9, steps=2)
+        compile_model(training_recipe(tiny_cfg("trainer.strategy=multi_worker")), 9, steps=2)
 
 
 @pytest.mark.slow
@@ -129,7 +129,7 @@ def test_callbacks_come_from_the_callbacks_group_in_order(tmp_path):
 
 
 def test_early_stopping_ends_the_run_and_restores_the_best_epoch(tiny_cfg, tmp_path):
-    from melanoma_lab.study.preparation import DataRecipe, load_audited_data, prepare_data
+    from melanoma_lab.study.preparation import load_audited_data, prepare_data
     from melanoma_lab.tracking.run import RunTracker
     from melanoma_lab.training.fit import train_model
 
@@ -137,9 +137,9 @@ def test_early_stopping_ends_the_run_and_restores_the_best_epoch(tiny_cfg, tmp_p
                    "optimizer.learning_rate=0.05", "trainer.precision=float32", "trainer.deterministic=true",
                    "tracking.enabled=false")
     audited = load_audited_data(cfg.dataset, cfg.audit, tmp_path)
-    data = prepare_data(DataRecipe.of(cfg), audited.catalog, audited.files)
+    data = prepare_data(data_recipe(cfg), audited.catalog, audited.files)
     tracker = RunTracker(False, "", "", "", None)
-    model, history = train_model(TrainingRecipe.of(cfg), data, tracker, tmp_path, tmp_path / "backup")
+    model, history = train_model(training_recipe(cfg), data, tracker, tmp_path, tmp_path / "backup")
     assert len(history["loss"]) < 15  # stopped after one epoch without improvement
     check = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, len(data.classes),
                               build_loss(cfg.loss), cfg.dataset.batch_size)

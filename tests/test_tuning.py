@@ -14,6 +14,11 @@ from melanoma_lab.config.schema import validate
 from melanoma_lab.study.tuning import check_search_space, tuned_experiment
 from tests.conftest import CONF_DIR, TINY, compose_config
 
+def space_of(cfg):
+    """check_search_space's tuner node and key test for a composed config."""
+    return cfg.tuner, lambda key: OmegaConf.select(cfg, key, default="absent") != "absent"
+
+
 SPACE = ("tuner.search_space=[{key: model.dropout, type: float, min: 0.0, max: 0.5, step: 0.1},"
          "{key: optimizer, type: choice, values: [adam, sgd]},"
          "{key: optimizer.learning_rate, type: float, min: 0.0001, max: 0.01, sampling: log}]")
@@ -23,19 +28,19 @@ def test_search_space_errors_name_the_entry_and_the_way_out(tiny_cfg):
     cfg = tiny_cfg("tuner=random", "tuner.search_space=[{key: model.dropoutt, type: float, min: 0, max: 1},"
                    "{key: dataset.batch_size, type: int, min: 8, max: 4}, {key: model.filters, values: []}]")
     with pytest.raises(ConfigError) as error:
-        check_search_space(cfg, ["model.filters=[8,16]"])
+        check_search_space(*space_of(cfg), ["model.filters=[8,16]"])
     message = str(error.value)
     assert "tuner.search_space[0] (key model.dropoutt): model.dropoutt is not a config key" in message
     assert "[1] (key dataset.batch_size): data and training budget are fixed" in message and "min < max" in message
     assert "[2] (key model.filters): also set on the command line" in message and "needs values" in message
-    check_search_space(tiny_cfg("tuner=random", SPACE), TINY)  # the test space is valid
+    check_search_space(*space_of(tiny_cfg("tuner=random", SPACE)), TINY)  # the test space is valid
 
 
 def test_plugin_group_values_can_be_searched(tiny_cfg):
     space = ("tuner.search_space=[{key: augmentation.rotation.factor, type: float, min: 0.0, max: 0.5},"
              "{key: loss.label_smoothing, type: float, min: 0.0, max: 0.2}, {key: lr_schedule, values: [constant, cosine]}]")
     cfg = tiny_cfg("experiment=m2", "tuner=random", space)
-    check_search_space(cfg, TINY)
+    check_search_space(*space_of(cfg), TINY)
     trial = tiny_cfg("experiment=m2", "augmentation.rotation.factor=0.3", "loss.label_smoothing=0.1", "lr_schedule=cosine")
     validate(trial)
     assert (trial.augmentation.rotation.factor, trial.loss.label_smoothing) == (0.3, 0.1)
@@ -130,7 +135,7 @@ def test_the_default_search_space_fits_every_model(model):
     from melanoma_lab.study.tuning import dimensions
 
     cfg = compose_config(["tuner=random", f"model={model}"])
-    check_search_space(cfg, [])
+    check_search_space(*space_of(cfg), [])
     keys = [entry.key for entry in dimensions(cfg.tuner)]
     assert all(OmegaConf.select(cfg, key, default="absent") != "absent" for key in keys if key.startswith("model."))
     assert any(key.startswith("model.") for key in keys) and all(e.sampling in ("linear", "log")

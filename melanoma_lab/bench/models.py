@@ -1,7 +1,7 @@
 """Benchmark: how fast each recipe's model trains and predicts on this machine (``make bench-models``; also the
 model rows of ``make bench``).
 
-    python -m melanoma_lab.bench.models [--rows m5,m6,m6-bf16] [--images 256] [--repeats 3] [--out bench/models.json]
+    melanoma-lab bench-models [--rows m5,m6,m6-bf16] [--images 256] [--repeats 3] [--out bench/models.json]
 
 Per row, in its own process: the experiment's model built and compiled as its runs do (its input size, its
 precision, for m6 the fine-tuning phase's trainable layers), then on random 8-bit images of that size one
@@ -39,7 +39,7 @@ def measure(overrides: list[str], images: int, repeats: int) -> dict[str, Any]:
 
     cfg = compose([*overrides, "dataset=synthetic"])
     size, batch = cfg.dataset.image_size, cfg.dataset.batch_size
-    model, _ = compile_model(TrainingRecipe.of(cfg), 9, steps=-(-images // batch))
+    model, _ = compile_model(TrainingRecipe(*map(cfg.get, TrainingRecipe._fields)), 9, steps=-(-images // batch))
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (images, size, size, 3), dtype=np.uint8).astype(np.float32)
     y = np.eye(9, dtype=np.float32)[rng.integers(0, 9, images)]

@@ -1,6 +1,6 @@
 """Whole-study benchmark: the seeds' notebook procedure vs ``melanoma-lab study`` (M1 + M2 + M3, one seed).
 
-    python -m melanoma_lab.bench.study [--data PATH] [--out bench/study.json]      (make bench-study)
+    melanoma-lab bench-study [--data PATH] [--out bench/study.json]      (make bench-study)
 
 Each procedure runs in its own process on the same data (default: the real training copy when present, else
 synthetic 180 px images with ISIC-like counts), one after the other, never at the same time:
@@ -56,7 +56,8 @@ def seed_procedure(data: str | None, workdir: Path) -> list[dict[str, Any]]:
         from melanoma_lab.training.fit import TrainingRecipe
 
         cfg = compose([f"experiment={experiment}"] + data_overrides(data, workdir))
-        history = train_seed_pipeline(TrainingRecipe.of(cfg), folder, SEED_EPOCHS[experiment])
+        recipe = TrainingRecipe(*map(cfg.get, TrainingRecipe._fields))
+        history = train_seed_pipeline(recipe, folder, SEED_EPOCHS[experiment])
         return {"epochs": len(history["loss"]), "final_val_accuracy": history["val_accuracy"][-1]}
 
     cfg = compose(data_overrides(data, workdir))

@@ -1,6 +1,6 @@
 """Benchmark: the seeds' input pipeline vs melanoma_lab's, tracking overhead, Augmentor cache, scaling.
 
-    python -m melanoma_lab.bench.throughput [--data PATH] [--epochs 4] [--tracked-epochs 12] [--repeats 3] [--out bench/results.json]
+    melanoma-lab bench [--data PATH] [--epochs 4] [--tracked-epochs 12] [--repeats 3] [--out bench/results.json]
                                             [--backends tensorflow,jax,torch]
 
 Same data (default: the real training copy when present, else synthetic 180 px images with ISIC-like class
@@ -84,7 +84,8 @@ def run_variant(variant: str, data: str | None, epochs: int, workdir: Path) -> d
         from melanoma_lab.data.sources import load_catalog
         from melanoma_lab.training.fit import TrainingRecipe
 
-        train_seed_pipeline(TrainingRecipe.of(cfg), Path(load_catalog(cfg.dataset).root) / "Train", epochs)
+        recipe = TrainingRecipe(*map(cfg.get, TrainingRecipe._fields))
+        train_seed_pipeline(recipe, Path(load_catalog(cfg.dataset).root) / "Train", epochs)
     else:
         from melanoma_lab.study.experiment import run_experiment
 

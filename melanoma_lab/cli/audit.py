@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from melanoma_lab.config.compose import CONF_PATH
-from melanoma_lab.data.audit import audit_catalog, summary, write_report
+from melanoma_lab.cli.hydra_app import hydra_command
 
 
-@hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")
-def main(cfg: DictConfig) -> None:
+def audit(dataset: DictConfig, audit: DictConfig) -> None:
+    """Audit ``dataset``: write the report to ``audit.out`` (default: Hydra's output folder) and print its summary."""
     from hydra.core.hydra_config import HydraConfig
 
-    from melanoma_lab.config.schema import validate
+    from melanoma_lab.data.audit import audit_catalog, summary, write_report
     from melanoma_lab.data.sources import load_catalog
 
-    validate(cfg)
-    report = audit_catalog(load_catalog(cfg.dataset), cfg.audit.near_duplicate_distance)
-    out = cfg.audit.out or HydraConfig.get().runtime.output_dir
-    path = write_report(report, out)
+    report = audit_catalog(load_catalog(dataset), audit.near_duplicate_distance)
+    path = write_report(report, audit.out or HydraConfig.get().runtime.output_dir)
     print(summary(report))
     print(f"audit written to {path}")
 
 
-if __name__ == "__main__":
-    from melanoma_lab.config.schema import register_configs
-
-    register_configs()
-    main()
+app = hydra_command(audit, nodes=("dataset", "audit"))

@@ -12,16 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from melanoma_lab.cli.hydra_app import run_hydra_app
-from melanoma_lab.config.compose import CONF_PATH
-from melanoma_lab.config.schema import register_configs, validate
-from melanoma_lab.errors import USER_ERROR_STATUS, UserError
+from melanoma_lab.cli.hydra_app import hydra_command, run_hydra_app
+from melanoma_lab.config.schema import register_configs
 from melanoma_lab.study.sweep import parent_run_id
 
 register_configs()
@@ -31,38 +27,27 @@ def _interrupt_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt(f"received signal {signum}")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")
-def app(cfg: DictConfig) -> float | None:
+def train(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> float | None:
     """Train one experiment (cross-validate it, or search its hyperparameters with ``tuner=...``); the return
     value is the objective for sweepers."""
-    try:
-        return _run(cfg)
-    except UserError as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweep callback reports the failed job and the sweep goes on
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(USER_ERROR_STATUS) from None
-
-
-def _run(cfg: DictConfig) -> float | None:
-    validate(cfg)  # before TensorFlow loads: a mistyped value fails in a second
     from melanoma_lab.study.crossval import run_cross_validation
     from melanoma_lab.study.ensemble import check_ensemble
     from melanoma_lab.study.experiment import run_experiment
     from melanoma_lab.study.tuning import run_search
 
     check_ensemble(cfg.study, cfg.tracking)  # study.ensemble=true without cross-validation would be silently ignored
-
-    runtime = HydraConfig.get()
     if cfg.tuner is not None:
         run = run_search
     else:
         run = run_cross_validation if cfg.study.cv_folds > 1 else run_experiment
-    results = run(cfg, runtime.runtime.output_dir, list(runtime.overrides.task), parent_run_id=parent_run_id())
+    results = run(cfg, output_dir, overrides, parent_run_id=parent_run_id())
     prefix = "cv_mean_" if cfg.study.cv_folds > 1 else ""
     print(f"[{cfg.name}] " + summary_line(results, cross_validated=cfg.study.cv_folds > 1))
     # the sweepers' objective: the held-out fold's score when the fold was only scored (nested CV)
     return results.get(prefix + "fold_balanced_accuracy", results.get(prefix + "val_balanced_accuracy"))
+
+
+app = hydra_command(train)
 
 
 def summary_line(results: dict[str, float], cross_validated: bool) -> str:

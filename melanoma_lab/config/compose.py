@@ -20,7 +20,13 @@ from hydra import compose as hydra_compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+def _conf_dir() -> Path:
+    """The copy of conf/ shipped inside an installed wheel (``melanoma_lab/conf``), else a checkout's ./conf."""
+    package = Path(__file__).resolve().parents[1]
+    return package / "conf" if (package / "conf" / "config.yaml").is_file() else package.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 CONF_PATH = str(CONF_DIR)  # hydra.main's config_path: absolute, so the console script works from any folder
 SEARCHPATH = "hydra.searchpath"
 _PATHS = re.compile(r"[+~]*paths(?:[.=/]|$)")

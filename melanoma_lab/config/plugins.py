@@ -2,9 +2,10 @@
 
 A plug-in (model builder, imbalance strategy, loss, schedule, callback, augmentation step, dataset source) is
 a function or class whose keyword parameters, with type annotations and defaults, are its only schema:
-``Literal[...]`` lists the allowed values, ``Annotated[float, Range(0, 1)]`` bounds a number. :func:`check_targets`
-walks a composed config and, for every node with a ``_target_``, refuses an unknown key, a wrongly typed value or
-an out-of-range value with a :class:`ConfigError` naming ``group.key``, without importing TensorFlow: a target
+``Literal[...]`` lists the allowed values, ``Annotated[float, Range(0, 1)]`` bounds a number. :func:`target_problems`
+walks a config group and, for every node with a ``_target_``, finds an unknown key, a wrongly typed value or
+an out-of-range value, naming ``group.key`` (:func:`melanoma_lab.config.schema.validate` raises them as one
+:class:`ConfigError`), without importing TensorFlow: a target
 in a heavy package (``keras``, ``tensorflow``) is checked when it is built instead (:func:`build`).
 """
 
@@ -24,7 +25,7 @@ HEAVY = ("keras", "tensorflow", "tf_keras", "keras_tuner")  # importing these lo
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 NOT_SET = inspect.Parameter.empty
 
-__all__ = ["Annotated", "Literal", "Range", "build", "check_node", "check_targets", "resolve"]
+__all__ = ["Annotated", "Literal", "Range", "build", "check_node", "resolve", "target_problems"]
 
 
 @dataclass(frozen=True)
@@ -168,32 +169,27 @@ def check_node(node: dict, where: str, target: Any | None = None) -> list[str]:
     return problems
 
 
-def _walk(node: Any, where: str, declared: dict[str, dict[str, Any]]) -> list[str]:
+def target_problems(node: Any, where: str, declared: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """What is wrong with every ``_target_`` node in ``node`` (a config group at ``where``): keys its target does not
+    take, and values of heavy targets' arguments that ``declared`` types ({target: {argument: annotation}})."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        node = OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
+    declared = declared or {}
     problems = []
     if isinstance(node, dict):
         target = node.get("_target_")
         if isinstance(target, str) and not is_heavy(target):
             problems += check_node(node, where)
         elif isinstance(target, str):  # checked when built; values declared in pure Python are checked now
-            problems += [f"{where}.{key}={node[key]!r} {problem}" for key, annotation in declared.get(target, {}).items()
+            problems += [f"{where}.{key}={node[key]!r} {problem}"
+                         for key, annotation in declared.get(target, {}).items()
                          if key in node and (problem := _problem(node[key], annotation))]
         for key, value in node.items():
-            problems += _walk(value, f"{where}.{key}" if where else str(key), declared)
+            problems += target_problems(value, f"{where}.{key}" if where else str(key), declared)
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            problems += _walk(value, f"{where}[{index}]", declared)
+            problems += target_problems(value, f"{where}[{index}]", declared)
     return problems
-
-
-def check_targets(cfg: DictConfig, declared: dict[str, dict[str, Any]] | None = None) -> None:
-    """Check every ``_target_`` node of ``cfg`` against its target's parameters, and the arguments of heavy targets
-    whose types ``declared`` gives ({target: {argument: annotation}}); raise one ConfigError listing every problem."""
-    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    problems = []
-    for group, node in container.items():
-        problems += _walk(node, group, declared or {})
-    if problems:
-        raise ConfigError("invalid config: " + "; ".join(problems))
 
 
 def _plain(value: Any) -> Any:

@@ -21,7 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from melanoma_lab.config.help import register_help
 from melanoma_lab.config.checks import CHECKS
-from melanoma_lab.config.plugins import KERAS_ARGUMENTS, check_targets
+from melanoma_lab.config.plugins import KERAS_ARGUMENTS, target_problems
 from melanoma_lab.errors import ConfigError
 
 
@@ -210,14 +210,13 @@ def register_configs() -> None:
             store.store(group=group, name=name, node=node)
 
 
-def unknown_keys(node: DictConfig, where: str = "") -> list[str]:
-    """Keys of ``node`` (and of its nested schema nodes) that their closed schema does not have: added with
-    ``+group.key=value``, which Hydra allows even in a structured config. A node with a ``_target_`` (optimizer) is
-    open: its target's signature decides (:mod:`melanoma_lab.config.plugins`)."""
-    schema = OmegaConf.get_type(node)
-    if not dataclasses.is_dataclass(schema):
+def unknown_keys(node: DictConfig, where: str) -> list[str]:
+    """Keys of ``node`` (the config node at ``where``, and of its nested schema nodes) that their closed schema does
+    not have: added with ``+group.key=value``, which Hydra allows even in a structured config. A node with a
+    ``_target_`` (optimizer) is open: its target's signature decides (:mod:`melanoma_lab.config.plugins`)."""
+    fields = _schema_fields(node)
+    if fields is None:
         return []
-    fields = [f.name for f in dataclasses.fields(schema)]
     problems = []
     for key in node.keys():
         path = f"{where}.{key}" if where else str(key)
@@ -225,17 +224,31 @@ def unknown_keys(node: DictConfig, where: str = "") -> list[str]:
             child = node._get_node(key)
             problems += unknown_keys(child, path) if isinstance(child, DictConfig) and not child._is_none() else []
         elif "_target_" not in fields:
-            near = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f"did you mean {path[:-len(str(key))]}{near[0]}?" if near else f"known: {', '.join(fields)}"
-            problems.append(f"{path}: unknown key ({hint})")
+            problems.append(_unknown_key(path, str(key), fields))
     return problems
+
+
+def _schema_fields(node: DictConfig) -> list[str] | None:
+    schema = OmegaConf.get_type(node)
+    return [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+
+
+def _unknown_key(path: str, key: str, fields: list[str]) -> str:
+    near = difflib.get_close_matches(key, fields, n=1)
+    hint = f"did you mean {path[:-len(key)]}{near[0]}?" if near else f"known: {', '.join(fields)}"
+    return f"{path}: unknown key ({hint})"
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming every key out of range, unknown, or (plug-in groups) of the wrong type for
     its ``_target_``'s signature. Imports no TensorFlow."""
-    check_targets(cfg, KERAS_ARGUMENTS)
-    problems = unknown_keys(cfg)
+    groups = [field.name for field in dataclasses.fields(Config)]  # the training config's groups (evaluate's is open)
+    typed = OmegaConf.get_type(cfg) is Config
+    problems = [_unknown_key(str(key), str(key), groups) for key in cfg.keys() if typed and key not in groups]
+    for group in cfg.keys():
+        node = cfg._get_node(group)
+        problems += target_problems(node, str(group), KERAS_ARGUMENTS)
+        problems += unknown_keys(node, str(group)) if isinstance(node, DictConfig) and not node._is_none() else []
     for key, is_valid, requirement in CHECKS:
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if value is not None and not is_valid(value):

@@ -102,7 +102,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         tracker.log_dict(report, "data_audit.json")
         tracker.log_text(summary(report), "data_audit.txt")
 
-        data = prepare_data(DataRecipe.of(cfg), catalog, files, fold)
+        data = prepare_data(DataRecipe(cfg.dataset, cfg.imbalance, cfg.audit, cfg.study, cfg.trainer.seed,
+                                       cfg.paths.cache_dir), catalog, files, fold)
         if tracker.enabled:  # lineage: the images behind every number of this run (the UI's Dataset column)
             log_inputs(tracker.client, tracker.run_id, {
                 "training": data.train.files, "validation": data.validation.files,
@@ -120,8 +121,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         tracker.log_figure(plots.sample_grid(data.train.images, data.train.labels, data.classes),
                            "data/samples_per_class.png")
 
-        model, history = train_model(TrainingRecipe.of(cfg), data, tracker, output_dir,
-                                     backups / (tracker.run_id or UNTRACKED))
+        recipe = TrainingRecipe(*map(cfg.get, TrainingRecipe._fields))  # the groups it names, nothing else
+        model, history = train_model(recipe, data, tracker, output_dir, backups / (tracker.run_id or UNTRACKED))
         if (output_dir / TENSORBOARD).is_dir():  # the optional TensorBoard callback's logs
             tracker.log_folder(output_dir / TENSORBOARD, TENSORBOARD)
         tracker.log_figure(plots.learning_curves(history, cfg.name), "learning_curves.png")

@@ -86,8 +86,9 @@ def shift_check(evaluation: DictConfig, model, settings, images, labels) -> pd.D
                        score, build_shifts(evaluation.shifts))
 
 
-def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
-    """Score ``cfg.model_uri`` on ``cfg.dataset`` (its ``cfg.split`` images); returns the logged metrics."""
+def run_evaluation(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None) -> dict[str, float]:
+    """Score ``cfg.model_uri`` on ``cfg.dataset`` (its ``cfg.split`` images) in a run tagged with the command's
+    ``overrides``; prints the headline numbers and returns the logged metrics."""
     validate(cfg)
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r} must be one of {', '.join(SPLITS)}")
@@ -100,6 +101,7 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     from melanoma_lab.tracking.provenance import provenance_tags
     from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
     from melanoma_lab.evaluation.subgroups import log_subgroups
+    from melanoma_lab.tracking.identity import override_tags
     from melanoma_lab.tracking.lineage import log_inputs
     from melanoma_lab.tracking.run import RunTracker, flatten
 
@@ -136,7 +138,7 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     tags = {"evaluation": "external", "source_model_uri": cfg.model_uri, "source_run_id": info.run_id or "",
             "source_model_id": str(getattr(info, "model_id", "") or ""), "dataset": cfg.dataset.name,
             "data_fingerprint": fingerprint(files), "output_dir": str(Path(output_dir).resolve()),
-            **provenance_tags()}
+            **provenance_tags(), **override_tags(overrides)}
     tracker = RunTracker(cfg.tracking.enabled, store, cfg.tracking.experiment_name, cfg.name,
                          Path(cfg.paths.mlruns_dir).resolve(), tags)
     with tracker:
@@ -161,4 +163,15 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     if unknown_counts:
         log.warning("not scored: %d images of classes the model does not know: %s (evaluation/unknown_classes.csv)",
                     len(unknown), unknown_counts)
+    print(f"[{cfg.name}] {summary_line(metrics)}")
     return metrics
+
+
+def summary_line(metrics: dict[str, float]) -> str:
+    """The images scored and the registry's summary metrics (``eval_``), then the worst drop of each shift family."""
+    from melanoma_lab.evaluation import registry
+
+    shown = [f"eval_{name}" for name in registry.names(registry.SUMMARY)]
+    keys = ["eval_images", "eval_unknown_class_images", *shown,
+            *sorted(k for k in metrics if k.startswith("eval_shift_worst_drop_"))]
+    return "  ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)

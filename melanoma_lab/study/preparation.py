@@ -48,12 +48,6 @@ class DataRecipe(NamedTuple):
     seed: int
     cache_dir: str
 
-    @classmethod
-    def of(cls, groups: DictConfig) -> DataRecipe:
-        """The recipe picked out of ``groups`` (a composed config)."""
-        return cls(groups.dataset, groups.imbalance, groups.audit, groups.study, groups.trainer.seed,
-                   groups.paths.cache_dir)
-
 
 def load_audited_data(dataset: DictConfig, audit: DictConfig, output_dir: Path) -> AuditedData:
     """Scan and audit the dataset, write ``audit.json``, apply the conflict policy, set aside Train copies of

@@ -34,9 +34,9 @@ def missing_runs(experiments: list[str], seeds: list[int], study: Study) -> list
     return sorted({(e, s) for e in experiments for s in seeds} - {(r.experiment, r.seed) for r in study.runs})
 
 
-def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> Path:
-    """Train every (experiment, seed) of ``cfg.study`` in this process, then write the report. Every run
-    this invocation launches is tagged ``launched_by=study`` and ``study_launch=<uuid of this invocation>`` (via ``study.launch``)."""
+def run_study(cfg: DictConfig, output_dir: Path, base_overrides: list[str]) -> Path:
+    """Train every (experiment, seed) of ``cfg.study`` in this process (with ``base_overrides``), then write the
+    report (its path is printed and returned). Every run this invocation launches is tagged ``launched_by=study`` and ``study_launch=<uuid of this invocation>`` (via ``study.launch``)."""
     from melanoma_lab.study.crossval import run_cross_validation
     from melanoma_lab.study.experiment import run_experiment
     from melanoma_lab.reporting.render import write_report
@@ -68,4 +68,6 @@ def run_study(cfg: DictConfig, base_overrides: list[str], output_dir: Path) -> P
     if missing:  # e.g. a run of this invocation failed, or the store holds no MLflow tracking (tracking.enabled)
         log.warning("the report has no study-launched run for %s: see the log above, or rerun them",
                     ", ".join(f"{e} seed {s}" for e, s in missing))
-    return write_report(study, reports, cfg.study.bootstrap_samples, cfg.study.confidence)
+    report = write_report(study, reports, cfg.study.bootstrap_samples, cfg.study.confidence)
+    print(f"study report: {report} and {report.with_suffix('.html')}")
+    return report

@@ -1,6 +1,6 @@
 """A distributed KerasTuner search on this machine: one chief (the oracle) and N workers, on 127.0.0.1 only.
 
-    python -m melanoma_lab.study.tune_cluster --workers 2 experiment=m2 tuner=random tuner.max_trials=6
+    melanoma-lab tune-distributed --workers 2 experiment=m2 tuner=random tuner.max_trials=6
 
 Every process runs ``python -m melanoma_lab <overrides>`` with KerasTuner's ``KERASTUNER_TUNER_ID``
 (``chief``, ``tuner0``, ...), ``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT``: workers run trials

@@ -70,13 +70,14 @@ def dimensions(tuner: DictConfig) -> list[DictConfig]:
     return [OmegaConf.merge(OmegaConf.structured(SearchParameter), entry) for entry in tuner.search_space]
 
 
-def check_search_space(cfg: DictConfig, overrides: list[str]) -> None:
-    """Raise :class:`ConfigError` for an entry of ``tuner.search_space`` that cannot be searched."""
+def check_search_space(tuner: DictConfig, is_config_key: Callable[[str], bool], overrides: list[str]) -> None:
+    """Raise :class:`ConfigError` for an entry of ``tuner.search_space`` that cannot be searched: a key for which
+    ``is_config_key`` is false, one outside the tunable groups, one also in ``overrides``, or a bad range."""
     problems = []
     set_on_command_line = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    for index, entry in enumerate(dimensions(cfg.tuner)):
+    for index, entry in enumerate(dimensions(tuner)):
         where = f"tuner.search_space[{index}] (key {entry.key})"
-        if OmegaConf.select(cfg, entry.key, default=ABSENT) is ABSENT:
+        if not is_config_key(entry.key):
             problems.append(f"{where}: {entry.key} is not a config key or group; e.g. model.dropout or optimizer")
         elif not entry.key.startswith(TUNABLE) or entry.key in FIXED:
             problems.append(f"{where}: data and training budget are fixed for a whole search; tune keys under "
@@ -124,16 +125,18 @@ class ConfiguredHyperModel(keras_tuner.HyperModel):
         super().__init__()
         self.space, self.compose_trial, self.data = space, compose_trial, data
 
-    def config(self, hp: keras_tuner.HyperParameters) -> DictConfig:
-        return self.compose_trial(trial_overrides(self.space, hp))
+    def recipe(self, hp: keras_tuner.HyperParameters) -> TrainingRecipe:
+        """The trial's training recipe: the experiment's config with the trial's values applied."""
+        trial = self.compose_trial(trial_overrides(self.space, hp))
+        return TrainingRecipe(*map(trial.get, TrainingRecipe._fields))
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        recipe = TrainingRecipe.of(self.config(hp))
+        recipe = self.recipe(hp)
         return compile_model(recipe, len(self.data.classes), steps_per_epoch(recipe.dataset.batch_size, self.data))[0]
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, callbacks: list, **kwargs: Any):
         """Fit on the trial's training batches; the validation callback goes first (the others read its val_<metric>)."""
-        recipe = TrainingRecipe.of(self.config(hp))
+        recipe = self.recipe(hp)
         train_ds, validation, class_weight = training_inputs(recipe, self.data, build_loss(recipe.loss))
         return model.fit(train_ds, callbacks=[validation, *callbacks], class_weight=class_weight,
                          verbose=keras_verbosity(recipe.trainer), shuffle=False, **kwargs)
@@ -235,11 +238,12 @@ def run_search(cfg: DictConfig, output_dir: str | Path, overrides: list[str],
     """Search ``cfg.tuner.search_space`` (the search run under ``parent_run_id``, e.g. a sweep's, if given);
     returns the evaluated metrics of the retrained best values (a worker of a distributed search returns {})."""
     validate(cfg)
-    check_search_space(cfg, overrides)
+    check_search_space(cfg.tuner, lambda key: OmegaConf.select(cfg, key, default=ABSENT) is not ABSENT, overrides)
     output_dir, directory = Path(output_dir), Path(cfg.tuner.directory).resolve()
     audited = load_audited_data(cfg.dataset, cfg.audit, output_dir)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
-    data = prepare_data(DataRecipe.of(cfg), audited.catalog, audited.files, None)
+    data_recipe = DataRecipe(cfg.dataset, cfg.imbalance, cfg.audit, cfg.study, cfg.trainer.seed, cfg.paths.cache_dir)
+    data = prepare_data(data_recipe, audited.catalog, audited.files, None)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     identity = search_identity(resolved, audited.files)
     name, tags = cfg.tuner.export_name, study_tags(cfg.study, cfg.dataset.name, cfg.trainer.seed)

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 class TrainingRecipe(NamedTuple):
     """The config groups that build and fit a model, and nothing else of a composed config (``dataset`` for its
-    ``image_size`` and ``batch_size``)."""
+    ``image_size`` and ``batch_size``): an orchestrator picks them by name, ``TrainingRecipe(*map(cfg.get,
+    TrainingRecipe._fields))``."""
 
     model: DictConfig
     loss: DictConfig
@@ -40,11 +41,6 @@ class TrainingRecipe(NamedTuple):
     augmentation: DictConfig | None
     trainer: DictConfig
     dataset: DictConfig
-
-    @classmethod
-    def of(cls, groups: DictConfig) -> TrainingRecipe:
-        """The recipe's groups picked, by name, out of ``groups`` (a composed config)."""
-        return cls(*(groups.get(name) for name in cls._fields))
 
 
 def build_loss(loss: DictConfig) -> keras.losses.Loss:
