@@ -38,7 +38,7 @@ def test_an_ensemble_that_cannot_be_logged_is_refused_before_any_fold_trains(tin
 @pytest.mark.slow
 def test_the_fold_ensemble_is_one_model_that_predict_serve_and_promote_use_unchanged(tiny_cfg, tmp_path, capsys):
     cfg = tiny_cfg("experiment=m1", "study.cv_folds=2", "study.ensemble=true", "imbalance=none",
-                   "evaluation.tta=dihedral")
+                   "evaluation.tta=dihedral", "study.calibration_fraction=0")  # the slice: test_ensemble_calibration
     summary = run_cross_validation(cfg, tmp_path / "cv")
     store = tracking_uri(None, tmp_path / "mlruns")
     client = mlflow.tracking.MlflowClient(store)
@@ -50,15 +50,16 @@ def test_the_fold_ensemble_is_one_model_that_predict_serve_and_promote_use_uncha
     classes, mel = catalog.classes, catalog.classes.index("melanoma")
     uri = f"runs:/{parent.info.run_id}/model"
 
-    # the alert threshold is chosen on the out-of-fold predictions (never on Test)
+    # without a calibration slice the alert threshold is chosen on the out-of-fold predictions (never on Test)
     oof = pd.read_csv(client.download_artifacts(parent.info.run_id, "oof_predictions.csv", tmp_path))
     threshold = threshold_for_sensitivity(oof["label"].to_numpy() == mel, oof["p_melanoma"].to_numpy(),
                                           cfg.evaluation.fixed_sensitivity)
     served = mlflow.pyfunc.load_model(uri)
     metadata = served.metadata.metadata
     assert metadata["melanoma_alert_threshold"] == pytest.approx(threshold)
-    assert (metadata["ensemble_folds"], metadata["tta"], metadata["alert_threshold_chosen_on"]) == (
-        2, "dihedral", "out-of-fold predictions")
+    assert (metadata["ensemble_folds"], metadata["tta"], metadata["alert_threshold_source"]) == (
+        2, "dihedral", "member_out_of_fold")
+    assert metadata["alert_threshold_chosen_on"].startswith("out-of-fold predictions of the individual fold models")
 
     # it is the mean of the fold models' probabilities
     test_paths = sorted(catalog.split("test")["path"])[:6]
@@ -99,7 +100,7 @@ def test_the_fold_ensemble_is_one_model_that_predict_serve_and_promote_use_uncha
     # and promoted like one: the registered champion predicts the same
     assert promote_command.main(["--run", parent.info.run_id, f"tracking.tracking_uri={store}"]) == 0
     version = client.get_model_version_by_alias("melanoma-classifier", "champion")
-    assert version.tags["threshold_chosen_on"] == "out-of-fold predictions"
+    assert version.tags["threshold_chosen_on"] == metadata["alert_threshold_chosen_on"]
     assert float(version.tags["oof_balanced_accuracy"]) == pytest.approx(summary["oof_balanced_accuracy"])
     capsys.readouterr()
     assert predict_command.main([scored["path"][0], f"tracking.tracking_uri={store}", "--json"]) == 0
@@ -120,7 +121,8 @@ def test_an_ensemble_without_cross_validation_is_a_user_error_on_the_command_lin
 def test_folds_reused_from_a_run_without_models_train_again_for_the_ensemble(tiny_cfg, tmp_path):
     without_models = tiny_cfg("experiment=m1", "study.cv_folds=2", "imbalance=none", "tracking.log_model=false")
     run_cross_validation(without_models, tmp_path / "first")
-    cfg = tiny_cfg("experiment=m1", "study.cv_folds=2", "study.ensemble=true", "imbalance=none")
+    cfg = tiny_cfg("experiment=m1", "study.cv_folds=2", "study.ensemble=true", "imbalance=none",
+                   "study.calibration_fraction=0")  # the same folds (a slice would make other folds: new runs)
     summary = run_cross_validation(cfg, tmp_path / "second")  # the folds' twins logged no model: trained again
     assert summary["ensemble_folds"] == 2
     client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))

@@ -131,6 +131,13 @@ def test_one_name_per_metric_in_the_places_that_show_it():
     assert "val_bacc" not in registry.keys(registry.HEADLINE)
     assert ("val_balanced_accuracy", "validation balanced accuracy") in registry.labelled(registry.CARD)
     assert registry.keys(registry.TAGS) == ["oof_balanced_accuracy", "oof_melanoma_roc_auc",
-                                            "oof_melanoma_alert_sensitivity", "oof_melanoma_alert_specificity"]
+                                            "oof_melanoma_alert_sensitivity", "oof_melanoma_alert_specificity",
+                                            # a fold ensemble's own operating point and Test numbers (issue 26)
+                                            "ensemble_calibration_melanoma_alert_sensitivity",
+                                            "ensemble_calibration_melanoma_alert_specificity",
+                                            "ensemble_test_balanced_accuracy", "ensemble_test_melanoma_roc_auc",
+                                            "ensemble_test_melanoma_alert_sensitivity",
+                                            "ensemble_test_melanoma_alert_specificity"]
+    assert set(registry.keys(registry.INTERVAL)) <= set(registry.keys(registry.TAGS))  # tagged with their bounds
     assert registry.names(registry.SHIFT_GATE) == ["balanced_accuracy_frequent", "melanoma_roc_auc"]
     assert all(m.direction == "min" for m in registry.METRICS.values() if m.name in ("loss", "ece"))

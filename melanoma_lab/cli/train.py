@@ -52,13 +52,14 @@ app = hydra_command(train)
 
 def summary_line(results: dict[str, float], cross_validated: bool) -> str:
     """The registry's summary keys found in ``results``: a cross-validation's mean over folds (``cv_mean_``) of
-    each fold run's own validation and held-out fold numbers, then its parent's (out-of-fold, ensemble)."""
+    each fold run's own validation and held-out fold numbers, then its parent's (out-of-fold, ensemble), each with
+    its interval where one was computed (``[low, high]``)."""
     from melanoma_lab.evaluation import registry
 
     mean = ("final_val", "val", "fold") if cross_validated else ()
     keys = [f"cv_mean_{key}" if key.startswith(tuple(f"{p}_" for p in mean)) else key
             for key in registry.keys(registry.SUMMARY)]
-    return "  ".join(f"{k}={results[k]:.4f}" for k in keys if k in results)
+    return "  ".join(f"{k}={results[k]:.4f}{registry.interval_text(results, k)}" for k in keys if k in results)
 
 
 def main(argv: list[str] | None = None) -> None:

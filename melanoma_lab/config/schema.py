@@ -117,7 +117,9 @@ class StudyConfig:
     cv_folds: int = MISSING  # K > 1: every experiment runs as K stratified, content-grouped folds
     cv_run_folds: Optional[list[int]] = MISSING  # run only these folds (1-based), e.g. [1, 2] for quick ablations
     nested: bool = MISSING  # CV: select epoch and alert threshold on an inner split of each fold's training part
-    ensemble: bool = MISSING  # CV: log the average of the fold models as one model (threshold from out-of-fold)
+    ensemble: bool = MISSING  # CV: log the average of the fold models as one model
+    calibration_fraction: float = MISSING  # CV with ensemble: share of Train held out before the folds, where the
+    #                                        ensemble's own probabilities choose its alert threshold (0: member OOF)
     shift_check: bool = MISSING  # CV: score the out-of-fold images again under evaluation.shifts (shift_check.py)
     bootstrap_samples: int = MISSING
     confidence: float = MISSING

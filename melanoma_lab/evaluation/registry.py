@@ -37,16 +37,19 @@ TAGS = "tags"  # tags of a registered model version (promote)
 HEADLINE = "headline"  # also logged as headline/<key>: the MLflow UI lists them together
 SHIFT = "shift"  # scored under each acquisition shift (evaluation.shifts)
 SHIFT_GATE = "shift_gate"  # whose worst drop per shift family is logged
+INTERVAL = "interval"  # also logged with a bootstrap interval over split groups: <key>_ci_low, <key>_ci_high
 
 # What a prefix names: (in words, short). Keys are listed prefix by prefix in this order.
 PREFIXES = {"final_val": ("validation (final epoch)", "val"), "val": ("validation", "val"),
             "fold": ("held-out fold", "fold"), "test": ("Test", "test"),
             "test_clean": ("clean-Test (no Train twin)", "clean test"), "oof": ("out-of-fold", "OOF"),
+            "ensemble_calibration": ("fold ensemble, calibration slice", "ensemble calibration"),
             "ensemble_test": ("fold ensemble, Test", "ensemble test"),
             "oof_shift_worst_drop_colour": ("worst colour-shift drop", "colour drop"),
             "oof_shift_worst_drop_intensity": ("worst intensity-shift drop", "intensity drop")}
 RUN_PREFIXES = ("final_val", "val", "fold", "test", "test_clean")  # one run's own evaluations (not its parent's)
 ALIASES = {"val_bacc": "val_balanced_accuracy"}  # old names still accepted for trainer.monitor / tuner.objective
+INTERVAL_SUFFIXES = ("ci_low", "ci_high")  # the bounds of a key shown with an interval (INTERVAL)
 
 
 @dataclass
@@ -118,8 +121,10 @@ def _macro_f1(s: Scored) -> float:
     return float(f1_score(s.labels, s.predicted, labels=np.unique(s.labels), average="macro", zero_division=0))
 
 
-_ALERT_SHOWN = {HEADLINE: ("val", "test", "oof"), CARD: ("test", "oof"), TAGS: ("oof",), SUMMARY: ("oof",),
-                CROSSVAL: ("oof",), SHIFT: ()}
+_ENSEMBLE = ("ensemble_calibration", "ensemble_test")  # the served ensemble's own alert: where chosen, and on Test
+_ALERT_SHOWN = {HEADLINE: ("val", "test", "oof", *_ENSEMBLE), CARD: ("test", "oof", *_ENSEMBLE),
+                TAGS: ("oof", *_ENSEMBLE), SUMMARY: ("oof", *_ENSEMBLE), CROSSVAL: ("oof", *_ENSEMBLE),
+                INTERVAL: _ENSEMBLE, SHIFT: ()}
 METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("loss", None, "min", "loss", shown={EPOCH: ()},
            source="the compiled loss on the validation images, per epoch (training.fit.ValidationMetrics)"),
@@ -128,8 +133,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("balanced_accuracy", lambda s: balanced_accuracy(s.labels, s.predicted), "max", "balanced accuracy",
            "balanced acc", shown={EPOCH: (), REPORT: (), SUMMARY: ("val", "fold", "test", "oof", "ensemble_test"),
                                   HEADLINE: ("val", "test", "test_clean", "fold", "ensemble_test"),
-                                  CARD: ("val", "test", "test_clean", "ensemble_test"), TAGS: ("oof",),
-                                  CROSSVAL: ("val", "fold", "oof")}),
+                                  CARD: ("val", "test", "test_clean", "ensemble_test"), TAGS: ("oof", "ensemble_test"),
+                                  CROSSVAL: ("val", "fold", "oof", "ensemble_test"), INTERVAL: ("ensemble_test",)}),
     Metric("balanced_accuracy_frequent", lambda s: None if s.frequent is None else
            frequent_balanced_accuracy(s.labels, s.predicted, s.frequent), "max",
            "balanced accuracy (classes with >= evaluation.frequent_class_images images)", "balanced acc (frequent)",
@@ -145,8 +150,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
            "melanoma ROC-AUC", shown={REPORT: (), SUMMARY: ("val", "fold", "oof", "oof_shift_worst_drop_colour",
                                                            "oof_shift_worst_drop_intensity"),
                                       HEADLINE: ("val", "test", "fold", "oof", "ensemble_test"),
-                                      CARD: ("val", "test", "oof", "ensemble_test"), TAGS: ("oof",),
-                                      CROSSVAL: ("val", "fold", "oof"), SHIFT: (), SHIFT_GATE: ()}),
+                                      CARD: ("val", "test", "oof", "ensemble_test"), TAGS: ("oof", "ensemble_test"),
+                                      CROSSVAL: ("val", "fold", "oof", "ensemble_test"), INTERVAL: ("ensemble_test",),
+                                      SHIFT: (), SHIFT_GATE: ()}),
     Metric("ece", lambda s: expected_calibration_error(s.labels, s.probabilities, s.calibration_bins), "min",
            "expected calibration error", "ece", shown={REPORT: ()}),
     Metric("melanoma_alert_sensitivity", _alert(lambda s, alerts: _mean_where(alerts, s.is_melanoma)), "max",
@@ -194,6 +200,30 @@ def _shown(place: str, prefixes: tuple[str, ...] | None) -> Iterator[tuple[str, 
 def keys(place: str, prefixes: tuple[str, ...] | None = None) -> list[str]:
     """The ``<prefix>_<name>`` keys shown in ``place`` (only those of ``prefixes`` if given), prefix by prefix."""
     return [f"{prefix}_{m.name}" for prefix, m in _shown(place, prefixes)]
+
+
+def interval_keys(key: str) -> tuple[str, str]:
+    """The keys of the bounds of ``key``'s interval (a key shown in :data:`INTERVAL`)."""
+    return f"{key}_{INTERVAL_SUFFIXES[0]}", f"{key}_{INTERVAL_SUFFIXES[1]}"
+
+
+def interval_text(metrics: Mapping[str, float], key: str) -> str:
+    """`` [low, high]`` of ``key`` where ``metrics`` hold its interval (finite bounds), else nothing."""
+    low, high = (metrics.get(bound) for bound in interval_keys(key))
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return ""
+    return f" [{low:.3f}, {high:.3f}]"
+
+
+def keys_with_intervals(place: str, prefixes: tuple[str, ...] | None = None) -> list[str]:
+    """:func:`keys` of ``place``, then the bounds of each (whichever were logged with an interval)."""
+    shown = keys(place, prefixes)
+    return shown + [bound for key in shown for bound in interval_keys(key)]
+
+
+def shown_with(place: str, prefix: str) -> list[Metric]:
+    """The metrics shown in ``place`` under ``prefix``, in registry order."""
+    return [m for m in METRICS.values() if prefix in m.shown.get(place, ())]
 
 
 def labelled(place: str, short: bool = False) -> list[tuple[str, str]]:

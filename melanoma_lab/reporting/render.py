@@ -84,7 +84,8 @@ def write_report(study: Study, out_dir: Path, samples: int = 1000, confidence: f
         tables["Full vs clean Test"] = full_and_clean_table(study, samples, confidence)
     cv_table = cross_validation_table(study)
     if len(cv_table):
-        tables["Cross-validation (mean ± sd over folds; OOF: out-of-fold predictions)"] = cv_table
+        tables["Cross-validation (mean ± sd over folds; OOF: out-of-fold predictions; ensemble: the fold ensemble's "
+               f"own numbers with {confidence:.0%} group-bootstrap intervals)"] = cv_table
     lines = conclusions(study, comparisons(study, samples, confidence))
     images = {}
     for name, figure in figures(study).items():

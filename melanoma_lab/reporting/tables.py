@@ -16,17 +16,29 @@ from melanoma_lab.reporting.statistics import (balanced_accuracy_of, bootstrap_i
                                                paired_difference, probabilities)
 
 OPERATING_POINT = {"val melanoma spec @ sens 0.9": "val_melanoma_specificity_at_sens_0.9"}  # a per-run family
+PARENT_PREFIXES = ("oof_", "ensemble_")  # a CV parent's own numbers (out of fold, its fold ensemble's), not fold means
 
 
 def cv_columns() -> dict[str, str]:
     """The cross-validation table's mean ± sd columns (label: key), from the metric registry."""
     return {label: key for key, label in registry.labelled(registry.CROSSVAL, short=True)
-            if not key.startswith("oof_")} | OPERATING_POINT
+            if not key.startswith(PARENT_PREFIXES)} | OPERATING_POINT
 
 
 def oof_columns_of_parent() -> dict[str, str]:
-    """The cross-validation table's out-of-fold columns (label: key), from the metric registry."""
-    return {label: key for key, label in registry.labelled(registry.CROSSVAL, short=True) if key.startswith("oof_")}
+    """The cross-validation table's columns of the parent's own numbers (label: key): out of fold, and its fold
+    ensemble's on the calibration slice and on Test (with their intervals), from the metric registry."""
+    return {label: key for key, label in registry.labelled(registry.CROSSVAL, short=True)
+            if key.startswith(PARENT_PREFIXES)}
+
+
+def ensemble_threshold(row: dict) -> str:
+    """The fold ensemble's alert threshold and what chose it (n/a: no ensemble, or no threshold)."""
+    threshold, images = row.get("ensemble_melanoma_alert_threshold"), row.get("ensemble_calibration_images")
+    if threshold is None or pd.isna(threshold):
+        return "n/a"
+    where = f"its own, {images:.0f} calibration images" if images and not pd.isna(images) else "members' OOF"
+    return f"{threshold:.3f} ({where})"
 
 
 def nan_mean(values: list[float | None]) -> float:
@@ -154,7 +166,8 @@ def full_and_clean_table(study: Study, samples: int, confidence: float) -> pd.Da
 
 def cross_validation_table(study: Study) -> pd.DataFrame:
     """Cross-validation parents: mean ± sd over folds of the validation (nested: inner) and scored-fold metrics,
-    and the metrics of the out-of-fold predictions (n/a for parents logged before them)."""
+    the metrics of the out-of-fold predictions, and the fold ensemble's threshold, operating point on its calibration
+    slice and Test numbers with their intervals (n/a for parents logged before them, or without an ensemble)."""
     rows = []
     for row in study.cross_validation.to_dict("records"):
         out = {"experiment": row["experiment"], "folds": row["folds"], "seed": row["seed"]}
@@ -163,7 +176,8 @@ def cross_validation_table(study: Study) -> pd.DataFrame:
             out[label] = "n/a" if mean is None or pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
         for label, key in oof_columns_of_parent().items():
             value = row.get(key)
-            out[label] = "n/a" if value is None or pd.isna(value) else f"{value:.3f}"
+            out[label] = "n/a" if value is None or pd.isna(value) else f"{value:.3f}{registry.interval_text(row, key)}"
+        out["ensemble alert threshold (chosen on)"] = ensemble_threshold(row)
         rows.append(out)
     return pd.DataFrame(rows)
 

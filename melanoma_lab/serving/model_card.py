@@ -2,7 +2,8 @@
 recomputed): what it was trained on, its numbers on data it did not train on, the alert's operating point, what
 it is for and where it is known to fail, and the command that reproduces it. It becomes the model version's
 description (Markdown, shown in the MLflow UI) and the run's ``model_card.md``; ``predict --json`` carries its
-summary (:func:`card_summary`)."""
+summary (:func:`card_summary`; for a fold ensemble also its operating point on the calibration slice and its Test
+numbers, with intervals)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from melanoma_lab.data.calibration_slice import SLICE
 from melanoma_lab.evaluation import registry
 
 INTENDED_USE = ("Research and decision support on dermoscopic images of skin lesions: it ranks lesions by their "
@@ -20,6 +22,8 @@ INTENDED_USE = ("Research and decision support on dermoscopic images of skin les
                 "review. It is not a diagnostic device and was not validated prospectively or clinically.")
 RARE_IMAGES = 10  # a class with fewer training images than this cannot be trusted (nor measured)
 SHIFTS = "oof_shift_worst_drop_"
+# what a fold ensemble's metadata says of its threshold and its own numbers (melanoma_lab.study.ensemble)
+ENSEMBLE_KEYS = ("alert_threshold_source", "calibration_fraction", "calibration_images", "calibration_melanomas")
 
 
 def _artifact(client: MlflowClient, run_id: str, path: str) -> str | None:
@@ -62,11 +66,16 @@ def model_card(client: MlflowClient, run: Run, metadata: dict, name: str, versio
         lines.append(f"Alert when p({metadata.get('melanoma_class', 'melanoma')}) >= {float(threshold):.4f}, chosen on "
                      f"{metadata.get('alert_threshold_chosen_on', 'validation data')} for sensitivity "
                      f">= {metadata.get('alert_target_sensitivity', '?')}; never tuned on Test.")
-    quoted = [(label, metrics[key]) for key, label in registry.labelled(registry.CARD) if key in metrics]
+    if metadata.get("alert_threshold_source") == SLICE:
+        lines.append("On that slice its sensitivity meets the target by construction (the threshold was chosen "
+                     "there); its Test numbers, where there is a Test split, are the independent check.")
+    quoted = [(label, metrics[key], registry.interval_text(metrics, key))
+              for key, label in registry.labelled(registry.CARD) if key in metrics]
     lines += ["", "## Numbers (on images it did not train on)", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {label} | {value:.3f} |" for label, value in quoted] or ["| (none logged) | |"]
-    lines += ["", "Point estimates as logged; the study report (`melanoma-lab report`) gives intervals.",
-              "", "## Known limits", ""]
+    lines += [f"| {label} | {value:.3f}{interval} |" for label, value, interval in quoted] or ["| (none logged) | |"]
+    lines += ["", "Point estimates as logged, with a percentile bootstrap interval over the split's groups (copies "
+              "and one lesion's images drawn together, `study.confidence`) where one was logged; the study report "
+              "(`melanoma-lab report`) gives the others.", "", "## Known limits", ""]
     rare = rare_classes(client, run)
     if rare:
         lines.append("- classes with fewer than 10 training images are not reliable and their recall is not "
@@ -108,6 +117,7 @@ def card_summary(uri: str) -> dict:
         found = (client.get_model_version_by_alias(name, rest) if rest else
                  client.get_model_version(*name.rsplit("/", 1)))
         version, description = str(found.version), found.description
+    ensemble = {key: metadata[key] for key in (*ENSEMBLE_KEYS, "ensemble_scores") if key in metadata}
     return {"uri": uri, "version": version, "melanoma_alert_threshold": metadata.get("melanoma_alert_threshold"),
-            "threshold_chosen_on": metadata.get("alert_threshold_chosen_on", "validation"),
+            "threshold_chosen_on": metadata.get("alert_threshold_chosen_on", "validation"), **ensemble,
             "intended_use": INTENDED_USE, "model_card": bool(description)}

@@ -4,7 +4,9 @@
     melanoma-lab promote --study NAME [--metric val_balanced_accuracy] [key=value ...]
 
 The model version gets the alias ``champion``, tags with its class names, input size and the melanoma alert
-threshold that was chosen on VALIDATION data (with the validation sensitivity and specificity at it), and a model
+threshold that was chosen on VALIDATION data (with the validation sensitivity and specificity at it; a fold
+ensemble's threshold was chosen on its calibration slice, and it is tagged with its operating point there and its
+Test numbers, ``ensemble_calibration_*`` / ``ensemble_test_*`` with ``_ci_low`` / ``_ci_high``), and a model
 card (:mod:`melanoma_lab.serving.model_card`) as its description and as the run's ``model_card.md``.
 Nothing is retrained; ``melanoma-lab predict IMAGES`` then uses the champion by default. The
 store is the one ``key=value`` overrides of ``conf/`` name (``paths.root_dir=DIR``, ``tracking.tracking_uri=URI``:
@@ -18,7 +20,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from melanoma_lab.evaluation import registry
-from melanoma_lab.serving.model_card import model_card
+from melanoma_lab.serving.model_card import ENSEMBLE_KEYS, model_card
 
 REGISTERED_NAME = "melanoma-classifier"
 ALIAS = "champion"
@@ -53,8 +55,9 @@ def promote(client: MlflowClient, run_id: str) -> str:
             "val_melanoma_alert_sensitivity": metrics.get("val_melanoma_alert_sensitivity"),
             "val_melanoma_alert_specificity": metrics.get("val_melanoma_alert_specificity"),
             "val_balanced_accuracy": metrics.get("val_balanced_accuracy"), "source_run": run_id}
-    tags |= {k: v for k, v in metrics.items() if k in registry.keys(registry.TAGS)}  # a fold ensemble: its OOF
-    # estimate
+    shown = registry.keys_with_intervals(registry.TAGS)  # a fold ensemble: its members' OOF estimate, and its own
+    tags |= {k: v for k, v in metrics.items() if k in shown}  # operating point on the calibration slice and Test
+    tags |= {k: metadata[k] for k in ENSEMBLE_KEYS if metadata.get(k) is not None}
     for key, value in tags.items():
         client.set_model_version_tag(REGISTERED_NAME, version, key, str(value))
     card = model_card(client, run, metadata, REGISTERED_NAME, version)

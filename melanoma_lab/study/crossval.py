@@ -6,7 +6,9 @@ default) each fold chooses its best epoch and alert threshold on an inner valida
 and only scores the outer fold (``fold_<metric>``). The parent run gets the mean and standard deviation over folds
 of every validation and fold metric (``cv_mean_<metric>``, ``cv_sd_<metric>``), a ``cv_folds.csv`` table, the
 out-of-fold predictions (``oof_predictions.csv``, :mod:`melanoma_lab.study.oof`) with their metrics (``oof_<metric>``),
-and with ``study.ensemble`` the fold ensemble as its model (:mod:`melanoma_lab.study.ensemble`).
+and with ``study.ensemble`` the fold ensemble as its model (:mod:`melanoma_lab.study.ensemble`). An ensemble's
+calibration slice (``study.calibration_fraction`` of Train, :mod:`melanoma_lab.data.calibration_slice`) is held out
+before the folds are made: no fold trains, validates or scores on it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab.config.schema import ConfigError
+from melanoma_lab.data.calibration_slice import identity_tags as calibration_tags
 from melanoma_lab.study.ensemble import check_ensemble, log_ensemble
 from melanoma_lab.study.evaluation_log import headline
 from melanoma_lab.study.experiment import run_experiment
@@ -74,7 +77,8 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
     resolved = OmegaConf.to_container(cfg, resolve=True)
     identity = run_identity(resolved, audited.files) | {
         "run_kind": "cv", "cv_folds": str(folds), "cv_run_folds": ",".join(map(str, sorted(set(selected)))),
-        "nested": str(nested).lower(), "ensemble": str(bool(cfg.study.get("ensemble", False))).lower()}
+        "nested": str(nested).lower(), "ensemble": str(bool(cfg.study.get("ensemble", False))).lower(),
+        **calibration_tags(cfg.study)}
     name = f"{cfg.name}-cv{folds}" + ("" if len(selected) == folds else "-folds" + "".join(map(str, selected)))
     parent = make_tracker(cfg.tracking, cfg.paths.mlruns_dir, name,
                           {**study_tags(cfg.study, cfg.dataset.name, cfg.trainer.seed), "experiment": cfg.name,
@@ -114,8 +118,8 @@ def run_cross_validation(cfg: DictConfig, output_dir: str | Path, overrides: lis
         write_atomically(output_dir / "cv_folds.csv", table.to_csv(index=False))
         write_atomically(output_dir / OOF_FILE, oof.to_csv(index=False))
         if ensemble:
-            summary |= log_ensemble(cfg.dataset, cfg.evaluation, parent, runs, oof, audited.catalog.classes,
-                                    audited.files)
+            summary |= log_ensemble(cfg.dataset, cfg.evaluation, cfg.study, cfg.trainer.seed, parent, runs, oof,
+                                    audited.catalog.classes, audited.files)
         if cfg.study.get("shift_check", False):
             summary |= shift_check(parent, runs, selected, oof, audited.catalog.classes, cfg.evaluation,
                                    cfg.dataset.melanoma_class, cfg.tracking.log_model)

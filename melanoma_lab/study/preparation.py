@@ -15,6 +15,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from melanoma_lab.data.audit import apply_policy, audit_catalog, summary, write_report
+from melanoma_lab.data.calibration_slice import calibration_fraction, split_off_calibration
 from melanoma_lab.data.contamination import set_aside_train_twins, unscored_test_images
 from melanoma_lab.data.catalog import Catalog
 from melanoma_lab.data.pipeline import DecodedImages, PreparedData, decode, decode_to_disk
@@ -119,12 +120,14 @@ def training_disk_cache(dataset: DictConfig, cache_dir: str, images: int) -> Pat
 def split_labelled(recipe: DataRecipe, labelled: pd.DataFrame, fold: int | None
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """(train, validation, held out). Without ``fold``: train/validation by ``dataset.val_fraction``, nothing
-    held out. With a cross-validation ``fold``: the fold is validation, or, with ``study.nested``, it is held
+    held out. With a cross-validation ``fold``: the folds are made of Train less the calibration slice of a fold
+    ensemble (:mod:`melanoma_lab.data.calibration_slice`); the fold is validation, or, with ``study.nested``, it is held
     out and validation (which chooses the epoch and the alert threshold) is an inner split of the fold's training
     part, content-grouped and stratified like the folds."""
     seed, val_fraction = recipe.seed, recipe.dataset.val_fraction
     if fold is None:
         return *train_val_split(labelled, val_fraction, seed), None
+    labelled, _ = split_off_calibration(labelled, calibration_fraction(recipe.study), seed)  # never in a fold
     train, outer = fold_split(labelled, recipe.study.cv_folds, fold, seed)
     if not recipe.study.get("nested", False):
         return train, outer, None

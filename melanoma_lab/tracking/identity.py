@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
+from melanoma_lab.data.calibration_slice import identity_tags as calibration_tags
 from melanoma_lab.data.catalog import file_sha256, fingerprint
 from melanoma_lab.tracking.provenance import code_version, provenance_tags
 from melanoma_lab.tracking.run import MODEL_LOGGED, RunTracker
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 def run_identity(resolved: dict, files: pd.DataFrame, fold: int | None = None) -> dict[str, str]:
     """The tags that make two runs the same run: config (``resolved``, the whole config with its interpolations
     resolved), data, code, what kind of run (``run_kind``: a single split or a fold of a cross-validation, whose
-    parent is ``cv``) and for a fold which one and how it was split. Reuse looks for a run carrying all these tags,
+    parent is ``cv``) and for a fold which one and how it was split (with the share of Train held out before the
+    folds for a fold ensemble's threshold, ``calibration_fraction``, when there is one). Reuse looks for a run carrying all these tags,
     so every kind names itself: without ``run_kind`` a fold (a superset of a single run's tags) would stand in for a
     single-split run."""
     identity = {"config_hash": config_hash(resolved), "data_fingerprint": fingerprint(files),
@@ -37,6 +39,7 @@ def run_identity(resolved: dict, files: pd.DataFrame, fold: int | None = None) -
     if fold is not None:  # study.* is not in the config hash, and the fold and nesting change the result
         study = resolved["study"]
         identity |= {"fold": f"{fold + 1}/{study['cv_folds']}", "nested": str(bool(study.get("nested", False))).lower()}
+        identity |= calibration_tags(study)  # a calibration slice held out before the folds changes them
     return identity
 
 
