@@ -119,3 +119,23 @@ def test_an_unknown_contamination_mode_is_refused_with_the_choices(tmp_path):
 
     with pytest.raises(ConfigError, match="audit.test_contamination='drop' must be exclude or keep"):
         validate(compose_config(["audit.test_contamination=drop"], root=tmp_path))
+
+
+def test_a_rotated_or_flipped_train_copy_of_a_test_image_is_its_twin_and_stays_out_of_training(tmp_path):
+    """Issue 26, point 5: a Train image that is a Test image turned a quarter (or mirrored), re-encoded, is a near
+    Train twin of it: listed by the audit and set aside like any copy."""
+    from melanoma_lab.data.contamination import set_aside_train_twins
+
+    root = generate(tmp_path / "data", ["melanoma", "nevus", "vascular lesion"], 15, 6, 64, seed=8)
+    tests = sorted((root / "Test" / "nevus").iterdir())
+    turned = {root / "Train" / "nevus" / "turned.jpg": (tests[0], Image.Transpose.ROTATE_90),
+              root / "Train" / "melanoma" / "mirrored.jpg": (tests[1], Image.Transpose.FLIP_TOP_BOTTOM)}
+    for copy, (test, turn) in turned.items():
+        with Image.open(test) as image:
+            image.transpose(turn).save(copy, quality=85)
+    catalog = scan(root, [".jpg"])
+    report = audit_catalog(catalog, near_duplicate_distance=4)
+    pairs = {(p["test"], p["train"], p["match"]) for p in report["test_train_twins"]}
+    assert pairs == {(str(test), str(copy), "near") for copy, (test, _) in turned.items()}
+    kept = set(set_aside_train_twins(catalog.files, report, "exclude", announce=False)["path"])
+    assert not kept & {str(copy) for copy in turned} and {str(test) for test, _ in turned.values()} <= kept

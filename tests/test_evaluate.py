@@ -142,3 +142,61 @@ def test_evaluate_scores_exactly_as_the_run_did_with_colour_constancy_and_dihedr
         metrics["eval_melanoma_roc_auc"], abs=1e-6)
     assert metrics["eval_shift_worst_drop_colour_melanoma_roc_auc"] == pytest.approx(
         table.loc[table["family"] == "colour", "drop_melanoma_roc_auc"].max())
+
+
+def test_evaluate_reports_images_the_source_model_trained_on_and_scores_without_them(trained_model, tmp_path):
+    """Issue 26, point 6: an external set holding three of the source run's training images byte for byte and two
+    turned (re-encoded) is audited against the run's training fingerprints: they are listed, counted, and the
+    clean metrics leave them out beside the full ones."""
+    from PIL import Image
+
+    from melanoma_lab.data.synthetic import ISIC_CLASSES, generate
+
+    uri, source, _, store = trained_model
+    client = mlflow.tracking.MlflowClient(tracking_uri(None, store))
+    fingerprints = pd.read_csv(client.download_artifacts(source.info.run_id, "data/training_fingerprints.csv"))
+    training = fingerprints.loc[fingerprints["context"] == "training", "path"].tolist()[:5]
+    root = generate(tmp_path / "external", ISIC_CLASSES, 40, 0, 32, seed=41)  # lesions the model never saw
+    planted = {}
+    for n, path in enumerate(training):
+        copy = root / "Train" / Path(path).parent.name / f"planted{n}.jpg"
+        if n < 3:
+            copy.write_bytes(Path(path).read_bytes())
+        else:
+            with Image.open(path) as image:
+                image.transpose([Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE][n - 3]).save(copy, quality=90)
+        planted[str(copy)] = (path, "identical" if n < 3 else "rotated")
+    cfg = compose_config([f"model_uri={uri}", "dataset=isic9", f"dataset.root={root}", "dataset.image_size=32",
+                          f"paths.mlruns_dir={store}"], root=tmp_path, config_name="evaluate")
+    metrics = run_evaluation(cfg, tmp_path / "out")
+
+    client, run = _evaluation_run(store, cfg.name)
+    overlap = _table(client, run, "evaluation/eval_training_overlap.csv")
+    found = {(p, t, m) for p, t, m in zip(overlap["path"], overlap["training_path"], overlap["match"])}
+    assert {(copy, path, match) for copy, (path, match) in planted.items()} <= found
+    assert set(overlap["path"]) == set(planted)  # the lesions the model never saw are not flagged
+    assert run.data.tags["training_overlap"] == "checked"
+    assert metrics["eval_training_overlap_images"] == 5 and metrics["eval_clean_images"] == metrics["eval_images"] - 5
+    for key in ("eval_balanced_accuracy", "eval_clean_balanced_accuracy", "eval_clean_melanoma_roc_auc"):
+        assert np.isfinite(run.data.metrics[key])
+    predictions = _table(client, run, "evaluation/eval_predictions.csv")
+    assert set(predictions.loc[predictions["train_twin"], "path"]) == set(planted)
+
+
+def test_a_fold_ensembles_training_fingerprints_are_read_from_the_fold_runs_under_it(tmp_path):
+    """A CV parent trains nothing itself: the fingerprints of its model are those its fold runs logged."""
+    from melanoma_lab.study.external_audit import source_fingerprints, training_overlap
+
+    uri = tracking_uri(None, tmp_path / "mlruns")
+    client = mlflow.tracking.MlflowClient(uri)
+    experiment = client.create_experiment("melanoma-study", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment).info.run_id
+    for fold, distance in enumerate((4, 2)):
+        child = client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id
+        client.log_param(child, "audit.near_duplicate_distance", distance)
+        client.log_text(child, f"path,context,sha256,phash\n/f{fold}.jpg,training,{fold}{'0' * 63},{'f' * 16}\n",
+                        "data/training_fingerprints.csv")
+    found = sorted(source_fingerprints(uri, parent), key=lambda item: item[1])
+    assert [(table["path"].tolist(), distance) for table, distance in found] == [(["/f1.jpg"], 2), (["/f0.jpg"], 4)]
+    unchecked = training_overlap(uri, client.create_run(experiment).info.run_id, pd.DataFrame(columns=["path"]))
+    assert not unchecked.checked and "logged no data/training_fingerprints.csv" in unchecked.note

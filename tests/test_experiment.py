@@ -17,7 +17,7 @@ from tests.conftest import EXPERIMENTS, TINY, TINY_AUGMENTOR, TINY_DATA, TINY_RU
 
 EXPECTED_ARTIFACTS = {
     "config/config.yaml", "config/overrides.txt", "data_audit.json", "data_audit.txt", "learning_curves.png",
-    "history.json", "data/class_distribution.png", "data/samples_per_class.png",
+    "history.json", "data/class_distribution.png", "data/samples_per_class.png", "data/training_fingerprints.csv",
     "evaluation/val_confusion_matrix.png", "evaluation/test_confusion_matrix.png",
     "evaluation/val_per_class.csv", "evaluation/test_per_class.csv", "evaluation/val_roc_curves.png",
     "evaluation/val_reliability.png",
@@ -58,6 +58,9 @@ def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
     assert len(tags["data_fingerprint"]) == 16 and tags["seed"] == "42" and tags["version.tensorflow-cpu"]
     assert {"git_commit", "git_dirty", "version.mlflow", "version.keras"} <= set(tags)
     assert EXPECTED_ARTIFACTS <= _artifacts(client, run.info.run_id)
+    fingerprints = pd.read_csv(client.download_artifacts(run.info.run_id, "data/training_fingerprints.csv"), dtype=str)
+    assert set(fingerprints["context"]) == {"training", "validation"}  # originals only: no Augmentor images
+    assert fingerprints["phash"].str.len().eq(16).all() and not fingerprints["path"].str.contains("augmentor").any()
     assert results["final_val_accuracy"] == pytest.approx(run.data.metrics["final_val_accuracy"])
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["val_balanced_accuracy"] == results["val_balanced_accuracy"]

@@ -5,7 +5,12 @@
 - ``label_conflicts``: the duplicate groups whose copies carry different class labels
 - ``cross_split_duplicates``: groups of files identical across Train and Test (a test leak)
 - ``near_duplicate_groups``: groups of different files whose perceptual hashes are within
-  ``audit.near_duplicate_distance`` bits (exact copies are not repeated here)
+  ``audit.near_duplicate_distance`` bits, or one of which is a rotated or flipped copy of the other (exact copies
+  are not repeated here)
+- ``rotated_copies``: the pairs joined as rotated or flipped copies, ``{"a", "b", "view", "correlation"}``: view
+  ``view`` of ``a`` is within the distance of ``b``'s hash and the pixels confirm it; ``rotated_candidates_rejected``:
+  the pairs whose hashes matched only at a rotated view and whose pixels did not (different lesions; see
+  :mod:`melanoma_lab.data.dihedral`)
 - ``test_train_twins``: every (Test image, Train image) pair that is byte-identical or a near-copy, as
   ``{"test", "train", "match": identical | near}`` (contamination, see :mod:`melanoma_lab.data.contamination`)
 - ``unreadable_files``: ``{path: reason}`` for files that do not decode as images
@@ -25,13 +30,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from melanoma_lab.data.contamination import train_test_twins, twin_summary
 from melanoma_lab.data.catalog import Catalog, fingerprint
+from melanoma_lab.data.dihedral import VIEWS, confirmed, correlation, packed, pairs, remember, view_hashes
 from melanoma_lab.errors import UserError
 
 
@@ -39,12 +44,12 @@ class DataAuditError(UserError, RuntimeError):
     """The audit found defects that the configured policy refuses to train with."""
 
 
-def _inspect(path: str) -> tuple[str | None, tuple[int, int] | None, str | None]:
-    """(perceptual hash as hex, (width, height), error) of one file."""
+def _inspect(path: str) -> tuple[list[str] | None, tuple[int, int] | None, str | None]:
+    """(perceptual hashes of the 8 views as hex, (width, height), error) of one file."""
     try:
         with Image.open(path) as image:
             image.load()
-            return str(imagehash.phash(image.convert("RGB"))), image.size, None
+            return view_hashes(image.convert("RGB")), image.size, None
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         return None, None, f"{type(error).__name__}: {error}"
 
@@ -67,16 +72,24 @@ def _groups_of_pairs(pairs: list[tuple[int, int]], n: int) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def near_duplicate_groups(hashes: list[str], sha256: list[str], max_distance: int) -> list[list[int]]:
-    """Groups of indices whose perceptual hashes differ by <= ``max_distance`` bits, excluding exact copies."""
-    bits = np.array([np.unpackbits(np.frombuffer(bytes.fromhex(h), dtype=np.uint8)) for h in hashes], dtype=bool)
-    pairs = []
-    for i in range(len(hashes) - 1):
-        distance = (bits[i + 1:] != bits[i]).sum(axis=1)
-        for j in np.flatnonzero(distance <= max_distance) + i + 1:
-            if sha256[i] != sha256[j]:
-                pairs.append((i, int(j)))
-    return _groups_of_pairs(pairs, len(hashes))
+def near_duplicate_groups(hashes: list[list[str]], sha256: list[str], paths: list[str], max_distance: int
+                          ) -> tuple[list[list[int]], list[dict], list[dict]]:
+    """(groups of indices of different files that are near-copies: perceptual hashes within ``max_distance`` bits,
+    or a rotated or flipped copy confirmed by the pixels; the rotated copies, the rotated candidates rejected).
+    ``hashes``: each file's 8 view hashes (:func:`melanoma_lab.data.dihedral.view_hashes`)."""
+    views = np.array([packed(h) for h in hashes], dtype=np.uint64).reshape(len(hashes), VIEWS)
+    found, rotated, rejected = [], [], []
+    for i, j, k, _ in pairs(views, views[:, 0], max_distance, triangle=True):
+        if sha256[i] == sha256[j]:
+            continue
+        if k:  # matched only at a rotated view: the pixels decide
+            score = correlation(paths[i], paths[j], k)
+            (rotated if confirmed(score) else rejected).append(
+                {"a": paths[i], "b": paths[j], "view": k, "correlation": round(score, 3)})
+            if not confirmed(score):
+                continue
+        found.append((i, j))
+    return _groups_of_pairs(found, len(hashes)), rotated, rejected
 
 
 _last_audit: dict[tuple[str, str, int], dict] = {}  # the latest audit of this process, by data and settings
@@ -110,8 +123,11 @@ def _audit(catalog: Catalog, near_duplicate_distance: int) -> dict:
         [{"path": p, "label": lab, "split": s} for p, lab, s in zip(g["path"], g["label"], g["split"])]
         for _, g in files.groupby("sha256") if g["split"].nunique() > 1]
 
-    near = near_duplicate_groups([inspected[i][0] for i in readable], [files["sha256"][i] for i in readable],
-                                 near_duplicate_distance)
+    for i in readable:
+        remember(files["sha256"][i], inspected[i][0])
+    near, rotated, rejected = near_duplicate_groups(
+        [inspected[i][0] for i in readable], [files["sha256"][i] for i in readable],
+        [files["path"][i] for i in readable], near_duplicate_distance)
     near_groups = [[{"path": files["path"][readable[k]], "label": files["label"][readable[k]]} for k in g]
                    for g in near]
     sizes = np.array([inspected[i][1] for i in readable]) if readable else np.zeros((0, 2))
@@ -124,6 +140,8 @@ def _audit(catalog: Catalog, near_duplicate_distance: int) -> dict:
         "label_conflicts": label_conflicts,
         "cross_split_duplicates": cross_split,
         "near_duplicate_groups": near_groups,
+        "rotated_copies": rotated,
+        "rotated_candidates_rejected": rejected,
         "test_train_twins": train_test_twins(files, near_groups),
         "unreadable_files": unreadable,
         "empty_class_folders": catalog.empty_class_folders,
@@ -151,7 +169,10 @@ def summary(report: dict) -> str:
         f"  label conflicts (identical bytes, different labels): {len(report['label_conflicts'])} groups, "
         f"{conflict_files} files",
         f"  Train/Test identical files (test leak): {len(report['cross_split_duplicates'])} groups",
-        f"  near-duplicate groups (perceptual hash): {len(report['near_duplicate_groups'])}",
+        f"  near-duplicate groups (perceptual hash): {len(report['near_duplicate_groups'])} "
+        f"({sum(len(g) for g in report['near_duplicate_groups'])} files), of which rotated or flipped copies: "
+        f"{len(report.get('rotated_copies', []))} pairs; rotated-hash matches the pixels rejected: "
+        f"{len(report.get('rotated_candidates_rejected', []))}",
         twin_summary(report),
         f"  unreadable files: {len(report['unreadable_files'])}",
         f"  empty class folders: {len(report['empty_class_folders'])}; "

@@ -1,7 +1,8 @@
 """One honest Test set: Test images with a copy in Train, clean Test metrics, and Test images not scored.
 
 A Test image is *contaminated* when a Train image is byte-identical to it or a perceptual near-copy (pHash
-within ``audit.near_duplicate_distance`` bits, joined transitively like the split's content groups), or when a
+within ``audit.near_duplicate_distance`` bits, or a rotated or flipped copy confirmed by the pixels:
+:mod:`melanoma_lab.data.dihedral`; joined transitively like the split's content groups), or when a
 Train image shows the same lesion (the source's ``group_id``). The audit lists every such (Test, Train) pair as
 ``test_train_twins``. By default (``audit.test_contamination=exclude``)
 those Train copies are kept out of training and validation, whatever ``audit.conflict_policy`` says;
@@ -30,7 +31,7 @@ UNSCORED_COLUMNS = ["path", "reason"]
 
 def train_test_twins(files: pd.DataFrame, near_duplicate_groups: list[list[dict]]) -> list[dict]:
     """Every (Test image, Train image) pair of one split group: ``{"test", "train", "match"}`` with match
-    ``identical`` (same bytes), ``near`` (perceptual near-copy) or ``same_lesion`` (same ``group_id``)."""
+    ``identical`` (same bytes), ``near`` (perceptual near-copy, rotated or flipped copies included) or ``same_lesion`` (same ``group_id``)."""
     grouped = files.assign(group=split_groups(files, near_duplicate_groups),
                            content=content_groups(files, near_duplicate_groups))
     pairs = []

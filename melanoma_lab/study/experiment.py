@@ -19,6 +19,7 @@ from melanoma_lab.data.audit import summary
 from melanoma_lab.components.callbacks import TENSORBOARD
 from melanoma_lab.config.schema import validate
 from melanoma_lab.data.contamination import clean_test_metrics
+from melanoma_lab.data.overlap import FINGERPRINTS, training_fingerprints
 from melanoma_lab.evaluation.metrics import calibrate_alert, evaluate
 from melanoma_lab.study.evaluation_log import (HELD_OUT_PREDICTIONS, evaluation_metrics, headline, log_alert,
                                               log_evaluation)
@@ -109,6 +110,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
                 "training": data.train.files, "validation": data.validation.files,
                 "held_out": None if data.held_out is None else data.held_out.files,
                 "test": None if data.test is None else data.test.files}, cfg.dataset.name)
+        tracker.log_table(training_fingerprints({"training": data.train.files, "validation": data.validation.files}),
+                          FINGERPRINTS)  # what an external evaluation of this model is audited against
         tracker.log_metrics({"train_images": len(data.train.labels), "val_images": len(data.validation.labels),
                              "test_images": 0 if data.test is None else len(data.test.labels),
                              "skipped_unreadable": len(data.skipped), "test_unscored_images": len(data.test_unscored)})

@@ -8,7 +8,9 @@ dataset's labels are renamed with ``class_map`` (``conf/class_map/*.yaml``); ima
 of the model are not scored but counted per class (metric ``eval_unknown_class_images``, ``evaluation/
 unknown_class_counts.json``) and listed (``evaluation/unknown_classes.csv``). The run (named ``evaluate-<dataset>``)
 holds the full metrics (``eval_*``, melanoma_* for the model's melanoma class) and figures, and is tagged with
-``source_model_uri`` and ``source_run_id``. ``shift_check=true`` also scores the images under each acquisition
+``source_model_uri`` and ``source_run_id``. The scored images are audited against the images the source model was
+developed on (:mod:`melanoma_lab.study.external_audit`): ``eval_clean_*`` leave out its copies of them, listed in
+``evaluation/eval_training_overlap.csv``. ``shift_check=true`` also scores the images under each acquisition
 shift of ``evaluation.shifts`` (:mod:`melanoma_lab.evaluation.shifts`): ``eval_shift_*`` metrics and
 ``evaluation/eval_shift_check.csv`` / ``.md``.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -98,6 +101,7 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
     from melanoma_lab.data.sources import load_catalog
     from melanoma_lab.evaluation.metrics import evaluate
     from melanoma_lab.study.evaluation_log import evaluation_metrics, log_evaluation
+    from melanoma_lab.study.external_audit import TABLE, clean_metrics, marked, training_overlap
     from melanoma_lab.tracking.provenance import provenance_tags
     from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
     from melanoma_lab.evaluation.subgroups import log_subgroups
@@ -123,13 +127,17 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
                     "metrics use the model's", cfg.dataset.melanoma_class, melanoma, settings.melanoma_class)
     decoded = decode(known, settings.classes, settings.image_size)
     probabilities = settings.probabilities(loaded.model, list(decoded.images))  # the one prediction path
-    result = evaluate(decoded.labels, probabilities, settings.classes, settings.melanoma_class,
-                      cfg.evaluation.fixed_specificity, cfg.evaluation.fixed_sensitivity,
-                      cfg.evaluation.calibration_bins, alert_threshold=settings.threshold)
+    score = partial(evaluate, classes=settings.classes, melanoma_class=settings.melanoma_class,
+                    fixed_specificity=cfg.evaluation.fixed_specificity,
+                    fixed_sensitivity=cfg.evaluation.fixed_sensitivity,
+                    calibration_bins=cfg.evaluation.calibration_bins, alert_threshold=settings.threshold)
+    result = score(decoded.labels, probabilities)
+    overlap = training_overlap(store, info.run_id, decoded.files)  # copies of the model's own training images
     unknown_counts = {str(k): int(v) for k, v in unknown["label"].value_counts().sort_index().items()}
     metrics = evaluation_metrics(result, "eval", {}) | {
         "eval_images": len(decoded.labels), "eval_unknown_class_images": len(unknown),
-        "eval_skipped_unreadable": len(decoded.failures)}
+        "eval_skipped_unreadable": len(decoded.failures)} | clean_metrics(overlap, decoded.files, decoded.labels,
+                                                                         probabilities, score)
     shifted = (shift_check(cfg.evaluation, loaded.model, settings, decoded.images, decoded.labels) if cfg.shift_check
                else None)
     if shifted is not None:
@@ -138,14 +146,15 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
     tags = {"evaluation": "external", "source_model_uri": cfg.model_uri, "source_run_id": info.run_id or "",
             "source_model_id": str(getattr(info, "model_id", "") or ""), "dataset": cfg.dataset.name,
             "data_fingerprint": fingerprint(files), "output_dir": str(Path(output_dir).resolve()),
-            **provenance_tags(), **override_tags(overrides)}
+            "training_overlap": overlap.note, **provenance_tags(), **override_tags(overrides)}
     tracker = RunTracker(cfg.tracking.enabled, store, cfg.tracking.experiment_name, cfg.name,
                          Path(cfg.paths.mlruns_dir).resolve(), tags)
     with tracker:
         tracker.log_params(flatten(resolved))
         tracker.log_dict(resolved, "config/config.yaml")
-        log_evaluation(tracker, result, metrics, "eval", decoded.files, settings.classes, settings.melanoma_class,
-                       cfg.evaluation.calibration_bins, step=0)
+        log_evaluation(tracker, result, metrics, "eval", marked(decoded.files, overlap), settings.classes,
+                       settings.melanoma_class, cfg.evaluation.calibration_bins, step=0)
+        tracker.log_table(overlap.matches, TABLE)
         tracker.log_table(unknown, "evaluation/unknown_classes.csv")
         if tracker.enabled:
             log_inputs(tracker.client, tracker.run_id, {"evaluation": decoded.files}, cfg.dataset.name)
@@ -168,10 +177,11 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
 
 
 def summary_line(metrics: dict[str, float]) -> str:
-    """The images scored and the registry's summary metrics (``eval_``), then the worst drop of each shift family."""
+    """The images scored (and how many the source model trained on), the registry's summary metrics (``eval_``, then
+    ``eval_clean_`` without those images), then the worst drop of each shift family."""
     from melanoma_lab.evaluation import registry
 
-    shown = [f"eval_{name}" for name in registry.names(registry.SUMMARY)]
-    keys = ["eval_images", "eval_unknown_class_images", *shown,
+    shown = [f"eval_{part}{name}" for part in ("", "clean_") for name in registry.names(registry.SUMMARY)]
+    keys = ["eval_images", "eval_unknown_class_images", "eval_training_overlap_images", *shown,
             *sorted(k for k in metrics if k.startswith("eval_shift_worst_drop_"))]
     return "  ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
