@@ -21,9 +21,10 @@ from melanoma_lab.evaluation.metrics import calibrate_alert
 from melanoma_lab.reporting.selection import Study
 from melanoma_lab.reporting.tables import cross_validation_table
 from melanoma_lab.study.calibration import MEMBER_OOF, SLICE, _replicate_rows, on_member_oof, on_slice
-from melanoma_lab.study.preparation import DataRecipe, decode_split, load_audited_data, split_labelled
+from melanoma_lab.study.preparation import decode_split, load_audited_data, split_labelled
 from melanoma_lab.tracking.identity import run_identity
 from melanoma_lab.tracking.store import tracking_uri
+from tests.conftest import data_recipe
 
 CLASSES = ["nevus", "melanoma", "keratosis"]
 
@@ -83,7 +84,7 @@ def test_the_slice_is_grouped_stratified_and_in_no_fold(tiny_cfg, tmp_path):
     assert 0.12 * len(train) <= len(held) <= 0.28 * len(train)
     assert set(held["label"]) == set(train["label"])  # stratified: every class of Train is in it
     assert not set(held["group"]) & set(train.loc[~train["path"].isin(held["path"]), "group"])  # grouped
-    recipe = DataRecipe.of(cfg)
+    recipe = data_recipe(cfg)
     for fold in range(3):
         parts = [part for part in split_labelled(recipe, train, fold) if part is not None]
         assert not set(held["path"]) & set().union(*(set(part["path"]) for part in parts))

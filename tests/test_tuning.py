@@ -11,7 +11,8 @@ from melanoma_lab.config.schema import ConfigError
 from melanoma_lab.tracking.identity import config_hash
 from melanoma_lab.tracking.store import tracking_uri
 from melanoma_lab.config.schema import validate
-from melanoma_lab.study.tuning import check_search_space, tuned_experiment
+from melanoma_lab.study.search_space import check_search_space
+from melanoma_lab.study.tuning import tuned_experiment
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 def space_of(cfg):
@@ -132,7 +133,7 @@ def test_distributed_search_with_a_chief_and_two_workers_on_loopback(tmp_path):
 @pytest.mark.parametrize("model", sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
 def test_the_default_search_space_fits_every_model(model):
     """tuner=random with any conf/model file searches only keys that model has (was: the CNN's space for all)."""
-    from melanoma_lab.study.tuning import dimensions
+    from melanoma_lab.study.search_space import dimensions
 
     cfg = compose_config(["tuner=random", f"model={model}"])
     check_search_space(*space_of(cfg), [])
