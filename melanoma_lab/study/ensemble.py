@@ -23,6 +23,7 @@ from melanoma_lab.errors import ConfigError
 from melanoma_lab.evaluation.metrics import AlertCalibration, calibrate_alert, evaluate
 from melanoma_lab.study.evaluation_log import log_evaluation
 from melanoma_lab.evaluation.inference import predict_probabilities
+from melanoma_lab.evaluation.ood import logged_input_check
 from melanoma_lab.study.oof import probabilities_of
 from melanoma_lab.study.preparation import decode_split
 from melanoma_lab.serving.classifier import log_classifier, model_metadata
@@ -79,5 +80,6 @@ def log_ensemble(dataset: DictConfig, evaluation: DictConfig, parent: RunTracker
     parent.log_metrics(metrics)
     example = np.full((dataset.image_size, dataset.image_size, 3), 128, np.uint8)  # the input signature's
     parent.log_model(lambda: log_classifier(ensemble, example, model_metadata(dataset, evaluation, classes, alert)
-                          | {"ensemble_folds": len(runs), "alert_threshold_chosen_on": "out-of-fold predictions"}))
+                          | {"ensemble_folds": len(runs), "alert_threshold_chosen_on": "out-of-fold predictions"}
+                          | logged_input_check(f"runs:/{runs[0].info.run_id}/model")))
     return metrics
