@@ -60,6 +60,8 @@ def test_the_fold_ensemble_is_one_model_that_predict_serve_and_promote_use_uncha
     assert (metadata["ensemble_folds"], metadata["tta"], metadata["alert_threshold_source"]) == (
         2, "dihedral", "member_out_of_fold")
     assert metadata["alert_threshold_chosen_on"].startswith("out-of-fold predictions of the individual fold models")
+    assert metadata["input_check"] in [mlflow.models.get_model_info(f"runs:/{r.info.run_id}/model").metadata[
+        "input_check"] for r in children]  # a fold's input check (it depends on no network)
 
     # it is the mean of the fold models' probabilities
     test_paths = sorted(catalog.split("test")["path"])[:6]
@@ -82,7 +84,9 @@ def test_the_fold_ensemble_is_one_model_that_predict_serve_and_promote_use_uncha
     predicted = pd.DataFrame({p["path"]: p["probabilities"] for p in payload["predictions"]}).T[classes]
     assert np.abs(predicted.loc[scored["path"]].to_numpy() - probabilities).max() <= 1e-4
     alerts = {p["path"]: p["alert"] for p in payload["predictions"]}
-    assert [alerts[p] for p in scored["path"]] == list(scored["p_melanoma"] >= threshold)
+    flagged = {p["path"]: p["out_of_distribution"] for p in payload["predictions"]}  # never an alert when flagged
+    assert [alerts[p] for p in scored["path"]] == [q >= threshold and not flagged[p]
+                                                   for p, q in zip(scored["path"], scored["p_melanoma"])]
 
     # Grad-CAM overlays (predict --out) of the ensemble: the mean of the fold models' maps
     out = tmp_path / "overlays"

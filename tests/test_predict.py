@@ -2,13 +2,15 @@ import csv
 import json
 
 import mlflow
+import pandas as pd
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from melanoma_lab.evaluation.gradcam import grad_cam
 from melanoma_lab.serving import predict
 
 from melanoma_lab.cli import predict as predict_command
+from melanoma_lab.serving.classifier import encode_image
 from melanoma_lab.tracking.store import tracking_uri
 
 
@@ -33,13 +35,16 @@ def test_predict_a_folder_with_alerts_overlays_and_per_file_errors(trained_model
     assert "broken.jpg: NOT PREDICTED: cannot read as an image" in captured.out
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert len(rows) == 7
-    assert set(rows[0]) >= {"path", "top_class", "melanoma_probability", "alert", "melanoma", "error"}
+    assert set(rows[0]) >= {"path", "top_class", "melanoma_probability", "alert", "out_of_distribution", "ood_score",
+                            "melanoma", "error"}
     (broken,) = [row for row in rows if row["error"]]
     assert broken["path"].endswith("broken.jpg") and broken["melanoma"] == "" and "cannot read" in broken["error"]
     rows.remove(broken)
     threshold = run.data.metrics["val_melanoma_alert_threshold"]
-    for row in rows:
-        assert (row["alert"] == "True") == (float(row["melanoma_probability"]) >= threshold)
+    for row in rows:  # a picture flagged out of distribution never gets the alert
+        assert (row["alert"] == "True") == (float(row["melanoma_probability"]) >= threshold
+                                            and row["out_of_distribution"] == "False")
+    assert {row["path"].split("/")[-1]: row["out_of_distribution"] for row in rows}["alpha.png"] == "True"  # flat
     assert len(list(out.glob("*_gradcam.png"))) == 6
     alerts = sum(row["alert"] == "True" for row in rows)
     assert captured.out.count("MELANOMA ALERT") == alerts
@@ -113,6 +118,7 @@ def test_promote_registers_the_champion_with_its_validation_threshold(trained_mo
     assert f"| validation balanced accuracy | {run.data.metrics['val_balanced_accuracy']:.3f} |" in card
     assert "fewer than 10 training images" in card  # the tiny set's rare classes, from the run's data audit
     assert "no subgroup metadata" in card  # isic9-style folders carry none
+    assert "are flagged and get no alert (input check" in card  # out-of-distribution input: no longer "not detected"
     assert "| clean-Test (no Train twin) balanced accuracy |" in card and "| Test melanoma ROC-AUC |" in card
     logged = client.download_artifacts(run.info.run_id, "model_card.md")
     assert open(logged).read() == card
@@ -149,3 +155,59 @@ def test_predict_and_promote_find_the_store_that_paths_root_dir_names(trained_mo
 def test_the_alert_line_names_the_models_melanoma_class():
     prediction = predict.Prediction("a.jpg", {"mel": 0.7, "nv": 0.3}, "mel", 0.7, True)
     assert "MELANOMA ALERT: p(mel) = 0.700 >= threshold 0.500" in predict.describe(prediction, 0.5, "mel")
+
+
+# --- the input check (issue 26, point 8; its statistics: tests/test_ood.py) ---
+
+def _issue_pictures(folder):
+    """The issue's three: a blank 1-pixel image, a solid green picture and a palette GIF (of printed text)."""
+    Image.new("RGB", (1, 1), (255, 255, 255)).save(folder / "blank.png")
+    Image.new("RGB", (640, 480), (0, 200, 0)).save(folder / "green.jpg")
+    page = Image.new("RGB", (300, 200), (250, 250, 245))
+    ImageDraw.Draw(page).text((10, 10), "Invoice 118\ntotal 42.00\nthank you", fill=(20, 20, 20), font_size=28)
+    page.quantize(16).save(folder / "page.gif")
+    return ["blank.png", "green.jpg", "page.gif"]
+
+
+def test_predict_flags_out_of_distribution_images_per_image_and_never_alerts_on_them(trained_model, tmp_path, capsys):
+    uri, run, catalog, store = trained_model
+    folder = tmp_path / "images"
+    folder.mkdir()
+    odd = _issue_pictures(folder)
+    lesions = list(catalog.split("test")["path"][:3])
+    args = [str(folder / name) for name in odd] + lesions + ["--model", uri, f"paths.mlruns_dir={store}"]
+    assert predict_command.main(args + ["--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["input_check"]["available"] is True and payload["input_check"]["chosen_on"] == "validation"
+    threshold = run.data.metrics["val_melanoma_alert_threshold"]
+    by_name = {entry["path"].split("/")[-1]: entry for entry in payload["predictions"]}
+    for name in odd:
+        entry = by_name[name]
+        assert entry["out_of_distribution"] is True, name
+        assert entry["ood_score"] > payload["input_check"]["threshold"] and entry["alert"] is False
+        assert entry["probabilities"] is not None  # still answered, with the flag beside it
+    for entry in payload["predictions"]:
+        assert isinstance(entry["out_of_distribution"], bool)
+        assert entry["alert"] == (entry["melanoma_probability"] >= threshold and not entry["out_of_distribution"])
+    assert run.data.metrics["val_ood_flagged_fraction"] <= 0.1  # logged per split by the run
+    assert predict_command.main(args) == 0  # the table names the flagged images
+    out = capsys.readouterr().out
+    assert out.count("OUT OF DISTRIBUTION") == sum(e["out_of_distribution"] for e in payload["predictions"]) >= 3
+    assert out.count("MELANOMA ALERT") == sum(bool(e["alert"]) for e in payload["predictions"])
+
+
+def test_the_served_model_answers_the_flag_and_never_alerts_on_a_flagged_image(trained_model, tmp_path):
+    uri, run, catalog, _ = trained_model
+    odd = _issue_pictures(tmp_path)
+    lesion = catalog.split("test")["path"][0]
+    served = mlflow.pyfunc.load_model(uri)  # what `melanoma-lab serve` answers, in process
+    rows = served.predict(pd.DataFrame({"image": [encode_image(tmp_path / name) for name in odd]
+                                        + [encode_image(lesion), "bm90IGFuIGltYWdl"]}))
+    assert list(rows["out_of_distribution"][:3]) == [True, True, True]
+    assert (rows["ood_score"][:3] > 0).all() and not rows["melanoma_alert"][:3].any()
+    assert rows["out_of_distribution"][3] in (True, False) and rows["ood_note"][3] == ""
+    assert rows["out_of_distribution"][4] is None and rows["error"][4]  # unreadable: not checked
+    from melanoma_lab.evaluation.ood import logged_input_check
+
+    assert logged_input_check(uri)["input_check"]["threshold"] == pytest.approx(
+        served.unwrap_python_model().settings.input_check.threshold)  # what a fold ensemble carries over

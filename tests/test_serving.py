@@ -46,7 +46,8 @@ def test_served_champion_predicts_raw_real_size_images(trained_model, tmp_path):
         probabilities = [row[name] for name in classes]
         assert abs(sum(probabilities) - 1) < 1e-4 and row["error"] == ""
         assert row["top_class"] == classes[probabilities.index(max(probabilities))]
-        assert row["melanoma_alert"] == (row["melanoma_probability"] >= threshold)
+        assert row["melanoma_alert"] == (row["melanoma_probability"] >= threshold and not row["out_of_distribution"])
+        assert isinstance(row["out_of_distribution"], bool) and row["ood_note"] == ""
 
 
 def test_serving_without_a_champion_says_what_to_do(tmp_path):

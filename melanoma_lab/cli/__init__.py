@@ -34,6 +34,8 @@ COMMANDS = {
     "audit": Command("melanoma_lab.cli.audit:app", "what is wrong with a dataset before training on it", True),
     "data": Command("melanoma_lab.cli.data:main", "download and verify a dataset (isic9, ham10000, isic2019)"),
     "predict": Command("melanoma_lab.cli.predict:main", "classify images with a melanoma alert (Grad-CAM)"),
+    "ood-check": Command("melanoma_lab.cli.ood_check:main",
+                         "how often the input check flags a dataset's lesions and generated non-lesions"),
     "promote": Command("melanoma_lab.cli.promote:main", "register a model as the champion, with its card"),
     "serve": Command("melanoma_lab.cli.serve:app", "serve a model over REST (mlflow models serve)", True),
     "ui": Command("melanoma_lab.cli.ui:main", "the MLflow UI over the configured store"),

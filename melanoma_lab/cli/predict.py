@@ -12,8 +12,8 @@ from melanoma_lab.evaluation.gradcam import grad_cam
 from melanoma_lab.evaluation.inference import preprocess
 from melanoma_lab.serving import predict as room
 from melanoma_lab.serving.model_card import card_summary
-from melanoma_lab.serving.predict import (IMAGE_SUFFIXES, describe, expand, load_model, predict, read_images,
-                                            save_overlay, write_csv)
+from melanoma_lab.serving.predict import (IMAGE_SUFFIXES, describe, expand, input_check_summary, load_model,
+                                            predict, read_images, save_overlay, write_csv)
 from melanoma_lab.tracking.store import configured_tracking_uri, fluent_tracking_uri
 
 
@@ -48,13 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         with fluent_tracking_uri(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir)):
             model = card_summary(model_uri)
         print(json.dumps({"model": model, "threshold": settings.threshold, "alert_note": settings.alert_note or None,
-                          "tta": settings.tta, "failed": failures, "predictions": [vars(p) for p in predictions]},
-                         indent=2))
+                          "input_check": input_check_summary(settings), "tta": settings.tta, "failed": failures,
+                          "predictions": [vars(p) for p in predictions]}, indent=2))
     else:
         if settings.threshold is None:
             print(f"note: {settings.alert_note}: no melanoma alerts are given")
+        if settings.input_check is None:
+            print(f"note: {settings.ood_note}")
+        ood_threshold = settings.input_check and settings.input_check.threshold
         for prediction in predictions:
-            print(describe(prediction, settings.threshold, settings.melanoma_class))
+            print(describe(prediction, settings.threshold, settings.melanoma_class, ood_threshold))
     if failures:
         print(f"{failures} of {len(paths)} files could not be read (listed above); the others were predicted",
               file=sys.stderr)
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             heatmap = grad_cam(loaded.model, preprocess(image, settings.colour_constancy_power),  # as it was predicted
                                settings.classes.index(prediction.top_class))
             title = f"{prediction.top_class} {prediction.probabilities[prediction.top_class]:.2f}" + (
-                "  MELANOMA ALERT" if prediction.alert else "")
+                "  MELANOMA ALERT" if prediction.alert else "") + (
+                "  OUT OF DISTRIBUTION" if prediction.out_of_distribution else "")
             save_overlay(image, heatmap, title, args.out / f"{index:04d}_{Path(prediction.path).stem}_gradcam.png")
     return 1 if failures else 0
 

@@ -36,6 +36,8 @@ CHECKS: list[Check] = [
     ("evaluation.fixed_specificity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("evaluation.fixed_sensitivity", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("evaluation.calibration_bins", lambda v: v >= 2, "must be at least 2"),
+    ("evaluation.ood_flag_rate", lambda v: 0.0 < v < 0.5, "must be between 0 and 0.5 (0.01: 1% of validation "
+     "lesions flagged)"),
     ("evaluation.frequent_class_images", lambda v: v >= 1, "must be at least 1"),
     ("evaluation.shift_tta", lambda v: str(v).lower() in ("none", "flip", "dihedral"),
      "must be none, flip or dihedral"),

@@ -93,6 +93,7 @@ class EvaluationConfig:
     fixed_specificity: float = MISSING
     fixed_sensitivity: float = MISSING
     calibration_bins: int = MISSING
+    ood_flag_rate: float = MISSING  # the share of validation lesions the input check may flag (its threshold)
     tta: str = MISSING  # none | flip | dihedral (true/false: aliases of flip/none)
     frequent_class_images: int = MISSING  # out-of-fold balanced accuracy is also reported over classes with >= this
     subgroup_min_images: int = MISSING  # a metadata subgroup smaller than this is listed, not scored (subgroups.py)

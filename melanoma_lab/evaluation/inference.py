@@ -4,8 +4,9 @@ Images are decoded with :func:`melanoma_lab.data.pipeline.load_image` (RGB, bili
 optionally colour-corrected (Shades of Gray, ``dataset.colour_constancy_power``), and predicted as float32 in
 [0, 255]; with test-time augmentation (``evaluation.tta``: ``none``, ``flip`` or ``dihedral``) the probabilities are
 the mean over the views of :data:`TTA_VIEWS`. A logged model's metadata (:class:`ModelSettings`) carries the input
-size, the colour correction, the views, the batch size and the melanoma alert threshold chosen on validation (or why
-there is none), so ``predict`` and serving reproduce the run's evaluation.
+size, the colour correction, the views, the batch size, the melanoma alert threshold chosen on validation (or why
+there is none) and the input check (:mod:`melanoma_lab.evaluation.ood`: a flagged image gets no alert), so
+``predict`` and serving reproduce the run's evaluation.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import numpy as np
 
 from melanoma_lab.data.colour import shades_of_gray
 from melanoma_lab.errors import ConfigError
+from melanoma_lab.evaluation.metrics import NO_ALERT_NOTE
+from melanoma_lab.evaluation.ood import InputCheck, input_flags
 
 if TYPE_CHECKING:
     import keras
 
-NO_ALERT_NOTE = "this model has no calibrated melanoma alert"
 
 
 TTA_VIEWS = {  # name -> the views of a (n, h, w, 3) batch whose predictions are averaged
@@ -71,17 +73,21 @@ class ModelSettings:
     tta: str = "none"  # a name of TTA_VIEWS
     batch_size: int = 32
     colour_constancy_power: float | None = None  # Shades of Gray p-norm applied after decoding; None: off
+    input_check: InputCheck | None = None  # the out-of-distribution flag (None: the model has none, see ood_note)
+    ood_note: str = ""  # why there is no input check ('' when there is one)
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> "ModelSettings":
         threshold = metadata.get("melanoma_alert_threshold")
         note = "" if threshold is not None else metadata.get("melanoma_alert_note") or (
             f"{NO_ALERT_NOTE} (no alert threshold in its metadata)")
+        check, ood_note = InputCheck.from_metadata(metadata)
         return cls(classes=list(metadata["classes"]), image_size=int(metadata["image_size"]),
                    melanoma_class=str(metadata["melanoma_class"]),
                    threshold=None if threshold is None else float(threshold), alert_note=note,
                    tta=tta_mode(metadata.get("tta")), batch_size=int(metadata.get("batch_size", 32)),
-                   colour_constancy_power=metadata.get("colour_constancy_power"))
+                   colour_constancy_power=metadata.get("colour_constancy_power"), input_check=check,
+                   ood_note=ood_note)
 
     def probabilities(self, model: keras.Model, images: list[np.ndarray | None]) -> np.ndarray:
         """(n, classes) probabilities; a row of NaN where the image is None (it could not be read)."""
@@ -98,10 +104,17 @@ class ModelSettings:
             return np.full(len(probabilities), np.nan)
         return probabilities[:, self.classes.index(self.melanoma_class)]
 
-    def alerts(self, probabilities: np.ndarray) -> list[bool | None]:
-        """The melanoma alert per row (p(melanoma) >= threshold); None for every row without a calibrated alert
-        and for rows without probabilities."""
+    def out_of_distribution(self, images: list[np.ndarray | None]) -> tuple[list[bool | None], list[float | None]]:
+        """(flag, distance) of each image's statistics as the model sees it (:mod:`melanoma_lab.evaluation.ood`);
+        None where the image is None and for every image when the model has no input check."""
+        seen = [None if image is None else preprocess(image, self.colour_constancy_power) for image in images]
+        return input_flags(self.input_check, seen)
+
+    def alerts(self, probabilities: np.ndarray, flagged: list[bool | None] | None = None) -> list[bool | None]:
+        """The melanoma alert per row (p(melanoma) >= threshold, and False where the row is ``flagged`` out of
+        distribution); None for every row without a calibrated alert and for rows without probabilities."""
         p_mel = self.melanoma_probability(probabilities)
         if self.threshold is None:
             return [None] * len(p_mel)
-        return [None if np.isnan(p) else bool(p >= self.threshold) for p in p_mel]
+        flagged = flagged or [None] * len(p_mel)
+        return [None if np.isnan(p) else bool(p >= self.threshold) and not flag for p, flag in zip(p_mel, flagged)]

@@ -10,8 +10,9 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from melanoma_lab.evaluation import registry
-from melanoma_lab.evaluation.inference import NO_ALERT_NOTE
 from melanoma_lab.evaluation.scores import binary_auc, roc
+
+NO_ALERT_NOTE = "this model has no calibrated melanoma alert"
 
 
 @dataclass

@@ -5,9 +5,12 @@ e.g. ``POST /invocations {"dataframe_records": [{"image": "<base64>"}]}``; the m
 exactly like the run's evaluation (with its test-time augmentation), so no client needs to know the input size.
 A row that is not a readable image gets an ``error`` and no probabilities; the other rows are still predicted.
 A model whose validation held no melanoma has no calibrated alert: ``melanoma_alert`` is null and ``alert_note``
-says why. The Keras network inside is loaded with Keras safe mode: nothing is unpickled. Its environment pins the
-package of the Keras backend it was trained on (``keras_backend`` in its metadata), and a process that loads it
-before Keras is imported uses that backend unless ``KERAS_BACKEND`` says otherwise.
+says why. Each row has the input check's verdict (:mod:`melanoma_lab.evaluation.ood`):
+``out_of_distribution`` (true: unlike the training lesions, and then never an alert; null: not checked, with
+``ood_note`` saying why) and ``ood_score`` (the distance compared with the model's threshold). The Keras network
+inside is loaded with Keras safe mode: nothing is unpickled. Its environment pins the package of the Keras backend
+it was trained on (``keras_backend`` in its metadata), and a process that loads it before Keras is imported uses
+that backend unless ``KERAS_BACKEND`` says otherwise.
 """
 
 from __future__ import annotations
@@ -83,8 +86,12 @@ class LesionClassifier(mlflow.pyfunc.PythonModel):
         top = np.nan_to_num(probabilities, nan=-1.0).argmax(axis=1)
         table["top_class"] = [settings.classes[t] if not e else "" for t, e in zip(top, errors)]
         table["melanoma_probability"] = settings.melanoma_probability(probabilities)
-        table["melanoma_alert"] = settings.alerts(probabilities)
+        flagged, scores = settings.out_of_distribution(images)
+        table["melanoma_alert"] = settings.alerts(probabilities, flagged)
         table["alert_note"] = settings.alert_note
+        table["out_of_distribution"] = flagged
+        table["ood_score"] = [np.nan if score is None else score for score in scores]
+        table["ood_note"] = settings.ood_note
         table["error"] = errors
         return table
 
@@ -94,7 +101,8 @@ def signature(classes: list[str]) -> ModelSignature:
     outputs = [ColSpec("double", name) for name in classes] + [
         ColSpec("string", "top_class"), ColSpec("double", "melanoma_probability"),
         ColSpec("boolean", "melanoma_alert", required=False), ColSpec("string", "alert_note"),
-        ColSpec("string", "error")]
+        ColSpec("boolean", "out_of_distribution", required=False), ColSpec("double", "ood_score", required=False),
+        ColSpec("string", "ood_note"), ColSpec("string", "error")]
     return ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN)]), outputs=Schema(outputs))
 
 

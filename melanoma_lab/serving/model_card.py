@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from melanoma_lab.data.calibration_slice import SLICE
 from melanoma_lab.evaluation import registry
+from melanoma_lab.evaluation.ood import card_limit
 
 INTENDED_USE = ("Research and decision support on dermoscopic images of skin lesions: it ranks lesions by their "
                 "probability of melanoma and flags those at or above the alert threshold for a dermatologist's "
@@ -84,8 +85,7 @@ def model_card(client: MlflowClient, run: Run, metadata: dict, name: str, versio
     if drops:
         lines.append("- acquisition shifts (shift check, worst drop per family): " + ", ".join(
             f"{key.replace('_', ' ')} {value:+.3f}" for key, value in sorted(drops.items())))
-    lines += ["- out-of-distribution input (clinical photographs, other body sites, non-skin images) gets a "
-              "confident-looking answer all the same: it is not detected"]
+    lines.append(card_limit(metadata))
     subgroups = next((text for text in (_artifact(client, run.info.run_id, f"evaluation/{split}_subgroups.md")
                                         for split in ("test", "fold", "val")) if text), None)
     if subgroups is None:

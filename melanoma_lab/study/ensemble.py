@@ -28,6 +28,7 @@ from melanoma_lab.evaluation.metrics import evaluate
 from melanoma_lab.study.calibration import EnsembleCalibration, on_member_oof, on_slice, with_intervals
 from melanoma_lab.study.evaluation_log import log_evaluation
 from melanoma_lab.evaluation.inference import predict_probabilities
+from melanoma_lab.evaluation.ood import logged_input_check
 from melanoma_lab.study.oof import probabilities_of
 from melanoma_lab.study.preparation import decode_split
 from melanoma_lab.serving.classifier import log_classifier, model_metadata
@@ -117,7 +118,8 @@ def log_ensemble(dataset: DictConfig, evaluation: DictConfig, study: DictConfig,
     parent.log_metrics(metrics)
     example = np.full((dataset.image_size, dataset.image_size, 3), 128, np.uint8)  # the input signature's
     metadata = (model_metadata(dataset, evaluation, classes, alert) | calibration.metadata()
-                | {"ensemble_folds": len(runs), "ensemble_scores": ensemble_scores(metrics)})
+                | {"ensemble_folds": len(runs), "ensemble_scores": ensemble_scores(metrics)}
+                | logged_input_check(f"runs:/{runs[0].info.run_id}/model"))  # a fold's (it depends on no network)
     parent.log_model(lambda: log_classifier(ensemble, example, metadata))
     return metrics
 

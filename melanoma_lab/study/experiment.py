@@ -24,6 +24,7 @@ from melanoma_lab.evaluation.metrics import calibrate_alert, evaluate
 from melanoma_lab.study.evaluation_log import (HELD_OUT_PREDICTIONS, evaluation_metrics, headline, log_alert,
                                               log_evaluation)
 from melanoma_lab.evaluation.inference import predict_probabilities
+from melanoma_lab.evaluation.ood import InputCheck
 from melanoma_lab.study.preparation import AuditedData, DataRecipe, load_audited_data, prepare_data
 from melanoma_lab.serving.classifier import log_classifier, model_metadata
 from melanoma_lab.evaluation.subgroups import log_subgroups
@@ -135,6 +136,10 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         results: dict[str, float] = {}
         splits = [("val", data.validation)] + [(prefix, part) for prefix, part in
                                                (("fold", data.held_out), ("test", data.test)) if part is not None]
+        input_check = InputCheck.fit(data.train.images, data.validation.images, cfg.evaluation.ood_flag_rate,
+                                     cfg.trainer.seed)  # its threshold chosen on validation, like the alert's
+        tracker.log_metrics({f"{prefix}_ood_flagged_fraction": input_check.flag_rate(part.images)
+                             for prefix, part in splits}, step=final_step)
         for prefix, part in splits:
             probabilities = predict_probabilities(model, part.images, cfg.dataset.batch_size, cfg.evaluation.tta)
             if prefix == "val":  # the alert threshold is chosen on validation only, never on Test
@@ -161,7 +166,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         results["train_val_accuracy_gap"] = history["accuracy"][best] - history["val_accuracy"][best]
         tracker.log_metrics({"train_val_accuracy_gap": results["train_val_accuracy_gap"]}, step=final_step)
         if cfg.tracking.log_model:
-            metadata = model_metadata(cfg.dataset, cfg.evaluation, data.classes, alert)
+            metadata = model_metadata(cfg.dataset, cfg.evaluation, data.classes, alert) | input_check.metadata()
             tracker.log_model(lambda: log_classifier(model, data.validation.images[0], metadata))
         tracker.log_metrics(headline(results), step=final_step)
         costs = {"run_seconds": time.perf_counter() - started, "tracking_seconds": tracker.seconds,
