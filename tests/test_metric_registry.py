@@ -97,7 +97,8 @@ def test_direction_drives_early_stopping_checkpoint_and_best_epoch(tmp_path, toy
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="softmax")])
     images = np.random.default_rng(0).normal(size=(6, 2)).astype(np.float32)
-    callback = ValidationMetrics(images, np.array([0, 0, 1, 1, 2, 2]), 3, keras.losses.CategoricalCrossentropy(), 3)
+    callback = ValidationMetrics(images, np.array([0, 0, 1, 1, 2, 2]), 3, keras.losses.CategoricalCrossentropy(), 3,
+                                 "none")
     callback.set_model(model)
     logs: dict = {}
     callback.on_epoch_end(0, logs)

@@ -15,7 +15,7 @@ def test_validation_metrics_include_balanced_accuracy():
     model.compile(loss="categorical_crossentropy")
     images = np.random.default_rng(0).normal(size=(12, 2)).astype(np.float32)
     labels = np.array([0] * 8 + [1] * 2 + [2] * 2)
-    callback = ValidationMetrics(images, labels, 3, keras.losses.CategoricalCrossentropy(), 4)
+    callback = ValidationMetrics(images, labels, 3, keras.losses.CategoricalCrossentropy(), 4, "none")
     callback.set_model(model)
     logs: dict = {}
     callback.on_epoch_end(0, logs)
@@ -142,7 +142,7 @@ def test_early_stopping_ends_the_run_and_restores_the_best_epoch(tiny_cfg, tmp_p
     model, history = train_model(training_recipe(cfg), data, tracker, tmp_path, tmp_path / "backup")
     assert len(history["loss"]) < 15  # stopped after one epoch without improvement
     check = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, len(data.classes),
-                              build_loss(cfg.loss), cfg.dataset.batch_size)
+                              build_loss(cfg.loss), cfg.dataset.batch_size, cfg.evaluation.tta)
     check.set_model(model)
     logs: dict = {}
     check.on_epoch_end(0, logs)

@@ -40,14 +40,18 @@ SHIFT_GATE = "shift_gate"  # whose worst drop per shift family is logged
 INTERVAL = "interval"  # also logged with a bootstrap interval over split groups: <key>_ci_low, <key>_ci_high
 
 # What a prefix names: (in words, short). Keys are listed prefix by prefix in this order.
-PREFIXES = {"final_val": ("validation (final epoch)", "val"), "val": ("validation", "val"),
+PREFIXES = {"final_val": ("validation (final epoch)", "val"),
+            "train": ("training images (one clean pass of the evaluated weights)", "train"),
+            "val": ("validation", "val"),
             "fold": ("held-out fold", "fold"), "test": ("Test", "test"),
             "test_clean": ("clean-Test (no Train twin)", "clean test"), "oof": ("out-of-fold", "OOF"),
             "ensemble_calibration": ("fold ensemble, calibration slice", "ensemble calibration"),
             "ensemble_test": ("fold ensemble, Test", "ensemble test"),
             "oof_shift_worst_drop_colour": ("worst colour-shift drop", "colour drop"),
             "oof_shift_worst_drop_intensity": ("worst intensity-shift drop", "intensity drop")}
-RUN_PREFIXES = ("final_val", "val", "fold", "test", "test_clean")  # one run's own evaluations (not its parent's)
+RUN_PREFIXES = ("final_val", "train", "val", "fold", "test", "test_clean")  # one run's own evaluations (not its
+# parent's)
+GAP_METRICS = ("accuracy", "balanced_accuracy")  # logged as train_<name> (the clean pass) and gap_key(name)
 ALIASES = {"val_bacc": "val_balanced_accuracy"}  # old names still accepted for trainer.monitor / tuner.objective
 INTERVAL_SUFFIXES = ("ci_low", "ci_high")  # the bounds of a key shown with an interval (INTERVAL)
 
@@ -129,7 +133,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("loss", None, "min", "loss", shown={EPOCH: ()},
            source="the compiled loss on the validation images, per epoch (training.fit.ValidationMetrics)"),
     Metric("accuracy", lambda s: float((s.predicted == s.labels).mean()), "max", "accuracy",
-           shown={EPOCH: (), REPORT: (), SUMMARY: ("final_val",), CROSSVAL: ("final_val",)}),
+           shown={EPOCH: (), REPORT: (), SUMMARY: ("final_val", "train"), CROSSVAL: ("final_val",)}),
     Metric("balanced_accuracy", lambda s: balanced_accuracy(s.labels, s.predicted), "max", "balanced accuracy",
            "balanced acc", shown={EPOCH: (), REPORT: (), SUMMARY: ("val", "fold", "test", "oof", "ensemble_test"),
                                   HEADLINE: ("val", "test", "test_clean", "fold", "ensemble_test"),
@@ -231,6 +235,13 @@ def labelled(place: str, short: bool = False) -> list[tuple[str, str]]:
     side = 1 if short else 0
     return [(f"{prefix}_{m.name}", f"{PREFIXES[prefix][side]} {(m.short or m.label) if short else m.label}")
             for prefix, m in _shown(place, None)]
+
+
+def gap_key(name: str) -> str:
+    """The train-validation gap of metric ``name`` (one of :data:`GAP_METRICS`): ``train_<name>`` of the clean
+    pass over the original training images minus ``val_<name>`` of the final validation evaluation, both of the
+    evaluated weights and views (:mod:`melanoma_lab.evaluation.fit_gap`)."""
+    return f"train_val_{name}_gap"
 
 
 def monitors() -> list[str]:

@@ -15,6 +15,7 @@ from melanoma_lab.reporting.selection import Study, StudyRun
 from melanoma_lab.reporting.statistics import (balanced_accuracy_of, bootstrap_interval, clean_part, common_paths,
                                                paired_difference, probabilities)
 
+GAP = registry.gap_key("accuracy")  # clean train pass minus validation, same weights and views (evaluation.fit_gap)
 OPERATING_POINT = {"val melanoma spec @ sens 0.9": "val_melanoma_specificity_at_sens_0.9"}  # a per-run family
 PARENT_PREFIXES = ("oof_", "ensemble_")  # a CV parent's own numbers (out of fold, its fold ensemble's), not fold means
 
@@ -93,7 +94,7 @@ def results_table(study: Study, samples: int, confidence: float) -> pd.DataFrame
         row = {"experiment": name, "seeds": len(runs),
                "val accuracy": mean_sd([metric_of(r, "final_val_accuracy") for r in runs]),
                "val balanced acc": mean_sd([metric_of(r, "val_balanced_accuracy") for r in runs]),
-               "train-val gap": mean_sd([metric_of(r, "train_val_accuracy_gap") for r in runs]),
+               "train-val gap": mean_sd([metric_of(r, GAP) for r in runs]),
                "s/epoch (median)": _median_epoch_seconds(runs),
                "run s": mean_sd([r.metrics.get("run_seconds") for r in runs], ".0f"),
                "tracking share": mean_sd([_share(r.metrics, "tracking_seconds", "run_seconds") for r in runs])}
@@ -221,8 +222,8 @@ def comparisons(study: Study, samples: int, confidence: float) -> list[dict]:
                                  {r.seed: r.predictions[study.held_out] for r in b}, samples, confidence,
                                  min_images=study.frequent_class_images)
         out.append({"from": first, "to": second, "changes": changed_params(a[0], b[0]), **diff,
-                    "gap_from": nan_mean([metric_of(r, "train_val_accuracy_gap") for r in a]),
-                    "gap_to": nan_mean([metric_of(r, "train_val_accuracy_gap") for r in b]),
+                    "gap_from": nan_mean([metric_of(r, GAP) for r in a]),
+                    "gap_to": nan_mean([metric_of(r, GAP) for r in b]),
                     "rare_recall_from": class_recall(study, a, rare), "rare_recall_to": class_recall(study, b, rare)})
     return out
 
@@ -238,15 +239,19 @@ def conclusions(study: Study, compared: list[dict]) -> list[str]:
     lines = []
     for name in study.experiments:
         runs = study.of(name)
-        gap = nan_mean([metric_of(r, "train_val_accuracy_gap") for r in runs])
+        gap = nan_mean([metric_of(r, GAP) for r in runs])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # runs without history: NaN, said as such
             best = np.mean([int(np.argmin(r.history["val_loss"])) + 1 for r in runs if r.history.get("val_loss")])
             epochs = np.mean([len(r.history.get("val_loss", [])) for r in runs])
-        verdict = "overfits" if gap > 0.10 else "does not overfit much"
         where = (f"; validation loss bottomed out at epoch {best:.1f} of {epochs:.0f}" if epochs else
                  " (mean over folds)")
-        lines.append(f"**{name}** {verdict}: train-validation accuracy gap {gap:.3f} at the best epoch{where}.")
+        if not np.isfinite(gap):
+            lines.append(f"**{name}**: no train-validation gap logged for its runs{where}.")
+            continue
+        verdict = "overfits" if gap > 0.10 else "does not overfit much"
+        lines.append(f"**{name}** {verdict}: train-validation accuracy gap {gap:.3f} (one clean pass of the "
+                     f"evaluated weights and views over the original training images, minus validation){where}.")
     rare = ", ".join(rarest_classes(study))
     for c in compared:
         better = "better than" if c["low"] > 0 else ("worse than" if c["high"] < 0 else "not distinguishable from")

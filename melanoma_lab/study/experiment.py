@@ -20,6 +20,7 @@ from melanoma_lab.components.callbacks import TENSORBOARD
 from melanoma_lab.config.schema import validate
 from melanoma_lab.data.contamination import clean_test_metrics
 from melanoma_lab.data.overlap import FINGERPRINTS, training_fingerprints
+from melanoma_lab.evaluation.fit_gap import clean_train_metrics, gaps
 from melanoma_lab.evaluation.metrics import calibrate_alert, evaluate
 from melanoma_lab.study.evaluation_log import (HELD_OUT_PREDICTIONS, evaluation_metrics, headline, log_alert,
                                               log_evaluation)
@@ -32,7 +33,7 @@ from melanoma_lab.tracking.identity import finished_twin, make_tracker, override
 from melanoma_lab.tracking.lineage import log_inputs
 from melanoma_lab.tracking.run import RunTracker, flatten
 from melanoma_lab.runtime import runtime, seed_everything
-from melanoma_lab.training.fit import TrainingRecipe, best_epoch, train_model
+from melanoma_lab.training.fit import TrainingRecipe, train_model
 from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
 
         final_step = len(history["loss"])
         results: dict[str, float] = {}
+        scored = {}  # prefix -> its evaluation
         splits = [("val", data.validation)] + [(prefix, part) for prefix, part in
                                                (("fold", data.held_out), ("test", data.test)) if part is not None]
         input_check = InputCheck.fit(data.train.images, data.validation.images, cfg.evaluation.ood_flag_rate,
@@ -150,7 +152,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
                             fixed_specificity=cfg.evaluation.fixed_specificity,
                             fixed_sensitivity=cfg.evaluation.fixed_sensitivity,
                             calibration_bins=cfg.evaluation.calibration_bins, alert_threshold=alert.threshold)
-            result = score(part.labels, probabilities)
+            result = scored[prefix] = score(part.labels, probabilities)
             log_subgroups(tracker, prefix, part.files, part.labels, probabilities, data.classes,
                           cfg.dataset.melanoma_class, alert.threshold, cfg.evaluation)
             metrics = evaluation_metrics(result, prefix, history)
@@ -162,9 +164,13 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
                 write_atomically(output_dir / HELD_OUT_PREDICTIONS,
                                  predictions.assign(alert_threshold=alert.threshold).to_csv(index=False))
             results |= metrics
-        best = best_epoch(history, cfg.trainer.monitor, first=min(cfg.trainer.head_epochs, final_step - 1))
-        results["train_val_accuracy_gap"] = history["accuracy"][best] - history["val_accuracy"][best]
-        tracker.log_metrics({"train_val_accuracy_gap": results["train_val_accuracy_gap"]}, step=final_step)
+        # the over-fitting gap: the evaluated weights and views on the original training images, not Keras' running
+        # accuracy on augmented, generated, dropout-on batches (evaluation.fit_gap)
+        trained = clean_train_metrics(model, data.train, cfg.dataset.batch_size, cfg.evaluation.tta,
+                                      cfg.evaluation.train_pass_images, cfg.trainer.seed)
+        trained |= gaps(trained, scored["val"].metrics)
+        tracker.log_metrics(trained, step=final_step)
+        results |= trained
         if cfg.tracking.log_model:
             metadata = model_metadata(cfg.dataset, cfg.evaluation, data.classes, alert) | input_check.metadata()
             tracker.log_model(lambda: log_classifier(model, data.validation.images[0], metadata))

@@ -20,6 +20,7 @@ from melanoma_lab.errors import ConfigError
 from melanoma_lab.config.plugins import build
 from melanoma_lab.data.pipeline import PreparedData
 from melanoma_lab.evaluation import registry
+from melanoma_lab.evaluation.inference import predict_probabilities, tta_mode
 from melanoma_lab.runtime import runtime, set_precision
 from melanoma_lab.tracking.provenance import runtime_tags
 from melanoma_lab.tracking.epochs import EpochLogger
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 class TrainingRecipe(NamedTuple):
     """The config groups that build and fit a model, and nothing else of a composed config (``dataset`` for its
-    ``image_size`` and ``batch_size``): an orchestrator picks them by name, ``TrainingRecipe(*map(cfg.get,
+    ``image_size`` and ``batch_size``; ``evaluation`` for its ``tta``: each epoch is validated, hence selected,
+    with the views that score the final model): an orchestrator picks them by name, ``TrainingRecipe(*map(cfg.get,
     TrainingRecipe._fields))``."""
 
     model: DictConfig
@@ -41,6 +43,7 @@ class TrainingRecipe(NamedTuple):
     augmentation: DictConfig | None
     trainer: DictConfig
     dataset: DictConfig
+    evaluation: DictConfig
 
 
 def build_loss(loss: DictConfig) -> keras.losses.Loss:
@@ -65,19 +68,22 @@ def best_epoch(history: dict[str, list[float]], monitor: str, first: int = 0) ->
 
 
 class ValidationMetrics(keras.callbacks.Callback):
-    """One prediction pass over the validation images per epoch, adding ``val_loss`` and ``val_<name>`` of each
-    epoch metric of the registry (``val_accuracy``, ``val_balanced_accuracy``...) to the epoch's logs for the
-    callbacks after it."""
+    """One prediction of the validation images per epoch, averaged over the ``tta`` views
+    (:func:`melanoma_lab.evaluation.inference.predict_probabilities`, as the final evaluation scores them), adding
+    ``val_loss`` and ``val_<name>`` of each epoch metric of the registry (``val_accuracy``,
+    ``val_balanced_accuracy``...) to the epoch's logs for the callbacks after it (early stopping, checkpoint: the
+    epoch selection)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, loss: keras.losses.Loss,
-                 batch_size: int):
+                 batch_size: int, tta: str):
         super().__init__()
         self.images, self.labels, self.batch_size, self.loss = images, labels, batch_size, loss
+        self.tta = tta_mode(tta)
         self.one_hot = np.eye(num_classes, dtype=np.float32)[labels]
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         with runtime().local_prediction(self.model) as model:
-            probabilities = model.predict(self.images, batch_size=self.batch_size, verbose=0)
+            probabilities = predict_probabilities(model, self.images, self.batch_size, self.tta)
         if logs is not None:
             logs["val_loss"] = float(self.loss(self.one_hot, probabilities))
             epoch = [metric for metric in registry.computed() if registry.EPOCH in metric.shown]
@@ -140,7 +146,7 @@ def training_inputs(recipe: TrainingRecipe, data: PreparedData, loss: keras.loss
     train_ds = make_dataset(data.train, num_classes, batch, True, seed, build_augmentation(recipe.augmentation, seed))
     train_ds = runtime().training_batches(train_ds, batch)  # what this process feeds (all of it, but multi_worker)
     validation = ValidationMetrics(data.validation.images.astype(np.float32), data.validation.labels, num_classes,
-                                   loss, batch)
+                                   loss, batch, recipe.evaluation.tta)
     return train_ds, validation, data.class_weight
 
 
