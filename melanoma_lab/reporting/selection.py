@@ -48,6 +48,7 @@ class Study:
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, experiment, seed, reason
     melanoma_class: str | None = None  # the dataset's melanoma label (param dataset.melanoma_class of the runs)
     frequent_class_images: int = 10  # intervals and verdicts: balanced accuracy over classes with this many images
+    decisions: pd.DataFrame | None = None  # images that informed a recipe decision (reporting.decisions)
 
     @property
     def melanoma_index(self) -> int | None:
@@ -112,7 +113,10 @@ def _download_table(client: MlflowClient, run_id: str, path: str) -> pd.DataFram
 
 
 def load_study(client: MlflowClient, name: str) -> Study:
-    """The runs the study launched (see :func:`select_runs`), with their predictions and history."""
+    """The runs the study launched (see :func:`select_runs`), with their predictions and history, and the images
+    that informed a recipe decision (:mod:`melanoma_lab.reporting.decisions`)."""
+    from melanoma_lab.reporting.decisions import decision_images
+
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         raise LookupError(f"no MLflow experiment named {name!r}: run the study first (make reproduce)")
@@ -150,4 +154,5 @@ def load_study(client: MlflowClient, name: str) -> Study:
                           "melanoma-lab study (tag launched_by=study): run the study (make reproduce)")
     held_out = "oof" if cross_validated else "test" if all("test" in r.predictions for r in runs) else "val"
     return Study(name, runs, classes, audit, held_out, pd.DataFrame(cv_rows), pd.DataFrame(dropped),
-                 runs[-1].params.get("dataset.melanoma_class"))
+                 runs[-1].params.get("dataset.melanoma_class"),
+                 decisions=decision_images(client, experiment.experiment_id) if cross_validated else None)
