@@ -13,6 +13,10 @@ then this writes ``ablation.md`` and ``ablation.csv`` (one table per group of ru
 ``conf/`` and its ``key=value`` overrides, as for every command (:mod:`melanoma_lab.config.arguments`).
 ``--baseline dataset.colour_constancy_power=null`` (repeatable) makes the run with those overrides the reference,
 e.g. once a recipe decision was taken on earlier rows and the next ingredient is ablated from the new recipe.
+``--record-decision TEXT`` (e.g. ``"m5: colour constancy off"``) tags every run compared in the tables (not a run
+alone on its folds) with ``informed_decision=TEXT``: a recipe was chosen on their out-of-fold images, and the study
+report then gives the final recipe's out-of-fold scores without those images too
+(:mod:`melanoma_lab.reporting.decisions`).
 ``--experiment m5 --experiment m6`` compares two recipes on identical folds (same seed, folds and data), m5 the
 reference. Parents that ran the shift check show the worst drop per shift family beside the out-of-fold scores.
 """
@@ -28,6 +32,7 @@ import pandas as pd
 
 from melanoma_lab.evaluation import registry
 from melanoma_lab.reporting.ablation import GROUP_TAGS, NOT_A_CHANGE, ablation_table, load_groups
+from melanoma_lab.reporting.decisions import DECISION_TAG, record_decision
 
 SHIFT = "shift_worst_drop_"
 
@@ -93,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", action="append", default=[], metavar="KEY=VALUE",
                         help="the reference run overrides this beyond the common overrides (repeatable)")
     parser.add_argument("--out", type=Path, default=None, help="default: study.reports_dir/<study>")
+    parser.add_argument("--record-decision", default=None, metavar="TEXT",
+                        help="a recipe decision is taken on these tables: tag their runs informed_decision=TEXT (the "
+                             "study report then also scores the final recipe without their out-of-fold images)")
     args, cfg = parse_with_config(parser, argv)
     study = args.study or cfg.study.name
     args.baseline = [item.lstrip("+~") for item in args.baseline]  # as the runs' override tags spell the keys
@@ -104,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(keys)) < len(keys) or any(key.startswith(NOT_A_CHANGE) for key in keys):
         parser.error(f"--baseline names each key once, and not {', '.join(NOT_A_CHANGE)} keys (where runs go, "
                      f"not what they compute); got {' '.join(args.baseline)}")
+    if args.record_decision is not None and not args.record_decision.strip():
+        parser.error("--record-decision takes what was decided, e.g. 'm5: colour constancy off'")
     try:
         client = MlflowClient(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir))
         groups = load_groups(client, study, tuple(args.experiment),
@@ -121,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     write_atomically(out / "ablation.csv", rows.to_csv(index=False))
     print(text)
     print(f"written to {out / 'ablation.md'} and {out / 'ablation.csv'}")
+    if args.record_decision:
+        runs = [arm.run_id for arms in groups.values() if len(arms) > 1 for arm in arms]  # compared, not alone
+        changed = record_decision(client, runs, args.record_decision)
+        print(f"tagged {len(changed)} of {len(runs)} runs {DECISION_TAG}={args.record_decision!r}")
     return 0
 
 

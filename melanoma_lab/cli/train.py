@@ -33,6 +33,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> float | No
     from melanoma_lab.study.crossval import run_cross_validation
     from melanoma_lab.study.ensemble import check_ensemble
     from melanoma_lab.study.experiment import run_experiment
+    from melanoma_lab.study.objective import sweep_objective
     from melanoma_lab.study.tuning import run_search
 
     check_ensemble(cfg.study, cfg.tracking)  # study.ensemble=true without cross-validation would be silently ignored
@@ -41,10 +42,9 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> float | No
     else:
         run = run_cross_validation if cfg.study.cv_folds > 1 else run_experiment
     results = run(cfg, output_dir, overrides, parent_run_id=parent_run_id())
-    prefix = "cv_mean_" if cfg.study.cv_folds > 1 else ""
     print(f"[{cfg.name}] " + summary_line(results, cross_validated=cfg.study.cv_folds > 1))
-    # the sweepers' objective: the held-out fold's score when the fold was only scored (nested CV)
-    return results.get(prefix + "fold_balanced_accuracy", results.get(prefix + "val_balanced_accuracy"))
+    # the sweepers' objective: (inner) validation by default, never silently the outer folds (study/objective.py)
+    return sweep_objective(results, cfg.study.sweep_objective, cross_validated=cfg.study.cv_folds > 1)
 
 
 app = hydra_command(train)

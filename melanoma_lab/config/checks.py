@@ -47,6 +47,8 @@ CHECKS: list[Check] = [
     ("optimizer.ema_momentum", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     ("study.seeds", lambda v: len(v) >= 1, "must list at least one seed"),
     ("study.cv_folds", lambda v: v >= 1, "must be at least 1 (1: one train/validation split)"),
+    ("study.sweep_objective", lambda v: v in ("val", "fold"),
+     "must be val (inner validation: the default) or fold (the outer folds, then scored only by Test or new folds)"),
     ("study.bootstrap_samples", lambda v: v >= 100, "must be at least 100"),
     ("study.confidence", lambda v: 0.5 <= v < 1.0, "must be in [0.5, 1)"),
     ("audit.conflict_policy", lambda v: v in ("warn", "drop", "fail"), "must be warn, drop or fail"),

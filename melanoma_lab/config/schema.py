@@ -123,6 +123,7 @@ class StudyConfig:
     calibration_fraction: float = MISSING  # CV with ensemble: share of Train held out before the folds, where the
     #                                        ensemble's own probabilities choose its alert threshold (0: member OOF)
     shift_check: bool = MISSING  # CV: score the out-of-fold images again under evaluation.shifts (shift_check.py)
+    sweep_objective: str = MISSING  # what a Hydra sweeper optimises: val (inner validation) | fold (outer folds)
     bootstrap_samples: int = MISSING
     confidence: float = MISSING
     reports_dir: str = MISSING

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from melanoma_lab.evaluation import plots
 from melanoma_lab.data.audit import summary as audit_summary
+from melanoma_lab.reporting.decisions import DECISION_TAG, TITLE as SELECTION_TITLE, selection_note, selection_table
 from melanoma_lab.reporting.selection import Study
 from melanoma_lab.reporting.statistics import probabilities
 from melanoma_lab.data.staging import write_atomically
@@ -86,6 +87,9 @@ def write_report(study: Study, out_dir: Path, samples: int = 1000, confidence: f
     if len(cv_table):
         tables["Cross-validation (mean ± sd over folds; OOF: out-of-fold predictions; ensemble: the fold ensemble's "
                f"own numbers with {confidence:.0%} group-bootstrap intervals)"] = cv_table
+    if study.held_out == "oof":
+        tables[SELECTION_TITLE] = selection_table(study)
+    notes = {"Full vs clean Test": CLEAN_NOTE, SELECTION_TITLE: selection_note(study)}
     lines = conclusions(study, comparisons(study, samples, confidence))
     images = {}
     for name, figure in figures(study).items():
@@ -99,15 +103,16 @@ def write_report(study: Study, out_dir: Path, samples: int = 1000, confidence: f
              f"{', '.join(study.experiments)}; held-out data: {held}.")
     runs = pd.DataFrame([{"experiment": r.experiment, "seed": r.seed, "run_id": r.run_id,
                           "config_hash": r.tags.get("config_hash", ""),
-                          "code_version": r.tags.get("code_version", "not logged")} for r in study.runs])
+                          "code_version": r.tags.get("code_version", "not logged"),
+                          "informed a decision": r.tags.get(DECISION_TAG, "")} for r in study.runs])
     left_out = ["## Runs left out", "", study.dropped.to_markdown(index=False), ""] if len(study.dropped) else []
     runtime = runtime_table(study)
     md = [f"# Study report: {study.name}", "", intro, "", "## Hardware and runtime", "",
           runtime.to_markdown(index=False), "", INTERVAL_NOTE, ""]
     for title, table in tables.items():
         md += [f"## {title}", "", table.to_markdown(index=False), ""]
-        if title == "Full vs clean Test":
-            md += [CLEAN_NOTE, ""]
+        if title in notes:
+            md += [notes[title], ""]
     md += ["## Conclusions", "", *[f"- {line}" for line in lines], "", "## Learning curves (mean over seeds)", "",
            "![learning curves](learning_curves.png)", "", "## Confusion matrices (summed over seeds)", "",
            "![confusion matrices](confusion_matrices.png)", "", "## Per-class recall", "",
@@ -120,8 +125,8 @@ def write_report(study: Study, out_dir: Path, samples: int = 1000, confidence: f
             f"<p>{html.escape(INTERVAL_NOTE)}</p>"]
     for title, table in tables.items():
         body += [f"<h2>{html.escape(title)}</h2>", table.to_html(index=False, border=0)]
-        if title == "Full vs clean Test":
-            body.append(f"<p>{html.escape(CLEAN_NOTE)}</p>")
+        if title in notes:
+            body.append(f"<p>{html.escape(notes[title])}</p>")
     body += ["<h2>Conclusions</h2><ul>", *[f"<li>{_md_bold(html.escape(line))}</li>" for line in lines], "</ul>"]
     for title, name in (("Learning curves", "learning_curves.png"), ("Confusion matrices", "confusion_matrices.png"),
                         ("Per-class recall", "per_class_recall.png")):

@@ -21,6 +21,8 @@ from mlflow.tracking import MlflowClient
 
 RUNTIME_TAGS = ("code_version", "runtime.device", "runtime.cpu_cores", "runtime.keras_backend", "runtime.precision")
 OOF_FILE = "oof_predictions.csv"  # a cross-validation parent's out-of-fold predictions (melanoma_lab.study.oof)
+DECISION_TAG = "informed_decision"  # a run whose out-of-fold scores a recipe decision was read from
+DECISION_COLUMNS = ["path", "decision", "run_id"]
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
 
 
@@ -48,6 +50,7 @@ class Study:
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, experiment, seed, reason
     melanoma_class: str | None = None  # the dataset's melanoma label (param dataset.melanoma_class of the runs)
     frequent_class_images: int = 10  # intervals and verdicts: balanced accuracy over classes with this many images
+    decisions: pd.DataFrame | None = None  # images that informed a recipe decision (reporting.decisions)
 
     @property
     def melanoma_index(self) -> int | None:
@@ -111,8 +114,23 @@ def _download_table(client: MlflowClient, run_id: str, path: str) -> pd.DataFram
     return pd.read_csv(client.download_artifacts(run_id, path))
 
 
+def decision_images(client: MlflowClient, experiment_id: str) -> pd.DataFrame:
+    """One row per (image, decision run): the out-of-fold images of the FINISHED runs tagged ``informed_decision``
+    in the MLflow experiment (the images a recipe decision was read from: :mod:`melanoma_lab.reporting.decisions`) (``path``, ``decision``, ``run_id``)."""
+    query = f"attributes.status = 'FINISHED' and tags.{DECISION_TAG} != ''"
+    tables = []
+    for run in client.search_runs([experiment_id], query, max_results=5000):
+        run_id = run.info.run_id
+        if OOF_FILE not in {a.path for a in client.list_artifacts(run_id)}:
+            continue
+        paths = pd.read_csv(client.download_artifacts(run_id, OOF_FILE), usecols=["path"])["path"]
+        tables.append(pd.DataFrame({"path": paths, "decision": run.data.tags[DECISION_TAG], "run_id": run_id}))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=DECISION_COLUMNS)
+
+
 def load_study(client: MlflowClient, name: str) -> Study:
-    """The runs the study launched (see :func:`select_runs`), with their predictions and history."""
+    """The runs the study launched (see :func:`select_runs`), with their predictions and history, and the images
+    that informed a recipe decision (:mod:`melanoma_lab.reporting.decisions`)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         raise LookupError(f"no MLflow experiment named {name!r}: run the study first (make reproduce)")
@@ -150,4 +168,5 @@ def load_study(client: MlflowClient, name: str) -> Study:
                           "melanoma-lab study (tag launched_by=study): run the study (make reproduce)")
     held_out = "oof" if cross_validated else "test" if all("test" in r.predictions for r in runs) else "val"
     return Study(name, runs, classes, audit, held_out, pd.DataFrame(cv_rows), pd.DataFrame(dropped),
-                 runs[-1].params.get("dataset.melanoma_class"))
+                 runs[-1].params.get("dataset.melanoma_class"),
+                 decisions=decision_images(client, experiment.experiment_id) if cross_validated else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from mlflow.entities import Run
@@ -41,8 +42,10 @@ def rare_classes(client: MlflowClient, run: Run) -> dict[str, int]:
     return {name: int(count) for name, count in counts.items() if int(count) < RARE_IMAGES}
 
 
-def model_card(client: MlflowClient, run: Run, metadata: dict, name: str, version: str) -> str:
-    """The Markdown card of model ``name`` version ``version``, logged by ``run`` with ``metadata``."""
+def model_card(client: MlflowClient, run: Run, metadata: dict, name: str, version: str,
+               chosen: Sequence[str] = ()) -> str:
+    """The Markdown card of model ``name`` version ``version``, logged by ``run`` with ``metadata``; ``chosen``: the
+    lines on how it was picked among runs, after its numbers (:func:`melanoma_lab.serving.selection.selection_lines`)."""
     tags, metrics = run.data.tags, run.data.metrics
     overrides = (_artifact(client, run.info.run_id, "config/overrides.txt") or "").split()
     threshold = metadata.get("melanoma_alert_threshold")
@@ -76,7 +79,7 @@ def model_card(client: MlflowClient, run: Run, metadata: dict, name: str, versio
     lines += [f"| {label} | {value:.3f}{interval} |" for label, value, interval in quoted] or ["| (none logged) | |"]
     lines += ["", "Point estimates as logged, with a percentile bootstrap interval over the split's groups (copies "
               "and one lesion's images drawn together, `study.confidence`) where one was logged; the study report "
-              "(`melanoma-lab report`) gives the others.", "", "## Known limits", ""]
+              "(`melanoma-lab report`) gives the others.", *chosen, "", "## Known limits", ""]
     rare = rare_classes(client, run)
     if rare:
         lines.append("- classes with fewer than 10 training images are not reliable and their recall is not "

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import keras
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lab.evaluation import plots
@@ -20,6 +21,7 @@ from melanoma_lab.components.callbacks import TENSORBOARD
 from melanoma_lab.config.schema import validate
 from melanoma_lab.data.contamination import clean_test_metrics
 from melanoma_lab.data.overlap import FINGERPRINTS, training_fingerprints
+from melanoma_lab.data.pipeline import PreparedData
 from melanoma_lab.evaluation.fit_gap import clean_train_metrics, gaps
 from melanoma_lab.evaluation.metrics import calibrate_alert, evaluate
 from melanoma_lab.study.evaluation_log import (HELD_OUT_PREDICTIONS, evaluation_metrics, headline, log_alert,
@@ -57,6 +59,17 @@ def resume_or_restart(resume: bool, tracker: RunTracker, identity: dict[str, str
         log.warning("run(s) %s of this config left an epoch backup (interrupted, or still running); starting over "
                     "in a new run (trainer.resume=true continues the newest interrupted run instead)", ", ".join(left))
     shutil.rmtree(backups / UNTRACKED, ignore_errors=True)  # without tracking there is no run id to tell them apart
+
+
+def frequent_classes(data: PreparedData, min_images: int) -> np.ndarray:
+    """Indices of the classes with at least ``min_images`` of the run's labelled images (training split before
+    rebalancing, validation and held-out fold: for a fold run, every image of the cross-validation, whose out-of-fold
+    balanced accuracy averages over the same classes): one fixed set for every split the run scores."""
+    counts = np.array([data.counts_before[c] for c in data.classes])
+    for part in (data.validation, data.held_out):
+        if part is not None:
+            counts += np.bincount(part.labels, minlength=len(data.classes))
+    return np.flatnonzero(counts >= min_images)
 
 
 def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None,
@@ -136,6 +149,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
         final_step = len(history["loss"])
         results: dict[str, float] = {}
         scored = {}  # prefix -> its evaluation
+        frequent = frequent_classes(data, cfg.evaluation.frequent_class_images)
         splits = [("val", data.validation)] + [(prefix, part) for prefix, part in
                                                (("fold", data.held_out), ("test", data.test)) if part is not None]
         input_check = InputCheck.fit(data.train.images, data.validation.images, cfg.evaluation.ood_flag_rate,
@@ -151,7 +165,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, overrides: list[str]
             score = partial(evaluate, classes=data.classes, melanoma_class=cfg.dataset.melanoma_class,
                             fixed_specificity=cfg.evaluation.fixed_specificity,
                             fixed_sensitivity=cfg.evaluation.fixed_sensitivity,
-                            calibration_bins=cfg.evaluation.calibration_bins, alert_threshold=alert.threshold)
+                            calibration_bins=cfg.evaluation.calibration_bins, alert_threshold=alert.threshold,
+                            frequent=frequent)  # <prefix>_balanced_accuracy_frequent: the sweepers' objective
             result = scored[prefix] = score(part.labels, probabilities)
             log_subgroups(tracker, prefix, part.files, part.labels, probabilities, data.classes,
                           cfg.dataset.melanoma_class, alert.threshold, cfg.evaluation)
