@@ -74,3 +74,27 @@ def test_a_keras_layer_argument_is_checked_when_the_stack_is_built():
     validate(cfg)  # Keras' own arguments are known only once Keras is imported
     with pytest.raises(ConfigError, match=r"augmentation.flip \(keras.layers.RandomFlip\): .*modee"):
         build_augmentation(cfg.augmentation, seed=1)
+
+
+def test_model_and_optimizer_are_built_through_the_one_build_path(tiny_cfg):
+    """An optimizer argument Keras does not take is a ConfigError naming the optimizer and the key (it was Keras' own
+    traceback from a raw instantiate); the learning rate the run computes replaces the node's number."""
+    from melanoma_lab.training.fit import compile_model
+    from tests.conftest import training_recipe
+
+    with pytest.raises(ConfigError, match=r"optimizer \(keras.optimizers.Adam\).*betaa_1"):
+        compile_model(training_recipe(tiny_cfg("+optimizer.betaa_1=0.8")), 9, steps=2)
+    model, _ = compile_model(training_recipe(tiny_cfg("optimizer.learning_rate=0.005", "lr_schedule=constant")), 9,
+                             steps=2)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.005)
+
+
+def test_build_replaces_arguments_and_can_leave_the_call_unmade():
+    import functools
+
+    from melanoma_lab.config.plugins import build
+
+    node = {"_target_": "builtins.dict", "a": 1}
+    assert build(node, "x", replace={"a": 2}) == {"a": 2}
+    made_later = build(node, "x", partial=True)
+    assert isinstance(made_later, functools.partial) and made_later(b=3) == {"a": 1, "b": 3}

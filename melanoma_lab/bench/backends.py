@@ -77,13 +77,13 @@ def train_plain(arrays: Path, epochs: int) -> dict[str, Any]:
     """One timed ``fit`` of the M1 CNN on ``arrays`` under this process's Keras backend (float32)."""
     started = time.perf_counter()
     import keras
-    from hydra.utils import instantiate
+    from melanoma_lab.config.plugins import build
 
     (x, y), validation = (load_arrays(arrays, split) for split in SPLITS)
     num_classes = int(max(y.max(), validation[1].max())) + 1
     cfg = compose(["experiment=m1"])
     keras.utils.set_random_seed(SEED)
-    model = instantiate(cfg.model, input_shape=x.shape[1:], num_classes=num_classes, _convert_="all")
+    model = build(cfg.model, "model", input_shape=x.shape[1:], num_classes=num_classes)
     model.compile(optimizer=keras.optimizers.Adam(cfg.optimizer.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
     timer = FitTimer(started)

@@ -50,7 +50,7 @@ def train_seed_pipeline(recipe: TrainingRecipe, train_dir: Path, epochs: int) ->
     ``recipe`` as layers in front of its model, plain fit; returns Keras' history."""
     import keras
     import tensorflow as tf
-    from hydra.utils import instantiate
+    from melanoma_lab.config.plugins import build
 
     from melanoma_lab.components.augmentation import build_augmentation
 
@@ -60,7 +60,7 @@ def train_seed_pipeline(recipe: TrainingRecipe, train_dir: Path, epochs: int) ->
     num_classes = len(train.class_names)
     train = train.cache().shuffle(1000, seed=SEED).prefetch(tf.data.AUTOTUNE)
     validation = validation.cache().prefetch(tf.data.AUTOTUNE)
-    model = instantiate(recipe.model, input_shape=(SIZE, SIZE, 3), num_classes=num_classes, _convert_="all")
+    model = build(recipe.model, "model", input_shape=(SIZE, SIZE, 3), num_classes=num_classes)
     augmentation = build_augmentation(recipe.augmentation, SEED)
     if augmentation is not None:
         model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), augmentation, model])
@@ -119,7 +119,7 @@ def time_scaling(data: str | None, workdir: Path, factors: tuple[int, ...] = (1,
     """Seconds of one M1 training epoch (melanoma_lab pipeline) on the training images repeated 1x, 2x, 4x."""
     import keras
     import numpy as np
-    from hydra.utils import instantiate
+    from melanoma_lab.config.plugins import build
 
     from melanoma_lab.data.batches import make_dataset
     from melanoma_lab.data.pipeline import DecodedImages, decode
@@ -134,8 +134,7 @@ def time_scaling(data: str | None, workdir: Path, factors: tuple[int, ...] = (1,
     for factor in factors:
         data_x = DecodedImages(np.concatenate([base.images] * factor), np.concatenate([base.labels] * factor),
                                base.files, {})
-        model = instantiate(cfg.model, input_shape=(SIZE, SIZE, 3), num_classes=len(catalog.classes),
-                            _convert_="all")
+        model = build(cfg.model, "model", input_shape=(SIZE, SIZE, 3), num_classes=len(catalog.classes))
         model.compile(optimizer="adam", loss="categorical_crossentropy")
         dataset = make_dataset(data_x, len(catalog.classes), BATCH, True, SEED)
         model.fit(dataset.take(2), verbose=0)  # build and warm up the graph

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from melanoma_lab.errors import ConfigError
+from melanoma_lab.errors import ConfigError, UserError
 
 HEAVY = ("keras", "tensorflow", "tf_keras", "keras_tuner")  # importing these loads TensorFlow: checked when built
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
@@ -201,9 +201,12 @@ def accepts(target: Any, name: str) -> bool:
     return name in named or takes_any
 
 
-def build(node: DictConfig | dict, where: str, **context: Any) -> Any:
+def build(node: DictConfig | dict, where: str, *, partial: bool = False, replace: dict[str, Any] | None = None,
+          **context: Any) -> Any:
     """Call ``node``'s target with its keys and those of ``context`` its signature takes (e.g. ``seed``,
-    ``num_classes``). A heavy target is checked here, and any argument it refuses is a ConfigError naming ``where``."""
+    ``num_classes``); ``replace`` sets arguments over the node's own (the optimizer's learning-rate schedule over
+    its peak rate); ``partial`` returns the call unmade (``functools.partial``). A heavy target is checked here, and
+    any argument it refuses is a ConfigError naming ``where``; a user error the target raises keeps its message."""
     spec = _plain(node)
     target = resolve(spec["_target_"], where)
     if is_heavy(spec["_target_"]):
@@ -213,12 +216,12 @@ def build(node: DictConfig | dict, where: str, **context: Any) -> Any:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    given = {k: v for k, v in context.items() if k not in spec and accepts(target, k)}
+    given = {k: v for k, v in context.items() if k not in spec and accepts(target, k)} | dict(replace or {})
     try:
-        return instantiate(spec, _convert_="all", **given)
+        return instantiate(spec, _convert_="all", _partial_=partial, **given)
     except InstantiationException as error:
         cause = error.__cause__
-        if isinstance(cause, ConfigError):
+        if isinstance(cause, UserError):  # a ConfigError, or the target's own (missing data: what to do)
             raise cause from None
         if not isinstance(cause, (TypeError, ValueError, NotImplementedError)):
             raise

@@ -8,14 +8,13 @@ set are here; CSV manifests (HAM10000, ISIC 2019, your own) in :mod:`melanoma_la
 
 from __future__ import annotations
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from melanoma_lab.config.plugins import build
 from melanoma_lab.data import synthetic as synthetic_data
 from melanoma_lab.data.catalog import IMAGE_EXTENSIONS, Catalog, scan
 from melanoma_lab.data.synthetic import ISIC_CLASSES
-from melanoma_lab.errors import ConfigError, UserError
+from melanoma_lab.errors import ConfigError
 
 
 def class_folders(root: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Catalog:
@@ -40,12 +39,7 @@ def load_catalog(dataset: DictConfig) -> Catalog:
         raise ConfigError(f"dataset {dataset.get('name')!r} has no source._target_: name a source function in "
                           "conf/dataset/<name>.yaml, e.g. source: {_target_: melanoma_lab.data.sources.class_folders, "
                           "root: ${..root}}")
-    try:
-        catalog = instantiate(source, _convert_="all")
-    except InstantiationException as error:
-        if isinstance(error.__cause__, UserError):  # the source's own message says what to do (missing data...)
-            raise error.__cause__ from None
-        raise ConfigError(f"dataset.source ({source._target_}): {error}") from error
+    catalog = build(source, "dataset.source")  # a UserError of the source's says what to do (missing data...)
     if not isinstance(catalog, Catalog):
         raise ConfigError(f"dataset.source._target_={source._target_} returned {type(catalog).__name__}, not a "
                           "Catalog: a dataset source returns melanoma_lab.data.catalog.Catalog")

@@ -18,10 +18,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 
+from melanoma_lab.config.plugins import build
 from melanoma_lab.evaluation import registry
 
 Shift = Callable[[np.ndarray], np.ndarray]  # (n, h, w, 3) uint8 -> (n, h, w, 3) uint8
@@ -73,7 +73,7 @@ def build_shifts(shifts: DictConfig | dict | None) -> dict[tuple[str, str], Shif
     for family, members in (shifts or {}).items():
         for name, node in (members or {}).items():
             if node is not None:
-                built[(str(family), str(name))] = instantiate(node, _partial_=True)
+                built[(str(family), str(name))] = build(node, f"evaluation.shifts.{family}.{name}", partial=True)
     return built
 
 

@@ -10,7 +10,6 @@ from typing import Any, NamedTuple
 
 import keras
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from melanoma_lab.components.augmentation import build_augmentation
@@ -125,9 +124,9 @@ def compile_model(recipe: TrainingRecipe, num_classes: int, steps: int) -> tuple
     size = recipe.dataset.image_size
     set_precision(recipe.trainer.precision)
     with runtime().scope(recipe.trainer.strategy):
-        model = instantiate(recipe.model, input_shape=(size, size, 3), num_classes=num_classes, _convert_="all")
+        model = build(recipe.model, "model", input_shape=(size, size, 3), num_classes=num_classes)
         loss = build_loss(recipe.loss)
-        optimizer = instantiate(recipe.optimizer, _partial_=True)(learning_rate=learning_rate(recipe, steps))
+        optimizer = build(recipe.optimizer, "optimizer", replace={"learning_rate": learning_rate(recipe, steps)})
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model, loss
 
@@ -213,7 +212,7 @@ def fit_head(model: keras.Model, recipe: TrainingRecipe, loss: keras.losses.Loss
         backbone.trainable = False
     optimizer = model.optimizer
     with runtime().model_scope(model):
-        head_optimizer = instantiate(recipe.optimizer, _partial_=True)(learning_rate=trainer.head_learning_rate)
+        head_optimizer = build(recipe.optimizer, "optimizer", replace={"learning_rate": trainer.head_learning_rate})
     recompile(model, loss, head_optimizer)
     if optimizer.use_ema:
         callbacks = [SwapEMAWeights(swap_on_epoch=True), *callbacks]
