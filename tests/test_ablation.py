@@ -161,3 +161,38 @@ def test_two_experiments_on_identical_folds_are_compared_with_the_first_as_refer
     assert main(["--experiment", "m5", "--experiment", "m6", "--out", str(out), f"tracking.tracking_uri={uri}"]) == 0
     text = (out / "ablation.md").read_text()
     assert "colour shift drop" in text and "| experiment=m6 |" in text and "+0.021 / +0.012" in text
+
+
+def test_the_table_states_its_noise_floor_and_how_many_intervals_it_shows(store, tmp_path):
+    """Issue 26 point 4: one training run per arm is not an effect's interval; the table says what its intervals
+    cover, the baseline's repeat-run spread beside it, and the number of intervals read together."""
+    from melanoma_lab.reporting.ablation_notes import ONE_RUN, noise_floor
+
+    uri, client, ids = store
+    out = tmp_path / "notes"
+    assert main(["--experiment", "m5", "--out", str(out), f"tracking.tracking_uri={uri}",
+                 "study.bootstrap_samples=100"]) == 0
+    sections = (out / "ablation.md").read_text().split("## m5")[1:]
+    seed1, seed2 = (next(text for text in sections if f"seed {seed}," in text) for seed in (1, 2))
+    assert "Noise floor: the baseline config ran 2 times on these folds: balanced accuracy 0.600-0.600" in seed1
+    assert "Multiplicity: 4 intervals at 95% each" in seed1 and "(Bonferroni), each would need 98.75%" in seed1
+    assert "resampling images one by one (no split group logged" in seed1  # these runs logged no group
+    assert "Noise floor from the baseline config on seeds 1, 2" in seed2  # its own folds: the other seed's baseline
+    (alone,) = load_groups(client, "melanoma-study", "m5")[tuple({**SAME_FOLDS, "seed": "2"}.values())]
+    assert noise_floor("k", {"k": ablation_table([alone], 10, 50, 0.95)}) == ONE_RUN
+
+
+def test_differences_resample_the_split_groups_when_the_runs_logged_them():
+    from melanoma_lab.reporting.ablation import paired_deltas
+
+    groups = [f"lesion{i // 4}" for i in range(len(LABELS))]  # 4 images per lesion, scored alike below
+    base, other = _oof(0.6, 0).assign(group=groups), _oof(0.9, 1).assign(group=groups)
+    lesion_rows = np.arange(len(LABELS)) // 4 * 4  # every image scored as its lesion's first image
+    for table in (base, other):
+        table[[f"p_{c}" for c in CLASSES]] = table[[f"p_{c}" for c in CLASSES]].to_numpy()[lesion_rows]
+    grouped = paired_deltas(base, other, 0, 10, 300, 0.95)
+    images = paired_deltas(base.drop(columns="group"), other.drop(columns="group"), 0, 10, 300, 0.95)
+    width = {name: d["delta_balanced_accuracy_frequent_high"] - d["delta_balanced_accuracy_frequent_low"]
+             for name, d in (("grouped", grouped), ("images", images))}
+    assert width["grouped"] > 1.4 * width["images"]
+    assert grouped["resampled"] == f"{len(LABELS) // 4} split groups of {len(LABELS)} images"

@@ -153,6 +153,7 @@ def test_out_of_fold_predictions_without_tracking(tiny_cfg, tmp_path):
     assert set(oof["path"]) == set(load_catalog(cfg.dataset).split("train")["path"])
     assert set(oof["fold"]) == {1, 2} and 0 <= summary["oof_balanced_accuracy"] <= 1
     assert list(oof.columns[:4]) == ["path", "label", "fold", "alert_threshold"]
+    assert oof["group"].notna().all()  # the split group of each image: intervals resample these (issue 26, point 4)
 
 
 @pytest.mark.slow

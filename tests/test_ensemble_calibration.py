@@ -20,7 +20,8 @@ from melanoma_lab.evaluation.inference import predict_probabilities
 from melanoma_lab.evaluation.metrics import calibrate_alert
 from melanoma_lab.reporting.selection import Study
 from melanoma_lab.reporting.tables import cross_validation_table
-from melanoma_lab.study.calibration import MEMBER_OOF, SLICE, _replicate_rows, on_member_oof, on_slice
+from melanoma_lab.evaluation.bootstrap import replicate_rows
+from melanoma_lab.study.calibration import MEMBER_OOF, SLICE, on_member_oof, on_slice
 from melanoma_lab.study.preparation import decode_split, load_audited_data, split_labelled
 from melanoma_lab.tracking.identity import run_identity
 from melanoma_lab.tracking.store import tracking_uri
@@ -70,7 +71,7 @@ def test_without_a_slice_the_threshold_comes_from_member_oof_and_says_so():
 
 def test_bootstrap_replicates_draw_whole_groups():
     groups = np.array(["a", "b", "b", "c", "c", "c"])
-    for rows in _replicate_rows(groups, 20, seed=3):
+    for rows in replicate_rows(groups, 20, 3):
         drawn = pd.Series(groups[rows]).value_counts()
         assert all(count % {"a": 1, "b": 2, "c": 3}[g] == 0 for g, count in drawn.items())
         assert len(rows) == drawn.sum() and len(set(groups[rows])) <= 3

@@ -32,6 +32,7 @@ import pandas as pd
 
 from melanoma_lab.evaluation import registry
 from melanoma_lab.reporting.ablation import GROUP_TAGS, NOT_A_CHANGE, ablation_table, load_groups
+from melanoma_lab.reporting.ablation_notes import multiplicity, noise_floor, resampling
 from melanoma_lab.reporting.decisions import DECISION_TAG, record_decision
 
 SHIFT = "shift_worst_drop_"
@@ -57,11 +58,13 @@ def _shift_cell(row: pd.Series, family: str) -> str:
     return " / ".join("n/a" if drop is None or pd.isna(drop) else f"{drop:+.3f}" for drop in drops)
 
 
-def render(key: tuple, table: pd.DataFrame, confidence: float) -> str:
+def render(key: tuple, table: pd.DataFrame, confidence: float, floor: str) -> str:
     """A markdown section: which runs, then one line per run with its differences from the baseline and, where
-    the runs had the shift check, the worst drop of each gated metric of the registry per shift family."""
+    the runs had the shift check, the worst drop of each gated metric of the registry per shift family; after it
+    the noise floor (``floor``: :func:`noise_floor`) and the multiplicity note."""
     what = ", ".join(f"{tag} {value}" for tag, value in zip(GROUP_TAGS, key) if value)
-    ci = f"{confidence:.0%} bootstrap CI over images"
+    drawn = resampling(table)
+    ci = f"{confidence:.0%} bootstrap CI" + (f" resampling {drawn}" if drawn else "")
     families = _shift_families(table)
     gated = [registry.METRICS[name].label for name in registry.names(registry.SHIFT_GATE)]
     lines = [f"## {key[0]}: {what}", "",
@@ -79,7 +82,8 @@ def render(key: tuple, table: pd.DataFrame, confidence: float) -> str:
                      f"{_difference(row, 'melanoma_roc_auc')} | {row['alert_sensitivity']:.3f} | "
                      f"{row['alert_specificity']:.3f} | " + "".join(f"{_shift_cell(row, f)} | " for f in families)
                      + f"{row['fold_seconds']:.0f} | {row['run_id'][:8]} |")
-    return "\n".join(lines) + "\n"
+    notes = [note for note in (floor, multiplicity(table, confidence)) if note]
+    return "\n".join(lines + [line for note in notes for line in ("", note)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = args.out or Path(cfg.study.reports_dir) / study
     out.mkdir(parents=True, exist_ok=True)
-    text = f"# Ablations of {study}\n\n" + "\n".join(render(k, t, cfg.study.confidence) for k, t in tables.items())
+    text = f"# Ablations of {study}\n\n" + "\n".join(render(k, t, cfg.study.confidence, noise_floor(k, tables))
+                                                     for k, t in tables.items())
     write_atomically(out / "ablation.md", text)
     rows = pd.concat([t.assign(**dict(zip(GROUP_TAGS, k))) for k, t in tables.items()], ignore_index=True)
     write_atomically(out / "ablation.csv", rows.to_csv(index=False))

@@ -38,6 +38,7 @@ HEADLINE = "headline"  # also logged as headline/<key>: the MLflow UI lists them
 SHIFT = "shift"  # scored under each acquisition shift (evaluation.shifts)
 SHIFT_GATE = "shift_gate"  # whose worst drop per shift family is logged
 INTERVAL = "interval"  # also logged with a bootstrap interval over split groups: <key>_ci_low, <key>_ci_high
+REPORT_INTERVAL = "report_interval"  # the study report's held-out set: seed mean with a two-level bootstrap interval
 
 # What a prefix names: (in words, short). Keys are listed prefix by prefix in this order.
 PREFIXES = {"final_val": ("validation (final epoch)", "val"),
@@ -65,7 +66,7 @@ class Scored:
     probabilities: np.ndarray
     classes: list[str] | None = None
     melanoma_class: str | None = None
-    alert_threshold: float | None = None
+    alert_threshold: float | np.ndarray | None = None  # or one per image (out of fold: each fold's own; NaN: none)
     frequent: np.ndarray | None = None  # class indices with enough images (balanced_accuracy_frequent)
     calibration_bins: int = 10
 
@@ -128,7 +129,7 @@ def _macro_f1(s: Scored) -> float:
 _ENSEMBLE = ("ensemble_calibration", "ensemble_test")  # the served ensemble's own alert: where chosen, and on Test
 _ALERT_SHOWN = {HEADLINE: ("val", "test", "oof", *_ENSEMBLE), CARD: ("test", "oof", *_ENSEMBLE),
                 TAGS: ("oof", *_ENSEMBLE), SUMMARY: ("oof", *_ENSEMBLE), CROSSVAL: ("oof", *_ENSEMBLE),
-                INTERVAL: _ENSEMBLE, SHIFT: ()}
+                INTERVAL: _ENSEMBLE, SHIFT: (), REPORT_INTERVAL: ()}
 METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("loss", None, "min", "loss", shown={EPOCH: ()},
            source="the compiled loss on the validation images, per epoch (training.fit.ValidationMetrics)"),
@@ -142,7 +143,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("balanced_accuracy_frequent", lambda s: None if s.frequent is None else
            frequent_balanced_accuracy(s.labels, s.predicted, s.frequent), "max",
            "balanced accuracy (classes with >= evaluation.frequent_class_images images)", "balanced acc (frequent)",
-           shown={SUMMARY: ("oof",), HEADLINE: ("oof",), CARD: ("oof",), SHIFT: (), SHIFT_GATE: ()}),
+           shown={SUMMARY: ("oof",), HEADLINE: ("oof",), CARD: ("oof",), SHIFT: (), SHIFT_GATE: (),
+                  REPORT_INTERVAL: ()}),
     Metric("classes_scored", lambda s: int(len(np.unique(s.labels))), "max", "classes with images scored"),
     Metric("macro_f1", _macro_f1, "max", "macro F1", shown={REPORT: (), CROSSVAL: ("val",)}),
     Metric("macro_roc_auc", _macro_roc_auc, "max", "macro ROC-AUC"),
@@ -156,7 +158,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
                                       HEADLINE: ("val", "test", "fold", "oof", "ensemble_test"),
                                       CARD: ("val", "test", "oof", "ensemble_test"), TAGS: ("oof", "ensemble_test"),
                                       CROSSVAL: ("val", "fold", "oof", "ensemble_test"), INTERVAL: ("ensemble_test",),
-                                      SHIFT: (), SHIFT_GATE: ()}),
+                                      SHIFT: (), SHIFT_GATE: (), REPORT_INTERVAL: ()}),
     Metric("ece", lambda s: expected_calibration_error(s.labels, s.probabilities, s.calibration_bins), "min",
            "expected calibration error", "ece", shown={REPORT: ()}),
     Metric("melanoma_alert_sensitivity", _alert(lambda s, alerts: _mean_where(alerts, s.is_melanoma)), "max",

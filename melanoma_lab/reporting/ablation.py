@@ -15,8 +15,11 @@ leaves the ``experiment`` tag out, each run's ``experiment=<name>`` override is 
 experiment named is the reference unless a ``baseline`` says otherwise. Where a parent ran the shift check
 (:mod:`melanoma_lab.study.shift_check`), its worst drop per shift family is a column too.
 
-Differences are paired by image (joined on path) with a bootstrap over the images: balanced accuracy over the
-classes with at least ``evaluation.frequent_class_images`` images, and melanoma-vs-rest ROC-AUC. Alert sensitivity
+Differences are paired by image (joined on path) with a bootstrap over the split's groups (copies and one lesion's
+images drawn together; images one by one for runs that logged no group, and the table says so): balanced accuracy
+over the classes with at least ``evaluation.frequent_class_images`` images, and melanoma-vs-rest ROC-AUC. Such an
+interval covers the sampling of images, not the noise of training: :mod:`melanoma_lab.reporting.ablation_notes`
+states the noise floor (repeat runs of the baseline) and how many intervals the table shows. Alert sensitivity
 and specificity are each run's own (every image at its own fold's threshold, chosen on inner validation).
 """
 
@@ -29,6 +32,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from melanoma_lab.evaluation.bootstrap import groups_of, percentile_interval, replicate_rows, resampled
 from melanoma_lab.evaluation.scores import binary_auc, frequent_balanced_accuracy
 from melanoma_lab.reporting.selection import OOF_FILE
 from melanoma_lab.reporting.statistics import common_paths, probabilities
@@ -50,6 +54,12 @@ class Arm:
     start_time: int
     melanoma_class: str | None  # the run's dataset.melanoma_class
     baseline: tuple[str, ...] = ()  # the overrides named as the reference beyond the common ones
+    overrides: tuple[str, ...] = ()  # all its own (key=value, sorted)
+
+    @property
+    def config(self) -> str:
+        """Its overrides but the seed: what a run of the same config on another seed shares with it."""
+        return " ".join(item for item in self.overrides if item.split("=", 1)[0].lstrip("+~") != "trainer.seed")
 
     @property
     def classes(self) -> list[str]:
@@ -108,7 +118,7 @@ def load_groups(client: MlflowClient, study: str, experiment: str | tuple[str, .
             oof = pd.read_csv(client.download_artifacts(run.info.run_id, OOF_FILE))
             arms.append(Arm(run.info.run_id, _changes(given, reference), oof, dict(run.data.metrics),
                             dict(run.data.tags), run.info.start_time or 0, run.data.params.get("dataset.melanoma_class"),
-                            tuple(baseline)))
+                            tuple(baseline), tuple(sorted(f"{k}={v}" for k, v in given.items()))))
         if arms and (not baseline or any(not a.changes for a in arms)):
             groups[key] = sorted(arms, key=lambda a: (bool(a.changes), a.start_time))
     if not groups:
@@ -126,7 +136,8 @@ def melanoma_auc(labels: np.ndarray, probs: np.ndarray, melanoma: int) -> float:
 def paired_deltas(base: pd.DataFrame, other: pd.DataFrame, melanoma: int | None, min_images: int, samples: int,
                   confidence: float, seed: int = 0) -> dict[str, float]:
     """``other`` minus ``base`` on the images both scored: balanced accuracy (frequent classes) and melanoma AUC,
-    each with a percentile bootstrap interval (the same image draws for both runs)."""
+    each with a percentile bootstrap interval (the same draws of split groups for both runs; of images where a run
+    logged no group), and ``resampled``, what a replicate drew."""
     paths = common_paths([base, other])
     a, b = base.set_index("path").loc[paths], other.set_index("path").loc[paths]
     labels = a["label"].to_numpy()
@@ -137,13 +148,13 @@ def paired_deltas(base: pd.DataFrame, other: pd.DataFrame, melanoma: int | None,
     scores = {"balanced_accuracy_frequent": lambda y, p: frequent_balanced_accuracy(y, p.argmax(axis=1), frequent)}
     if melanoma is not None:
         scores["melanoma_roc_auc"] = lambda y, p: melanoma_auc(y, p, melanoma)
-    draws = np.random.default_rng(seed).integers(0, len(labels), (samples, len(labels)))
-    alpha = (1 - confidence) / 2
-    out = {"images": float(len(labels))}
+    groups = groups_of([base, other], paths)
+    draws = replicate_rows(np.arange(len(labels)) if groups is None else groups, samples, seed)
+    out: dict = {"images": float(len(labels)), "resampled": resampled(groups, len(labels))}
     for name, score in scores.items():
         out[f"delta_{name}"] = score(labels, pb) - score(labels, pa)
         deltas = np.array([score(labels[i], pb[i]) - score(labels[i], pa[i]) for i in draws])
-        out[f"delta_{name}_low"], out[f"delta_{name}_high"] = np.nanquantile(deltas, [alpha, 1 - alpha])
+        out[f"delta_{name}_low"], out[f"delta_{name}_high"] = percentile_interval(deltas, confidence)
     return out
 
 
@@ -164,6 +175,8 @@ def ablation_table(arms: list[Arm], min_images: int, samples: int, confidence: f
         frequent = np.flatnonzero(np.bincount(labels, minlength=len(classes)) >= min_images)
         row = {"change": ALONE if alone else arm.name if arm is base or arm.changes else f"{BASELINE} (replicate)",
                "run_id": arm.run_id, "code_version": arm.tags.get("code_version", ""), "images": len(labels),
+               "baseline_config": arm is base or not arm.changes,  # the baseline or a repeat run of it
+               "config": arm.config,
                "balanced_accuracy_frequent": frequent_balanced_accuracy(labels, probs.argmax(axis=1), frequent),
                "frequent_classes": len(frequent),
                "melanoma_roc_auc": melanoma_auc(labels, probs, index) if index is not None else float("nan"),

@@ -23,9 +23,11 @@ from melanoma_lab.reporting.tables import (class_recall, comparisons, conclusion
                                            full_and_clean_table, results_table)
 
 INTERVAL_NOTE = ("Values are mean ± sd over seeds. Each CI is a two-level percentile bootstrap of the seed-mean: "
-                 "every replicate draws the seeds with replacement and one resample of the held-out images that is "
-                 "applied to all of them (the seeds share those images), so it includes seed-to-seed (training) "
-                 "variance and the finite held-out set, not a different split or dataset.")
+                 "every replicate draws the seeds with replacement and one resample of the held-out images' split "
+                 "groups (copies and one lesion's images drawn together) that is applied to all of them (the seeds "
+                 "share those images), so it includes seed-to-seed (training) variance and the finite held-out set, "
+                 "not a different split or dataset. Runs that logged no split group are resampled image by image "
+                 "(too narrow where images are correlated): the 'CI resamples' columns say which.")
 CLEAN_NOTE = ("Clean: the held-out images without a byte-identical or near (pHash) copy in Train "
               "(`train_twin` false in the predictions); n/a for runs that did not log that column.")
 

@@ -1,20 +1,24 @@
 """Scores and two-level bootstrap intervals over seeds that share the same held-out images.
 
 Every seed of an experiment is evaluated on the same held-out images, so the images are resampled
-jointly: one draw of image indices is applied to every seed of a bootstrap replicate, and the seeds
-themselves are drawn with replacement. The interval therefore includes training (seed-to-seed)
-variance and does not shrink as if each seed had brought new images. Tables are joined on image path
-(never on row position) and runs on seed (never on list position).
+jointly: one draw of the split's groups (:mod:`melanoma_lab.evaluation.bootstrap`: copies and one lesion's images
+together; images one by one for runs that logged no group) is applied to every seed of a bootstrap replicate, and
+the seeds themselves are drawn with replacement. The interval therefore includes training (seed-to-seed)
+variance and does not shrink as if each seed, or each copy of an image, had brought new cases. Tables are joined on
+image path (never on row position) and runs on seed (never on list position).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
+from melanoma_lab.evaluation import registry
+from melanoma_lab.evaluation.bootstrap import groups_of, percentile_interval, replicate_rows, resampled
 from melanoma_lab.evaluation.scores import frequent_balanced_accuracy
 
 Tables = Mapping[int, pd.DataFrame] | Sequence[pd.DataFrame]
@@ -47,10 +51,27 @@ def common_paths(tables: Sequence[pd.DataFrame]) -> list[str]:
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def aligned(tables: Sequence[pd.DataFrame], paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (n,) and predicted classes (seeds, n) of ``paths``, joined on path; raises when a path is
-    listed twice in one table or carries different labels in different tables."""
-    labels, predicted = None, []
+@dataclass
+class Joined:
+    """Runs' predictions of the same images, joined on path: labels (n,), per run the class probabilities (n, k) and
+    the alert threshold of each image (n,; None when the run has none), and the images' split groups (None: a run
+    logged none, the images are resampled one by one)."""
+
+    paths: list[str]
+    labels: np.ndarray
+    probabilities: list[np.ndarray]
+    thresholds: list[np.ndarray | None]
+    groups: np.ndarray | None
+
+    @property
+    def resampled(self) -> str:
+        return resampled(self.groups, len(self.paths))
+
+
+def joined(tables: Sequence[pd.DataFrame], paths: list[str]) -> Joined:
+    """:class:`Joined` predictions of ``paths``; raises when a path is listed twice in one table or carries different
+    labels in different tables."""
+    labels, probs, thresholds = None, [], []
     for table in tables:
         if table["path"].duplicated().any():
             raise ValueError(f"image {table.loc[table['path'].duplicated(), 'path'].iloc[0]!r} appears twice in "
@@ -62,8 +83,16 @@ def aligned(tables: Sequence[pd.DataFrame], paths: list[str]) -> tuple[np.ndarra
             raise ValueError(f"image {differs!r} has different labels in different runs: were they evaluated on "
                              "the same dataset?")
         labels = y
-        predicted.append(probabilities(rows.reset_index()).argmax(axis=1))
-    return labels, np.array(predicted)
+        probs.append(probabilities(rows.reset_index()))
+        threshold = rows["alert_threshold"].to_numpy(dtype=float) if "alert_threshold" in rows else None
+        thresholds.append(threshold if threshold is not None and np.isfinite(threshold).any() else None)
+    return Joined(paths, np.asarray(labels), probs, thresholds, groups_of(tables, paths))
+
+
+def aligned(tables: Sequence[pd.DataFrame], paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (n,) and predicted classes (seeds, n) of ``paths``, joined on path (see :func:`joined`)."""
+    found = joined(tables, paths)
+    return found.labels, np.array([p.argmax(axis=1) for p in found.probabilities])
 
 
 def fixed_class_score(labels: np.ndarray, min_images: int) -> Score:
@@ -74,49 +103,83 @@ def fixed_class_score(labels: np.ndarray, min_images: int) -> Score:
     return lambda y, predicted: frequent_balanced_accuracy(y, predicted, frequent)
 
 
-def _draws(rng: np.random.Generator, samples: int, images: int, seeds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image indices (samples, images) first, then seed indices (samples, seeds): the image draws do not
-    depend on how many seeds there are."""
-    return rng.integers(0, images, (samples, images)), rng.integers(0, seeds, (samples, seeds))
+RunValues = Callable[[np.ndarray, int], dict[str, float]]  # (rows, run) -> named values of that run on those rows
 
 
-def _seed_mean(score: Score, labels: np.ndarray, predicted: np.ndarray, index: np.ndarray,
-               seed_draw: np.ndarray) -> float:
-    """Mean over the drawn seeds (with multiplicity) of the score on the drawn images."""
-    scores = {s: score(labels[index], predicted[s, index]) for s in np.unique(seed_draw)}
-    return float(np.mean([scores[s] for s in seed_draw]))
+def two_level(runs: int, groups: np.ndarray, values: RunValues, samples: int, seed: int = 0) -> pd.DataFrame:
+    """One row per bootstrap replicate: the mean over the drawn runs (with multiplicity) of ``values`` on the drawn
+    rows. Per replicate the groups are drawn first (:func:`replicate_rows`: the same draws however many runs there
+    are), then ``runs`` run indices with replacement."""
+    rng = np.random.default_rng(seed)
+    rows = replicate_rows(groups, samples, rng)
+    run_draws = rng.integers(0, runs, (samples, runs))
+    out = []
+    for index, draw in zip(rows, run_draws):
+        per_run = {r: values(index, r) for r in np.unique(draw)}
+        out.append({name: float(np.mean([per_run[r][name] for r in draw])) for name in per_run[draw[0]]})
+    return pd.DataFrame(out)
 
 
-def _interval(values: Sequence[float], confidence: float) -> tuple[float, float]:
-    alpha = (1 - confidence) / 2
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+def _units(found: Joined) -> np.ndarray:
+    """What a replicate draws: the split groups, or each image on its own."""
+    return found.groups if found.groups is not None else np.arange(len(found.labels))
 
 
 def bootstrap_interval(tables: Tables, samples: int, confidence: float, seed: int = 0,
                        score: Score | None = None, min_images: int = 1) -> tuple[float, float]:
     """Percentile CI of the seed-mean score by a two-level bootstrap: per replicate, seeds drawn with replacement
-    and one draw of the images (common to every seed, joined on path) applied to all of them. The score is by
+    and one draw of the split groups (common to every seed, joined on path) applied to all of them. The score is by
     default balanced accuracy over the classes with at least ``min_images`` held-out images
     (:func:`fixed_class_score`: the same classes in every replicate)."""
     by_seed = list(_by_seed(tables).values())
-    labels, predicted = aligned(by_seed, common_paths(by_seed))
-    if not len(labels):
+    found = joined(by_seed, common_paths(by_seed))
+    if not len(found.labels):
         raise ValueError("the runs share no held-out image: nothing to resample")
-    score = score or fixed_class_score(labels, min_images)
-    image_draws, seed_draws = _draws(np.random.default_rng(seed), samples, len(labels), len(by_seed))
-    means = [_seed_mean(score, labels, predicted, index, draw) for index, draw in zip(image_draws, seed_draws)]
-    return _interval(means, confidence)
+    score = score or fixed_class_score(found.labels, min_images)
+    predicted = [p.argmax(axis=1) for p in found.probabilities]
+    means = two_level(len(by_seed), _units(found), lambda rows, r: {"score": score(found.labels[rows],
+                                                                                    predicted[r][rows])},
+                      samples, seed)
+    return percentile_interval(means["score"], confidence)
+
+
+def report_intervals(tables: Tables, classes: list[str], melanoma_class: str | None, samples: int,
+                     confidence: float, min_images: int = 1, seed: int = 0) -> tuple[dict[str, tuple], str]:
+    """Every metric the registry shows with an interval in the study report (:data:`registry.REPORT_INTERVAL`), as
+    ``name: (seed mean, low, high)`` by the two-level bootstrap of :func:`bootstrap_interval` (balanced accuracy over
+    the classes with at least ``min_images`` held-out images; the alert at each image's ``alert_threshold``), and
+    what the replicates resampled, in words. A metric that does not apply (no melanoma class, no threshold) is left
+    out."""
+    by_seed = list(_by_seed(tables).values())
+    found = joined(by_seed, common_paths(by_seed))
+    if not len(found.labels):
+        raise ValueError("the runs share no held-out image: nothing to resample")
+    frequent = np.flatnonzero(np.bincount(found.labels.astype(int), minlength=len(classes)) >= min_images)
+    metrics = [registry.METRICS[name] for name in registry.names(registry.REPORT_INTERVAL)]
+
+    def values(rows: np.ndarray, run: int) -> dict[str, float]:
+        threshold = found.thresholds[run]
+        scored = registry.Scored(found.labels[rows], found.probabilities[run][rows], classes, melanoma_class,
+                                 None if threshold is None else threshold[rows], frequent)
+        computed = {m.name: m.compute(scored) for m in metrics}
+        return {name: np.nan if value is None else value for name, value in computed.items()}
+
+    point = pd.DataFrame([values(np.arange(len(found.labels)), r) for r in range(len(by_seed))]).mean()
+    replicates = two_level(len(by_seed), _units(found), values, samples, seed)
+    out = {name: (float(point[name]), *percentile_interval(replicates[name], confidence))
+           for name in point.index if np.isfinite(point[name])}
+    return out, found.resampled
 
 
 def paired_difference(a: Tables, b: Tables, samples: int, confidence: float, seed: int = 0,
                       min_images: int = 1) -> dict:
     """Balanced accuracy (over the classes with at least ``min_images`` common held-out images, the same set in
     every replicate) of B minus A, paired by seed (the seeds both ran) and by image (the held-out images every one
-    of those runs was evaluated on), with a two-level bootstrap CI and ``share_not_better``, the share of
-    replicates in which B is not better (a bootstrap summary, not a p-value). ``images`` is the number of common
-    images;
-    ``images_a`` / ``images_b`` how many each experiment's runs share on their own (they differ when the
-    experiments were evaluated on different held-out sets)."""
+    of those runs was evaluated on), with a two-level bootstrap CI over the split groups (images one by one for runs
+    that logged none; ``resampled`` says which) and ``share_not_better``, the share of replicates in which B is not
+    better (a bootstrap summary, not a p-value). ``images`` is the number of common images; ``images_a`` /
+    ``images_b`` how many each experiment's runs share on their own (they differ when the experiments were
+    evaluated on different held-out sets)."""
     a, b = _by_seed(a), _by_seed(b)
     seeds = sorted(set(a) & set(b))
     if not seeds:
@@ -125,21 +188,17 @@ def paired_difference(a: Tables, b: Tables, samples: int, confidence: float, see
     paths = common_paths(runs_a + runs_b)
     if not paths:
         raise ValueError("paired comparison needs held-out images that both runs were evaluated on")
-    labels, predicted_a = aligned(runs_a, paths)
-    _, predicted_b = aligned(runs_b, paths)
-    both = np.concatenate([predicted_a, predicted_b])  # rows 0..k-1: A per seed, k..2k-1: B per seed
-    k = len(seeds)
+    found = joined(runs_a + runs_b, paths)  # rows 0..k-1: A per seed, k..2k-1: B per seed
+    labels, k = found.labels, len(seeds)
+    predicted = [p.argmax(axis=1) for p in found.probabilities]
     score = fixed_class_score(labels, min_images)
 
-    def delta(index: np.ndarray, seed_draw: np.ndarray) -> float:
-        scores = {s: score(labels[index], both[s, index]) for s in np.unique(seed_draw)}
-        scores |= {s + k: score(labels[index], both[s + k, index]) for s in np.unique(seed_draw)}
-        return float(np.mean([scores[s + k] - scores[s] for s in seed_draw]))
+    def delta(rows: np.ndarray, s: int) -> dict[str, float]:
+        return {"delta": score(labels[rows], predicted[s + k][rows]) - score(labels[rows], predicted[s][rows])}
 
-    observed = delta(np.arange(len(labels)), np.arange(k))
-    image_draws, seed_draws = _draws(np.random.default_rng(seed), samples, len(labels), k)
-    deltas = np.array([delta(index, draw) for index, draw in zip(image_draws, seed_draws)])
-    low, high = _interval(deltas, confidence)
+    observed = float(np.mean([delta(np.arange(len(labels)), s)["delta"] for s in range(k)]))
+    deltas = two_level(k, _units(found), delta, samples, seed)["delta"].to_numpy()
+    low, high = percentile_interval(deltas, confidence)
     return {"delta": observed, "low": low, "high": high, "share_not_better": float(np.mean(deltas <= 0)),
             "images": len(paths), "images_a": len(common_paths(runs_a)), "images_b": len(common_paths(runs_b)),
-            "seeds": seeds}
+            "seeds": seeds, "resampled": found.resampled}

@@ -12,8 +12,9 @@ from melanoma_lab.evaluation import registry
 from melanoma_lab.evaluation.metrics import metric_key
 from melanoma_lab.evaluation.scores import binary_auc
 from melanoma_lab.reporting.selection import Study, StudyRun
-from melanoma_lab.reporting.statistics import (balanced_accuracy_of, bootstrap_interval, clean_part, common_paths,
-                                               paired_difference, probabilities)
+from melanoma_lab.reporting.intervals import held_out, interval_cells
+from melanoma_lab.reporting.statistics import (balanced_accuracy_of, clean_part, common_paths, paired_difference,
+                                               probabilities)
 
 GAP = registry.gap_key("accuracy")  # clean train pass minus validation, same weights and views (evaluation.fit_gap)
 OPERATING_POINT = {"val melanoma spec @ sens 0.9": "val_melanoma_specificity_at_sens_0.9"}  # a per-run family
@@ -82,11 +83,6 @@ def _melanomas_found(table: pd.DataFrame, melanoma: int) -> str:
     return f"{int((is_melanoma & flagged).sum())}/{int(is_melanoma.sum())}"
 
 
-def _interval_text(tables: dict[int, pd.DataFrame], samples: int, confidence: float, min_images: int = 1) -> str:
-    low, high = bootstrap_interval(tables, samples, confidence, min_images=min_images)
-    return f"[{low:.3f}, {high:.3f}]"
-
-
 def results_table(study: Study, samples: int, confidence: float) -> pd.DataFrame:
     rows = []
     for name in study.experiments:
@@ -102,9 +98,7 @@ def results_table(study: Study, samples: int, confidence: float) -> pd.DataFrame
         for metric in [m for m in shown if study.held_out != "val" or m not in ("accuracy", "balanced_accuracy")]:
             row[f"{study.held_out} {metric.replace('_', ' ')}"] = mean_sd(
                 [r.metrics.get(f"{study.held_out}_{metric}") for r in runs])
-        row[f"{study.held_out} balanced acc (classes >= {study.frequent_class_images} images) {confidence:.0%} CI"] = (
-            _interval_text({r.seed: r.predictions[study.held_out] for r in runs}, samples, confidence,
-                           study.frequent_class_images))
+        row |= interval_cells(held_out(runs, study.held_out), study, study.held_out, samples, confidence)
         if study.held_out == "oof":
             row |= oof_columns(runs)
         if study.melanoma_index is not None:
@@ -145,19 +139,19 @@ def _part_columns(tables: dict[int, pd.DataFrame] | None, study: Study, label: s
     images = len(common_paths(list(tables.values())))
     out = {f"{label} images": str(images),
            f"{label} balanced acc": mean_sd([balanced_accuracy_of(t) for t in tables.values()]),
-           f"{label} {confidence:.0%} CI (classes >= {study.frequent_class_images} images)":
-               _interval_text(tables, samples, confidence, study.frequent_class_images) if images else "n/a"}
+           **(interval_cells(tables, study, label, samples, confidence) if images else {f"{label} CI": "n/a"})}
     if study.melanoma_index is not None:
         out[f"{label} melanoma AUC"] = mean_sd([_melanoma_auc(t, study.melanoma_index) for t in tables.values()])
     return out
 
 
 def full_and_clean_table(study: Study, samples: int, confidence: float) -> pd.DataFrame:
-    """Balanced accuracy (with CI) and melanoma ROC-AUC on the full held-out set and on its clean part (images
-    without a byte-identical or near copy in Train), computed from the logged predictions."""
+    """Balanced accuracy and melanoma ROC-AUC, and the interval metrics (:mod:`melanoma_lab.reporting.intervals`), on
+    the full held-out set and on its clean part (images without a byte-identical or near copy in Train), computed
+    from the logged predictions."""
     rows = []
     for name in study.experiments:
-        tables = {r.seed: r.predictions[study.held_out] for r in study.of(name)}
+        tables = held_out(study.of(name), study.held_out)
         clean = {seed: clean_part(t) for seed, t in tables.items()}
         clean = None if any(t is None for t in clean.values()) else clean
         rows.append({"experiment": name, **_part_columns(tables, study, "full", samples, confidence),
@@ -259,7 +253,7 @@ def conclusions(study: Study, compared: list[dict]) -> list[str]:
             f"**{c['to']} vs {c['from']}** ({'; '.join(c['changes']) or 'same config'}): {study.held_out} balanced "
             f"accuracy (classes with >= {study.frequent_class_images} images) {c['delta']:+.3f} "
             f"[{c['low']:+.3f}, {c['high']:+.3f}] over seeds {c['seeds']}, "
-            f"{_images_note(c, study.held_out)} — {c['to']} is {better} {c['from']}"
+            f"{_images_note(c, study.held_out)} (bootstrap over {c['resampled']}) — {c['to']} is {better} {c['from']}"
             f" (not better in {c['share_not_better']:.1%} of the bootstrap replicates; not a p-value); "
             f"train-validation gap {c['gap_from']:.3f} → "
             f"{c['gap_to']:.3f} ({'reduced' if c['gap_to'] < c['gap_from'] else 'not reduced'}); recall of the "

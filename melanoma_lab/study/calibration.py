@@ -19,6 +19,7 @@ import pandas as pd
 
 from melanoma_lab.data.calibration_slice import MEMBER_OOF, SLICE
 from melanoma_lab.evaluation import registry
+from melanoma_lab.evaluation.bootstrap import percentile_interval, replicate_rows
 from melanoma_lab.evaluation.metrics import AlertCalibration, calibrate_alert
 
 PREFIX = "ensemble_calibration"  # the slice's metrics: ensemble_calibration_<metric>
@@ -49,15 +50,6 @@ class EnsembleCalibration:
         return sizes | self.metrics
 
 
-def _replicate_rows(groups: pd.Series | np.ndarray, samples: int, seed: int) -> list[np.ndarray]:
-    """Row indices of each bootstrap replicate: the groups drawn with replacement, each with all its rows."""
-    codes, uniques = pd.factorize(np.asarray(groups))
-    order = np.argsort(codes, kind="stable")
-    members = np.split(order, np.cumsum(np.bincount(codes, minlength=len(uniques)))[:-1])
-    draws = np.random.default_rng(seed).integers(0, len(uniques), (samples, len(uniques)))
-    return [np.concatenate([members[g] for g in draw]) for draw in draws]
-
-
 def with_intervals(prefix: str, labels: np.ndarray, probabilities: np.ndarray, groups: pd.Series | np.ndarray,
                    classes: list[str], melanoma_class: str, threshold: float | None, samples: int,
                    confidence: float, seed: int = 0) -> dict[str, float]:
@@ -76,13 +68,10 @@ def with_intervals(prefix: str, labels: np.ndarray, probabilities: np.ndarray, g
         return {name: value for name, value in computed.items() if value is not None}
 
     point = scores(np.arange(len(labels)))
-    replicates = pd.DataFrame([scores(rows) for rows in _replicate_rows(groups, samples, seed)])
-    alpha = (1 - confidence) / 2
+    replicates = pd.DataFrame([scores(rows) for rows in replicate_rows(groups, samples, seed)])
     out = {}
     for name, value in point.items():
-        values = replicates[name].to_numpy(dtype=float) if name in replicates else np.array([np.nan])
-        finite = values[np.isfinite(values)]
-        low, high = (np.quantile(finite, [alpha, 1 - alpha]) if len(finite) else (np.nan, np.nan))
+        low, high = percentile_interval(replicates[name] if name in replicates else [np.nan], confidence)
         key = f"{prefix}_{name}"
         out |= {key: float(value), **dict(zip(registry.interval_keys(key), (float(low), float(high))))}
     return out

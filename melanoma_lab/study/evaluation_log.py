@@ -10,6 +10,7 @@ import pandas as pd
 
 from melanoma_lab.evaluation import plots, registry
 from melanoma_lab.data.contamination import TWIN_COLUMN
+from melanoma_lab.evaluation.bootstrap import GROUP_COLUMN
 from melanoma_lab.evaluation.metrics import AlertCalibration, Evaluation
 from melanoma_lab.evaluation.scores import reliability_table
 from melanoma_lab.tracking.run import RunTracker
@@ -35,11 +36,14 @@ def evaluation_metrics(result: Evaluation, prefix: str, history: dict[str, list]
 
 
 def predictions_table(result: Evaluation, files: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """One row per image: path, true label index, ``train_twin`` (content on both sides of Train/Test) when
-    known, and the probability of each class."""
+    """One row per image: path, true label index, the split group (``group``: copies and one lesion's images share
+    one; intervals resample these) and ``train_twin`` (content on both sides of Train/Test) when known, and the
+    probability of each class."""
     table = pd.DataFrame(result.probabilities, columns=[f"p_{c}" for c in classes])
     if TWIN_COLUMN in files:
         table.insert(0, TWIN_COLUMN, files[TWIN_COLUMN].to_numpy(dtype=bool))
+    if GROUP_COLUMN in files:
+        table.insert(0, GROUP_COLUMN, files[GROUP_COLUMN].to_numpy())
     table.insert(0, "label", result.labels)
     table.insert(0, "path", files["path"].to_numpy())
     return table
