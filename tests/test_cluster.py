@@ -231,8 +231,13 @@ def test_optuna_trials_are_children_maximising_validation_balanced_accuracy(serv
     assert all(r.info.status == "FINISHED" for r in children)
     import yaml
 
+    from melanoma_lab.study.objective import sweep_objective
+
     best = yaml.safe_load((root / "optimization_results.yaml").read_text())
-    scores = {float(r.data.params["optimizer.learning_rate"]): r.data.metrics["val_balanced_accuracy"] for r in children}
+    # the objective: each child's validation balanced accuracy over the frequent classes (study.sweep_objective=val)
+    scores = {float(r.data.params["optimizer.learning_rate"]): sweep_objective(r.data.metrics, "val", False)
+              for r in children}
+    assert all("val_balanced_accuracy_frequent" in r.data.metrics for r in children)
     assert best["best_value"] == pytest.approx(max(scores.values()))
     [best_child] = [lr for lr in scores if lr == pytest.approx(best["best_params"]["optimizer.learning_rate"])]
     assert scores[best_child] == pytest.approx(best["best_value"])  # the objective is the child's metric
