@@ -13,11 +13,19 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from melanoma_lab.config.plugins import build
+from melanoma_lab.config.plugins import Annotated, Range, build
 
 if TYPE_CHECKING:
     import keras
 
+
+def channel_gain(factor: Annotated[float, Range(0.0, 1.0, max_open=True)],
+                 value_range: tuple[float, float] = (0, 255), seed: int | None = None) -> keras.layers.Layer:
+    """White-balance jitter (:class:`melanoma_lab.components.channel_gain.RandomChannelGain`): each training image's
+    R, G and B scaled by gains of its own from ``[1 - factor, 1 + factor]``."""
+    from melanoma_lab.components.channel_gain import RandomChannelGain
+
+    return RandomChannelGain(factor, tuple(value_range), seed=seed)
 
 
 def build_augmentation(cfg: DictConfig, seed: int) -> keras.Sequential | None:
