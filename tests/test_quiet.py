@@ -73,7 +73,6 @@ def test_the_command_line_silences_tensorflow_start_up_lines_unless_the_user_set
     assert TF_INFO_LINE.search(asked.stderr), asked.stderr
 
 
-
 def test_fit_causes_no_keras_warning_and_verbose_3_prints_as_2():
     import keras
     import tensorflow as tf
