@@ -83,7 +83,8 @@ def test_plugin_values_are_checked_against_their_signature(override, message):
 @pytest.mark.parametrize("override,key", [("trainer.epochs=-1", "trainer.epochs"),
                                           ("dataset.val_fraction=1.5", "dataset.val_fraction"),
                                           ("dataset.image_size=0", "dataset.image_size"),
-                                          ("model.dropout=1.5", "model.dropout")])
+                                          ("model.dropout=1.5", "model.dropout"),
+                                          ("evaluation.epoch_tta=eight", "evaluation.epoch_tta")])
 def test_impossible_value_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(compose_config([override]))

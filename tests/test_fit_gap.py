@@ -95,26 +95,30 @@ def test_the_clean_pass_skips_generated_copies_and_caps_the_images_it_predicts()
     assert gaps(scores, {"accuracy": 0.25}) == {registry.gap_key("accuracy"): scores["train_accuracy"] - 0.25}
 
 
-def test_every_epoch_is_validated_with_the_views_that_score_the_final_model(tiny_cfg, tmp_path):
+@pytest.mark.parametrize("epoch_views,selected,other", [(None, "flip", "none"), ("none", "none", "flip")])
+def test_every_epoch_is_validated_with_the_views_that_score_the_final_model(tiny_cfg, tmp_path, epoch_views,
+                                                                            selected, other):
     """evaluation.tta=flip scores the final model as the mean of 3 views; the epoch selection (early stopping,
-    checkpoint: trainer.monitor) reads validation scored the same way, not one view."""
+    checkpoint: trainer.monitor) reads validation scored the same way, not one view, unless evaluation.epoch_tta
+    names cheaper views for it."""
     from melanoma_lab.data.sources import load_catalog
     from melanoma_lab.study.preparation import prepare_data
     from melanoma_lab.tracking.run import RunTracker
     from melanoma_lab.training.fit import train_model
 
-    cfg = tiny_cfg("evaluation.tta=flip", "trainer.precision=float32", "tracking.enabled=false")
+    cfg = tiny_cfg("evaluation.tta=flip", f"evaluation.epoch_tta={epoch_views or 'null'}", "trainer.precision=float32",
+                   "tracking.enabled=false")
     catalog = load_catalog(cfg.dataset)
     data = prepare_data(data_recipe(cfg), catalog, catalog.files)
     model, history = train_model(training_recipe(cfg), data, RunTracker(False, "", "", "run", None), tmp_path,
                                  tmp_path / "backup")
     images = data.validation.images.astype(np.float32)
     one_hot = np.eye(len(data.classes), dtype=np.float32)[data.validation.labels]
-    flipped = predict_probabilities(model, images, cfg.dataset.batch_size, "flip")
-    single = predict_probabilities(model, images, cfg.dataset.batch_size, "none")
+    chosen = predict_probabilities(model, images, cfg.dataset.batch_size, selected)
+    unused = predict_probabilities(model, images, cfg.dataset.batch_size, other)
     loss = keras.losses.CategoricalCrossentropy()
-    assert float(loss(one_hot, flipped)) == pytest.approx(history["val_loss"][-1], rel=1e-5)
-    assert float(loss(one_hot, single)) != pytest.approx(history["val_loss"][-1], rel=1e-5)
+    assert float(loss(one_hot, chosen)) == pytest.approx(history["val_loss"][-1], rel=1e-5)
+    assert float(loss(one_hot, unused)) != pytest.approx(history["val_loss"][-1], rel=1e-5)
 
 
 def test_the_report_verdict_reads_the_clean_gap_and_says_so_when_none_was_logged():

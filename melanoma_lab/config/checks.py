@@ -43,6 +43,8 @@ CHECKS: list[Check] = [
      "must be none, flip or dihedral"),
     ("evaluation.tta", lambda v: str(v).lower() in ("none", "flip", "dihedral", "true", "false"),
      "must be none, flip or dihedral (true/false: flip/none)"),
+    ("evaluation.epoch_tta", lambda v: str(v).lower() in ("none", "flip", "dihedral", "true", "false"),
+     "must be null (the views of evaluation.tta), none, flip or dihedral (true/false: flip/none)"),
     ("dataset.colour_constancy_power", lambda v: v >= 1, "must be null (off) or a p-norm of at least 1 (6: usual)"),
     ("optimizer.ema_momentum", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     ("study.seeds", lambda v: len(v) >= 1, "must list at least one seed"),

@@ -95,6 +95,7 @@ class EvaluationConfig:
     calibration_bins: int = MISSING
     ood_flag_rate: float = MISSING  # the share of validation lesions the input check may flag (its threshold)
     tta: str = MISSING  # none | flip | dihedral (true/false: aliases of flip/none)
+    epoch_tta: Optional[str] = MISSING  # the views of each epoch's validation (the epoch selection); None: tta
     train_pass_images: Optional[int] = MISSING  # most original training images in the clean train pass; None: all
     frequent_class_images: int = MISSING  # out-of-fold balanced accuracy is also reported over classes with >= this
     subgroup_min_images: int = MISSING  # a metadata subgroup smaller than this is listed, not scored (subgroups.py)
