@@ -1,4 +1,5 @@
-"""White-balance jitter (melanoma_lab/components/channel_gain.py): per-image, per-channel gains in training only."""
+"""White-balance and exposure jitter (melanoma_lab/components/channel_gain.py): per-image (per-channel) gains in training
+only."""
 
 import numpy as np
 import pytest
@@ -25,6 +26,17 @@ def test_training_scales_each_image_and_channel_by_its_own_gain_within_the_facto
     assert gains.std() > 0.05  # drawn, not constant
     assert np.abs(gains[:, 0] - gains[:, 1]).max() > 0.05  # channels differ: a colour cast, not brightness
     assert np.abs(gains[0] - gains[1]).max() > 1e-3  # images differ
+
+
+def test_per_channel_false_scales_the_three_channels_of_an_image_by_one_gain_an_exposure_change():
+    from melanoma_lab.components.augmentation import channel_gain
+
+    images = np.full((64, 3, 3, 3), 100.0, np.float32)
+    out = np.asarray(channel_gain(0.2, seed=3, per_channel=False)(images, training=True))
+    gains = out[:, 0, 0, :] / 100.0
+    assert np.allclose(gains, gains[:, :1], atol=1e-5)  # one gain for R, G and B: brightness, no cast
+    assert gains.min() >= 0.8 - 1e-6 and gains.max() <= 1.2 + 1e-6 and gains[:, 0].std() > 0.05
+    assert channel_gain(0.2, per_channel=False).get_config()["per_channel"] is False
 
 
 def test_outside_training_images_pass_unchanged_and_values_stay_in_range():

@@ -20,12 +20,14 @@ if TYPE_CHECKING:
 
 
 def channel_gain(factor: Annotated[float, Range(0.0, 1.0, max_open=True)],
-                 value_range: tuple[float, float] = (0, 255), seed: int | None = None) -> keras.layers.Layer:
+                 value_range: tuple[float, float] = (0, 255), seed: int | None = None,
+                 per_channel: bool = True) -> keras.layers.Layer:
     """White-balance jitter (:class:`melanoma_lab.components.channel_gain.RandomChannelGain`): each training image's
-    R, G and B scaled by gains of its own from ``[1 - factor, 1 + factor]``."""
+    R, G and B scaled by gains of its own from ``[1 - factor, 1 + factor]``; ``per_channel: false``, one gain for
+    all three (exposure jitter)."""
     from melanoma_lab.components.channel_gain import RandomChannelGain
 
-    return RandomChannelGain(factor, tuple(value_range), seed=seed)
+    return RandomChannelGain(factor, tuple(value_range), seed=seed, per_channel=per_channel)
 
 
 def build_augmentation(cfg: DictConfig, seed: int) -> keras.Sequential | None:
