@@ -52,6 +52,9 @@ def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
         assert key in run.data.metrics
     assert run.data.params["imbalance._target_"] == "melanoma_lab.components.imbalance.augmentor"
     assert run.data.params["model.dropout"] == "0.2"
+    # the run's params are its config: the logged model's settings (classes, input check...) are not mixed in
+    assert not {"classes", "image_size", "keras_backend"} & set(run.data.params)
+    assert not [key for key in run.data.params if key.startswith("input_check")]
     costs = run.data.metrics  # what the run cost: wall seconds, of which in MLflow calls, and peak memory
     assert 0 < costs["tracking_seconds"] < costs["run_seconds"] and costs["process_peak_rss_mb"] > 100
     tags = run.data.tags
@@ -71,6 +74,9 @@ def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(f"models:/{models[0].model_id}")
     assert model.metadata.metadata["classes"][3] == "melanoma" and model.metadata.metadata["image_size"] == 32
+    settings = model.unwrap_python_model().settings  # loaded whole from the model's settings artifact
+    assert settings.input_check is not None and settings.input_check.precision.shape[0] >= 2
+    assert settings.classes == model.metadata.metadata["classes"]
     assert model.metadata.metadata["melanoma_alert_threshold"] == pytest.approx(
         run.data.metrics["val_melanoma_alert_threshold"])
     test_images = load_catalog(cfg.dataset).split("test")["path"][:3]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 IMAGE_COLUMN = "image"
 KERAS_ARTIFACT = "keras_model"
+SETTINGS_ARTIFACT = "settings"  # settings.json: what the model needs besides its weights (ModelSettings)
 # What a served model's environment pins (the versions of this environment), with its backend's PACKAGES.
 SERVED_PACKAGES = ("keras", "mlflow", "pillow", "pandas", "numpy")
 ENTRY_POINT = Path(__file__).with_name("served_model.py")
@@ -63,8 +65,11 @@ class LesionClassifier(mlflow.pyfunc.PythonModel):
     run's evaluation (:mod:`melanoma_lab.evaluation.inference`: same decoding, resizing and test-time augmentation)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.settings = ModelSettings.from_metadata(context.model_config)
-        os.environ.setdefault("KERAS_BACKEND", context.model_config.get("keras_backend", "tensorflow"))
+        config = dict(context.model_config or {})  # models logged before the settings artifact carry it here
+        if SETTINGS_ARTIFACT in context.artifacts:
+            config = json.loads(Path(context.artifacts[SETTINGS_ARTIFACT]).read_text())
+        self.settings = ModelSettings.from_metadata(config)
+        os.environ.setdefault("KERAS_BACKEND", config.get("keras_backend", "tensorflow"))
         import keras  # after choosing the backend: a served environment may hold only the model's backend
 
         self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], safe_mode=True)
@@ -117,8 +122,10 @@ def log_classifier(model: keras.Model, example_image: np.ndarray, config: dict[s
     """Log ``model`` as a :class:`LesionClassifier` named ``model`` in the active MLflow run.
 
     The model is defined from code (``served_model.py`` plus this package), so loading it runs no pickle;
-    ``config`` (class names, input size, alert threshold) and the Keras backend (``keras_backend``) are both the
-    pyfunc's model config and its metadata.
+    ``config`` (class names, input size, alert threshold, input check) and the Keras backend (``keras_backend``)
+    are both its metadata (the MLmodel file, what ``predict`` reads) and its ``settings.json`` artifact (what
+    the pyfunc loads). Not MLflow's ``model_config``: MLflow logs that as params of the run too, where the input
+    check's matrices would be truncated to 6,000 characters and mixed into the run's Hydra config.
     """
     import keras
 
@@ -127,11 +134,14 @@ def log_classifier(model: keras.Model, example_image: np.ndarray, config: dict[s
     with tempfile.TemporaryDirectory() as scratch:
         keras_file = os.path.join(scratch, "classifier.keras")
         model.save(keras_file)
+        settings_file = Path(scratch, "settings.json")
+        settings_file.write_text(json.dumps(config))
         buffer = io.BytesIO()
         Image.fromarray(example_image).save(buffer, format="PNG")
         example = pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(buffer.getvalue()).decode("ascii")]})
-        mlflow.pyfunc.log_model(name="model", python_model=str(ENTRY_POINT), artifacts={KERAS_ARTIFACT: keras_file},
-                                model_config=config, metadata=config, input_example=example,
+        mlflow.pyfunc.log_model(name="model", python_model=str(ENTRY_POINT),
+                                artifacts={KERAS_ARTIFACT: keras_file, SETTINGS_ARTIFACT: str(settings_file)},
+                                metadata=config, input_example=example,
                                 signature=signature(list(config["classes"])),
                                 code_paths=[str(Path(__file__).parents[1])], pip_requirements=requirements)
 
