@@ -8,6 +8,8 @@ from typing import Any, Callable
 
 Check = tuple[str, Callable[[Any], bool], str | Callable[[], str]]
 
+TTA_NAMES = ("none", "flip", "dihedral", "true", "false")  # evaluation.tta / epoch_tta (inference.tta_mode)
+
 CHECKS: list[Check] = [
     ("dataset.image_size", lambda v: v >= 8, "must be at least 8 pixels"),
     ("dataset.batch_size", lambda v: v >= 1, "must be at least 1"),
@@ -41,9 +43,8 @@ CHECKS: list[Check] = [
     ("evaluation.frequent_class_images", lambda v: v >= 1, "must be at least 1"),
     ("evaluation.shift_tta", lambda v: str(v).lower() in ("none", "flip", "dihedral"),
      "must be none, flip or dihedral"),
-    ("evaluation.tta", lambda v: str(v).lower() in ("none", "flip", "dihedral", "true", "false"),
-     "must be none, flip or dihedral (true/false: flip/none)"),
-    ("evaluation.epoch_tta", lambda v: str(v).lower() in ("none", "flip", "dihedral", "true", "false"),
+    ("evaluation.tta", lambda v: str(v).lower() in TTA_NAMES, "must be none, flip or dihedral (true/false: flip/none)"),
+    ("evaluation.epoch_tta", lambda v: str(v).lower() in TTA_NAMES,
      "must be null (the views of evaluation.tta), none, flip or dihedral (true/false: flip/none)"),
     ("dataset.colour_constancy_power", lambda v: v >= 1, "must be null (off) or a p-norm of at least 1 (6: usual)"),
     ("optimizer.ema_momentum", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),

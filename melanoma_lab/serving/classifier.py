@@ -65,9 +65,10 @@ class LesionClassifier(mlflow.pyfunc.PythonModel):
     run's evaluation (:mod:`melanoma_lab.evaluation.inference`: same decoding, resizing and test-time augmentation)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        config = dict(context.model_config or {})  # models logged before the settings artifact carry it here
         if SETTINGS_ARTIFACT in context.artifacts:
             config = json.loads(Path(context.artifacts[SETTINGS_ARTIFACT]).read_text())
+        else:  # a model logged before the settings artifact carries them as its model_config
+            config = dict(context.model_config or {})
         self.settings = ModelSettings.from_metadata(config)
         os.environ.setdefault("KERAS_BACKEND", config.get("keras_backend", "tensorflow"))
         import keras  # after choosing the backend: a served environment may hold only the model's backend
