@@ -33,23 +33,47 @@ def test_shades_of_gray_removes_a_colour_cast_and_keeps_grey_images():
         shades_of_gray(cast, 0.5)
 
 
+def test_shades_of_gray_with_a_grey_level_also_removes_an_exposure_change():
+    rng = np.random.default_rng(1)
+    scene = rng.integers(30, 200, (2, 16, 16, 3)).astype(np.uint8)
+    darker = np.rint(scene * 0.8).astype(np.uint8)  # the shift check's "darker": every channel x0.8
+    warm_dark = np.rint(scene * np.array([0.95, 0.8, 0.6])).astype(np.uint8)  # a cast and an exposure change
+    # the published method (grey None) removes the cast but keeps each image's intensity: x0.8 stays x0.8
+    kept = shades_of_gray(darker, 6).astype(int) - shades_of_gray(scene, 6).astype(int)
+    assert kept.mean() < -15
+    fixed = [shades_of_gray(x, 6, grey=0.6) for x in (scene, darker, warm_dark)]
+    assert np.abs(fixed[1].astype(int) - fixed[0]).max() <= 2 and np.abs(fixed[2].astype(int) - fixed[0]).max() <= 3
+    assert np.allclose(_p_mean(fixed[0], 6), 0.6, atol=0.005)  # every channel's illuminant at the grey level
+    black = np.zeros((8, 8, 3), np.uint8)
+    assert np.array_equal(shades_of_gray(black, 6, grey=0.6), black)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        shades_of_gray(scene, 6, grey=1.5)
+
+
 def test_colour_constancy_is_a_validated_config_value():
     validate(compose_config(["dataset=synthetic", "dataset.colour_constancy_power=6"]))
+    validate(compose_config(["dataset=synthetic", "dataset.colour_constancy_power=6", "dataset.colour_constancy_grey=0.7"]))
     with pytest.raises(ConfigError, match="dataset.colour_constancy_power"):
         validate(compose_config(["dataset=synthetic", "dataset.colour_constancy_power=0.5"]))
+    with pytest.raises(ConfigError, match=r"dataset.colour_constancy_grey=1.5 must be null .* \(0, 1\]"):
+        validate(compose_config(["dataset=synthetic", "dataset.colour_constancy_power=6",
+                                 "dataset.colour_constancy_grey=1.5"]))
+    with pytest.raises(ConfigError, match="set dataset.colour_constancy_power=6 too"):  # a grey level of nothing
+        validate(compose_config(["dataset=synthetic", "dataset.colour_constancy_grey=0.7"]))
 
 
 def test_prepared_images_are_colour_corrected_like_every_prediction(tiny_cfg):
     from melanoma_lab.data.sources import load_catalog
     from melanoma_lab.study.preparation import prepare_data
 
-    plain_cfg, corrected_cfg = tiny_cfg("imbalance=none"), tiny_cfg("imbalance=none", "dataset.colour_constancy_power=4")
+    plain_cfg, corrected_cfg = tiny_cfg("imbalance=none"), tiny_cfg("imbalance=none", "dataset.colour_constancy_power=4",
+                                                                    "dataset.colour_constancy_grey=0.5")
     catalog = load_catalog(plain_cfg.dataset)
     plain, corrected = (prepare_data(data_recipe(cfg), catalog, catalog.files) for cfg in (plain_cfg, corrected_cfg))
     for before, after in ((plain.train, corrected.train), (plain.validation, corrected.validation),
                           (plain.test, corrected.test)):
-        assert np.array_equal(after.images, shades_of_gray(before.images, 4))
-    settings = ModelSettings(catalog.classes, 32, "melanoma", None, colour_constancy_power=4)
+        assert np.array_equal(after.images, shades_of_gray(before.images, 4, grey=0.5))
+    settings = ModelSettings(catalog.classes, 32, "melanoma", None, colour_constancy_power=4, colour_constancy_grey=0.5)
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(9, "softmax")])
     raw = list(plain.test.images[:3])  # predict and serving pass raw decoded images: the settings correct them
     assert np.allclose(settings.probabilities(model, raw), predict_probabilities(model, corrected.test.images[:3], 8,
@@ -134,7 +158,8 @@ def test_m5_composes_m4_with_the_new_ingredients_and_trains_end_to_end(tiny_cfg,
     assert m5.optimizer.use_ema and m5.dataset.colour_constancy_power is None and m5.evaluation.tta == "dihedral"
     assert m5.model.residual and not m4.model.residual and m5.model.filters == m4.model.filters  # m4 otherwise
     cfg = tiny_cfg("experiment=m5", "trainer.epochs=3", "dataset.image_size=32", "model.filters=[8,16]",
-                   "lr_schedule.warmup_epochs=1", "dataset.colour_constancy_power=6")  # ablated out, still served
+                   "lr_schedule.warmup_epochs=1", "dataset.colour_constancy_power=6",  # ablated out, still served
+                   "dataset.colour_constancy_grey=0.7")
     results = run_experiment(cfg, tmp_path / "out")
     assert 0 <= results["val_balanced_accuracy"] <= 1
     client = mlflow.tracking.MlflowClient(tracking_uri(None, tmp_path / "mlruns"))
@@ -142,5 +167,6 @@ def test_m5_composes_m4_with_the_new_ingredients_and_trains_end_to_end(tiny_cfg,
     rates = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "learning_rate"), key=lambda m: m.step)]
     assert rates[0] == pytest.approx(cfg.optimizer.learning_rate) and rates[2] < rates[1] < rates[0]  # warmed up
     metadata = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").metadata
-    assert (metadata["tta"], metadata["colour_constancy_power"]) == ("dihedral", 6)
+    assert (metadata["tta"], metadata["colour_constancy_power"], metadata["colour_constancy_grey"]) == ("dihedral", 6, 0.7)
+    assert ModelSettings.from_metadata(metadata).colour_constancy_grey == 0.7  # predict and serving correct alike
     assert run.data.params["optimizer.use_ema"] == "True"

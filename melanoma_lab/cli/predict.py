@@ -9,7 +9,6 @@ from pathlib import Path
 
 from melanoma_lab.config.arguments import parse_with_config
 from melanoma_lab.evaluation.gradcam import grad_cam
-from melanoma_lab.evaluation.inference import preprocess
 from melanoma_lab.serving import predict as room
 from melanoma_lab.serving.model_card import card_summary
 from melanoma_lab.serving.predict import (IMAGE_SUFFIXES, describe, expand, input_check_summary, load_model,
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         for index, (prediction, image) in enumerate(zip(predictions, images)):
             if image is None:
                 continue
-            heatmap = grad_cam(loaded.model, preprocess(image, settings.colour_constancy_power),  # as it was predicted
+            heatmap = grad_cam(loaded.model, settings.preprocess(image),  # as it was predicted
                                settings.classes.index(prediction.top_class))
             title = f"{prediction.top_class} {prediction.probabilities[prediction.top_class]:.2f}" + (
                 "  MELANOMA ALERT" if prediction.alert else "") + (

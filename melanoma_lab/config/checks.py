@@ -47,6 +47,8 @@ CHECKS: list[Check] = [
     ("evaluation.epoch_tta", lambda v: str(v).lower() in TTA_NAMES,
      "must be null (the views of evaluation.tta), none, flip or dihedral (true/false: flip/none)"),
     ("dataset.colour_constancy_power", lambda v: v >= 1, "must be null (off) or a p-norm of at least 1 (6: usual)"),
+    ("dataset.colour_constancy_grey", lambda v: 0 < v <= 1,
+     "must be null (each image keeps its own intensity) or a grey level in (0, 1] (a fraction of 255, e.g. 0.68)"),
     ("optimizer.ema_momentum", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     ("study.seeds", lambda v: len(v) >= 1, "must list at least one seed"),
     ("study.cv_folds", lambda v: v >= 1, "must be at least 1 (1: one train/validation split)"),

@@ -47,6 +47,7 @@ class DatasetConfig:
     ram_budget_mb: Optional[float] = MISSING  # decoded training split larger than this: read from a disk cache
     source: Any = MISSING  # {_target_: a function of melanoma_lab.data returning a Catalog, its keywords}
     colour_constancy_power: Optional[float] = MISSING  # Shades of Gray p-norm (6: ISIC winners) after decoding
+    colour_constancy_grey: Optional[float] = MISSING  # its target grey level (0-1]; null: each image keeps its own
 
 
 @dataclass
@@ -263,5 +264,10 @@ def validate(cfg: DictConfig) -> None:
     if head and epochs and head >= epochs:
         problems.append(f"trainer.head_epochs={head} must be fewer than trainer.epochs={epochs} (the epochs in all, "
                         "head-only ones included): the backbone would never be fine-tuned")
+    power, grey = (OmegaConf.select(cfg, f"dataset.colour_constancy_{k}", default=None) for k in ("power", "grey"))
+    if grey is not None and power is None:
+        problems.append(f"dataset.colour_constancy_grey={grey!r} is the grey level of Shades of Gray colour constancy, "
+                        "which is off (dataset.colour_constancy_power=null): set dataset.colour_constancy_power=6 too, "
+                        "or dataset.colour_constancy_grey=null")
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))

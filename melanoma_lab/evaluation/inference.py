@@ -49,10 +49,14 @@ def tta_views(images: np.ndarray, tta: str | bool) -> list[np.ndarray]:
     return TTA_VIEWS[tta_mode(tta)](images)
 
 
-def preprocess(images: np.ndarray, colour_constancy_power: float | None) -> np.ndarray:
-    """Decoded uint8 images as every model sees them: Shades of Gray colour constancy with this p-norm, or as
-    they are (None)."""
-    return images if colour_constancy_power is None else shades_of_gray(images, colour_constancy_power)
+def preprocess(images: np.ndarray, colour_constancy_power: float | None,
+               colour_constancy_grey: float | None = None) -> np.ndarray:
+    """Decoded uint8 images as every model sees them: Shades of Gray colour constancy with this p-norm (and grey
+    level: None keeps each image's intensity, see :func:`melanoma_lab.data.colour.shades_of_gray`), or as they are
+    (power None)."""
+    if colour_constancy_power is None:
+        return images
+    return shades_of_gray(images, colour_constancy_power, colour_constancy_grey)
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int, tta: str | bool) -> np.ndarray:
@@ -73,6 +77,7 @@ class ModelSettings:
     tta: str = "none"  # a name of TTA_VIEWS
     batch_size: int = 32
     colour_constancy_power: float | None = None  # Shades of Gray p-norm applied after decoding; None: off
+    colour_constancy_grey: float | None = None  # its grey level (0-1); None: each image keeps its intensity
     input_check: InputCheck | None = None  # the out-of-distribution flag (None: the model has none, see ood_note)
     ood_note: str = ""  # why there is no input check ('' when there is one)
 
@@ -86,15 +91,20 @@ class ModelSettings:
                    melanoma_class=str(metadata["melanoma_class"]),
                    threshold=None if threshold is None else float(threshold), alert_note=note,
                    tta=tta_mode(metadata.get("tta")), batch_size=int(metadata.get("batch_size", 32)),
-                   colour_constancy_power=metadata.get("colour_constancy_power"), input_check=check,
+                   colour_constancy_power=metadata.get("colour_constancy_power"),
+                   colour_constancy_grey=metadata.get("colour_constancy_grey"), input_check=check,
                    ood_note=ood_note)
+
+    def preprocess(self, images: np.ndarray) -> np.ndarray:
+        """Decoded uint8 image(s) as this model sees them (:func:`preprocess`)."""
+        return preprocess(images, self.colour_constancy_power, self.colour_constancy_grey)
 
     def probabilities(self, model: keras.Model, images: list[np.ndarray | None]) -> np.ndarray:
         """(n, classes) probabilities; a row of NaN where the image is None (it could not be read)."""
         readable = [i for i, image in enumerate(images) if image is not None]
         probabilities = np.full((len(images), len(self.classes)), np.nan)
         if readable:
-            batch = preprocess(np.stack([images[i] for i in readable]), self.colour_constancy_power)
+            batch = self.preprocess(np.stack([images[i] for i in readable]))
             probabilities[readable] = predict_probabilities(model, batch, self.batch_size, self.tta)
         return probabilities
 
@@ -107,7 +117,7 @@ class ModelSettings:
     def out_of_distribution(self, images: list[np.ndarray | None]) -> tuple[list[bool | None], list[float | None]]:
         """(flag, distance) of each image's statistics as the model sees it (:mod:`melanoma_lab.evaluation.ood`);
         None where the image is None and for every image when the model has no input check."""
-        seen = [None if image is None else preprocess(image, self.colour_constancy_power) for image in images]
+        seen = [None if image is None else self.preprocess(image) for image in images]
         return input_flags(self.input_check, seen)
 
     def alerts(self, probabilities: np.ndarray, flagged: list[bool | None] | None = None) -> list[bool | None]:

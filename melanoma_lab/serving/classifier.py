@@ -152,4 +152,5 @@ def model_metadata(dataset: DictConfig, evaluation: DictConfig, classes: list[st
     return {"classes": classes, "image_size": dataset.image_size, "melanoma_class": dataset.melanoma_class,
             "alert_target_sensitivity": evaluation.fixed_sensitivity, **alert.metadata(),
             "tta": tta_mode(evaluation.tta), "batch_size": dataset.batch_size,
-            "colour_constancy_power": dataset.get("colour_constancy_power")}
+            "colour_constancy_power": dataset.get("colour_constancy_power"),
+            "colour_constancy_grey": dataset.get("colour_constancy_grey")}

@@ -29,7 +29,8 @@ from melanoma_lab.study.preparation import load_audited_data
 def _statistics_of(files: pd.DataFrame, classes: list[str], dataset) -> pd.Series:
     """Image statistics per path, of the images as a model sees them (decoded, resized, colour-corrected)."""
     decoded = decode(files, classes, dataset.image_size)
-    statistics = image_statistics(preprocess(decoded.images, dataset.get("colour_constancy_power")))
+    statistics = image_statistics(preprocess(decoded.images, dataset.get("colour_constancy_power"),
+                                             dataset.get("colour_constancy_grey")))
     return pd.Series(list(statistics), index=decoded.files["path"].to_numpy())
 
 
