@@ -133,6 +133,30 @@ def test_a_named_baseline_is_the_reference_and_other_runs_show_what_they_change_
     assert usage.value.code == 2 and "--baseline takes KEY=VALUE" in capsys.readouterr().err
 
 
+def test_a_run_of_an_experiment_file_edited_since_is_not_a_replicate_it_shows_what_the_edit_changed(store, tmp_path):
+    """m6.yaml gained dataset.colour_constancy_grey=0.68 between two runs with the same overrides: the newest is the
+    baseline, the older one shows its own value of the key (absent: None), and a true replicate stays one."""
+    import time
+
+    uri, client, ids = store
+    experiment = client.get_experiment_by_name("melanoma-study").experiment_id
+    for run_id in (ids["base"], ids["again"], ids["no_ema"]):  # logged before the edit: no such key
+        client.log_param(run_id, "dataset.colour_constancy_power", "6.0")
+        client.log_param(run_id, "input_check/threshold", "9.3")  # not config (a model's settings, logged by MLflow)
+    time.sleep(0.05)
+    edited = _parent(client, experiment, tmp_path, "edited", _oof(0.7, 7), {})
+    for key, value in (("dataset.colour_constancy_power", "6.0"), ("dataset.colour_constancy_grey", "0.68"),
+                       ("study.cv_run_folds", "[1]")):  # where runs go is not a change
+        client.log_param(edited, key, value)
+    arms = load_groups(client, "melanoma-study", "m5")[tuple(SAME_FOLDS.values())]
+    assert arms[0].run_id == edited and arms[0].changes == ()
+    changes = {a.run_id: a.changes for a in arms}
+    assert changes[ids["base"]] == changes[ids["again"]] == ("dataset.colour_constancy_grey=None",)
+    assert changes[ids["no_ema"]] == ("optimizer.use_ema=false",)  # its own overrides: no newer run shares them
+    table = ablation_table(arms, min_images=10, samples=200, confidence=0.95).set_index("run_id")
+    assert table.loc[ids["base"], "delta_balanced_accuracy_frequent"] == pytest.approx(-0.1, abs=0.01)
+
+
 @pytest.mark.parametrize("baseline", [["a=1", "a=2"], ["study.cv_run_folds=[1]"], ["=1"]])
 def test_a_baseline_names_each_key_once_and_only_what_runs_compute(store, capsys, baseline):
     uri, _, _ = store

@@ -44,6 +44,7 @@ def test_shades_of_gray_with_a_grey_level_also_removes_an_exposure_change():
     fixed = [shades_of_gray(x, 6, grey=0.6) for x in (scene, darker, warm_dark)]
     assert np.abs(fixed[1].astype(int) - fixed[0]).max() <= 2 and np.abs(fixed[2].astype(int) - fixed[0]).max() <= 3
     assert np.allclose(_p_mean(fixed[0], 6), 0.6, atol=0.005)  # every channel's illuminant at the grey level
+    assert np.allclose(shades_of_gray(darker, np.inf, grey=0.6).max(axis=(1, 2)) / 255, 0.6, atol=0.003)  # max-RGB
     black = np.zeros((8, 8, 3), np.uint8)
     assert np.array_equal(shades_of_gray(black, 6, grey=0.6), black)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):

@@ -15,12 +15,14 @@ CHUNK = 256  # images corrected at a time: bounds the float32 working memory
 def _correct(images: np.ndarray, power: float, grey: float | None) -> np.ndarray:
     x = images.astype(np.float32)
     if np.isinf(power):
-        illuminant = x.max(axis=(-3, -2)) / 255.0
-    else:
-        illuminant = np.mean((x / 255.0) ** power, axis=(-3, -2)) ** (1.0 / power)  # scaled: no overflow for any p
+        illuminant, unit = x.max(axis=(-3, -2)), 255.0
+    else:  # as a fraction of 255: no overflow for any p
+        illuminant, unit = np.mean((x / 255.0) ** power, axis=(-3, -2)) ** (1.0 / power), 1.0
     norm = np.linalg.norm(illuminant, axis=-1, keepdims=True)
-    target = norm / np.sqrt(3.0) if grey is None else np.full_like(norm, grey)  # the illuminant's grey level after
-    gain = np.where(norm > 0, target / np.maximum(illuminant, 1e-12), 1.0)
+    if grey is None:  # neutral grey of the same norm: the image keeps its intensity
+        gain = np.where(norm > 0, norm / np.maximum(illuminant * np.sqrt(3.0), 1e-12), 1.0)
+    else:  # every channel's illuminant to the grey level
+        gain = np.where(norm > 0, grey * unit / np.maximum(illuminant, 1e-12), 1.0)
     return np.clip(np.rint(x * gain[..., None, None, :]), 0, 255).astype(np.uint8)
 
 

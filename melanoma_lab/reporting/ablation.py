@@ -5,7 +5,9 @@ Parents are on identical folds when they share experiment, ``cv_folds``, ``cv_ru
 fingerprint (the folds are drawn from the seed and the data). In such a group the *baseline* is the run whose
 overrides are the ones every run of the group has; each other run's *change* is what it overrides beyond them,
 e.g. ``optimizer.use_ema=false``. A run with the baseline's overrides run again is a replicate: its difference is
-the noise of training alone, against which the other differences can be read. After a recipe decision, name the
+the noise of training alone, against which the other differences can be read, unless its logged config differs
+(the experiment file was edited between them): then the newest such run keeps the overrides' place and each older
+one shows, as changes, its own values of the keys that differ (``dataset.colour_constancy_grey=None``). After a recipe decision, name the
 new reference explicitly (``baseline=("dataset.colour_constancy_power=null",)``): the baseline is then the run
 with the common overrides plus those, groups without such a run are left out, and a run that lacks one of them
 shows it as ``key=(default)``.
@@ -75,6 +77,25 @@ def _overrides(run: Run) -> dict[str, str]:
             if k.startswith("override.") and not k.removeprefix("override.").lstrip("+~").startswith(NOT_A_CHANGE)}
 
 
+def _config(run: Run) -> dict[str, str]:
+    """The config a run computed with, as it logged it (MLflow params: ``group.key``), but where runs go. Keys with a
+    ``/`` or without a group (what MLflow logged from a model's settings before they became an artifact) are not
+    config."""
+    return {k: v for k, v in run.data.params.items() if "." in k and "/" not in k and not k.startswith(NOT_A_CHANGE)}
+
+
+def _edited(run: Run, given: dict[str, str], members: list[Run], overrides: list[dict[str, str]]) -> list[str]:
+    """Where ``run``'s logged config differs from that of the newest run with the same overrides (an experiment file
+    edited between them, e.g. m6 given a new default): its own values of the newest run's keys, ``None`` for a key
+    it lacks (a key added since, absent = null). Empty for the newest run itself and for true replicates."""
+    same = [m for m, o in zip(members, overrides) if o == given]
+    newest = max(same, key=lambda m: m.info.start_time or 0)
+    if newest is run:
+        return []
+    mine, theirs = _config(run), _config(newest)
+    return [f"{k}={mine.get(k, 'None')}" for k, v in sorted(theirs.items()) if mine.get(k, "None") != v]
+
+
 def _changes(given: dict[str, str], reference: dict[str, str]) -> tuple[str, ...]:
     """What a run overrides beyond ``reference``, and the reference's overrides it lacks (as ``key=(default)``)."""
     return tuple(sorted([f"{k}={v}" for k, v in given.items() if reference.get(k) != v]
@@ -116,7 +137,8 @@ def load_groups(client: MlflowClient, study: str, experiment: str | tuple[str, .
             if OOF_FILE not in {a.path for a in client.list_artifacts(run.info.run_id)}:
                 continue
             oof = pd.read_csv(client.download_artifacts(run.info.run_id, OOF_FILE))
-            arms.append(Arm(run.info.run_id, _changes(given, reference), oof, dict(run.data.metrics),
+            changes = tuple(sorted(set(_changes(given, reference)) | set(_edited(run, given, members, overrides))))
+            arms.append(Arm(run.info.run_id, changes, oof, dict(run.data.metrics),
                             dict(run.data.tags), run.info.start_time or 0, run.data.params.get("dataset.melanoma_class"),
                             tuple(baseline), tuple(sorted(f"{k}={v}" for k, v in given.items()))))
         if arms and (not baseline or any(not a.changes for a in arms)):
