@@ -7,10 +7,10 @@ overrides are the ones every run of the group has; each other run's *change* is 
 e.g. ``optimizer.use_ema=false``. A run with the baseline's overrides run again is a replicate: its difference is
 the noise of training alone, against which the other differences can be read, unless its logged config differs
 (the experiment file was edited between them): then the newest such run keeps the overrides' place and each older
-one shows, as changes, its own values of the keys that differ (``dataset.colour_constancy_grey=None``). After a recipe decision, name the
-new reference explicitly (``baseline=("dataset.colour_constancy_power=null",)``): the baseline is then the run
-with the common overrides plus those, groups without such a run are left out, and a run that lacks one of them
-shows it as ``key=(default)``.
+one shows, as changes, its own values of the keys that differ (``dataset.colour_constancy_grey=None``).
+After a recipe decision, name the new reference explicitly (``baseline=("dataset.colour_constancy_power=null",)``):
+the baseline is then the run with the common overrides plus those, groups without such a run are left out, and a
+run that lacks one of them shows it as ``key=(default)``.
 
 Experiments are compared the same way: with several experiments (``experiment=("m5", "m6")``) the group
 leaves the ``experiment`` tag out, each run's ``experiment=<name>`` override is one of its changes, and the first

@@ -20,17 +20,15 @@ from melanoma_lab.data.pipeline import decode
 from melanoma_lab.data.split import fold_split, train_val_split
 from melanoma_lab.errors import UserError
 from melanoma_lab.evaluation.image_statistics import image_statistics
-from melanoma_lab.evaluation.inference import preprocess
 from melanoma_lab.evaluation.non_lesions import KINDS, non_lesions
 from melanoma_lab.evaluation.ood import InputCheck
-from melanoma_lab.study.preparation import load_audited_data
+from melanoma_lab.study.preparation import load_audited_data, preprocessed
 
 
 def _statistics_of(files: pd.DataFrame, classes: list[str], dataset) -> pd.Series:
     """Image statistics per path, of the images as a model sees them (decoded, resized, colour-corrected)."""
-    decoded = decode(files, classes, dataset.image_size)
-    statistics = image_statistics(preprocess(decoded.images, dataset.get("colour_constancy_power"),
-                                             dataset.get("colour_constancy_grey")))
+    decoded = preprocessed(decode(files, classes, dataset.image_size), dataset)
+    statistics = image_statistics(decoded.images)
     return pd.Series(list(statistics), index=decoded.files["path"].to_numpy())
 
 

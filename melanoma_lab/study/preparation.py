@@ -134,7 +134,8 @@ def split_labelled(recipe: DataRecipe, labelled: pd.DataFrame, fold: int | None
     return *train_val_split(train, val_fraction, seed), outer
 
 
-def _preprocessed(decoded: DecodedImages, dataset: DictConfig) -> DecodedImages:
+def preprocessed(decoded: DecodedImages, dataset: DictConfig) -> DecodedImages:
+    """Decoded images as every model of this ``dataset`` config sees them (its colour constancy, if any)."""
     power, grey = dataset.get("colour_constancy_power"), dataset.get("colour_constancy_grey")
     return decoded if power is None else replace(decoded, images=preprocess(decoded.images, power, grey))
 
@@ -142,7 +143,7 @@ def _preprocessed(decoded: DecodedImages, dataset: DictConfig) -> DecodedImages:
 def decode_split(dataset: DictConfig, classes: list[str], files: pd.DataFrame) -> DecodedImages:
     """An evaluation split decoded in RAM and preprocessed like every prediction (e.g. Test for a fold ensemble)."""
     decoded = _decode(files, classes, dataset.image_size, dataset.on_unreadable)
-    return _preprocessed(decoded, dataset)
+    return preprocessed(decoded, dataset)
 
 
 def prepare_data(recipe: DataRecipe, catalog: Catalog, files: pd.DataFrame, fold: int | None = None) -> PreparedData:
@@ -170,7 +171,7 @@ def prepare_data(recipe: DataRecipe, catalog: Catalog, files: pd.DataFrame, fold
     decoded = [_decode(part, catalog.classes, size, policy, disk_cache if part is train else None) for part in parts]
     skipped = {path: reason for part in decoded for path, reason in part.failures.items()}
     counts_after = {c: int((decoded[0].files["label"] == c).sum()) for c in catalog.classes}
-    decoded = [_preprocessed(part, dataset) for part in decoded]
+    decoded = [preprocessed(part, dataset) for part in decoded]
     return PreparedData(
         classes=catalog.classes, train=decoded[0], validation=decoded[1],
         test=decoded[2] if len(decoded[2].labels) else None, counts_before=counts_before,
