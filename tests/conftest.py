@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from melanoma_lab.config.compose import CONF_DIR, compose
 from melanoma_lab.config.schema import register_configs
+from tests.tiers import pytest_addoption, pytest_collection_modifyitems, pytest_terminal_summary  # noqa: F401 (hooks)
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic-9class-180px"
 
@@ -223,34 +224,3 @@ def trained_model(_trained_store, tmp_path):
     mlflow.set_tracking_uri(tracking_uri(None, store))
     return f"runs:/{run.info.run_id}/model", run, load_catalog(cfg.dataset), store
 
-
-# --- tiers (docs/testing.md) -----------------------------------------------------------------------------------
-# `make test` runs `-m "not slow"`; `make test-all` runs everything. A test that needs a service, several
-# processes, a browser or another backend is in the full tier by its marker alone: it is marked slow here.
-IMPLY_SLOW = ("cluster", "backends", "distribution", "ui")
-
-
-def pytest_addoption(parser):
-    parser.addini("unmarked_slow_seconds", "report unmarked tests that took longer than this (setup + call + "
-                  "teardown), at the end of the run", default="30")
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if any(item.get_closest_marker(name) for name in IMPLY_SLOW) and not item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.slow)
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """List the tests of the fast tier that took over ``unmarked_slow_seconds``: a report, not a failure."""
-    limit = float(config.getini("unmarked_slow_seconds"))
-    seconds: dict[str, float] = {}
-    for reports in terminalreporter.stats.values():
-        for report in reports:
-            if getattr(report, "when", None) in ("setup", "call", "teardown") and "slow" not in report.keywords:
-                seconds[report.nodeid] = seconds.get(report.nodeid, 0.0) + report.duration
-    over = sorted(((s, nodeid) for nodeid, s in seconds.items() if s > limit), reverse=True)
-    if over:
-        terminalreporter.section(f"unmarked tests over {limit:g} s: mark them @pytest.mark.slow or slim them")
-        for spent, nodeid in over:
-            terminalreporter.write_line(f"{spent:7.1f} s  {nodeid}")

@@ -102,6 +102,7 @@ def test_the_command_writes_the_table_and_names_a_missing_baseline(store, tmp_pa
     assert "no baseline among these runs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_named_baseline_is_the_reference_and_other_runs_show_what_they_change_from_it(store, tmp_path, capsys):
     """After a recipe decision (colour constancy off) the next ingredient is ablated from the new recipe."""
     uri, client, ids = store
@@ -165,6 +166,7 @@ def test_a_baseline_names_each_key_once_and_only_what_runs_compute(store, capsys
     assert usage.value.code == 2 and "--baseline" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_experiments_on_identical_folds_are_compared_with_the_first_as_reference_and_their_shift_drops(
         store, tmp_path):
     uri, client, ids = store

@@ -70,6 +70,7 @@ def test_each_installed_backend_trains_the_same_model_on_the_same_arrays(tmp_pat
         assert result["images_per_s"] > 0 and result["peak_rss_mb"] > 50 and result["final_val_accuracy"] is not None
 
 
+@pytest.mark.slow
 def test_a_backend_that_is_missing_or_fails_is_reported_not_raised(tmp_path, monkeypatch):
     monkeypatch.setattr(backends, "installed", lambda name: name == "tensorflow")
     results = backends.compare_backends(tmp_path / "no-arrays", epochs=2, repeats=1)
@@ -103,6 +104,7 @@ def test_timed_process_reports_wall_time_and_peak_memory_and_fails_loudly():
         _timed_process([sys.executable, "-c", "raise SystemExit(3)"])
 
 
+@pytest.mark.slow
 def test_the_model_rows_time_a_recipe_as_its_runs_build_it(shared_cache, capsys):
     from melanoma_lab.bench import models
 

@@ -40,6 +40,7 @@ def test_impossible_value_fails_at_composition_without_traceback_or_tensorflow(t
     assert "heavy modules loaded: False" in result.stdout  # refused before TensorFlow was imported
 
 
+@pytest.mark.slow
 def test_missing_dataset_prints_its_message_once_without_traceback(tmp_path):
     result = run_cli(tmp_path, f"dataset.root={tmp_path}/nonexistent")
     assert result.returncode == 2, result.stderr
@@ -47,6 +48,7 @@ def test_missing_dataset_prints_its_message_once_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr and "MissingMandatoryValue" not in result.stderr
 
 
+@pytest.mark.slow
 def test_unreachable_tracking_server_is_a_user_error(tmp_path):
     result = run_cli(tmp_path, "dataset=synthetic", "dataset.source.train_images=45", "dataset.source.test_images=0",
                      "dataset.source.generated_size=32", "dataset.image_size=32", "tracking.tracking_uri=http://127.0.0.1:9")
@@ -55,6 +57,7 @@ def test_unreachable_tracking_server_is_a_user_error(tmp_path):
     assert "Traceback" not in result.stderr and "MissingMandatoryValue" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_bug_keeps_its_traceback_without_the_sweep_callback_warning(tmp_path):
     patch = ("import melanoma_lab.study.experiment\n"
              "        def broken(*args, **kwargs): raise RuntimeError('a bug in the code')\n"
@@ -101,6 +104,7 @@ def test_a_mistake_on_the_command_line_is_one_error_line_and_exit_status_2(tmp_p
 
 
 @pytest.mark.parametrize("command", ["study", "audit", "serve"])
+@pytest.mark.slow
 def test_hydra_commands_report_composition_errors_alike(tmp_path, command):
     assert_one_error_line(melanoma_lab(tmp_path, command, "experiment=m9", f"paths.root_dir={tmp_path}"),
                           "did you mean m1, m2")
@@ -112,6 +116,7 @@ def test_evaluate_reports_a_misspelt_dataset_with_its_options(tmp_path):
                           "dataset=isic", "isic9", "isic2019", "synthetic")
 
 
+@pytest.mark.slow
 def test_train_help_lists_the_groups_a_user_chooses_from(tmp_path):
     result = melanoma_lab(tmp_path, "train", "--help")
     assert result.returncode == 0, result.stderr
@@ -121,6 +126,7 @@ def test_train_help_lists_the_groups_a_user_chooses_from(tmp_path):
     assert "epochs: 20" in result.stdout  # the keys, with their defaults
 
 
+@pytest.mark.slow
 def test_an_experiment_in_the_users_conf_dir_is_selected_by_name(tmp_path):
     """paths.conf_dir (<paths.root_dir>/conf) is on Hydra's search path: where tuner exports go, and a user's own
     configs, selectable like the package's; a hydra.searchpath given on the command line is kept too."""

@@ -73,6 +73,7 @@ def test_keeping_train_copies_of_test_images_reproduces_the_notebooks_and_warns(
     assert any("audit.test_contamination=keep: 2 Train images" in message for message in warnings)
 
 
+@pytest.mark.slow
 def test_a_run_scores_clean_test_images_apart_and_lists_the_unscored(contaminated, tmp_path):
     root, copies, broken = contaminated
     cfg = _cfg(root, tmp_path, "tracking.log_model=false")

@@ -33,6 +33,7 @@ def test_near_duplicates_share_a_fold_with_their_copies():
         assert set(train["path"]).isdisjoint(val["path"])
 
 
+@pytest.mark.slow
 def test_cross_validation_logs_a_parent_with_one_child_per_fold(tiny_cfg, tmp_path):
     # study.nested=false: each fold is the validation split itself (chooses and scores), as before issue 15
     cfg = tiny_cfg("experiment=m3", "study.cv_folds=3", "tracking.log_model=false", "imbalance.extra_per_class=3",
@@ -60,6 +61,7 @@ def test_cross_validation_logs_a_parent_with_one_child_per_fold(tiny_cfg, tmp_pa
     assert parents[0].data.tags["oof_threshold_chosen_on"].startswith("the scored fold itself")
 
 
+@pytest.mark.slow
 def test_only_the_chosen_folds_run_and_a_bad_fold_number_is_refused_before_any_work(tiny_cfg, tmp_path):
     with pytest.raises(ConfigError, match="study.cv_run_folds"):
         run_cross_validation(tiny_cfg("study.cv_folds=3", "study.cv_run_folds=[4]"), tmp_path / "bad")
@@ -146,6 +148,7 @@ def test_nested_folds_choose_on_an_inner_split_and_the_parent_scores_out_of_fold
     assert parent.data.tags["oof_threshold_chosen_on"] == "inner validation split of each fold"
 
 
+@pytest.mark.slow
 def test_out_of_fold_predictions_without_tracking(tiny_cfg, tmp_path):
     cfg = tiny_cfg("experiment=m1", "study.cv_folds=2", "tracking.enabled=false", "imbalance=none")
     summary = run_cross_validation(cfg, tmp_path / "cv")

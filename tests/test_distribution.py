@@ -159,6 +159,7 @@ print(json.dumps({"backend": keras.backend.backend(), "same_seed": same(first, a
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch", "tensorflow"])
+@pytest.mark.slow
 def test_seeding_makes_two_fits_identical(backend):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(not_installed(backend))
@@ -174,6 +175,7 @@ DETERMINISM = {  # an expression: whether the backend's deterministic ops are on
 
 
 @pytest.mark.parametrize("backend", list(DETERMINISM))
+@pytest.mark.slow
 def test_deterministic_turns_on_the_backends_deterministic_ops(backend):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(not_installed(backend))
@@ -244,6 +246,7 @@ def test_multi_worker_trains_one_run_across_two_jax_processes(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
 
 
+@pytest.mark.slow
 def test_a_run_of_several_processes_always_trains(tiny_cfg, tmp_path, monkeypatch):
     """Only process 0 sees the store: reusing a FINISHED twin there would leave the other processes waiting."""
     import mlflow

@@ -55,6 +55,7 @@ def test_corrupt_and_wrong_archives_are_refused(tmp_path, archive):
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 def test_offline_download_fails_clearly(tmp_path, capsys):
     with pytest.raises(ConnectionError, match="--archive"):
         download("http://127.0.0.1:9/isic.zip", tmp_path / "isic.zip", timeout=5)

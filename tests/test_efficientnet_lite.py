@@ -138,6 +138,7 @@ def _layers(model):
     return backbone, {layer.name for layer in backbone.layers if layer.trainable and layer.weights}
 
 
+@pytest.mark.slow
 def test_the_model_starts_from_the_wheels_weights_and_trains_the_head_or_the_top_blocks(tmp_path):
     from tests.conftest import compose_config
 
@@ -193,6 +194,7 @@ def test_transfer_with_imagenet_weights_offline_is_one_clear_error_naming_the_lo
         build_transfer((96, 96, 3), 9, weights="imagenet")
 
 
+@pytest.mark.slow
 def test_efficientnet_lite_trains_offline_and_the_run_records_the_weights_hashes(shared_cache, tmp_path):
     import mlflow
 

@@ -112,6 +112,7 @@ def test_the_fold_ensemble_is_one_model_that_predict_serve_and_promote_use_uncha
     assert np.allclose([champion[c] for c in classes], probabilities[0], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_an_ensemble_without_cross_validation_is_a_user_error_on_the_command_line(tmp_path):
     from tests.test_cli_errors import run_cli
 

@@ -33,6 +33,7 @@ def _table(client, run, path: str) -> pd.DataFrame:
     return pd.read_csv(client.download_artifacts(run.info.run_id, path))
 
 
+@pytest.mark.slow
 def test_an_isic_layout_model_is_scored_on_ham10000_through_a_class_map(trained_model, ham_root, tmp_path):
     uri, source, _, store = trained_model  # tiny m2 on the synthetic ISIC-layout set (9 ISIC class names)
     result = subprocess.run([sys.executable, "-m", "melanoma_lab", "evaluate", f"model_uri={uri}", "dataset=ham10000",
@@ -77,6 +78,7 @@ def _evaluate_on_synthetic(ham_model, tmp_path, shared_cache, *extra):
     return cfg, run_evaluation(cfg, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_a_ham10000_model_on_the_isic_layout_set_reports_the_class_it_does_not_know(ham_model, tmp_path,
                                                                                      shared_cache):
     cfg, metrics = _evaluate_on_synthetic(ham_model, tmp_path, shared_cache, "class_map=isic9_to_ham10000")
@@ -113,6 +115,7 @@ def test_the_roc_figure_draws_the_melanoma_class_bold():
     assert widths["mel"] > widths["nv"]
 
 
+@pytest.mark.slow
 def test_evaluate_scores_exactly_as_the_run_did_with_colour_constancy_and_dihedral_views(tiny_cfg, tmp_path):
     """The one prediction path: an external evaluation of a model on its own Test split reproduces the run's
     test_predictions.csv, colour correction and the 8 views included."""

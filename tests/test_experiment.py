@@ -31,6 +31,7 @@ def _artifacts(client, run_id, path=None) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_m3_smoke_leaves_one_finished_run_with_everything(tiny_cfg, tmp_path):
     cfg = tiny_cfg("experiment=m3", "trainer.epochs=2", *TINY_AUGMENTOR)
     results = run_experiment(cfg, tmp_path / "out", ["experiment=m3"])
@@ -109,6 +110,7 @@ def test_cli_rejects_a_wrong_key_before_any_training(tmp_path):
     assert not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.slow
 def test_cli_without_data_explains_the_two_ways_out(tmp_path):
     result = subprocess.run([sys.executable, "-m", "melanoma_lab", f"paths.root_dir={tmp_path}"],
                             capture_output=True, text=True, timeout=120)
@@ -129,6 +131,7 @@ def test_cli_trains_one_experiment(tmp_path, shared_cache):
     assert (run_dirs[0] / "checkpoints" / "best.keras").is_file()
 
 
+@pytest.mark.slow
 def test_recipe_options_train_end_to_end(tiny_cfg, tmp_path):
     cfg = tiny_cfg("experiment=m4", "trainer.epochs=2", "dataset.image_size=32", "model.filters=[8,16]",
                    "tracking.log_model=false", "loss=focal", "lr_schedule=cosine",
@@ -155,6 +158,7 @@ def test_synthetic_data_is_learnable_but_not_trivial(tmp_path, shared_cache):
     assert 2 * chance < results["test_balanced_accuracy"] < 0.95
 
 
+@pytest.mark.slow
 def test_same_seed_gives_same_split_and_identical_metrics_when_deterministic(tiny_cfg, tmp_path):
     from melanoma_lab.study.preparation import load_audited_data, prepare_data
 
@@ -208,6 +212,7 @@ def _epoch_recorder():
     return Epochs()
 
 
+@pytest.mark.slow
 def test_a_run_interrupted_without_the_resume_flag_continues_with_it(tiny_cfg, tmp_path, monkeypatch, caplog):
     """The README's promise: Ctrl-C, then the same command plus trainer.resume=true continues the same run."""
     _with_callback(monkeypatch, _ctrl_c_after(1))
@@ -235,6 +240,7 @@ def test_a_run_interrupted_without_the_resume_flag_continues_with_it(tiny_cfg, t
     assert len(history["loss"]) == 4
 
 
+@pytest.mark.slow
 def test_a_rerun_without_the_resume_flag_starts_over_and_says_so(tiny_cfg, tmp_path, monkeypatch, caplog):
     _with_callback(monkeypatch, _ctrl_c_after(0))
     overrides = ("experiment=m1", "trainer.epochs=2", "tracking.log_model=false", "imbalance=none")
@@ -263,6 +269,7 @@ def smoke_overrides(experiment: str) -> list[str]:
     return tiny + sizes + (["study.cv_folds=2"] if chosen.study.cv_folds > 1 else [])
 
 
+@pytest.mark.experiment_smoke
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_file_trains_a_smoke_run(experiment, tmp_path, shared_cache):
     """Every conf/experiment/*.yaml, found on disk (a new one is trained without writing a test), takes one epoch

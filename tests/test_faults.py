@@ -54,6 +54,7 @@ def test_decompression_bomb_is_refused_not_decoded(tmp_path):
     assert "DecompressionBomb" in decoded.failures[str(bomb)]
 
 
+@pytest.mark.slow
 def test_skip_policy_trains_on_the_good_files_and_fail_policy_stops_before_training(messy, tmp_path):
     from tests.conftest import TINY_RUN, compose_config
 

@@ -24,6 +24,7 @@ def _same(before, after):
     return all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
+@pytest.mark.slow
 def test_the_head_epochs_leave_the_backbone_untouched_then_fine_tuning_trains_only_the_configured_blocks(
         shared_cache):
     import keras
@@ -60,6 +61,7 @@ def test_the_head_epochs_leave_the_backbone_untouched_then_fine_tuning_trains_on
     assert keras.backend.backend() == "tensorflow"
 
 
+@pytest.mark.slow
 def test_a_run_with_head_epochs_logs_them_at_their_own_rate_and_never_selects_them(shared_cache, tmp_path):
     from melanoma_lab.study.experiment import run_experiment
     from melanoma_lab.tracking.store import tracking_uri
@@ -109,6 +111,7 @@ def test_best_epoch_skips_the_head_epochs():
     assert best_epoch(history, "val_loss", first=2) == 2
 
 
+@pytest.mark.slow
 def test_head_epochs_under_the_mirrored_strategy_recompile_in_the_models_own_strategy(shared_cache):
     import tensorflow as tf
 

@@ -42,6 +42,7 @@ def test_the_digest_is_the_data_fingerprint_and_generated_images_still_get_one()
     assert len(digest(generated)) == 16 and digest(generated) != digest(generated.iloc[:1])
 
 
+@pytest.mark.slow
 def test_a_nested_fold_logs_its_outer_fold_as_held_out(tiny_cfg, tmp_path):
     from melanoma_lab.study.crossval import run_cross_validation
     from melanoma_lab.tracking.store import tracking_uri

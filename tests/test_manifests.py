@@ -156,6 +156,7 @@ def test_cli_m2_on_ham10000_leaves_a_finished_run(ham_root, tmp_path):
         compose_config(["dataset=ham10000", f"dataset.root={ham_root}"]).dataset).files)
 
 
+@pytest.mark.slow
 def test_m2_on_isic2019_leaves_a_finished_run(isic2019_root, tmp_path):
     cfg = compose_config(["experiment=m2", "dataset=isic2019", f"dataset.root={isic2019_root}", *TINY_RUN, *SMALL,
                           "tracking.log_model=false"], root=tmp_path)

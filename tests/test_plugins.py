@@ -21,6 +21,7 @@ def user_conf(tmp_path):
     return f"hydra.searchpath=[file://{tmp_path / 'user_conf'}]"
 
 
+@pytest.mark.slow
 def test_plugins_from_outside_the_package_run_through_overrides(tmp_path, shared_cache, user_conf):
     cfg = compose_config([*TINY_DATA, "trainer=smoke", "experiment=m1", "tracking.log_model=false", user_conf,
                           "model=tiny", "imbalance._target_=tests.plugins_example.undersample",

@@ -91,6 +91,7 @@ def test_a_source_change_in_the_checkout_trains_again_an_unchanged_rerun_is_reus
 
 
 @pytest.mark.parametrize("precision", ["float32", "auto"])
+@pytest.mark.slow
 def test_runtime_facts_are_tags_of_the_run(tiny_cfg, tmp_path, precision):
     from melanoma_lab.study.experiment import run_experiment
     from melanoma_lab.runtime import cpu_has_bfloat16

@@ -147,6 +147,7 @@ def test_tta_views_none_flip_and_the_eight_dihedral_views():
     assert legacy.tta == "flip" and legacy.colour_constancy_power is None
 
 
+@pytest.mark.slow
 def test_m5_composes_m4_with_the_new_ingredients_and_trains_end_to_end(tiny_cfg, tmp_path):
     import mlflow
 

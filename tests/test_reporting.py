@@ -142,6 +142,7 @@ def _report(client, out):
     return write_report(load_study(client, "s"), out, samples=100).read_text()
 
 
+@pytest.mark.slow
 def test_ad_hoc_runs_do_not_change_the_report(store, tmp_path, labels):
     client, experiment_id = store
     before = _report(client, tmp_path / "before")

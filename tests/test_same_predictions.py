@@ -34,6 +34,7 @@ def _predict_json(args: list[str], capsys) -> tuple[int, dict]:
 
 
 @pytest.mark.parametrize("views, extra", [("flip", ()), ("dihedral", ("dataset.colour_constancy_power=6",))])
+@pytest.mark.slow
 def test_predict_and_served_model_reproduce_the_runs_test_predictions(tiny_cfg, tmp_path, capsys, views, extra):
     cfg = tiny_cfg(f"evaluation.tta={views}", *extra)
     run_experiment(cfg, tmp_path / "run")
@@ -63,6 +64,7 @@ def test_predict_and_served_model_reproduce_the_runs_test_predictions(tiny_cfg, 
     assert served.metadata.metadata["colour_constancy_power"] == (6 if extra else None)
 
 
+@pytest.mark.slow
 def test_no_melanoma_in_validation_means_no_alert_anywhere(tiny_cfg, tmp_path, capsys):
     synthetic = load_catalog(tiny_cfg().dataset).root
     root = tmp_path / "data"

@@ -63,6 +63,7 @@ def test_the_table_reports_each_drop_and_the_worst_per_family():
     assert "| colour | bluer |" in shifts.render(table)
 
 
+@pytest.mark.slow
 def test_a_cross_validation_checks_its_fold_models_under_every_shift_and_the_command_redoes_it(tiny_cfg, tmp_path,
                                                                                                 capsys):
     from melanoma_lab.study import shift_check

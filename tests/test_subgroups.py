@@ -68,6 +68,7 @@ def test_an_evaluation_on_ham10000_logs_its_subgroups(trained_model, tmp_path):
     assert (table["status"] == "scored").any()
 
 
+@pytest.mark.slow
 def test_a_training_run_on_a_ham10000_format_fixture_logs_its_subgroup_tables(tmp_path, shared_cache):
     from melanoma_lab.study.experiment import run_experiment
     from melanoma_lab.tracking.store import tracking_uri

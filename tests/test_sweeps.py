@@ -29,6 +29,7 @@ def test_summary_keeps_the_newest_child_of_each_job():
     assert list(table["val_balanced_accuracy"]) == [0.6, 0.5] and table["test_balanced_accuracy"].isna().all()
 
 
+@pytest.mark.slow
 def test_the_sweep_callback_opens_and_closes_the_parent_run_without_tensorflow(tmp_path):
     # the launcher process of a Ray or Slurm sweep never trains: its parent run must not load TensorFlow
     script = textwrap.dedent(f"""

@@ -7,6 +7,7 @@ import pytest
 
 
 @pytest.mark.parametrize("enabled", [True, False])
+@pytest.mark.slow
 def test_a_training_run_records_system_metrics_unless_switched_off(tiny_cfg, tmp_path, monkeypatch, enabled):
     from melanoma_lab.study.experiment import run_experiment
     from melanoma_lab.tracking.store import tracking_uri
@@ -24,6 +25,7 @@ def test_a_training_run_records_system_metrics_unless_switched_off(tiny_cfg, tmp
         assert not system
 
 
+@pytest.mark.slow
 def test_the_optional_tensorboard_callback_attaches_its_logs_to_the_run(tiny_cfg, tmp_path):
     from melanoma_lab.study.experiment import run_experiment
     from melanoma_lab.tracking.store import tracking_uri

@@ -59,6 +59,7 @@ def test_tta_averages_the_image_and_its_flips():
     assert np.allclose(predict_probabilities(model, images, 2, tta=False), model.predict(images, verbose=0))
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_on_cpu(tiny_cfg, tmp_path):
     import tensorflow as tf
 

@@ -1,0 +1,62 @@
+"""The tiers' report (tests/tiers.py): the fast tier's tests over the limit are listed, the experiment smoke runs
+are totalled apart, the slow tier is neither."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SUITE = '''
+import time
+import pytest
+
+def test_quick():
+    pass
+
+def test_lingers():
+    time.sleep(0.6)
+
+@pytest.mark.experiment_smoke
+@pytest.mark.parametrize("experiment", ["a", "b"])
+def test_smoke(experiment):
+    time.sleep(0.6)
+
+@pytest.mark.slow
+def test_slow_tier():
+    time.sleep(0.6)
+
+@pytest.mark.cluster
+def test_needs_a_cluster():
+    time.sleep(0.6)
+'''
+
+
+def _run(tmp_path: Path, *args: str) -> str:
+    (tmp_path / "conftest.py").write_text(
+        "from tests.tiers import pytest_addoption, pytest_collection_modifyitems, pytest_terminal_summary\n")
+    (tmp_path / "test_suite.py").write_text(SUITE)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nunmarked_slow_seconds = 0.5\nmarkers =\n    slow\n    cluster\n"
+                                         "    experiment_smoke\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_the_fast_tier_lists_its_tests_over_the_limit_and_totals_the_smoke_runs_apart(tmp_path):
+    out = _run(tmp_path, "-m", "not slow")
+    assert "4 passed, 2 deselected" in out  # the cluster-marked test is in the slow tier by its marker alone
+    listed = out.split("unmarked tests over 0.5 s")[1].split("experiment smoke runs")[0]
+    assert "test_suite.py::test_lingers" in listed
+    assert "test_quick" not in listed and "test_smoke" not in listed
+    assert "experiment smoke runs (fast tier, marker experiment_smoke): 2 tests" in out
+    assert "the rest of the fast tier: 2 tests" in out
+
+
+def test_the_slow_tier_is_not_reported_as_the_fast_tiers_cost(tmp_path):
+    out = _run(tmp_path, "-m", "slow")
+    assert "2 passed, 4 deselected" in out
+    assert "unmarked tests over" not in out and "experiment smoke runs" not in out
