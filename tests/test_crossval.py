@@ -61,7 +61,7 @@ def test_cross_validation_logs_a_parent_with_one_child_per_fold(tiny_cfg, tmp_pa
     assert parents[0].data.tags["oof_threshold_chosen_on"].startswith("the scored fold itself")
 
 
-@pytest.mark.slow
+# the fast tier's one cross-validation (one fold of three, ~10 s): the others here are in the full tier
 def test_only_the_chosen_folds_run_and_a_bad_fold_number_is_refused_before_any_work(tiny_cfg, tmp_path):
     with pytest.raises(ConfigError, match="study.cv_run_folds"):
         run_cross_validation(tiny_cfg("study.cv_folds=3", "study.cv_run_folds=[4]"), tmp_path / "bad")
