@@ -12,7 +12,20 @@ SUITE = '''
 import time
 import pytest
 
+@pytest.fixture(scope="session")
+def trained():
+    time.sleep(0.6)
+
+
 def test_quick():
+    pass
+
+
+def test_first_to_ask(trained):
+    pass
+
+
+def test_second_to_ask(trained):
     pass
 
 def test_lingers():
@@ -48,15 +61,18 @@ def _run(tmp_path: Path, *args: str) -> str:
 
 def test_the_fast_tier_lists_its_tests_over_the_limit_and_totals_the_smoke_runs_apart(tmp_path):
     out = _run(tmp_path, "-m", "not slow")
-    assert "4 passed, 2 deselected" in out  # the cluster-marked test is in the slow tier by its marker alone
-    listed = out.split("unmarked tests over 0.5 s")[1].split("experiment smoke runs")[0]
+    assert "6 passed, 2 deselected" in out  # the cluster-marked test is in the slow tier by its marker alone
+    listed = out.split("unmarked tests over 0.5 s")[1].split("fixture set-ups over 0.5 s")[0]
     assert "test_suite.py::test_lingers" in listed
-    assert "test_quick" not in listed and "test_smoke" not in listed
-    assert "experiment smoke runs (fast tier, marker experiment_smoke): 2 tests" in out
-    assert "the rest of the fast tier: 2 tests" in out
+    assert "test_quick" not in listed and "test_smoke" not in listed and "_to_ask" not in listed
+    # the session fixture is paid in the first test's set-up: listed as a set-up, not as a test to mark slow
+    setups = out.split("fixture set-ups over 0.5 s")[1].split("fast tier:")[0]
+    assert "test_suite.py::test_first_to_ask" in setups and "test_second_to_ask" not in setups
+    assert "fast tier: experiment smoke runs (marker experiment_smoke) 2 tests" in out
+    assert "the other tests 4," in out
 
 
 def test_the_slow_tier_is_not_reported_as_the_fast_tiers_cost(tmp_path):
     out = _run(tmp_path, "-m", "slow")
-    assert "2 passed, 4 deselected" in out
-    assert "unmarked tests over" not in out and "experiment smoke runs" not in out
+    assert "2 passed, 6 deselected" in out
+    assert "unmarked tests over" not in out and "set-ups over" not in out and "fast tier:" not in out

@@ -24,30 +24,41 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
-def fast_tier_costs(reports) -> tuple[list[tuple[float, str]], dict[str, float]]:
-    """Seconds (setup + call + teardown) of each test outside the slow tier: the others, largest first, and the
-    experiment smoke runs (marker ``experiment_smoke``: in the fast tier whatever they cost) apart."""
+def fast_tier_costs(reports) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Seconds of each test outside the slow tier: (its call + teardown, its setup, the experiment smoke runs' whole
+    time). Set-up is apart because a fixture of a wider scope (the session's trained model) is paid in the setup of
+    the first test that asks for it: marking that test slow would only move the cost to the next one."""
+    ran: dict[str, float] = {}
+    setup: dict[str, float] = {}
     smoke: dict[str, float] = {}
-    other: dict[str, float] = {}
     for report in reports:
-        if getattr(report, "when", None) in ("setup", "call", "teardown") and "slow" not in report.keywords:
-            into = smoke if "experiment_smoke" in report.keywords else other
-            into[report.nodeid] = into.get(report.nodeid, 0.0) + report.duration
-    return sorted(((s, nodeid) for nodeid, s in other.items()), reverse=True), smoke
+        when = getattr(report, "when", None)
+        if when not in ("setup", "call", "teardown") or "slow" in report.keywords:
+            continue
+        into = smoke if "experiment_smoke" in report.keywords else setup if when == "setup" else ran
+        into[report.nodeid] = into.get(report.nodeid, 0.0) + report.duration
+    return ran, setup, smoke
+
+
+def _over(seconds: dict[str, float], limit: float) -> list[tuple[float, str]]:
+    return sorted(((spent, nodeid) for nodeid, spent in seconds.items() if spent > limit), reverse=True)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """List the fast tier's tests that took over ``unmarked_slow_seconds`` (a report, not a failure), and what the
-    experiment smoke runs cost together."""
+    """List the fast tier's tests that took over ``unmarked_slow_seconds`` and the set-ups that did (a report, not a
+    failure), and what the experiment smoke runs and the rest cost."""
     limit = float(config.getini("unmarked_slow_seconds"))
     reports = [report for reports in terminalreporter.stats.values() for report in reports]
-    others, smoke = fast_tier_costs(reports)
-    over = [(spent, nodeid) for spent, nodeid in others if spent > limit]
-    if over:
-        terminalreporter.section(f"unmarked tests over {limit:g} s: mark them @pytest.mark.slow or slim them")
-        for spent, nodeid in over:
-            terminalreporter.write_line(f"{spent:7.1f} s  {nodeid}")
-    if smoke:
-        terminalreporter.write_line(f"experiment smoke runs (fast tier, marker experiment_smoke): {len(smoke)} tests, "
-                                    f"{sum(smoke.values()):.0f} s; the rest of the fast tier: {len(others)} tests, "
-                                    f"{sum(spent for spent, _ in others):.0f} s")
+    ran, setup, smoke = fast_tier_costs(reports)
+    for over, title in ((_over(ran, limit), f"unmarked tests over {limit:g} s: mark them @pytest.mark.slow or "
+                                            "slim them"),
+                        (_over(setup, limit), f"fixture set-ups over {limit:g} s (a session or module fixture is "
+                                              "paid by the first test that asks for it)")):
+        if over:
+            terminalreporter.section(title)
+            for spent, nodeid in over:
+                terminalreporter.write_line(f"{spent:7.1f} s  {nodeid}")
+    if smoke or ran:
+        rest = sum(ran.values()) + sum(setup.values())
+        terminalreporter.write_line(f"fast tier: experiment smoke runs (marker experiment_smoke) {len(smoke)} tests, "
+                                    f"{sum(smoke.values()):.0f} s; the other tests {len(ran)}, {rest:.0f} s")

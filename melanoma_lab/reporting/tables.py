@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -229,17 +228,27 @@ def _images_note(c: dict, split: str) -> str:
             f"has {c['images_a']}, {c['to']} has {c['images_b']})")
 
 
+def _validation_loss_note(runs) -> str:
+    """Where the runs' validation loss was lowest (mean epoch over the runs that logged it), and how many were still
+    improving at their last epoch: there the loss had not bottomed out and more epochs may help."""
+    curves = [r.history["val_loss"] for r in runs if r.history.get("val_loss")]
+    if not curves:
+        return "; no validation-loss history logged"
+    lowest = [int(np.argmin(curve)) + 1 for curve in curves]
+    note = (f"; validation loss lowest at epoch {np.mean(lowest):.1f} of {np.mean([len(c) for c in curves]):.0f} "
+            f"(mean over {len(curves)} run{'s' if len(curves) > 1 else ''})")
+    still_falling = sum(at == len(curve) for at, curve in zip(lowest, curves))
+    if still_falling:
+        note += f", still falling at the last epoch in {still_falling} of {len(curves)}: more epochs may help"
+    return note
+
+
 def conclusions(study: Study, compared: list[dict]) -> list[str]:
     lines = []
     for name in study.experiments:
         runs = study.of(name)
         gap = nan_mean([metric_of(r, GAP) for r in runs])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # runs without history: NaN, said as such
-            best = np.mean([int(np.argmin(r.history["val_loss"])) + 1 for r in runs if r.history.get("val_loss")])
-            epochs = np.mean([len(r.history.get("val_loss", [])) for r in runs])
-        where = (f"; validation loss bottomed out at epoch {best:.1f} of {epochs:.0f}" if epochs else
-                 " (mean over folds)")
+        where = _validation_loss_note(runs)
         if not np.isfinite(gap):
             lines.append(f"**{name}**: no train-validation gap logged for its runs{where}.")
             continue
