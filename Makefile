@@ -86,7 +86,7 @@ demo: install ## M1 -> M2 -> M3 on the built-in synthetic lesions (a few minutes
 
 # Tiers (docs/testing.md). `make test`: the fast tier, a newcomer's check (no cluster extra, no torch, no Debian
 # packages: tests that need them are marked and skip here). `make test-all`: every tier, as CI runs it (.ci/run).
-# Both end with the unmarked tests that took over 30 s (tests/conftest.py); test-all also lists the 25 slowest.
+# Both end with the unmarked tests that took over 10 s (tests/tiers.py); test-all also lists the 25 slowest.
 PYTEST_ARGS ?=
 test: install ## the fast tier: unit and fast integration tests, in minutes (no cluster extra, torch or services)
 	$(PY) -m pytest -q -rs -m "not slow" $(PYTEST_ARGS)

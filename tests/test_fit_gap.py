@@ -140,10 +140,12 @@ def test_the_report_says_where_validation_loss_was_lowest_and_when_it_was_still_
     gap = {registry.gap_key("accuracy"): 0.05}
     bottomed, falling = {"val_loss": [1.0, 0.8, 0.9]}, {"val_loss": [1.0, 0.9, 0.8]}
     runs = [StudyRun("a", "m1", 1, {}, gap, bottomed, {}), StudyRun("b", "m2", 1, {}, gap, falling, {}),
-            StudyRun("c", "m2", 2, {}, gap, bottomed, {}), StudyRun("d", "m3", 1, {}, gap, {}, {})]
+            StudyRun("c", "m2", 2, {}, gap, bottomed, {}), StudyRun("d", "m3", 1, {}, gap, {}, {}),
+            StudyRun("e", "m4", 1, {}, gap, {"val_loss": [0.9]}, {})]
     lines = conclusions(Study("s", runs, ["x", "y"], None, "test", pd.DataFrame()), [])
     assert lines[0].endswith("; validation loss lowest at epoch 2.0 of 3 (mean over 1 run).")
     # m2's first seed was still improving at its last epoch: the loss had not bottomed out there (was: "bottomed out")
     assert lines[1].endswith("; validation loss lowest at epoch 2.5 of 3 (mean over 2 runs), still falling at the last "
                              "epoch in 1 of 2: more epochs may help.")
     assert lines[2].endswith("; no validation-loss history logged.")  # was: " (mean over folds)."
+    assert lines[3].endswith("; validation loss lowest at epoch 1.0 of 1 (mean over 1 run).")  # one epoch: no trend

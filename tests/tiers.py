@@ -24,41 +24,37 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
-def fast_tier_costs(reports) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    """Seconds of each test outside the slow tier: (its call + teardown, its setup, the experiment smoke runs' whole
-    time). Set-up is apart because a fixture of a wider scope (the session's trained model) is paid in the setup of
-    the first test that asks for it: marking that test slow would only move the cost to the next one."""
-    ran: dict[str, float] = {}
-    setup: dict[str, float] = {}
+def fast_tier_costs(reports) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Seconds of each test outside the slow tier, [setup, call + teardown] (the experiment smoke runs apart, whole).
+    Set-up is shown apart because a fixture of a wider scope (the session's trained model) is paid in the setup of
+    the first test that asks for it: there the fixture, not the test, is what to slim."""
+    tests: dict[str, list[float]] = {}
     smoke: dict[str, float] = {}
     for report in reports:
         when = getattr(report, "when", None)
         if when not in ("setup", "call", "teardown") or "slow" in report.keywords:
             continue
-        into = smoke if "experiment_smoke" in report.keywords else setup if when == "setup" else ran
-        into[report.nodeid] = into.get(report.nodeid, 0.0) + report.duration
-    return ran, setup, smoke
-
-
-def _over(seconds: dict[str, float], limit: float) -> list[tuple[float, str]]:
-    return sorted(((spent, nodeid) for nodeid, spent in seconds.items() if spent > limit), reverse=True)
+        if "experiment_smoke" in report.keywords:
+            smoke[report.nodeid] = smoke.get(report.nodeid, 0.0) + report.duration
+        else:
+            tests.setdefault(report.nodeid, [0.0, 0.0])[when != "setup"] += report.duration
+    return tests, smoke
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """List the fast tier's tests that took over ``unmarked_slow_seconds`` and the set-ups that did (a report, not a
-    failure), and what the experiment smoke runs and the rest cost."""
+    """List the fast tier's tests that took over ``unmarked_slow_seconds`` (setup + call + teardown; a report, not a
+    failure), with their set-up shown apart, and what the experiment smoke runs and the others cost."""
     limit = float(config.getini("unmarked_slow_seconds"))
     reports = [report for reports in terminalreporter.stats.values() for report in reports]
-    ran, setup, smoke = fast_tier_costs(reports)
-    for over, title in ((_over(ran, limit), f"unmarked tests over {limit:g} s: mark them @pytest.mark.slow or "
-                                            "slim them"),
-                        (_over(setup, limit), f"fixture set-ups over {limit:g} s (a session or module fixture is "
-                                              "paid by the first test that asks for it)")):
-        if over:
-            terminalreporter.section(title)
-            for spent, nodeid in over:
-                terminalreporter.write_line(f"{spent:7.1f} s  {nodeid}")
-    if smoke or ran:
-        rest = sum(ran.values()) + sum(setup.values())
+    tests, smoke = fast_tier_costs(reports)
+    over = sorted(((sum(parts), parts[0], nodeid) for nodeid, parts in tests.items() if sum(parts) > limit),
+                  reverse=True)
+    if over:
+        terminalreporter.section(f"unmarked tests over {limit:g} s: mark them @pytest.mark.slow or slim them (a "
+                                 "large set-up is a shared fixture paid by its first test: slim the fixture)")
+        for spent, setup, nodeid in over:
+            terminalreporter.write_line(f"{spent:7.1f} s  (set-up {setup:.1f} s)  {nodeid}")
+    if smoke or tests:
         terminalreporter.write_line(f"fast tier: experiment smoke runs (marker experiment_smoke) {len(smoke)} tests, "
-                                    f"{sum(smoke.values()):.0f} s; the other tests {len(ran)}, {rest:.0f} s")
+                                    f"{sum(smoke.values()):.0f} s; the other tests {len(tests)}, "
+                                    f"{sum(map(sum, tests.values())):.0f} s")

@@ -237,7 +237,7 @@ def _validation_loss_note(runs) -> str:
     lowest = [int(np.argmin(curve)) + 1 for curve in curves]
     note = (f"; validation loss lowest at epoch {np.mean(lowest):.1f} of {np.mean([len(c) for c in curves]):.0f} "
             f"(mean over {len(curves)} run{'s' if len(curves) > 1 else ''})")
-    still_falling = sum(at == len(curve) for at, curve in zip(lowest, curves))
+    still_falling = sum(at == len(curve) > 1 for at, curve in zip(lowest, curves))  # one epoch: nothing to say
     if still_falling:
         note += f", still falling at the last epoch in {still_falling} of {len(curves)}: more epochs may help"
     return note
