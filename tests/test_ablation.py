@@ -222,3 +222,50 @@ def test_differences_resample_the_split_groups_when_the_runs_logged_them():
              for name, d in (("grouped", grouped), ("images", images))}
     assert width["grouped"] > 1.4 * width["images"]
     assert grouped["resampled"] == f"{len(LABELS) // 4} split groups of {len(LABELS)} images"
+
+
+def test_a_recipe_cross_validated_in_pieces_is_pooled_to_meet_one_that_ran_every_fold(store, tmp_path, capsys):
+    """m6 ran fold 1, then fold 2 (an override restating what its file sets by then), m5 both folds at once: with
+    --pool-folds m6 stands as one parent of folds 1-2 beside m5 (alert recomputed over both parts, seconds per fold
+    over all folds, the worst shift drop of its parts); without it the pieces meet nothing. A fold run twice: the
+    newer run is pooled, the older stays on its own."""
+    import time
+
+    uri, client, ids = store
+    experiment = client.get_experiment_by_name("melanoma-study").experiment_id
+    fold = np.where(np.arange(len(LABELS)) % 2 == 0, 1, 2)
+    full = _oof(0.8, 5).assign(fold=fold, alert_threshold=np.where(fold == 1, 0.5, 0.99))  # fold 2 alerts on none
+    m6 = {"experiment": "m6", "override.experiment": "m6"}
+    stale = _parent(client, experiment, tmp_path, "stale1", full[fold == 1], {**m6, "cv_run_folds": "1"})
+    time.sleep(0.05)
+    one = _parent(client, experiment, tmp_path, "fold1", full[fold == 1],
+                  {**m6, "cv_run_folds": "1", "override.dataset.colour_constancy_grey": "0.68"})
+    two = _parent(client, experiment, tmp_path, "fold2", full[fold == 2], {**m6, "cv_run_folds": "2"})
+    client.log_metric(one, "cv_mean_run_seconds", 900.0)  # fold 2: 600
+    client.log_metric(one, "oof_shift_worst_drop_colour_melanoma_roc_auc", 0.03)
+    client.log_metric(two, "oof_shift_worst_drop_colour_melanoma_roc_auc", 0.01)
+    seed1 = tuple({**SAME_FOLDS, "experiment": "m5+m6"}.values())
+    assert {a.run_id for a in load_groups(client, "melanoma-study", ("m5", "m6"))[seed1]} == {
+        ids["base"], ids["again"], ids["no_ema"]}
+
+    groups = load_groups(client, "melanoma-study", ("m5", "m6"), pool=True)
+    table = ablation_table(groups[seed1], 10, 100, 0.95)
+    pooled = table.set_index("run_id").loc[f"{one}+{two}"]
+    assert pooled["change"] == "experiment=m6" and pooled["images"] == len(LABELS)  # the restated default is no change
+    assert pooled["delta_balanced_accuracy_frequent"] == pytest.approx(0.2, abs=0.01)
+    melanoma_fold1 = (LABELS == 0) & (fold == 1)
+    right = np.zeros(len(LABELS), bool)
+    right[np.flatnonzero(LABELS == 0)[:64]] = True  # _oof(0.8): p(melanoma) 0.85 on the first 80% of melanomas
+    assert pooled["alert_sensitivity"] == pytest.approx((right & melanoma_fold1).sum() / (LABELS == 0).sum())
+    assert pooled["fold_seconds"] == pytest.approx(750.0)
+    assert pooled["shift_worst_drop_colour_melanoma_roc_auc"] == pytest.approx(0.03)
+    alone = load_groups(client, "melanoma-study", "m6", pool=True)  # (no m5 on fold 1 alone to meet)
+    assert [[a.run_id for a in arms] for arms in alone.values()] == [[f"{one}+{two}"], [stale]]
+
+    out = tmp_path / "pooled"
+    assert main(["--experiment", "m5", "--experiment", "m6", "--pool-folds", "--out", str(out),
+                 f"tracking.tracking_uri={uri}", "study.bootstrap_samples=50", "--record-decision", "m6 kept"]) == 0
+    text = (out / "ablation.md").read_text()
+    assert f"| {one[:8]}+{two[:8]} |" in text and "pooled (--pool-folds)" in text
+    assert {client.get_run(r).data.tags.get("informed_decision") for r in (one, two)} == {"m6 kept"}
+    assert "informed_decision" not in client.get_run(stale).data.tags  # alone on its folds: not compared

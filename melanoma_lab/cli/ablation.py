@@ -1,6 +1,6 @@
 """Ablation tables of cross-validated runs, built only from what MLflow holds (no retraining).
 
-    melanoma-lab ablation [--experiment NAME] [--baseline KEY=VALUE ...] [--out DIR] [key=value ...]
+    melanoma-lab ablation [--experiment NAME] [--baseline KEY=VALUE ...] [--pool-folds] [--out DIR] [key=value ...]
 
 Cross-validate an experiment once as it is and once per ingredient changed, on the same folds, e.g.::
 
@@ -19,6 +19,9 @@ report then gives the final recipe's out-of-fold scores without those images too
 (:mod:`melanoma_lab.reporting.decisions`).
 ``--experiment m5 --experiment m6`` compares two recipes on identical folds (same seed, folds and data), m5 the
 reference. Parents that ran the shift check show the worst drop per shift family beside the out-of-fold scores.
+``--pool-folds``: a recipe cross-validated in pieces (``study.cv_run_folds=[1]``, ``[2]``, ``[3,4,5]``, e.g. over
+several sittings) stands as one parent of all five folds, to meet a recipe that ran them at once
+(:mod:`melanoma_lab.reporting.pooling`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from melanoma_lab.evaluation import registry
 from melanoma_lab.reporting.ablation import GROUP_TAGS, NOT_A_CHANGE, ablation_table, load_groups
 from melanoma_lab.reporting.ablation_notes import multiplicity, noise_floor, resampling
 from melanoma_lab.reporting.decisions import DECISION_TAG, record_decision
+from melanoma_lab.reporting.pooling import SEPARATOR, parent_ids, short_id
 
 SHIFT = "shift_worst_drop_"
 
@@ -71,7 +75,10 @@ def render(key: tuple, table: pd.DataFrame, confidence: float, floor: str) -> st
              f"{int(table['images'].iloc[0])} out-of-fold images; differences from the baseline, paired by image "
              f"({ci}); alert at each fold's inner-validation threshold."
              + (f" Shift check: the worst drop of {' / '.join(gated)} over each family's shifts "
-                "(positive: worse)." if families else ""), "",
+                "(positive: worse)." if families else "")
+             + (" A run joined by + is one recipe's parents on disjoint folds, pooled (--pool-folds): its alert is "
+                "recomputed over all their images, its shift drops are the worst of its parents'."
+                if table["run_id"].str.contains(SEPARATOR, regex=False).any() else ""), "",
              f"| change | bal. acc. ({int(table['frequent_classes'].iloc[0])} frequent classes) | difference | "
              "melanoma AUC | difference | alert sens. | alert spec. | "
              + "".join(f"{family} shift drop | " for family in families) + "s / fold | run |",
@@ -81,7 +88,7 @@ def render(key: tuple, table: pd.DataFrame, confidence: float, floor: str) -> st
                      f"{_difference(row, 'balanced_accuracy_frequent')} | {row['melanoma_roc_auc']:.3f} | "
                      f"{_difference(row, 'melanoma_roc_auc')} | {row['alert_sensitivity']:.3f} | "
                      f"{row['alert_specificity']:.3f} | " + "".join(f"{_shift_cell(row, f)} | " for f in families)
-                     + f"{row['fold_seconds']:.0f} | {row['run_id'][:8]} |")
+                     + f"{row['fold_seconds']:.0f} | {short_id(row['run_id'])} |")
     notes = [note for note in (floor, multiplicity(table, confidence)) if note]
     return "\n".join(lines + [line for note in notes for line in ("", note)]) + "\n"
 
@@ -101,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                              "compares the experiments on identical folds, the first as the reference")
     parser.add_argument("--baseline", action="append", default=[], metavar="KEY=VALUE",
                         help="the reference run overrides this beyond the common overrides (repeatable)")
+    parser.add_argument("--pool-folds", action="store_true",
+                        help="one recipe's parents on disjoint folds of one split (cv_run_folds=[1], [2], [3,4,5]) "
+                             "stand as one parent of all their folds")
     parser.add_argument("--out", type=Path, default=None, help="default: study.reports_dir/<study>")
     parser.add_argument("--record-decision", default=None, metavar="TEXT",
                         help="a recipe decision is taken on these tables: tag their runs informed_decision=TEXT (the "
@@ -120,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--record-decision takes what was decided, e.g. 'm5: colour constancy off'")
     try:
         client = MlflowClient(configured_tracking_uri(cfg.tracking, cfg.paths.mlruns_dir))
-        groups = load_groups(client, study, tuple(args.experiment),
-                             tuple(args.baseline))
+        groups = load_groups(client, study, tuple(args.experiment), tuple(args.baseline), pool=args.pool_folds)
         tables = {key: ablation_table(arms, cfg.evaluation.frequent_class_images, cfg.study.bootstrap_samples,
                                       cfg.study.confidence) for key, arms in groups.items()}
     except LookupError as error:
@@ -137,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"written to {out / 'ablation.md'} and {out / 'ablation.csv'}")
     if args.record_decision:
-        runs = [arm.run_id for arms in groups.values() if len(arms) > 1 for arm in arms]  # compared, not alone
+        runs = [run for arms in groups.values() if len(arms) > 1 for arm in arms  # compared, not alone
+                for run in parent_ids(arm.run_id)]
         changed = record_decision(client, runs, args.record_decision)
         print(f"tagged {len(changed)} of {len(runs)} runs {DECISION_TAG}={args.record_decision!r}")
     return 0

@@ -77,6 +77,11 @@ def calibrate_alert(labels: np.ndarray, probabilities: np.ndarray, classes: list
     return AlertCalibration(threshold_for_sensitivity(is_mel, probabilities[:, mel], sensitivity), "calibrated")
 
 
+def threshold_alerts(p_melanoma: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Each image's alert at its own threshold (p >= threshold; none where the threshold is NaN: its fold had none)."""
+    return np.where(np.isnan(thresholds), False, p_melanoma >= np.nan_to_num(thresholds, nan=np.inf))
+
+
 def alert_rates(is_melanoma: np.ndarray, alerts: np.ndarray) -> dict[str, float]:
     """Sensitivity and specificity of melanoma ``alerts`` (NaN where there is no melanoma, or nothing else)."""
     return {"melanoma_alert_sensitivity": float(alerts[is_melanoma].mean()) if is_melanoma.any() else float("nan"),

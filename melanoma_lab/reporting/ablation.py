@@ -28,6 +28,7 @@ and specificity are each run's own (every image at its own fold's threshold, cho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,7 @@ from mlflow.tracking import MlflowClient
 
 from melanoma_lab.evaluation.bootstrap import groups_of, percentile_interval, replicate_rows, resampled
 from melanoma_lab.evaluation.scores import binary_auc, frequent_balanced_accuracy
+from melanoma_lab.reporting.pooling import is_pooled, pool_parents, pooled_alert, pooled_predictions
 from melanoma_lab.reporting.selection import OOF_FILE
 from melanoma_lab.reporting.statistics import common_paths, probabilities
 
@@ -102,12 +104,20 @@ def _changes(given: dict[str, str], reference: dict[str, str]) -> tuple[str, ...
                         + [f"{k}=(default)" for k in reference if k not in given]))
 
 
+def _predictions(client: MlflowClient, run: Run) -> pd.DataFrame | None:
+    """A parent's out-of-fold predictions (None if it logged none)."""
+    if OOF_FILE not in {a.path for a in client.list_artifacts(run.info.run_id)}:
+        return None
+    return pd.read_csv(client.download_artifacts(run.info.run_id, OOF_FILE))
+
+
 def load_groups(client: MlflowClient, study: str, experiment: str | tuple[str, ...] | None = None,
-                baseline: tuple[str, ...] = ()) -> dict[tuple, list[Arm]]:
+                baseline: tuple[str, ...] = (), pool: bool = False) -> dict[tuple, list[Arm]]:
     """FINISHED cross-validation parents of ``study`` (of ``experiment`` only, if given) that logged out-of-fold
     predictions, grouped by :data:`GROUP_TAGS`; in each group the baseline first, then by start time. With
     ``baseline`` (``key=value`` overrides) only the groups holding a run with exactly those beyond the common ones.
-    Several experiments are grouped together (the experiment is then a change; the first is the reference)."""
+    Several experiments are grouped together (the experiment is then a change; the first is the reference). With
+    ``pool`` one recipe's parents on disjoint folds of one split stand as one (:mod:`melanoma_lab.reporting.pooling`)."""
     experiments = (experiment,) if isinstance(experiment, str) else tuple(experiment or ())
     across = len(experiments) > 1
     if across and not any(item.startswith("experiment=") for item in baseline):
@@ -122,6 +132,8 @@ def load_groups(client: MlflowClient, study: str, experiment: str | tuple[str, .
         query += f" and tags.experiment = '{experiments[0]}'"
     runs = [r for r in client.search_runs([found.experiment_id], query, max_results=5000) if "fold" not in r.data.tags
             and (not experiments or r.data.tags.get("experiment") in experiments)]  # MLflow has no IN for tags
+    if pool:
+        runs = pool_parents(runs, _config, _overrides)
     by_group: dict[tuple, list[Run]] = {}
     for run in runs:
         key = tuple(("+".join(experiments) if t == "experiment" and across else run.data.tags.get(t, ""))
@@ -134,11 +146,14 @@ def load_groups(client: MlflowClient, study: str, experiment: str | tuple[str, .
         reference = dict(set.intersection(*(set(o.items()) for o in overrides))) | named
         arms = []
         for run, given in zip(members, overrides):
-            if OOF_FILE not in {a.path for a in client.list_artifacts(run.info.run_id)}:
+            oof = pooled_predictions(run.parents, partial(_predictions, client)) if is_pooled(run) else \
+                _predictions(client, run)
+            if oof is None:
                 continue
-            oof = pd.read_csv(client.download_artifacts(run.info.run_id, OOF_FILE))
+            metrics = dict(run.data.metrics) | (pooled_alert(oof, run.data.params.get("dataset.melanoma_class"))
+                                                if is_pooled(run) else {})
             changes = tuple(sorted(set(_changes(given, reference)) | set(_edited(run, given, members, overrides))))
-            arms.append(Arm(run.info.run_id, changes, oof, dict(run.data.metrics),
+            arms.append(Arm(run.info.run_id, changes, oof, metrics,
                             dict(run.data.tags), run.info.start_time or 0, run.data.params.get("dataset.melanoma_class"),
                             tuple(baseline), tuple(sorted(f"{k}={v}" for k, v in given.items()))))
         if arms and (not baseline or any(not a.changes for a in arms)):

@@ -231,16 +231,21 @@ def _images_note(c: dict, split: str) -> str:
 def _validation_loss_note(runs) -> str:
     """Where the runs' validation loss was lowest (mean epoch over the runs that logged it), and how many were still
     improving at their last epoch: there the loss had not bottomed out and more epochs may help."""
-    curves = [r.history["val_loss"] for r in runs if r.history.get("val_loss")]
-    if not curves:
+    logged = [np.asarray(r.history["val_loss"], dtype=float) for r in runs if r.history.get("val_loss")]
+    if not logged:
         return "; no validation-loss history logged"
-    lowest = [int(np.argmin(curve)) + 1 for curve in curves]
+    curves = [curve for curve in logged if np.isfinite(curve).any()]
+    diverged = (f"; validation loss not finite at any epoch in {len(logged) - len(curves)} of {len(logged)} runs "
+                "(diverged)") if len(curves) < len(logged) else ""
+    if not curves:
+        return diverged
+    lowest = [int(np.nanargmin(np.where(np.isfinite(c), c, np.nan))) + 1 for c in curves]  # a NaN epoch is no low
     note = (f"; validation loss lowest at epoch {np.mean(lowest):.1f} of {np.mean([len(c) for c in curves]):.0f} "
             f"(mean over {len(curves)} run{'s' if len(curves) > 1 else ''})")
     still_falling = sum(at == len(curve) > 1 for at, curve in zip(lowest, curves))  # one epoch: nothing to say
     if still_falling:
         note += f", still falling at the last epoch in {still_falling} of {len(curves)}: more epochs may help"
-    return note
+    return note + diverged
 
 
 def conclusions(study: Study, compared: list[dict]) -> list[str]:

@@ -17,7 +17,7 @@ import pandas as pd
 from mlflow.entities import Run
 from omegaconf import DictConfig
 
-from melanoma_lab.evaluation.metrics import Evaluation, alert_rates, evaluate
+from melanoma_lab.evaluation.metrics import Evaluation, alert_rates, evaluate, threshold_alerts
 from melanoma_lab.evaluation.scores import frequent_balanced_accuracy
 from melanoma_lab.study.evaluation_log import HELD_OUT_PREDICTIONS
 from melanoma_lab.tracking.run import RunTracker
@@ -80,7 +80,7 @@ def oof_metrics(table: pd.DataFrame, classes: list[str], evaluation: DictConfig,
     if melanoma in classes:
         thresholds = table["alert_threshold"].to_numpy(dtype=float)
         p_mel = table[f"p_{melanoma}"].to_numpy(dtype=float)
-        alerts = np.where(np.isnan(thresholds), False, p_mel >= np.nan_to_num(thresholds, nan=np.inf))
+        alerts = threshold_alerts(p_mel, thresholds)
         metrics |= alert_rates(table["label"].to_numpy() == classes.index(melanoma), alerts)
         metrics["folds_without_alert"] = int(table.loc[table["alert_threshold"].isna(), "fold"].nunique())
     return {f"oof_{name}": value for name, value in metrics.items()}
