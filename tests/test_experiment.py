@@ -266,7 +266,13 @@ def smoke_overrides(experiment: str) -> list[str]:
     chosen = compose_config(tiny)
     sizes = [o for o in TINY_RUN[1:] if o.split("=")[0].split(".")[1] in chosen.model]
     sizes += [o for o in TINY_AUGMENTOR if o.split("=")[0].split(".")[1] in chosen.imbalance]
-    return tiny + sizes + (["study.cv_folds=2"] if chosen.study.cv_folds > 1 else [])
+    phases = ["trainer.head_epochs=1", "trainer.epochs=2"] if _head_epochs(experiment) else []  # both phases run
+    return tiny + sizes + phases + (["study.cv_folds=2"] if chosen.study.cv_folds > 1 else [])
+
+
+def _head_epochs(experiment: str) -> int:
+    """The head-only epochs the experiment file asks for (m6: a frozen-backbone phase before fine-tuning)."""
+    return compose_config([f"experiment={experiment}"]).trainer.get("head_epochs", 0)
 
 
 @pytest.mark.experiment_smoke
@@ -285,3 +291,5 @@ def test_every_experiment_file_trains_a_smoke_run(experiment, tmp_path, shared_c
     assert top.info.status == "FINISHED" and top.data.tags["experiment"] == experiment
     assert all(r.info.status == "FINISHED" for r in runs)
     assert 0 <= results.get("val_balanced_accuracy", results.get("cv_mean_val_balanced_accuracy")) <= 1
+    if _head_epochs(experiment):  # the frozen-backbone epoch, then the fine-tuning one, one curve
+        assert len(client.get_metric_history(top.info.run_id, "loss")) == 2
