@@ -269,3 +269,42 @@ def test_a_recipe_cross_validated_in_pieces_is_pooled_to_meet_one_that_ran_every
     assert f"| {one[:8]}+{two[:8]} |" in text and "pooled (--pool-folds)" in text
     assert {client.get_run(r).data.tags.get("informed_decision") for r in (one, two)} == {"m6 kept"}
     assert "informed_decision" not in client.get_run(stale).data.tags  # alone on its folds: not compared
+
+
+def _piece(run_id: str, folds: str, start: int, seconds: float = 600.0, **tags):
+    """A stand-in CV parent of m6 seed 1 on ``folds`` (what pool_parents reads of an MLflow run)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(info=SimpleNamespace(run_id=run_id, start_time=start), data=SimpleNamespace(
+        tags={"experiment": "m6", "cv_folds": "5", "nested": "true", "seed": "1", "data_fingerprint": "abc",
+              "calibration_fraction": "0.1", "cv_run_folds": folds, **tags},
+        params={"dataset.melanoma_class": "melanoma"}, metrics={"cv_mean_run_seconds": seconds}))
+
+
+def test_pooling_covers_the_most_folds_and_keeps_apart_what_is_not_one_split():
+    from melanoma_lab.reporting.pooling import is_pooled, pool_parents
+
+    fold = np.arange(len(LABELS)) % 5 + 1
+    full = _oof(0.8, 0).assign(fold=fold, alert_threshold=0.5, group=[f"g{i}" for i in range(len(LABELS))])
+    of = lambda folds: full[np.isin(fold, [int(f) for f in folds.split(",")])]  # noqa: E731
+    config, overrides = (lambda r: r.data.params), (lambda r: {})
+    # [1,2] and [3,4,5] cover the split; a newer rerun of fold 2 must not break that cover (newest-first did)
+    pieces = [_piece("a", "1,2", 1, 900.0), _piece("b", "3,4,5", 2, 600.0), _piece("c", "2", 3)]
+    tables = {"a": of("1,2"), "b": of("3,4,5"), "c": of("2")}
+    pooled, apart = pool_parents(pieces, tables, config, overrides)
+    assert is_pooled(pooled) and pooled.info.run_id == "a+b" and apart.info.run_id == "c"
+    assert pooled.data.tags["cv_run_folds"] == "1,2,3,4,5" and len(pooled.oof) == len(LABELS)
+    assert pooled.data.metrics["cv_mean_run_seconds"] == pytest.approx((2 * 900 + 3 * 600) / 5)  # per fold, not part
+    assert pooled.data.metrics["oof_melanoma_alert_sensitivity"] == pytest.approx(0.8, abs=0.02)
+
+    # a part without thresholds or groups: no alert (NaN thresholds would read as "never alerts"), no groups
+    tables["b"] = of("3,4,5").drop(columns=["alert_threshold", "group"])
+    (pooled, _) = pool_parents(pieces, tables, config, overrides)
+    assert "oof_melanoma_alert_sensitivity" not in pooled.data.metrics
+    assert {"alert_threshold", "group"}.isdisjoint(pooled.oof.columns)
+
+    # another split (other calibration slice; or the same image in both parts): nothing pooled, nothing raised
+    other = [_piece("a", "1,2", 1), _piece("b", "3,4,5", 2, calibration_fraction="0")]
+    assert [r.info.run_id for r in pool_parents(other, tables, config, overrides)] == ["a", "b"]
+    tables["b"] = pd.concat([of("3,4,5"), of("1").head(1)])
+    assert [r.info.run_id for r in pool_parents(pieces[:2], tables, config, overrides)] == ["a", "b"]

@@ -155,7 +155,8 @@ def test_the_report_says_where_validation_loss_was_lowest_and_when_it_was_still_
             StudyRun("g", "m6", 1, {}, gap, {"val_loss": [nan, nan]}, {}),
             StudyRun("h", "m6", 2, {}, gap, {"val_loss": [1.0, 0.9]}, {})]
     lines = conclusions(Study("s", runs, ["x", "y"], None, "test", pd.DataFrame()), [])
-    assert lines[0].endswith("; validation loss lowest at epoch 2.0 of 4 (mean over 1 run).")
+    assert lines[0].endswith("; validation loss lowest at epoch 2.0 of 4 (mean over 1 run); validation loss not "
+                             "finite at some epoch in 1 of 1 runs (diverged).")
     assert lines[1].endswith("; validation loss lowest at epoch 2.0 of 2 (mean over 1 run), still falling at the last "
-                             "epoch in 1 of 1: more epochs may help; validation loss not finite at any epoch in 1 of 2 "
-                             "runs (diverged).")
+                             "epoch in 1 of 1: more epochs may help; validation loss not finite at some epoch in 1 of "
+                             "2 runs (diverged).")

@@ -77,7 +77,7 @@ def render(key: tuple, table: pd.DataFrame, confidence: float, floor: str) -> st
              + (f" Shift check: the worst drop of {' / '.join(gated)} over each family's shifts "
                 "(positive: worse)." if families else "")
              + (" A run joined by + is one recipe's parents on disjoint folds, pooled (--pool-folds): its alert is "
-                "recomputed over all their images, its shift drops are the worst of its parents'."
+                "recomputed over all their images, its shift drops are the worst of its parents' own (each on its own images)."
                 if table["run_id"].str.contains(SEPARATOR, regex=False).any() else ""), "",
              f"| change | bal. acc. ({int(table['frequent_classes'].iloc[0])} frequent classes) | difference | "
              "melanoma AUC | difference | alert sens. | alert spec. | "

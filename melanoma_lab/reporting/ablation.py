@@ -28,7 +28,6 @@ and specificity are each run's own (every image at its own fold's threshold, cho
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -37,7 +36,7 @@ from mlflow.tracking import MlflowClient
 
 from melanoma_lab.evaluation.bootstrap import groups_of, percentile_interval, replicate_rows, resampled
 from melanoma_lab.evaluation.scores import binary_auc, frequent_balanced_accuracy
-from melanoma_lab.reporting.pooling import is_pooled, pool_parents, pooled_alert, pooled_predictions
+from melanoma_lab.reporting.pooling import is_pooled, pool_parents
 from melanoma_lab.reporting.selection import OOF_FILE
 from melanoma_lab.reporting.statistics import common_paths, probabilities
 
@@ -132,8 +131,10 @@ def load_groups(client: MlflowClient, study: str, experiment: str | tuple[str, .
         query += f" and tags.experiment = '{experiments[0]}'"
     runs = [r for r in client.search_runs([found.experiment_id], query, max_results=5000) if "fold" not in r.data.tags
             and (not experiments or r.data.tags.get("experiment") in experiments)]  # MLflow has no IN for tags
+    tables = {r.info.run_id: _predictions(client, r) for r in runs}
+    runs = [r for r in runs if tables[r.info.run_id] is not None]  # nothing to compare without predictions
     if pool:
-        runs = pool_parents(runs, _config, _overrides)
+        runs = pool_parents(runs, tables, _config, _overrides)
     by_group: dict[tuple, list[Run]] = {}
     for run in runs:
         key = tuple(("+".join(experiments) if t == "experiment" and across else run.data.tags.get(t, ""))
@@ -146,12 +147,8 @@ def load_groups(client: MlflowClient, study: str, experiment: str | tuple[str, .
         reference = dict(set.intersection(*(set(o.items()) for o in overrides))) | named
         arms = []
         for run, given in zip(members, overrides):
-            oof = pooled_predictions(run.parents, partial(_predictions, client)) if is_pooled(run) else \
-                _predictions(client, run)
-            if oof is None:
-                continue
-            metrics = dict(run.data.metrics) | (pooled_alert(oof, run.data.params.get("dataset.melanoma_class"))
-                                                if is_pooled(run) else {})
+            oof = run.oof if is_pooled(run) else tables[run.info.run_id]
+            metrics = dict(run.data.metrics)
             changes = tuple(sorted(set(_changes(given, reference)) | set(_edited(run, given, members, overrides))))
             arms.append(Arm(run.info.run_id, changes, oof, metrics,
                             dict(run.data.tags), run.info.start_time or 0, run.data.params.get("dataset.melanoma_class"),

@@ -235,8 +235,9 @@ def _validation_loss_note(runs) -> str:
     if not logged:
         return "; no validation-loss history logged"
     curves = [curve for curve in logged if np.isfinite(curve).any()]
-    diverged = (f"; validation loss not finite at any epoch in {len(logged) - len(curves)} of {len(logged)} runs "
-                "(diverged)") if len(curves) < len(logged) else ""
+    broken = sum(not np.isfinite(curve).all() for curve in logged)  # NaN or inf at some epoch: it diverged there
+    diverged = (f"; validation loss not finite at some epoch in {broken} of {len(logged)} runs (diverged)"
+                if broken else "")
     if not curves:
         return diverged
     lowest = [int(np.nanargmin(np.where(np.isfinite(c), c, np.nan))) + 1 for c in curves]  # a NaN epoch is no low
