@@ -11,7 +11,7 @@ from melanoma_lab.reporting.ablation import ablation_table, load_groups
 CLASSES = ["melanoma", "nevus", "keratosis", "rare"]
 LABELS = np.repeat(np.arange(4), [80, 80, 40, 4])  # "rare" has 4 images: not a frequent class
 SAME_FOLDS = {"experiment": "m5", "cv_folds": "5", "cv_run_folds": "1,2", "nested": "true", "seed": "1",
-              "data_fingerprint": "abc"}
+              "data_fingerprint": "abc", "calibration_fraction": "0.1"}
 COMMON = {"override.experiment": "m5", "override.dataset.root": "/data", "override.study.cv_folds": "5"}
 
 
@@ -308,3 +308,13 @@ def test_pooling_covers_the_most_folds_and_keeps_apart_what_is_not_one_split():
     assert [r.info.run_id for r in pool_parents(other, tables, config, overrides)] == ["a", "b"]
     tables["b"] = pd.concat([of("3,4,5"), of("1").head(1)])
     assert [r.info.run_id for r in pool_parents(pieces[:2], tables, config, overrides)] == ["a", "b"]
+
+
+def test_a_parent_without_the_calibration_slice_is_not_on_the_same_folds(store, tmp_path):
+    """A calibration slice held out before the folds changes every fold: same seed and folds, other images."""
+    uri, client, ids = store
+    experiment = client.get_experiment_by_name("melanoma-study").experiment_id
+    whole = _parent(client, experiment, tmp_path, "whole", _oof(0.7, 8), {"calibration_fraction": "0"})
+    groups = load_groups(client, "melanoma-study", "m5")
+    assert [a.run_id for a in groups[tuple({**SAME_FOLDS, "calibration_fraction": "0"}.values())]] == [whole]
+    assert whole not in {a.run_id for a in groups[tuple(SAME_FOLDS.values())]}

@@ -1,8 +1,9 @@
 """Ablation tables from MLflow: cross-validation parents of one experiment on identical folds, each differing
 from a baseline by its own overrides, compared on their out-of-fold predictions (no retraining).
 
-Parents are on identical folds when they share experiment, ``cv_folds``, ``cv_run_folds``, nesting, seed and data
-fingerprint (the folds are drawn from the seed and the data). In such a group the *baseline* is the run whose
+Parents are on identical folds when they share experiment, ``cv_folds``, ``cv_run_folds``, nesting, seed, data
+fingerprint and calibration slice (the folds are drawn from the seed and the data, after the share of Train that a
+fold ensemble's calibration slice holds out: ``calibration_fraction``). In such a group the *baseline* is the run whose
 overrides are the ones every run of the group has; each other run's *change* is what it overrides beyond them,
 e.g. ``optimizer.use_ema=false``. A run with the baseline's overrides run again is a replicate: its difference is
 the noise of training alone, against which the other differences can be read, unless its logged config differs
@@ -40,7 +41,7 @@ from melanoma_lab.reporting.pooling import is_pooled, pool_parents
 from melanoma_lab.reporting.selection import OOF_FILE
 from melanoma_lab.reporting.statistics import common_paths, probabilities
 
-GROUP_TAGS = ("experiment", "cv_folds", "cv_run_folds", "nested", "seed", "data_fingerprint")
+GROUP_TAGS = ("experiment", "cv_folds", "cv_run_folds", "nested", "seed", "data_fingerprint", "calibration_fraction")
 NOT_A_CHANGE = ("study.", "tracking.", "paths.", "hydra.")  # where runs go, not what they compute
 BASELINE = "baseline"
 ALONE = "(the only run on these folds)"
