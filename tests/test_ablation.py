@@ -245,8 +245,10 @@ def test_a_recipe_cross_validated_in_pieces_is_pooled_to_meet_one_that_ran_every
     client.log_metric(one, "oof_shift_worst_drop_colour_melanoma_roc_auc", 0.03)
     client.log_metric(two, "oof_shift_worst_drop_colour_melanoma_roc_auc", 0.01)
     seed1 = tuple({**SAME_FOLDS, "experiment": "m5+m6"}.values())
-    assert {a.run_id for a in load_groups(client, "melanoma-study", ("m5", "m6"))[seed1]} == {
-        ids["base"], ids["again"], ids["no_ema"]}
+    apart = load_groups(client, "melanoma-study", ("m5", "m6"))[seed1]  # unpooled: each piece on its own fold's images
+    assert {a.run_id for a in apart} == {ids["base"], ids["again"], ids["no_ema"], stale, one, two}
+    row = ablation_table(apart, 10, 100, 0.95).set_index("run_id").loc[two]
+    assert row["change"] == "experiment=m6 (folds 2)" and row["images"] == (fold == 2).sum()
 
     groups = load_groups(client, "melanoma-study", ("m5", "m6"), pool=True)
     table = ablation_table(groups[seed1], 10, 100, 0.95)
@@ -260,15 +262,50 @@ def test_a_recipe_cross_validated_in_pieces_is_pooled_to_meet_one_that_ran_every
     assert pooled["fold_seconds"] == pytest.approx(750.0)
     assert pooled["shift_worst_drop_colour_melanoma_roc_auc"] == pytest.approx(0.03)
     alone = load_groups(client, "melanoma-study", "m6", pool=True)  # (no m5 on fold 1 alone to meet)
-    assert [[a.run_id for a in arms] for arms in alone.values()] == [[f"{one}+{two}"], [stale]]
+    assert [[a.run_id for a in arms] for arms in alone.values()] == [[f"{one}+{two}", stale]]  # stale: on fold 1
 
     out = tmp_path / "pooled"
     assert main(["--experiment", "m5", "--experiment", "m6", "--pool-folds", "--out", str(out),
                  f"tracking.tracking_uri={uri}", "study.bootstrap_samples=50", "--record-decision", "m6 kept"]) == 0
     text = (out / "ablation.md").read_text()
     assert f"| {one[:8]}+{two[:8]} |" in text and "pooled (--pool-folds)" in text
-    assert {client.get_run(r).data.tags.get("informed_decision") for r in (one, two)} == {"m6 kept"}
-    assert "informed_decision" not in client.get_run(stale).data.tags  # alone on its folds: not compared
+    assert {client.get_run(r).data.tags.get("informed_decision") for r in (one, two, stale)} == {"m6 kept"}
+    assert "informed_decision" not in client.get_run(ids["other_seed"]).data.tags  # alone on its folds: not compared
+
+
+def test_an_arm_run_on_fewer_folds_is_compared_with_the_reference_on_its_own_folds_images(store, tmp_path, capsys):
+    """The usual ablation of a slow recipe: the reference cross-validated on folds 1-2, an arm on fold 1 only. The arm
+    meets the reference in one group, its difference paired on fold 1's images (what it would be against the
+    reference's fold 1 alone); a rerun of the reference on fold 2 is no replicate for the noise floor (other images);
+    a run on folds no other run holds all of (fold 3) stays apart."""
+    uri, client, ids = store
+    experiment = client.get_experiment_by_name("melanoma-study").experiment_id
+    fold = np.where(np.arange(len(LABELS)) % 2 == 0, 1, 2)
+    arm = _parent(client, experiment, tmp_path, "arm", _oof(0.9, 7)[fold == 1],
+                  {"cv_run_folds": "1", "override.model.dropout": "0.5", "override.study.cv_run_folds": "[1]"})
+    rerun = _parent(client, experiment, tmp_path, "rerun", _oof(0.6, 8)[fold == 2], {"cv_run_folds": "2"})
+    third = _parent(client, experiment, tmp_path, "third", _oof(0.7, 9)[fold == 1], {"cv_run_folds": "3"})
+    groups = load_groups(client, "melanoma-study", "m5")
+    arms = groups[tuple(SAME_FOLDS.values())]
+    assert arms[0].run_id == ids["base"] and {a.run_id for a in arms} == {
+        ids["base"], ids["again"], ids["no_ema"], arm, rerun}
+    assert [a.run_id for a in groups[tuple({**SAME_FOLDS, "cv_run_folds": "3"}.values())]] == [third]
+    table = ablation_table(arms, 10, 200, 0.95).set_index("run_id")
+    assert table.loc[arm, "change"] == "model.dropout=0.5 (folds 1)" and table.loc[arm, "images"] == (fold == 1).sum()
+    base_on_fold1 = _oof(0.6, 0)[fold == 1]
+    from melanoma_lab.reporting.ablation import paired_deltas
+    expected = paired_deltas(base_on_fold1, _oof(0.9, 7)[fold == 1], 0, 10, 200, 0.95)
+    assert table.loc[arm, "delta_melanoma_roc_auc"] == pytest.approx(expected["delta_melanoma_roc_auc"])
+    assert table.loc[arm, "delta_balanced_accuracy_frequent"] == pytest.approx(
+        expected["delta_balanced_accuracy_frequent"])
+    assert table.loc[rerun, "change"] == "baseline (replicate) (folds 2)" and not table.loc[rerun, "same_folds"]
+
+    out = tmp_path / "fewer"
+    assert main(["--experiment", "m5", "--out", str(out), f"tracking.tracking_uri={uri}",
+                 "study.bootstrap_samples=50"]) == 0
+    text = (out / "ablation.md").read_text()
+    assert "| model.dropout=0.5 (folds 1) |" in text and "ran only some of the baseline's folds" in text
+    assert "the baseline config ran 2 times on these folds" in text  # base and "again", not the fold-2 rerun
 
 
 def _piece(run_id: str, folds: str, start: int, seconds: float = 600.0, **tags):

@@ -19,7 +19,8 @@ report then gives the final recipe's out-of-fold scores without those images too
 (:mod:`melanoma_lab.reporting.decisions`).
 ``--experiment m5 --experiment m6`` compares two recipes on identical folds (same seed, folds and data), m5 the
 reference. Parents that ran the shift check show the worst drop per shift family beside the out-of-fold scores.
-``--pool-folds``: a recipe cross-validated in pieces (``study.cv_run_folds=[1]``, ``[2]``, ``[3,4,5]``, e.g. over
+An arm may run fewer folds than the reference (``study.cv_run_folds=[1]`` beside a reference on all five): it is
+compared on its own folds' images. ``--pool-folds``: a recipe cross-validated in pieces (``study.cv_run_folds=[1]``, ``[2]``, ``[3,4,5]``, e.g. over
 several sittings) stands as one parent of all five folds, to meet a recipe that ran them at once
 (:mod:`melanoma_lab.reporting.pooling`).
 """
@@ -78,7 +79,10 @@ def render(key: tuple, table: pd.DataFrame, confidence: float, floor: str) -> st
                 "(positive: worse)." if families else "")
              + (" A run joined by + is one recipe's parents on disjoint folds, pooled (--pool-folds): its alert is "
                 "recomputed over all their images, its shift drops are the worst of its parents' own (each on its own images)."
-                if table["run_id"].str.contains(SEPARATOR, regex=False).any() else ""), "",
+                if table["run_id"].str.contains(SEPARATOR, regex=False).any() else "")
+             + (" A run marked (folds ...) ran only some of the baseline's folds: its scores, alert and shift drops "
+                "are over its own folds' images, and its differences are paired on them."
+                if "same_folds" in table and not table["same_folds"].astype(bool).all() else ""), "",
              f"| change | bal. acc. ({int(table['frequent_classes'].iloc[0])} frequent classes) | difference | "
              "melanoma AUC | difference | alert sens. | alert spec. | "
              + "".join(f"{family} shift drop | " for family in families) + "s / fold | run |",

@@ -13,6 +13,11 @@ After a recipe decision, name the new reference explicitly (``baseline=("dataset
 the baseline is then the run with the common overrides plus those, groups without such a run are left out, and a
 run that lacks one of them shows it as ``key=(default)``.
 
+A run on some of the folds of a run on more (an arm run on fold 1 only, beside a reference that ran all five) is in
+that run's group: it is compared on its own folds' images, and its change names its folds (``(folds 1)``). Each run
+joins the run on the most folds of the same split that holds all of its own; runs on folds that no other run holds
+all of (fold 1, fold 2, folds 3-5 of one recipe run in pieces) stay apart unless pooled.
+
 Experiments are compared the same way: with several experiments (``experiment=("m5", "m6")``) the group
 leaves the ``experiment`` tag out, each run's ``experiment=<name>`` override is one of its changes, and the first
 experiment named is the reference unless a ``baseline`` says otherwise. Where a parent ran the shift check
@@ -37,11 +42,12 @@ from mlflow.tracking import MlflowClient
 
 from melanoma_lab.evaluation.bootstrap import groups_of, percentile_interval, replicate_rows, resampled
 from melanoma_lab.evaluation.scores import binary_auc, frequent_balanced_accuracy
-from melanoma_lab.reporting.pooling import is_pooled, pool_parents
+from melanoma_lab.reporting.pooling import fold_set, is_pooled, pool_parents
 from melanoma_lab.reporting.selection import OOF_FILE
 from melanoma_lab.reporting.statistics import common_paths, probabilities
 
 GROUP_TAGS = ("experiment", "cv_folds", "cv_run_folds", "nested", "seed", "data_fingerprint", "calibration_fraction")
+FOLDS = GROUP_TAGS.index("cv_run_folds")  # in a group key: the folds of the group's run on the most folds
 NOT_A_CHANGE = ("study.", "tracking.", "paths.", "hydra.")  # where runs go, not what they compute
 BASELINE = "baseline"
 ALONE = "(the only run on these folds)"
@@ -59,6 +65,7 @@ class Arm:
     melanoma_class: str | None  # the run's dataset.melanoma_class
     baseline: tuple[str, ...] = ()  # the overrides named as the reference beyond the common ones
     overrides: tuple[str, ...] = ()  # all its own (key=value, sorted)
+    folds: str = ""  # the folds it ran (cv_run_folds: "1,2"), maybe fewer than its group's
 
     @property
     def config(self) -> str:
@@ -137,9 +144,9 @@ def load_groups(client: MlflowClient, study: str, experiment: str | tuple[str, .
     if pool:
         runs = pool_parents(runs, tables, _config, _overrides)
     by_group: dict[tuple, list[Run]] = {}
-    for run in runs:
-        key = tuple(("+".join(experiments) if t == "experiment" and across else run.data.tags.get(t, ""))
-                    for t in GROUP_TAGS)
+    keys = [tuple(("+".join(experiments) if t == "experiment" and across else run.data.tags.get(t, ""))
+                  for t in GROUP_TAGS) for run in runs]
+    for run, key in zip(runs, _on_most_folds(keys)):
         by_group.setdefault(key, []).append(run)
     groups = {}
     for key, members in by_group.items():
@@ -153,15 +160,29 @@ def load_groups(client: MlflowClient, study: str, experiment: str | tuple[str, .
             changes = tuple(sorted(set(_changes(given, reference)) | set(_edited(run, given, members, overrides))))
             arms.append(Arm(run.info.run_id, changes, oof, metrics,
                             dict(run.data.tags), run.info.start_time or 0, run.data.params.get("dataset.melanoma_class"),
-                            tuple(baseline), tuple(sorted(f"{k}={v}" for k, v in given.items()))))
-        if arms and (not baseline or any(not a.changes for a in arms)):
-            groups[key] = sorted(arms, key=lambda a: (bool(a.changes), a.start_time))
+                            tuple(baseline), tuple(sorted(f"{k}={v}" for k, v in given.items())),
+                            run.data.tags.get("cv_run_folds", "")))
+        if arms and (not baseline or any(not a.changes for a in arms)):  # the baseline: on the most folds, then oldest
+            groups[key] = sorted(arms, key=lambda a: (bool(a.changes), -len(fold_set(a.folds)), a.start_time))
     if not groups:
         raise LookupError(f"{study!r} has no FINISHED cross-validation runs with out-of-fold predictions"
                           + (f" of experiment {experiment!r}" if experiment else "")
                           + (f" among which one overrides exactly {' '.join(baseline)} beyond the runs' common "
                              "overrides (the --baseline)" if baseline else ""))
     return groups
+
+
+def _on_most_folds(keys: list[tuple]) -> list[tuple]:
+    """Each group key with its folds (:data:`FOLDS`) replaced by those of the key on the most folds of the same split
+    (the other tags) that holds all of its own; a key whose folds no other holds, or that names none, is kept."""
+    split = lambda key: key[:FOLDS] + key[FOLDS + 1:]  # noqa: E731
+    out = []
+    for key in keys:
+        mine = fold_set(key[FOLDS])
+        holders = [fold_set(k[FOLDS]) for k in keys if split(k) == split(key) and mine and mine <= fold_set(k[FOLDS])]
+        most = min(holders, key=lambda f: (-len(f), sorted(f))) if holders else mine
+        out.append(key[:FOLDS] + (",".join(map(str, sorted(most))) if most else key[FOLDS],) + key[FOLDS + 1:])
+    return out
 
 
 def melanoma_auc(labels: np.ndarray, probs: np.ndarray, melanoma: int) -> float:
@@ -208,8 +229,10 @@ def ablation_table(arms: list[Arm], min_images: int, samples: int, confidence: f
     for arm in arms:
         labels, probs = arm.oof["label"].to_numpy(), probabilities(arm.oof)
         frequent = np.flatnonzero(np.bincount(labels, minlength=len(classes)) >= min_images)
-        row = {"change": ALONE if alone else arm.name if arm is base or arm.changes else f"{BASELINE} (replicate)",
+        change = ALONE if alone else arm.name if arm is base or arm.changes else f"{BASELINE} (replicate)"
+        row = {"change": change + (f" (folds {arm.folds})" if arm.folds != base.folds else ""),
                "run_id": arm.run_id, "code_version": arm.tags.get("code_version", ""), "images": len(labels),
+               "folds": arm.folds, "same_folds": arm.folds == base.folds,
                "baseline_config": arm is base or not arm.changes,  # the baseline or a repeat run of it
                "config": arm.config,
                "balanced_accuracy_frequent": frequent_balanced_accuracy(labels, probs.argmax(axis=1), frequent),
@@ -220,7 +243,7 @@ def ablation_table(arms: list[Arm], min_images: int, samples: int, confidence: f
                "fold_seconds": arm.metrics.get("cv_mean_run_seconds", float("nan")),
                **{key.removeprefix("oof_"): value for key, value in arm.metrics.items()
                   if key.startswith(SHIFT_DROPS)}}
-        if arm is not base:
+        if arm is not base and common_paths([base.oof, arm.oof]):  # a run on other folds shares no image with it
             row |= paired_deltas(base.oof, arm.oof, index, min_images, samples, confidence)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -37,6 +37,8 @@ def noise_floor(key: tuple, tables: dict[tuple, pd.DataFrame]) -> str:
     """The noise floor of the group ``key`` (see the module), in words."""
     table = tables[key]
     repeats = table[table["baseline_config"].astype(bool)] if "baseline_config" in table else table.iloc[:0]
+    if "same_folds" in repeats:  # a repeat on other folds scored other images: its scores are not a replicate's
+        repeats = repeats[repeats["same_folds"].astype(bool)]
     if len(repeats) > 1:
         return (f"Noise floor: the baseline config ran {len(repeats)} times on these folds: {_ranges(repeats)}. A "
                 "difference of about that size is training noise, which the intervals (image sampling only) do not "

@@ -45,8 +45,13 @@ class Pooled:
     oof: pd.DataFrame
 
 
+def fold_set(tag: str) -> set[int]:
+    """The folds a ``cv_run_folds`` tag names ("1,2" -> {1, 2}; none for an empty or missing tag)."""
+    return {int(f) for f in tag.split(",") if f.strip().isdigit()}
+
+
 def _folds(run: Run) -> set[int]:
-    return {int(f) for f in run.data.tags.get("cv_run_folds", "").split(",") if f.strip().isdigit()}
+    return fold_set(run.data.tags.get("cv_run_folds", ""))
 
 
 def _recipe(run: Run, config: Callable[[Run], dict[str, str]]) -> tuple:
