@@ -304,8 +304,23 @@ def test_an_arm_run_on_fewer_folds_is_compared_with_the_reference_on_its_own_fol
     assert main(["--experiment", "m5", "--out", str(out), f"tracking.tracking_uri={uri}",
                  "study.bootstrap_samples=50"]) == 0
     text = (out / "ablation.md").read_text()
-    assert "| model.dropout=0.5 (folds 1) |" in text and "ran only some of the baseline's folds" in text
+    assert "| model.dropout=0.5 (folds 1) |" in text and "ran other folds than the baseline" in text
     assert "the baseline config ran 2 times on these folds" in text  # base and "again", not the fold-2 rerun
+
+    # named as the reference, the fold-1 arm is the baseline: a run on more folds is scored on fold 1's images only
+    # (its alert recomputed there, its whole-CV shift drops left out), and a decision is recorded on fold 1's runs
+    client.log_metric(ids["base"], "oof_shift_worst_drop_colour_melanoma_roc_auc", 0.05)
+    arms = load_groups(client, "melanoma-study", "m5", baseline=("model.dropout=0.5",))[tuple(SAME_FOLDS.values())]
+    assert arms[0].run_id == arm
+    wide = ablation_table(arms, 10, 50, 0.95).set_index("run_id").loc[ids["base"]]
+    assert wide["images"] == (fold == 1).sum() and np.isnan(wide["alert_sensitivity"])  # no thresholds logged
+    assert "shift_worst_drop_colour_melanoma_roc_auc" not in wide or np.isnan(wide["shift_worst_drop_colour_melanoma_roc_auc"])
+    assert wide["balanced_accuracy_frequent"] == pytest.approx(
+        ablation_table([arms[0]], 10, 50, 0.95)["balanced_accuracy_frequent"].iloc[0] - 0.3, abs=0.05)
+    assert main(["--experiment", "m5", "--baseline", "model.dropout=0.5", "--out", str(out),
+                 f"tracking.tracking_uri={uri}", "study.bootstrap_samples=50", "--record-decision", "dropout"]) == 0
+    tagged = {r for r in (*ids.values(), arm, rerun, third) if client.get_run(r).data.tags.get("informed_decision")}
+    assert tagged == {arm}  # the runs on folds 1-2 were compared on fold 1's images only
 
 
 def _piece(run_id: str, folds: str, start: int, seconds: float = 600.0, **tags):

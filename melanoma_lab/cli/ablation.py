@@ -14,7 +14,7 @@ then this writes ``ablation.md`` and ``ablation.csv`` (one table per group of ru
 ``--baseline dataset.colour_constancy_power=null`` (repeatable) makes the run with those overrides the reference,
 e.g. once a recipe decision was taken on earlier rows and the next ingredient is ablated from the new recipe.
 ``--record-decision TEXT`` (e.g. ``"m5: colour constancy off"``) tags every run compared in the tables (not a run
-alone on its folds) with ``informed_decision=TEXT``: a recipe was chosen on their out-of-fold images, and the study
+alone on its folds, nor a reference beyond the folds its arms ran) with ``informed_decision=TEXT``: a recipe was chosen on their out-of-fold images, and the study
 report then gives the final recipe's out-of-fold scores without those images too
 (:mod:`melanoma_lab.reporting.decisions`).
 ``--experiment m5 --experiment m6`` compares two recipes on identical folds (same seed, folds and data), m5 the
@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from melanoma_lab.evaluation import registry
-from melanoma_lab.reporting.ablation import GROUP_TAGS, NOT_A_CHANGE, ablation_table, load_groups
+from melanoma_lab.reporting.ablation import GROUP_TAGS, NOT_A_CHANGE, ablation_table, decided_on, load_groups
 from melanoma_lab.reporting.ablation_notes import multiplicity, noise_floor, resampling
 from melanoma_lab.reporting.decisions import DECISION_TAG, record_decision
 from melanoma_lab.reporting.pooling import SEPARATOR, parent_ids, short_id
@@ -80,8 +80,9 @@ def render(key: tuple, table: pd.DataFrame, confidence: float, floor: str) -> st
              + (" A run joined by + is one recipe's parents on disjoint folds, pooled (--pool-folds): its alert is "
                 "recomputed over all their images, its shift drops are the worst of its parents' own (each on its own images)."
                 if table["run_id"].str.contains(SEPARATOR, regex=False).any() else "")
-             + (" A run marked (folds ...) ran only some of the baseline's folds: its scores, alert and shift drops "
-                "are over its own folds' images, and its differences are paired on them."
+             + (" A run marked (folds ...) ran other folds than the baseline: its scores and differences are over the"
+                " images it shares with the baseline (where it ran more, its alert is recomputed on them and its shift "
+                "drops are left out)."
                 if "same_folds" in table and not table["same_folds"].astype(bool).all() else ""), "",
              f"| change | bal. acc. ({int(table['frequent_classes'].iloc[0])} frequent classes) | difference | "
              "melanoma AUC | difference | alert sens. | alert spec. | "
@@ -150,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"written to {out / 'ablation.md'} and {out / 'ablation.csv'}")
     if args.record_decision:
-        runs = [run for arms in groups.values() if len(arms) > 1 for arm in arms  # compared, not alone
-                for run in parent_ids(arm.run_id)]
+        runs = [run for arms in groups.values() for arm_id in decided_on(arms)  # compared, not alone
+                for run in parent_ids(arm_id)]
         changed = record_decision(client, runs, args.record_decision)
         print(f"tagged {len(changed)} of {len(runs)} runs {DECISION_TAG}={args.record_decision!r}")
     return 0

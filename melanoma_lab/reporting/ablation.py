@@ -42,7 +42,7 @@ from mlflow.tracking import MlflowClient
 
 from melanoma_lab.evaluation.bootstrap import groups_of, percentile_interval, replicate_rows, resampled
 from melanoma_lab.evaluation.scores import binary_auc, frequent_balanced_accuracy
-from melanoma_lab.reporting.pooling import fold_set, is_pooled, pool_parents
+from melanoma_lab.reporting.pooling import fold_set, is_pooled, pool_parents, pooled_alert
 from melanoma_lab.reporting.selection import OOF_FILE
 from melanoma_lab.reporting.statistics import common_paths, probabilities
 
@@ -82,8 +82,11 @@ class Arm:
 
 
 def _overrides(run: Run) -> dict[str, str]:
+    """What a run was told beyond its experiment's file, but where runs go and the experiment itself (its tag says
+    it, whether it came as ``experiment=m5`` on the command line or from a study)."""
     return {k.removeprefix("override."): v for k, v in run.data.tags.items()
-            if k.startswith("override.") and not k.removeprefix("override.").lstrip("+~").startswith(NOT_A_CHANGE)}
+            if k.startswith("override.") and k != "override.experiment"
+            and not k.removeprefix("override.").lstrip("+~").startswith(NOT_A_CHANGE)}
 
 
 def _config(run: Run) -> dict[str, str]:
@@ -226,8 +229,15 @@ def ablation_table(arms: list[Arm], min_images: int, samples: int, confidence: f
     index = classes.index(melanoma) if melanoma in classes else None
     alone = len(arms) == 1  # nothing to compare with: its own overrides are all "common"
     rows = []
+    shared = set(base.oof["path"])
     for arm in arms:
-        labels, probs = arm.oof["label"].to_numpy(), probabilities(arm.oof)
+        oof, metrics = arm.oof, arm.metrics
+        beyond = ~oof["path"].isin(shared)
+        if beyond.any() and not beyond.all():  # it ran folds beyond the baseline's: scored on the images they share
+            oof = oof[~beyond]
+            metrics = {k: v for k, v in metrics.items() if not k.startswith(("oof_melanoma_alert", SHIFT_DROPS))}
+            metrics |= pooled_alert(oof, arm.melanoma_class)
+        labels, probs = oof["label"].to_numpy(), probabilities(oof)
         frequent = np.flatnonzero(np.bincount(labels, minlength=len(classes)) >= min_images)
         change = ALONE if alone else arm.name if arm is base or arm.changes else f"{BASELINE} (replicate)"
         row = {"change": change + (f" (folds {arm.folds})" if arm.folds != base.folds else ""),
@@ -238,12 +248,21 @@ def ablation_table(arms: list[Arm], min_images: int, samples: int, confidence: f
                "balanced_accuracy_frequent": frequent_balanced_accuracy(labels, probs.argmax(axis=1), frequent),
                "frequent_classes": len(frequent),
                "melanoma_roc_auc": melanoma_auc(labels, probs, index) if index is not None else float("nan"),
-               "alert_sensitivity": arm.metrics.get("oof_melanoma_alert_sensitivity", float("nan")),
-               "alert_specificity": arm.metrics.get("oof_melanoma_alert_specificity", float("nan")),
-               "fold_seconds": arm.metrics.get("cv_mean_run_seconds", float("nan")),
-               **{key.removeprefix("oof_"): value for key, value in arm.metrics.items()
+               "alert_sensitivity": metrics.get("oof_melanoma_alert_sensitivity", float("nan")),
+               "alert_specificity": metrics.get("oof_melanoma_alert_specificity", float("nan")),
+               "fold_seconds": metrics.get("cv_mean_run_seconds", float("nan")),
+               **{key.removeprefix("oof_"): value for key, value in metrics.items()
                   if key.startswith(SHIFT_DROPS)}}
-        if arm is not base and common_paths([base.oof, arm.oof]):  # a run on other folds shares no image with it
-            row |= paired_deltas(base.oof, arm.oof, index, min_images, samples, confidence)
+        if arm is not base and common_paths([base.oof, oof]):  # a run on other folds shares no image with it
+            row |= paired_deltas(base.oof, oof, index, min_images, samples, confidence)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def decided_on(arms: list[Arm]) -> list[str]:
+    """The runs of a group whose every out-of-fold image was compared with the baseline's: what a decision read from
+    its table was taken on. A baseline on more folds than every other run is not (only its images on their folds
+    were), nor is a group of one."""
+    base = set(arms[0].oof["path"])
+    seen = set().union(*(base & set(arm.oof["path"]) for arm in arms[1:]))
+    return [arm.run_id for arm in arms if len(arms) > 1 and set(arm.oof["path"]) <= seen]
