@@ -81,16 +81,27 @@ def test_an_interrupt_during_a_store_write_waits_for_the_write():
 
 
 def test_tracker_counts_the_seconds_spent_in_the_store_once(tmp_path, monkeypatch):
+    """On a clock that only the test moves (a wall clock made this test fail beside a training): a timed call
+    inside a timed call counts once, time outside the store not at all."""
     import time
+    from types import SimpleNamespace
+
+    from melanoma_lab.tracking import run as run_module
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(run_module, "time", SimpleNamespace(perf_counter=lambda: clock["now"], time=time.time))
+
+    def sleep(seconds: float) -> None:
+        clock["now"] += seconds
 
     tracker = RunTracker(True, tracking_uri(None, tmp_path / "mlruns"), "exp", "run", tmp_path / "mlruns")
     with tracker:
         before = tracker.seconds
-        tracker.log_model(lambda: time.sleep(0.3))  # a timed call inside a timed call
+        tracker.log_model(lambda: sleep(0.3))  # a timed call inside a timed call
         inside = tracker.seconds - before
-        time.sleep(0.3)  # not tracking: not counted
-    assert 0.3 <= inside < 0.45
-    assert tracker.seconds < before + inside + 0.25
+        sleep(0.3)  # not tracking: not counted
+    assert inside == pytest.approx(0.3)  # counted twice: 0.6
+    assert tracker.seconds == pytest.approx(before + inside)
     assert RunTracker(False, "unused", "exp", "run", None).seconds < 0.01
 
 
