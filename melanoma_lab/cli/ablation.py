@@ -14,14 +14,16 @@ then this writes ``ablation.md`` and ``ablation.csv`` (one table per group of ru
 ``--baseline dataset.colour_constancy_power=null`` (repeatable) makes the run with those overrides the reference,
 e.g. once a recipe decision was taken on earlier rows and the next ingredient is ablated from the new recipe.
 ``--record-decision TEXT`` (e.g. ``"m5: colour constancy off"``) tags every run compared in the tables (not a run
-alone on its folds, nor a reference beyond the folds its arms ran) with ``informed_decision=TEXT``: a recipe was chosen on their out-of-fold images, and the study
-report then gives the final recipe's out-of-fold scores without those images too
+alone on its folds, nor a reference beyond the folds its arms ran) with ``informed_decision=TEXT``: a recipe was
+chosen on their out-of-fold images, and the study report then gives the final recipe's out-of-fold scores without
+those images too
 (:mod:`melanoma_lab.reporting.decisions`).
 ``--experiment m5 --experiment m6`` compares two recipes on identical folds (same seed, folds and data), m5 the
 reference. Parents that ran the shift check show the worst drop per shift family beside the out-of-fold scores.
 An arm may run fewer folds than the reference (``study.cv_run_folds=[1]`` beside a reference on all five): it is
-compared on its own folds' images. ``--pool-folds``: a recipe cross-validated in pieces (``study.cv_run_folds=[1]``, ``[2]``, ``[3,4,5]``, e.g. over
-several sittings) stands as one parent of all five folds, to meet a recipe that ran them at once
+compared on its own folds' images. ``--pool-folds``: a recipe cross-validated in pieces (``study.cv_run_folds=[1]``,
+``[2]``, ``[3,4,5]``, e.g. over several sittings) stands as one parent of all five folds, to meet a recipe that ran
+them at once
 (:mod:`melanoma_lab.reporting.pooling`).
 """
 
@@ -78,7 +80,8 @@ def render(key: tuple, table: pd.DataFrame, confidence: float, floor: str) -> st
              + (f" Shift check: the worst drop of {' / '.join(gated)} over each family's shifts "
                 "(positive: worse)." if families else "")
              + (" A run joined by + is one recipe's parents on disjoint folds, pooled (--pool-folds): its alert is "
-                "recomputed over all their images, its shift drops are the worst of its parents' own (each on its own images)."
+                "recomputed over all their images, its shift drops are the worst of its parents' own (each on its "
+                "own images)."
                 if table["run_id"].str.contains(SEPARATOR, regex=False).any() else "")
              + (" A run marked (folds ...) ran other folds than the baseline: its scores and differences are over the"
                 " images it shares with the baseline (where it ran more, its alert is recomputed on them and its shift "

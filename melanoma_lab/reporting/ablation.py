@@ -165,7 +165,7 @@ def load_groups(client: MlflowClient, study: str, experiment: str | tuple[str, .
                             dict(run.data.tags), run.info.start_time or 0, run.data.params.get("dataset.melanoma_class"),
                             tuple(baseline), tuple(sorted(f"{k}={v}" for k, v in given.items())),
                             run.data.tags.get("cv_run_folds", "")))
-        if arms and (not baseline or any(not a.changes for a in arms)):  # the baseline: on the most folds, then oldest
+        if arms and (not baseline or any(not a.changes for a in arms)):  # baseline: on the most folds, then oldest
             groups[key] = sorted(arms, key=lambda a: (bool(a.changes), -len(fold_set(a.folds)), a.start_time))
     if not groups:
         raise LookupError(f"{study!r} has no FINISHED cross-validation runs with out-of-fold predictions"
@@ -182,9 +182,12 @@ def _on_most_folds(keys: list[tuple]) -> list[tuple]:
     out = []
     for key in keys:
         mine = fold_set(key[FOLDS])
-        holders = [fold_set(k[FOLDS]) for k in keys if split(k) == split(key) and mine and mine <= fold_set(k[FOLDS])]
-        most = min(holders, key=lambda f: (-len(f), sorted(f))) if holders else mine
-        out.append(key[:FOLDS] + (",".join(map(str, sorted(most))) if most else key[FOLDS],) + key[FOLDS + 1:])
+        if not mine:
+            out.append(key)
+            continue
+        holders = [fold_set(k[FOLDS]) for k in keys if split(k) == split(key) and mine <= fold_set(k[FOLDS])]
+        most = min(holders, key=lambda f: (-len(f), sorted(f)))  # holders hold key's own folds at least
+        out.append(key[:FOLDS] + (",".join(map(str, sorted(most))),) + key[FOLDS + 1:])
     return out
 
 
@@ -253,7 +256,7 @@ def ablation_table(arms: list[Arm], min_images: int, samples: int, confidence: f
                "fold_seconds": metrics.get("cv_mean_run_seconds", float("nan")),
                **{key.removeprefix("oof_"): value for key, value in metrics.items()
                   if key.startswith(SHIFT_DROPS)}}
-        if arm is not base and common_paths([base.oof, oof]):  # a run on other folds shares no image with it
+        if arm is not base and not beyond.all():  # a run on other folds only shares no image with it
             row |= paired_deltas(base.oof, oof, index, min_images, samples, confidence)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -263,6 +266,8 @@ def decided_on(arms: list[Arm]) -> list[str]:
     """The runs of a group whose every out-of-fold image was compared with the baseline's: what a decision read from
     its table was taken on. A baseline on more folds than every other run is not (only its images on their folds
     were), nor is a group of one."""
+    if len(arms) < 2:
+        return []
     base = set(arms[0].oof["path"])
     seen = set().union(*(base & set(arm.oof["path"]) for arm in arms[1:]))
-    return [arm.run_id for arm in arms if len(arms) > 1 and set(arm.oof["path"]) <= seen]
+    return [arm.run_id for arm in arms if set(arm.oof["path"]) <= seen]
