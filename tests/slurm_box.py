@@ -3,6 +3,8 @@
 Debian's ``slurm-wlm`` and ``munge`` (``.ci/run`` installs them). Everything (key, sockets, state, logs, config)
 lives in the folder; daemons run in the foreground in their own process groups and are stopped afterwards.
 Clients find the cluster through ``SLURM_CONF`` (set in the environment for the duration of the block).
+The box keeps no accounting database; its ``sacct`` (first on ``PATH`` inside the block) answers submitit's state
+query from the controller's memory, as a lab cluster's accounting would (see :func:`write_sacct`).
 Every process the box starts inherits that ``SLURM_CONF`` (the daemons, ``slurmstepd`` and the jobs): on the way
 out, after its jobs are cancelled and its daemons stopped, the box ends any such process still alive.
 """
@@ -60,11 +62,44 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none
 ReturnToService=2
-KillWait=5
+# Slurm's default: a cancelled job has 30 s from SIGTERM to SIGKILL to close its run and write its result
+KillWait=30
 MinJobAge=600
 NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN
 PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
+
+
+SACCT = """#!/bin/sh
+# sacct for a cluster without accounting storage: the one query submitit makes
+# (sacct -o JobID,State,NodeList --parsable2 -j ID ...), answered by squeue from slurmctld's memory, which keeps
+# a finished job (COMPLETED, CANCELLED, FAILED) for MinJobAge seconds.
+ids=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -j) ids="$ids,$2"; shift 2 ;;
+    -o) [ "$2" = "JobID,State,NodeList" ] || { echo "box sacct: only -o JobID,State,NodeList (got $2)" >&2; exit 2; }
+        shift 2 ;;
+    --parsable2) shift ;;
+    *) echo "box sacct: unsupported argument $1" >&2; exit 2 ;;
+  esac
+done
+[ -n "$ids" ] || { echo "box sacct: give -j JOBID" >&2; exit 2; }
+echo "JobID|State|NodeList"
+exec squeue -h -r -t all -j "${ids#,}" -o "%i|%T|%N"
+"""
+
+
+def write_sacct(folder: Path) -> Path:
+    """A ``sacct`` for the box in ``folder``; returns the folder to put first on ``PATH``. Without it submitit
+    (which polls ``sacct`` for a job's state) sees a job that ended without writing its result, one killed by
+    Slurm after ``KillWait`` say, as UNKNOWN forever, and a sweep waits on it for ever; with it the job reads
+    CANCELLED or FAILED and the sweep fails with the job's error stream, as on a cluster with accounting."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "sacct"
+    script.write_text(SACCT)
+    script.chmod(0o755)
+    return folder
 
 
 def _daemon(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -132,7 +167,8 @@ def _wait_for_empty_queue(env: dict[str, str], timeout: float) -> None:
 @contextmanager
 def slurm_box(folder: Path) -> Iterator[dict[str, str]]:
     """Start the cluster in ``folder``; yields the environment (``SLURM_CONF``) clients need. Sets
-    ``SLURM_CONF`` in ``os.environ`` too (submitit calls sbatch/squeue/scancel from this process)."""
+    ``SLURM_CONF`` and ``PATH`` (the box's ``sacct`` first) in ``os.environ`` too: submitit calls
+    sbatch/sacct/scancel from this process."""
     folder.mkdir(parents=True, exist_ok=True)
     for sub in ("state", "spool"):
         (folder / sub).mkdir(exist_ok=True)
@@ -142,8 +178,9 @@ def slurm_box(folder: Path) -> Iterator[dict[str, str]]:
     subprocess.run([_tool("mungekey"), "--create", f"--keyfile={key}", "--force"], check=True, capture_output=True)
     conf = folder / "slurm.conf"
     conf.write_text(slurm_conf(folder, munge_socket))
-    env = os.environ | {"SLURM_CONF": str(conf)}
-    previous = os.environ.get("SLURM_CONF")
+    path = f"{write_sacct(folder / 'bin')}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = os.environ | {"SLURM_CONF": str(conf), "PATH": path}
+    previous = {name: os.environ.get(name) for name in ("SLURM_CONF", "PATH")}
     with ExitStack() as stack:
         stack.callback(end_processes_with_env, "SLURM_CONF", str(conf))  # runs last, after the daemons stopped
         munged = _daemon([_tool("munged"), "--foreground", "--force", f"--socket={munge_socket}",
@@ -161,13 +198,14 @@ def slurm_box(folder: Path) -> Iterator[dict[str, str]]:
         daemons.append(_daemon([_tool("slurmd"), "-D", "-f", str(conf)], folder / "slurmd.out.log", env))
         stack.callback(stop_group, daemons[1])
         _wait_for_node(env, daemons, folder)
-        os.environ["SLURM_CONF"] = str(conf)
+        os.environ.update(SLURM_CONF=str(conf), PATH=path)
         try:
             yield env
         finally:
             subprocess.run(["scancel", "--partition", PARTITION], env=env, capture_output=True)
-            _wait_for_empty_queue(env, timeout=30)  # let slurmd and slurmstepd end the jobs before they stop
-            if previous is None:
-                os.environ.pop("SLURM_CONF", None)
-            else:
-                os.environ["SLURM_CONF"] = previous
+            _wait_for_empty_queue(env, timeout=45)  # let slurmd and slurmstepd end the jobs before they stop
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value

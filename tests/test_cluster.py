@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -329,6 +330,45 @@ def test_two_sweeps_writing_at_once_lose_nothing(server, tmp_path):
         assert "val_balanced_accuracy" in run.data.metrics
 
 
+def _job_logs(root: Path, job_id: str, lines: int = 30) -> str:
+    """The last ``lines`` of each submitit log of Slurm job ``job_id`` under ``root``."""
+    return "\n".join(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+                     for path in sorted(root.rglob(f".submitit/{job_id}/*_log.*")))
+
+
+def _raised(call) -> BaseException | None:
+    try:
+        call()
+    except BaseException as error:  # noqa: BLE001 - the test inspects what was raised
+        return error
+    return None
+
+
+def test_a_slurm_job_killed_without_a_result_fails_its_wait_instead_of_hanging_it(slurm, tmp_path):
+    """CI once waited out 600 s on a sweep after ``scancel``: a job that ends without writing its result (killed
+    by Slurm after ``KillWait``, by the OOM killer, ...) left submitit polling ``sacct`` for its state, which a
+    cluster without accounting never gives, for ever. The box's ``sacct`` reports the job ended, and the wait
+    fails with submitit's error (the job's own error stream in it) within submitit's 15 s grace for the result."""
+    import submitit
+    from submitit.core.utils import UncompletedJobError
+
+    executor = submitit.SlurmExecutor(folder=tmp_path / "jobs")
+    executor.update_parameters(partition=PARTITION, time=10, cpus_per_task=1)
+    job = executor.submit(time.sleep, 600)
+    _wait_for(lambda: subprocess.run(["squeue", "-h", "-j", job.job_id, "-o", "%t"], env=slurm, capture_output=True,
+                                     text=True).stdout.strip() == "R", 60, f"job {job.job_id} running")
+    _wait_for(lambda: job.paths.stderr.exists(), 60, "the job's Python process")
+    subprocess.run(["scancel", "--full", "--signal=KILL", job.job_id], check=True, env=slurm)  # no result written
+    outcome: dict[str, BaseException | None] = {}
+    waiter = threading.Thread(target=lambda: outcome.update(error=_raised(job.result)), daemon=True)
+    waiter.start()
+    waiter.join(180)
+    assert not waiter.is_alive(), f"still waiting for job {job.job_id} 180 s after it was killed"
+    assert isinstance(outcome["error"], UncompletedJobError), outcome["error"]
+    assert "has not produced any output" in str(outcome["error"]) and not job.paths.result_pickle.exists()
+    assert job.state in ("CANCELLED", "FAILED"), job.state
+
+
 def test_slurm_job_cancelled_mid_training_fails_alone_and_rerun_redoes_only_it(server, slurm, tmp_path):
     study, long_epochs = "cluster-scancel", 30
     grid = ["hydra/launcher=submitit_slurm", f"hydra.launcher.partition={PARTITION}", "hydra.launcher.cpus_per_task=1",
@@ -343,9 +383,14 @@ def test_slurm_job_cancelled_mid_training_fails_alone_and_rerun_redoes_only_it(s
                           600, "the long job's first epoch", sweep)
     job_id = client.get_run(run_id).data.tags["slurm_job_id"]
     subprocess.run(["scancel", job_id], check=True, env=slurm)
-    _, err = sweep.communicate(timeout=600)
+    try:
+        _, err = sweep.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        sweep.kill()
+        raise AssertionError(f"the sweep did not end within 600 s of scancel {job_id}; its error stream:\n"
+                             f"{sweep.communicate()[1][-2000:]}\n{_job_logs(tmp_path, job_id)}") from None
     first = time.monotonic() - started
-    failure = err[err.rfind("sweep jobs failed") - 10:]
+    failure = err[max(0, err.rfind("sweep jobs failed") - 10):]  # err may begin with it
     assert sweep.returncode == 1 and "1 of 2 sweep jobs failed" in failure, err[-3000:]
     assert f"trainer.epochs={long_epochs}" in failure and "trainer.epochs=2 " not in failure
     parent, children = run_tree(server, study)
