@@ -8,6 +8,7 @@ Each test prints its sweep's wall time and run tree (`pytest -s` shows them).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -45,6 +47,8 @@ if (MISSING or RAY_MISSING) and os.environ.get("MELANOMA_LAB_REQUIRE_CLUSTER"): 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow,
               pytest.mark.skipif(bool(MISSING), reason=f"cluster tools missing: {', '.join(MISSING)} ({HOW})")]
 QUIET = [*TINY, "tracking.log_model=false"]
+SLURM = ["hydra/launcher=submitit_slurm", f"hydra.launcher.partition={PARTITION}", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.timeout_min=20"]
 GRID = ["experiment=m1,m2", "trainer.seed=1,2"]
 SHOWN = ("experiment", "trainer.seed", "trainer.epochs", "optimizer.learning_rate")
 
@@ -193,9 +197,7 @@ def _command_line(pid: int) -> str:
 
 
 def test_slurm_2x2_sweep_lands_as_parent_and_children(server, slurm, tmp_path):
-    result, seconds = _sweep(server, tmp_path, "cluster-slurm", "hydra/launcher=submitit_slurm",
-                             f"hydra.launcher.partition={PARTITION}", "hydra.launcher.cpus_per_task=1",
-                             "hydra.launcher.timeout_min=20", *GRID)
+    result, seconds = _sweep(server, tmp_path, "cluster-slurm", *SLURM, *GRID)
     assert result.returncode == 0, result.stderr[-3000:]
     parent, children = run_tree(server, "cluster-slurm")
     _show("slurm", seconds, parent, children)
@@ -369,46 +371,71 @@ def test_a_slurm_job_killed_without_a_result_fails_its_wait_instead_of_hanging_i
     assert job.state in ("CANCELLED", "FAILED"), job.state
 
 
-def test_slurm_job_cancelled_mid_training_fails_alone_and_rerun_redoes_only_it(server, slurm, tmp_path):
-    study, long_epochs = "cluster-scancel", 30
-    grid = ["hydra/launcher=submitit_slurm", f"hydra.launcher.partition={PARTITION}", "hydra.launcher.cpus_per_task=1",
-            "hydra.launcher.timeout_min=20", "experiment=m1", f"trainer.epochs=2,{long_epochs}"]
-    env = os.environ | {"MLFLOW_TRACKING_URI": server}
-    sweep = subprocess.Popen(_command(tmp_path, study, *grid), env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+def _stop_the_long_job(server: str, root: Path, study: str, epochs: str, stop) -> tuple[str, list[str]]:
+    """Sweep m1 over ``trainer.epochs=<epochs>`` (a 30-epoch job and a 2-epoch one) on the box's Slurm, stop the
+    30-epoch job after its first epoch with ``stop(job id, run)``: the sweep ends FAILED naming that job
+    alone, whose child run ends FAILED, the other job FINISHED; then the same sweep again trains only the stopped job.
+    Returns the stopped run's ``error`` tag and the errors the first sweep left in its jobs' ``job_error.json``."""
+    long_epochs, grid = 30, [*SLURM, "experiment=m1", f"trainer.epochs={epochs}"]
+    sweep = subprocess.Popen(_command(root, study, *grid), env=os.environ | {"MLFLOW_TRACKING_URI": server},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = MlflowClient(server)
     started = time.monotonic()
     query = f"tags.`override.trainer.epochs` = '{long_epochs}'"
     run_id, _ = _wait_for(lambda: (found := _epochs_logged(client, study, query)) and found[1] >= 1 and found,
                           600, "the long job's first epoch", sweep)
     job_id = client.get_run(run_id).data.tags["slurm_job_id"]
-    subprocess.run(["scancel", job_id], check=True, env=slurm)
+    stop(job_id, client.get_run(run_id))
     try:
         _, err = sweep.communicate(timeout=600)
     except subprocess.TimeoutExpired:
         sweep.kill()
         raise AssertionError(f"the sweep did not end within 600 s of scancel {job_id}; its error stream:\n"
-                             f"{sweep.communicate()[1][-2000:]}\n{_job_logs(tmp_path, job_id)}") from None
+                             f"{sweep.communicate()[1][-2000:]}\n{_job_logs(root, job_id)}") from None
     first = time.monotonic() - started
     failure = err[max(0, err.rfind("sweep jobs failed") - 10):]  # err may begin with it
     assert sweep.returncode == 1 and "1 of 2 sweep jobs failed" in failure, err[-3000:]
     assert f"trainer.epochs={long_epochs}" in failure and "trainer.epochs=2 " not in failure
     parent, children = run_tree(server, study)
-    _show(f"scancel: first sweep, job {job_id} cancelled", first, parent, children)
-    cancelled = client.get_run(run_id)
-    assert cancelled.info.status == "FAILED" and "JobCancelled" in cancelled.data.tags["error"]
+    _show(f"{study}: first sweep, job {job_id} stopped", first, parent, children)
+    stopped = client.get_run(run_id)
+    assert stopped.info.status == "FAILED", stopped.info.status
     assert len(client.get_metric_history(run_id, "val_loss")) < long_epochs
     assert parent.info.status == "FAILED" and parent.data.metrics == {"jobs": 2, "failed_jobs": 1}
     finished = [r for r in children if r.info.status == "FINISHED"]
     assert [r.data.tags["override.trainer.epochs"] for r in finished] == ["2"]  # the other job finished
+    sweep_dir = root / "experiments" / "multiruns" / study
+    assert sorted(pd.read_csv(sweep_dir / "sweep_summary.csv")["status"]) == ["FAILED", "FINISHED"]
+    job_errors = [json.loads(path.read_text())["error"] for path in sweep_dir.rglob("job_error.json")]
 
-    result, seconds = _sweep(server, tmp_path, study, *grid)  # the same sweep again: only the cancelled job runs
+    result, seconds = _sweep(server, root, study, *grid)  # the same sweep again: only the stopped job runs
     assert result.returncode == 0, result.stderr[-3000:]
     parent, children = run_tree(server, study)
-    _show("scancel: rerun", seconds, parent, children)
+    _show(f"{study}: rerun", seconds, parent, children)
     assert parent.info.status == "FINISHED" and parent.data.metrics == {"jobs": 2, "failed_jobs": 0}
     by_job = {}
     for child in children:
         by_job.setdefault(child.data.tags["override.trainer.epochs"], []).append(child.info.status)
     assert sorted(by_job["2"]) == ["FINISHED"]  # reused, not trained again
     assert sorted(by_job[str(long_epochs)]) == ["FAILED", "FINISHED"]
+    assert not list(sweep_dir.rglob("job_error.json"))  # the job run again dropped its error
+    return stopped.data.tags["error"], job_errors
+
+
+def test_slurm_job_cancelled_mid_training_fails_alone_and_rerun_redoes_only_it(server, slurm, tmp_path):
+    """``scancel``: SIGTERM, which the job turns into JobCancelled (its run ends FAILED, its result is written)."""
+    error, job_errors = _stop_the_long_job(
+        server, tmp_path, "cluster-scancel", "2,30",
+        lambda job_id, run: subprocess.run(["scancel", job_id], check=True, env=slurm))
+    assert error.startswith("JobCancelled") and job_errors == [error], (error, job_errors)
+
+
+def test_slurm_job_killed_mid_training_fails_alone_and_the_sweep_still_ends(server, slurm, tmp_path):
+    """SIGKILL (the OOM killer, a failed node, ``KillWait`` run out): the job writes nothing. hydra-submitit's
+    launcher raised at it (the killed job is the first one waited on here), leaving the parent RUNNING, no summary,
+    and the other job unwatched; now (melanoma_lab/study/lost_jobs.py) it fails alone and its run ends FAILED."""
+    error, job_errors = _stop_the_long_job(
+        server, tmp_path, "cluster-sigkill", "30,2",  # as the OOM killer does
+        lambda job_id, run: os.kill(int(run.data.tags["pid"]), signal.SIGKILL))
+    assert error.startswith("LostJob: Slurm job") and "ended without a result" in error, error
+    assert job_errors == [error], job_errors

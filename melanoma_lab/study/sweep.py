@@ -4,7 +4,8 @@ The parent is started in ``on_multirun_start`` and its id written to ``<hydra.sw
 where every job (in this process, a joblib worker or a cluster node sharing the folder) finds it. The same
 sweep run again (same overrides) reopens its parent, so jobs skipped as already FINISHED stay among its
 children. A failing job ends its child run FAILED and the sweep goes on; a job that fails before its child run
-starts (a user error in its config or data) leaves ``job_error.json`` in its folder. When the sweep ends, the
+starts (a user error in its config or data) leaves ``job_error.json`` in its folder, as does a Slurm job that ends
+without a result (:mod:`melanoma_lab.study.lost_jobs`). When the sweep ends, the
 parent gets ``sweep_summary.csv`` (the latest child of each job, or the early error, key metrics), the console the
 same runs side by side with the MLflow UI link (:mod:`melanoma_lab.study.sweep_table`), and the command exits
 with status 1 naming the jobs that failed (Hydra turns a callback's exceptions into warnings, hence ``SystemExit``).
@@ -91,9 +92,11 @@ class MlflowSweepCallback(Callback):
     """Parent/child MLflow runs for Hydra sweeps (configured in ``conf/hydra/default.yaml``)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from melanoma_lab.study.lost_jobs import lost_jobs_fail_alone
         from melanoma_lab.tracking.identity import make_tracker, study_tags
         from melanoma_lab.tracking.stale_runs import repair_stale_runs
 
+        lost_jobs_fail_alone(JOB_ERROR_FILE, PARENT_FILE)  # a Slurm job killed before its result fails alone
         identity = sweep_identity(config)
         tags = study_tags(config.study, config.dataset.name, config.trainer.seed)
         parent = make_tracker(config.tracking, config.paths.mlruns_dir, f"sweep-{Path(config.hydra.sweep.dir).name}",
