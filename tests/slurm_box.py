@@ -64,7 +64,8 @@ MpiDefault=none
 ReturnToService=2
 # Slurm's default: a cancelled job has 30 s from SIGTERM to SIGKILL to close its run and write its result
 KillWait=30
-MinJobAge=600
+# a finished job stays known (to squeue, hence to the box's sacct) for longer than submitit's 600 s between polls
+MinJobAge=3600
 NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN
 PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
@@ -178,7 +179,7 @@ def slurm_box(folder: Path) -> Iterator[dict[str, str]]:
     subprocess.run([_tool("mungekey"), "--create", f"--keyfile={key}", "--force"], check=True, capture_output=True)
     conf = folder / "slurm.conf"
     conf.write_text(slurm_conf(folder, munge_socket))
-    path = f"{write_sacct(folder / 'bin')}{os.pathsep}{os.environ.get('PATH', '')}"
+    path = os.pathsep.join(filter(None, [str(write_sacct(folder / "bin")), os.environ.get("PATH")]))
     env = os.environ | {"SLURM_CONF": str(conf), "PATH": path}
     previous = {name: os.environ.get(name) for name in ("SLURM_CONF", "PATH")}
     with ExitStack() as stack:

@@ -7,7 +7,9 @@ the parent run stays RUNNING and no sweep summary is written. With :func:`lost_j
 sweep callback, :class:`melanoma_lab.study.sweep.MlflowSweepCallback`, in the process that launches the sweep) such
 a job is a failed job of the sweep, like one that raised: its child run (found by its ``slurm_job_id`` tag) ends
 FAILED with a ``LostJob`` error, its ``job_error.json`` is written where the job's own outputs go, the launcher waits
-for every other job, and the sweep ends FAILED naming it; the same command again redoes only that job.
+for every other job, and the sweep ends FAILED naming it; the same command again redoes only that job. A job is
+lost only once its result is still missing a minute after Slurm (``sacct``) says it ended: a cancelled job may
+still be closing its run then.
 
 Hydra instantiates launchers only from its ``hydra_plugins`` namespace package, which this project's editable
 install cannot join (setuptools' editable finder hides the portion from Hydra's plug-in scan), hence a wrapper of
@@ -20,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from omegaconf import DictConfig, open_dict
 from melanoma_lab.data.staging import write_atomically
 
 log = logging.getLogger(__name__)
+RESULT_GRACE_S = 45.0  # after submitit's own 15 s: a cancelled job has KillWait (30 s by default) to write its result
 
 
 class LostJob(RuntimeError):
@@ -54,17 +58,32 @@ def lost_jobs_fail_alone(error_file: str, parent_file: str) -> None:
         try:
             return results(job)
         except UncompletedJobError as error:
+            if _result_arrives(job, RESULT_GRACE_S):  # a cancelled job still closing its run (sacct already says so)
+                return results(job)
             return [lost_job_return(job, error, error_file, parent_file)]
 
     results_or_failure.lost_jobs_fail_alone = True  # type: ignore[attr-defined]
     SlurmJob.results = results_or_failure
 
 
+def _result_arrives(job: Any, seconds: float) -> bool:
+    """Whether submitit ``job``'s result file appears within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not job.paths.result_pickle.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
 def lost_job_return(job: Any, error: Exception, error_file: str, parent_file: str) -> JobReturn:
     """The failed job of a sweep for submitit ``job``, which ended without a result: its error kept beside its
-    outputs and on its child run. ``error`` is raised again for a job that no hydra-submitit launcher submitted."""
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-
+    outputs and, where the store answers, on its child run. ``error`` is raised again for a job that no
+    hydra-submitit launcher submitted."""
+    try:
+        from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+    except ImportError:
+        raise error from None
     submission = job.submission()
     launcher = submission.function
     if not isinstance(launcher, BaseSubmititLauncher):
@@ -74,17 +93,20 @@ def lost_job_return(job: Any, error: Exception, error_file: str, parent_file: st
                    f"killer or a failed node; its log: {job.paths.stderr}")
     log.error("sweep job %s failed: %s\n%s", number, lost, str(error)[-2000:])
     text = f"{type(lost).__name__}: {lost}"
-    write_atomically(_output_dir(launcher, overrides, number) / error_file,
+    write_atomically(_output_dir(launcher, overrides, number, job.job_id) / error_file,
                      json.dumps({"overrides": " ".join(overrides), "error": text}))
-    fail_child_runs(launcher.config, Path(launcher.config.hydra.sweep.dir) / parent_file, job.job_id, text)
+    try:
+        fail_child_runs(launcher.config, Path(launcher.config.hydra.sweep.dir) / parent_file, job.job_id, text)
+    except Exception as store_error:  # noqa: BLE001 - the sweep still ends: the summary counts a RUNNING child failed
+        log.warning("could not mark the child run of lost job %s FAILED: %s", job.job_id, store_error)
     return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=None)
 
 
-def _output_dir(launcher: Any, overrides: list[str], number: int) -> Path:
+def _output_dir(launcher: Any, overrides: list[str], number: int, job_id: str) -> Path:
     """The folder the job writes to (``hydra.sweep.dir``/``hydra.sweep.subdir``), as the launcher composes it."""
     config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
     with open_dict(config.hydra.job) as job:
-        job.num = number
+        job.num, job.id = number, job_id
     return Path(config.hydra.sweep.dir) / str(config.hydra.sweep.subdir)
 
 
