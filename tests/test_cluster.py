@@ -171,8 +171,7 @@ def test_the_slurm_box_leaves_no_process_of_its_own_behind(services_dir):
         job = subprocess.run(["sbatch", "--parsable", f"--partition={PARTITION}", "--wrap", "srun sleep 600",
                               f"--output={services_dir}/slurm-teardown/job-%j.out"],
                              env=env, capture_output=True, text=True, check=True).stdout.strip()
-        _wait_for(lambda: subprocess.run(["squeue", "-h", "-j", job, "-o", "%t"], env=env, capture_output=True,
-                                         text=True).stdout.strip() == "R", 60, f"job {job} running")
+        _wait_for(lambda: _running(env, job), 60, f"job {job} running")
         _wait_for(lambda: {f"[{job}.batch]", f"[{job}.0]", "sleep 600"} <= {
             _command_line(pid) for pid in processes_with_env("SLURM_CONF", conf) if pid != stray.pid}, 30,
             "the batch step, step 0 and its sleep")
@@ -182,6 +181,12 @@ def test_the_slurm_box_leaves_no_process_of_its_own_behind(services_dir):
         stray.kill()
     left = processes_with_env("SLURM_CONF", conf)
     assert left == [], [_command_line(pid) for pid in left]
+
+
+def _running(env: dict[str, str], job_id: str) -> bool:
+    """Whether Slurm job ``job_id`` of the box (``env``) is running."""
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%t"], env=env, capture_output=True,
+                          text=True).stdout.strip() == "R"
 
 
 def _command_line(pid: int) -> str:
@@ -357,8 +362,7 @@ def test_a_slurm_job_killed_without_a_result_fails_its_wait_instead_of_hanging_i
     executor = submitit.SlurmExecutor(folder=tmp_path / "jobs")
     executor.update_parameters(partition=PARTITION, time=10, cpus_per_task=1)
     job = executor.submit(time.sleep, 600)
-    _wait_for(lambda: subprocess.run(["squeue", "-h", "-j", job.job_id, "-o", "%t"], env=slurm, capture_output=True,
-                                     text=True).stdout.strip() == "R", 60, f"job {job.job_id} running")
+    _wait_for(lambda: _running(slurm, job.job_id), 60, f"job {job.job_id} running")
     subprocess.run(["scancel", "--full", "--signal=KILL", job.job_id], check=True, env=slurm)  # no result written
     outcome: dict[str, BaseException | None] = {}
     waiter = threading.Thread(target=lambda: outcome.update(error=_raised(job.result)), daemon=True)
@@ -389,7 +393,7 @@ def _stop_the_long_job(server: str, root: Path, study: str, epochs: str, stop) -
         _, err = sweep.communicate(timeout=600)
     except subprocess.TimeoutExpired:
         sweep.kill()
-        raise AssertionError(f"the sweep did not end within 600 s of scancel {job_id}; its error stream:\n"
+        raise AssertionError(f"the sweep did not end within 600 s of stopping job {job_id}; its error stream:\n"
                              f"{sweep.communicate()[1][-2000:]}\n{_job_logs(root, job_id)}") from None
     first = time.monotonic() - started
     failure = err[max(0, err.rfind("sweep jobs failed") - 10):]  # err may begin with it

@@ -114,7 +114,7 @@ def fail_child_runs(config: DictConfig, path: Path, job_id: str, error: str) -> 
     """Mark FAILED, with ``error``, the RUNNING child runs that Slurm job ``job_id`` started under the parent run
     whose id is in ``path``; their ids (none when the job was lost before its run started, or nothing is tracked)."""
     from melanoma_lab.tracking.identity import make_tracker
-    from melanoma_lab.tracking.store import retry_locked
+    from melanoma_lab.tracking.stale_runs import fail_run
 
     if not path.is_file():
         return []
@@ -122,6 +122,5 @@ def fail_child_runs(config: DictConfig, path: Path, job_id: str, error: str) -> 
     lost = [run.info.run_id for run in parent.child_runs()
             if run.data.tags.get("slurm_job_id") == job_id and run.info.status == "RUNNING"]
     for run_id in lost:
-        parent.set_tags({"error": error}, run_id=run_id)
-        retry_locked(lambda: parent.client.set_terminated(run_id, status="FAILED"))
+        fail_run(parent.client, run_id, error)
     return lost

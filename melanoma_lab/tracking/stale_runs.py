@@ -51,14 +51,19 @@ def find_stale_runs(client: MlflowClient) -> list[Run]:
             if not owner_alive(run.data.tags)]
 
 
+def fail_run(client: MlflowClient, run_id: str, error: str) -> None:
+    """End run ``run_id`` FAILED with an ``error`` tag (its process is gone: it cannot close the run itself)."""
+    retry_locked(lambda: client.set_tag(run_id, "error", error))
+    retry_locked(lambda: client.set_terminated(run_id, status="FAILED"))
+
+
 def fail_stale_runs(client: MlflowClient) -> list[Run]:
     """Mark FAILED (with an ``error`` tag) this host's runs whose process is gone; returns them."""
     stale = find_stale_runs(client)
     for run in stale:
-        error = (f"stale: process {run.data.tags.get('pid')} on {run.data.tags.get('host')} ended without closing "
+        fail_run(client, run.info.run_id,
+                 f"stale: process {run.data.tags.get('pid')} on {run.data.tags.get('host')} ended without closing "
                  f"the run (killed?); marked FAILED by process {os.getpid()} at {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        retry_locked(lambda: client.set_tag(run.info.run_id, "error", error))
-        retry_locked(lambda: client.set_terminated(run.info.run_id, status="FAILED"))
     return stale
 
 
